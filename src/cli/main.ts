@@ -1,0 +1,144 @@
+// The `slipway` command: a thin edge over the pure core. Exit codes: 0 success,
+// 1 the input is invalid or the operation failed, 2 usage error.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { parseClusterFile, hasErrors } from '../spec/parse.ts';
+import { formatProblem } from '../spec/problems.ts';
+import { ClusterFileSchema } from '../spec/schema.ts';
+import { EXAMPLES, type ExampleShape } from '../spec/examples.ts';
+import type { Spec } from '../spec/types.ts';
+import { buildPlan } from '../plan/plan.ts';
+import { planTree } from '../render/tree.ts';
+import { readTree, writeTreeAtomic } from '../render/write.ts';
+import { diffTrees } from '../render/diff.ts';
+import { loadOrCreateSecrets, previewSecrets } from '../secrets/store.ts';
+
+class UsageError extends Error {}
+
+const USAGE = `Usage: slipway <command> [options]
+
+Commands:
+  validate -f FILE                 check a cluster file; every problem as FILE:LINE:COL: path: message
+  render   -f FILE -o DIR [--state DIR]
+                                   write every machine's files, Ignition, cloud-config and PXE configs
+  plan     -f FILE -o DIR [--state DIR]
+                                   show what render would add, change or remove (writes nothing)
+  schema                           print the cluster file's JSON Schema
+  init     [--shape single|ha]     print a commented example cluster file
+
+Exit codes: 0 ok, 1 invalid input or failure, 2 usage error.
+State (CAs, keys, tokens) lives in --state, default .slipway/ beside the cluster file.`;
+
+const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
+const err = (s: string) => process.stderr.write(s.endsWith('\n') ? s : s + '\n');
+
+function args<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: false, strict: true }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function need(v: unknown, flag: string): string {
+  if (typeof v !== 'string' || v === '') throw new UsageError(`missing ${flag}`);
+  return v;
+}
+
+/** Read and check a cluster file; prints its problems; returns the Spec or exits 1. */
+async function load(file: string): Promise<Spec | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const { spec, problems } = parseClusterFile(text, file);
+  for (const p of problems) err(formatProblem(p));
+  return hasErrors(problems) ? undefined : spec;
+}
+
+const stateDirFor = (file: string, state: unknown) => (typeof state === 'string' ? state : join(dirname(resolve(file)), '.slipway'));
+const fileOpts = { file: { type: 'string', short: 'f' } } as const;
+const renderOpts = { ...fileOpts, out: { type: 'string', short: 'o' }, state: { type: 'string' } } as const;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  async validate(argv) {
+    const file = need(args(argv, fileOpts).file, '-f FILE');
+    const spec = await load(file);
+    if (!spec) return 1;
+    out(`${file}: valid (${spec.machines.length} machines, Kubernetes ${spec.kubernetesVersion})`);
+    return 0;
+  },
+
+  async render(argv) {
+    const a = args(argv, renderOpts);
+    const file = need(a.file, '-f FILE');
+    const dir = need(a.out, '-o DIR');
+    const spec = await load(file);
+    if (!spec) return 1;
+    const secrets = await loadOrCreateSecrets(stateDirFor(file, a.state), spec, { log: err });
+    const tree = planTree(buildPlan(spec, secrets));
+    await writeTreeAtomic(dir, tree);
+    out(`rendered ${spec.machines.length} machines (${tree.size} files) into ${dir}`);
+    return 0;
+  },
+
+  async plan(argv) {
+    const a = args(argv, renderOpts);
+    const file = need(a.file, '-f FILE');
+    const dir = need(a.out, '-o DIR');
+    const spec = await load(file);
+    if (!spec) return 1;
+    const secrets = await previewSecrets(stateDirFor(file, a.state), spec);
+    const changes = diffTrees(await readTree(dir), planTree(buildPlan(spec, secrets)));
+    if (changes.length === 0) {
+      out(`no changes: ${dir} is up to date`);
+      return 0;
+    }
+    const sign = { add: '+', change: '~', remove: '-' } as const;
+    for (const c of changes) out(`${sign[c.kind]} ${c.path}${c.detail ? ` (${c.detail})` : ''}${c.secret ? ' [secret]' : ''}`);
+    const count = (k: string) => changes.filter((c) => c.kind === k).length;
+    out(`plan: ${count('add')} to add, ${count('change')} to change, ${count('remove')} to remove`);
+    return 0;
+  },
+
+  async schema(argv) {
+    args(argv, {});
+    out(JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', ...ClusterFileSchema }, null, 2));
+    return 0;
+  },
+
+  async init(argv) {
+    const shape = (args(argv, { shape: { type: 'string' } }).shape ?? 'ha') as string;
+    if (!(shape in EXAMPLES)) throw new UsageError(`--shape must be one of: ${Object.keys(EXAMPLES).join(', ')}`);
+    out(EXAMPLES[shape as ExampleShape]);
+    return 0;
+  },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    out(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const run = COMMANDS[cmd];
+  try {
+    if (!run) throw new UsageError(`unknown command "${cmd}"`);
+    if (rest.includes('-h') || rest.includes('--help')) {
+      out(USAGE);
+      return 0;
+    }
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`slipway: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    err(`slipway ${cmd}: ${(e as Error).message}`);
+    return 1;
+  }
+}
+

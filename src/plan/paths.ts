@@ -1,0 +1,12 @@
+// Where things live on a machine. One place, so units, kubeconfigs and the PKI agree.
+export const BIN = '/opt/bin'; // writable on Flatcar (/usr is read-only there)
+export const K8S = '/etc/kubernetes';
+export const PKI = '/etc/kubernetes/pki';
+export const ETCD_PKI = '/etc/kubernetes/pki/etcd';
+export const UNITS = '/etc/systemd/system';
+export const ADDONS = '/etc/kubernetes/addons';
+export const SLIPWAY = '/etc/slipway';
+export const KUBELET_DIR = '/var/lib/kubelet';
+export const CONTAINERD_SOCK = 'unix:///run/containerd/containerd.sock';
+/** the port every apiserver binds on its own machine IP; haproxy owns <vip>:<controlPlane.port> */
+export const APISERVER_PORT = 6443;

@@ -1,0 +1,188 @@
+// The control plane on every control-plane machine: kube-apiserver, controller-manager
+// and scheduler as systemd units with their flags on the command line (guide 02's
+// shape), their kubeconfigs, the audit policy and Secret encryption at rest.
+import { stringify } from 'yaml';
+import { nthHost } from '../../lib/ipv4.ts';
+import { apiHost, etcdMembers, hasRole, type Machine, type Spec } from '../../spec/types.ts';
+import { command, unitFile, type Flags } from '../systemd.ts';
+import { kubeconfig } from '../kubeconfig.ts';
+import type { File, Phase, PhaseContext } from '../types.ts';
+import { APISERVER_PORT, BIN, ETCD_PKI, K8S, PKI, UNITS } from '../paths.ts';
+import { ETCD_CLIENT_PORT } from './etcd.ts';
+
+/** With a VIP, haproxy owns <vip>:<port> and apiservers bind <own ip>:6443; without, the apiserver serves <port> itself. */
+export const apiserverPort = (spec: Spec): number => (spec.controlPlane.vip ? APISERVER_PORT : spec.controlPlane.port);
+
+const unitDeps = {
+  Wants: 'network-online.target',
+  After: ['network-online.target', 'slipway-binaries.service'],
+  Requires: 'slipway-binaries.service',
+};
+const service = (exec: string) => ({ ExecStart: exec, Restart: 'always', RestartSec: '5s', LimitNOFILE: 65536 });
+
+export function apiserverFlags(ctx: PhaseContext, m: Machine): Flags {
+  const { spec, version } = ctx;
+  return {
+    'advertise-address': m.ip,
+    'bind-address': m.ip,
+    'secure-port': apiserverPort(spec),
+    'insecure-port': version.insecurePortFlag ? 0 : undefined,
+    'allow-privileged': true,
+    'authorization-mode': ['Node', 'RBAC'],
+    'enable-admission-plugins': ['NodeRestriction'],
+    'enable-bootstrap-token-auth': true,
+    'anonymous-auth': true, // /healthz, /readyz and /livez for haproxy checks; RBAC grants anonymous nothing else
+    'client-ca-file': `${PKI}/ca.crt`,
+    'tls-cert-file': `${PKI}/apiserver.crt`,
+    'tls-private-key-file': `${PKI}/apiserver.key`,
+    'kubelet-client-certificate': `${PKI}/apiserver-kubelet-client.crt`,
+    'kubelet-client-key': `${PKI}/apiserver-kubelet-client.key`,
+    'kubelet-preferred-address-types': ['InternalIP', 'Hostname', 'ExternalIP'],
+    'etcd-servers': etcdMembers(spec).map((e) => `https://${e.ip}:${ETCD_CLIENT_PORT}`),
+    'etcd-cafile': `${ETCD_PKI}/ca.crt`,
+    'etcd-certfile': `${PKI}/apiserver-etcd-client.crt`,
+    'etcd-keyfile': `${PKI}/apiserver-etcd-client.key`,
+    'service-cluster-ip-range': spec.network.serviceCIDR.cidr,
+    'service-node-port-range': '30000-32767',
+    'service-account-issuer': `https://kubernetes.default.svc.${spec.network.dnsDomain}`,
+    'service-account-key-file': `${PKI}/sa.pub`,
+    'service-account-signing-key-file': `${PKI}/sa.key`,
+    'api-audiences': `https://kubernetes.default.svc.${spec.network.dnsDomain}`,
+    'proxy-client-cert-file': `${PKI}/front-proxy-client.crt`,
+    'proxy-client-key-file': `${PKI}/front-proxy-client.key`,
+    'requestheader-client-ca-file': `${PKI}/front-proxy-ca.crt`,
+    'requestheader-allowed-names': 'front-proxy-client',
+    'requestheader-extra-headers-prefix': 'X-Remote-Extra-',
+    'requestheader-group-headers': 'X-Remote-Group',
+    'requestheader-username-headers': 'X-Remote-User',
+    'enable-aggregator-routing': true,
+    'encryption-provider-config': `${K8S}/encryption-config.yaml`,
+    'audit-policy-file': `${K8S}/audit-policy.yaml`,
+    'audit-log-path': '/var/log/kubernetes/audit.log',
+    'audit-log-maxage': 30,
+    'audit-log-maxbackup': 3,
+    'audit-log-maxsize': 100,
+    'event-ttl': '1h',
+  };
+}
+
+export function controllerManagerFlags(ctx: PhaseContext): Flags {
+  const { spec, version } = ctx;
+  const conf = `${K8S}/controller-manager.conf`;
+  return {
+    kubeconfig: conf,
+    'authentication-kubeconfig': conf,
+    'authorization-kubeconfig': conf,
+    'bind-address': '127.0.0.1',
+    port: version.insecurePortFlag ? 0 : undefined,
+    'leader-elect': true,
+    'use-service-account-credentials': true,
+    controllers: ['*', 'bootstrapsigner', 'tokencleaner'],
+    'allocate-node-cidrs': true, // flannel's --kube-subnet-mgr reads node.spec.podCIDR
+    'cluster-cidr': spec.network.podCIDR.cidr,
+    'node-cidr-mask-size': 24,
+    'service-cluster-ip-range': spec.network.serviceCIDR.cidr,
+    'cluster-name': spec.name,
+    'cluster-signing-cert-file': `${PKI}/ca.crt`,
+    'cluster-signing-key-file': `${PKI}/ca.key`,
+    'root-ca-file': `${PKI}/ca.crt`,
+    'service-account-private-key-file': `${PKI}/sa.key`,
+    'requestheader-client-ca-file': `${PKI}/front-proxy-ca.crt`,
+    'client-ca-file': `${PKI}/ca.crt`,
+  };
+}
+
+export function schedulerFlags(ctx: PhaseContext): Flags {
+  const conf = `${K8S}/scheduler.conf`;
+  return {
+    config: `${K8S}/kube-scheduler.yaml`,
+    'authentication-kubeconfig': conf,
+    'authorization-kubeconfig': conf,
+    'bind-address': '127.0.0.1',
+    port: ctx.version.insecurePortFlag ? 0 : undefined,
+  };
+}
+
+// Guide 02's audit policy, on the audit.k8s.io/v1 API every supported version serves.
+const AUDIT_POLICY = {
+  apiVersion: 'audit.k8s.io/v1',
+  kind: 'Policy',
+  omitStages: ['RequestReceived'],
+  rules: [
+    { level: 'None', users: ['system:kube-proxy'], verbs: ['watch'], resources: [{ group: '', resources: ['endpoints', 'services'] }] },
+    { level: 'None', users: ['system:unsecured'], namespaces: ['kube-system'], verbs: ['get'], resources: [{ group: '', resources: ['configmaps'] }] },
+    { level: 'None', userGroups: ['system:nodes'], verbs: ['get'], resources: [{ group: '', resources: ['nodes'] }] },
+    { level: 'None', users: ['system:kube-controller-manager', 'system:kube-scheduler', 'system:serviceaccount:kube-system:endpoint-controller'], verbs: ['get', 'update'], namespaces: ['kube-system'], resources: [{ group: '', resources: ['endpoints'] }] },
+    { level: 'None', nonResourceURLs: ['/healthz*', '/readyz*', '/livez*', '/version', '/swagger*'] },
+    { level: 'None', resources: [{ group: '', resources: ['events'] }] },
+    // Secrets, ConfigMaps and token reviews may carry credentials: metadata only.
+    { level: 'Metadata', resources: [{ group: '', resources: ['secrets', 'configmaps'] }, { group: 'authentication.k8s.io', resources: ['tokenreviews'] }] },
+    { level: 'Request', verbs: ['get', 'list', 'watch'] },
+    { level: 'RequestResponse' },
+  ],
+};
+
+function machineFiles(ctx: PhaseContext, m: Machine): File[] {
+  if (!hasRole(m, 'control-plane')) return [];
+  const { spec, secrets, version } = ctx;
+  const ca = secrets.certs.ca!.cert;
+  // Local components talk to their own apiserver, so a control-plane machine keeps
+  // working while the VIP moves.
+  const local = `https://${m.ip}:${apiserverPort(spec)}`;
+  const conf = (user: string, id: string) =>
+    kubeconfig({ cluster: spec.name, server: local, caCert: ca, user: { name: user, clientCert: secrets.certs[id]!.cert, clientKey: secrets.certs[id]!.key } });
+  const encryption = {
+    apiVersion: 'apiserver.config.k8s.io/v1',
+    kind: 'EncryptionConfiguration',
+    resources: [
+      {
+        resources: ['secrets'],
+        providers: [{ aescbc: { keys: [{ name: 'key1', secret: secrets.encryptionKey }] } }, { identity: {} }],
+      },
+    ],
+  };
+  const scheduler = {
+    apiVersion: version.schedulerConfigAPI,
+    kind: 'KubeSchedulerConfiguration',
+    clientConnection: { kubeconfig: `${K8S}/scheduler.conf` },
+    leaderElection: { leaderElect: true },
+  };
+  const unit = (description: string, exec: string, after: string[] = []) =>
+    unitFile({
+      Unit: { Description: description, Documentation: 'https://kubernetes.io/docs/reference/command-line-tools-reference/', ...unitDeps, After: [...unitDeps.After, ...after] },
+      Service: service(exec),
+      Install: { WantedBy: 'multi-user.target' },
+    });
+  return [
+    { path: `${K8S}/controller-manager.conf`, mode: 0o600, contents: conf('system:kube-controller-manager', 'controller-manager'), secret: true },
+    { path: `${K8S}/scheduler.conf`, mode: 0o600, contents: conf('system:kube-scheduler', 'scheduler'), secret: true },
+    { path: `${K8S}/admin.conf`, mode: 0o600, contents: conf('kubernetes-admin', 'admin'), secret: true },
+    { path: `${K8S}/encryption-config.yaml`, mode: 0o600, contents: stringify(encryption), secret: true },
+    { path: `${K8S}/audit-policy.yaml`, mode: 0o644, contents: stringify(AUDIT_POLICY) },
+    { path: `${K8S}/kube-scheduler.yaml`, mode: 0o644, contents: stringify(scheduler) },
+    {
+      path: `${UNITS}/kube-apiserver.service`,
+      mode: 0o644,
+      contents: unit('Kubernetes API Server', command(`${BIN}/kube-apiserver`, apiserverFlags(ctx, m)), hasRole(m, 'etcd') ? ['etcd.service'] : []),
+    },
+    { path: `${UNITS}/kube-controller-manager.service`, mode: 0o644, contents: unit('Kubernetes Controller Manager', command(`${BIN}/kube-controller-manager`, controllerManagerFlags(ctx))) },
+    { path: `${UNITS}/kube-scheduler.service`, mode: 0o644, contents: unit('Kubernetes Scheduler', command(`${BIN}/kube-scheduler`, schedulerFlags(ctx))) },
+  ];
+}
+
+/** The operator's kubeconfig: through the VIP (or endpoint name) at the client port. */
+function clusterFiles(ctx: PhaseContext): File[] {
+  const { spec, secrets } = ctx;
+  const server = `https://${apiHost(spec)}:${spec.controlPlane.port}`;
+  return [
+    {
+      path: 'admin.conf',
+      mode: 0o600,
+      secret: true,
+      contents: kubeconfig({ cluster: spec.name, server, caCert: secrets.certs.ca!.cert, user: { name: 'kubernetes-admin', clientCert: secrets.certs.admin!.cert, clientKey: secrets.certs.admin!.key } }),
+    },
+  ];
+}
+
+export const controlPlanePhase: Phase = { name: 'control-plane', machine: machineFiles, cluster: clusterFiles };
+export const firstServiceIP = (ctx: PhaseContext) => nthHost(ctx.spec.network.serviceCIDR, 1);

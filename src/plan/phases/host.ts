@@ -1,0 +1,59 @@
+// The machine as a host: static network (no DHCP after install: a DHCP outage must not
+// take nodes down, guide 03), hostname, /etc/hosts, kernel modules and sysctls that
+// Kubernetes networking needs, swap off, and the operators' SSH keys.
+import { apiHost, controlPlanes, type Machine } from '../../spec/types.ts';
+import { unitFile } from '../systemd.ts';
+import type { File, Phase, PhaseContext } from '../types.ts';
+import { UNITS } from '../paths.ts';
+
+function networkFile(ctx: PhaseContext, m: Machine): string {
+  const d = ctx.spec.provisioner.dhcp;
+  const lines = ['# Static address from the cluster file; DHCP is only for installing.', '[Match]'];
+  lines.push(m.interface ? `Name=${m.interface}` : `MACAddress=${m.mac}`);
+  lines.push('', '[Network]', `Address=${m.ip}/${m.prefix}`);
+  if (d.router) lines.push(`Gateway=${d.router}`);
+  for (const dns of d.dns) lines.push(`DNS=${dns}`);
+  lines.push('DHCP=no', 'IPv6AcceptRA=no', '');
+  return lines.join('\n');
+}
+
+function hostsFile(ctx: PhaseContext, m: Machine): string {
+  const { spec } = ctx;
+  const lines = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback', `${m.ip}\t${m.name}`];
+  if (spec.controlPlane.endpoint) lines.push(`${apiHost(spec)}\t${spec.controlPlane.endpoint}`);
+  for (const cp of controlPlanes(spec)) if (cp.name !== m.name) lines.push(`${cp.ip}\t${cp.name}`);
+  lines.push(`${spec.provisioner.address}\tslipway-provisioner`);
+  return lines.join('\n') + '\n';
+}
+
+const SYSCTL = `# Kubernetes networking (bridged pod traffic through iptables, routing between nodes).
+net.bridge.bridge-nf-call-iptables = 1
+net.bridge.bridge-nf-call-ip6tables = 1
+net.ipv4.ip_forward = 1
+vm.swappiness = 0
+`;
+
+export const hostPhase: Phase = {
+  name: 'host',
+  machine(ctx, m) {
+    const files: File[] = [
+      { path: '/etc/systemd/network/10-slipway.network', mode: 0o644, contents: networkFile(ctx, m) },
+      { path: '/etc/hostname', mode: 0o644, contents: `${m.name}\n` },
+      { path: '/etc/hosts', mode: 0o644, contents: hostsFile(ctx, m) },
+      { path: '/etc/modules-load.d/slipway-kubernetes.conf', mode: 0o644, contents: 'overlay\nbr_netfilter\n' },
+      { path: '/etc/sysctl.d/90-slipway-kubernetes.conf', mode: 0o644, contents: SYSCTL },
+      {
+        path: `${UNITS}/slipway-swapoff.service`,
+        mode: 0o644,
+        contents: unitFile({
+          Unit: { Description: 'Turn swap off (kubelet refuses to run with swap)', DefaultDependencies: false, After: 'swap.target', Before: 'kubelet.service' },
+          Service: { Type: 'oneshot', RemainAfterExit: true, ExecStart: '/sbin/swapoff -a' },
+          Install: { WantedBy: 'multi-user.target' },
+        }),
+      },
+    ];
+    if (ctx.spec.ssh.authorizedKeys.length)
+      files.push({ path: '/root/.ssh/authorized_keys', mode: 0o600, contents: ctx.spec.ssh.authorizedKeys.map((k) => k.trim()).join('\n') + '\n' });
+    return files;
+  },
+};

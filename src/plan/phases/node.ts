@@ -1,0 +1,228 @@
+// What every machine runs to be a Kubernetes node: the binaries (fetched from the
+// provisioner and checked by sha256), containerd pointed at the provisioner's registry,
+// kubelet joining by TLS bootstrap, kube-proxy, and flannel (vxlan) with its CNI config.
+import { stringify } from 'yaml';
+import { nthHost } from '../../lib/ipv4.ts';
+import { apiServerURL, hasRole, type Machine } from '../../spec/types.ts';
+import { command, unitFile, type Flags } from '../systemd.ts';
+import { kubeconfig } from '../kubeconfig.ts';
+import type { File, Phase, PhaseContext } from '../types.ts';
+import { BIN, CONTAINERD_SOCK, K8S, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
+
+/** Registries whose images the provisioner mirrors (hosts.toml points each at it). */
+export const MIRRORED_REGISTRIES = ['registry.k8s.io', 'docker.io', 'quay.io', 'gcr.io'];
+const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap', 'flannel'];
+
+/** The binaries a machine needs, as [path on the machine, asset name under /assets/bin/]. */
+export function binariesFor(m: Machine): [string, string][] {
+  const out: [string, string][] = [];
+  const bin = (name: string) => out.push([`${BIN}/${name}`, name]);
+  if (hasRole(m, 'etcd')) ['etcd', 'etcdctl'].forEach(bin);
+  if (hasRole(m, 'control-plane')) ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].forEach(bin);
+  ['kubelet', 'kube-proxy', 'flanneld'].forEach(bin);
+  for (const p of CNI_PLUGINS) out.push([`/opt/cni/bin/${p}`, `cni/${p}`]);
+  return out;
+}
+
+export const assetsURL = (ctx: PhaseContext) => `http://${ctx.spec.provisioner.address}:${ctx.spec.provisioner.httpPort}`;
+
+// Each binary is checked against the provisioner's SHA256SUMS before it is installed;
+// a binary already in place with the right digest is kept (reboots stay offline-safe).
+const FETCH_SCRIPT = (base: string) => `#!/bin/sh
+# Fetch this machine's binaries from the Slipway provisioner, verifying each sha256.
+set -eu
+BASE="${base}/assets/bin"
+LIST=${SLIPWAY}/binaries.list
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fetch() { curl -fsS --retry 20 --retry-delay 3 --retry-connrefused -o "$2" "$1"; }
+fetch "$BASE/SHA256SUMS" "$tmp/SHA256SUMS"
+while read -r dest name; do
+  [ -n "$dest" ] || continue
+  want=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$tmp/SHA256SUMS")
+  if [ -z "$want" ]; then echo "slipway: provisioner lists no checksum for $name" >&2; exit 1; fi
+  if [ -f "$dest" ] && echo "$want  $dest" | sha256sum -c --status; then continue; fi
+  fetch "$BASE/$name" "$tmp/part"
+  if ! echo "$want  $tmp/part" | sha256sum -c --status; then echo "slipway: sha256 mismatch for $name" >&2; exit 1; fi
+  install -D -m 0755 "$tmp/part" "$dest"
+  echo "slipway: installed $dest ($want)"
+done < "$LIST"
+`;
+
+function containerdFiles(ctx: PhaseContext): File[] {
+  const mirror = assetsURL(ctx);
+  // Version 2 config: read by containerd 1.6/1.7 and migrated by 2.x.
+  const config = `version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "${ctx.version.pauseImage}"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = true
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+`;
+  const hosts = (registry: string) => `# Pull ${registry} images from the Slipway provisioner (offline bundle registry).
+server = "https://${registry === 'docker.io' ? 'registry-1.docker.io' : registry}"
+
+[host."${mirror}"]
+  capabilities = ["pull", "resolve"]
+`;
+  return [
+    { path: '/etc/containerd/config.toml', mode: 0o644, contents: config },
+    ...MIRRORED_REGISTRIES.map((r) => ({ path: `/etc/containerd/certs.d/${r}/hosts.toml`, mode: 0o644, contents: hosts(r) })),
+  ];
+}
+
+function kubeletFiles(ctx: PhaseContext, m: Machine): File[] {
+  const { spec, secrets, version } = ctx;
+  const config: Record<string, unknown> = {
+    apiVersion: version.kubeletConfigAPI,
+    kind: 'KubeletConfiguration',
+    authentication: { anonymous: { enabled: false }, webhook: { enabled: true }, x509: { clientCAFile: `${PKI}/ca.crt` } },
+    authorization: { mode: 'Webhook' },
+    cgroupDriver: 'systemd',
+    clusterDNS: [nthHost(spec.network.serviceCIDR, 10)],
+    clusterDomain: spec.network.dnsDomain,
+    rotateCertificates: true,
+    failSwapOn: true,
+    readOnlyPort: 0,
+    staticPodPath: `${K8S}/manifests`,
+    ...(version.kubeletRuntimeFlags === 'config' ? { containerRuntimeEndpoint: CONTAINERD_SOCK } : {}),
+  };
+  const token = `${secrets.bootstrapToken.id}.${secrets.bootstrapToken.secret}`;
+  const labels = Object.entries(m.labels).map(([k, v]) => `${k}=${v}`);
+  const dedicatedControlPlane = hasRole(m, 'control-plane') && !hasRole(m, 'worker');
+  const flags: Flags = {
+    config: `${KUBELET_DIR}/config.yaml`,
+    kubeconfig: `${K8S}/kubelet.conf`,
+    'bootstrap-kubeconfig': `${K8S}/bootstrap-kubelet.conf`,
+    'cert-dir': `${KUBELET_DIR}/pki`,
+    'hostname-override': m.name,
+    'node-ip': m.ip,
+    'container-runtime': version.kubeletRuntimeFlags === 'remote+endpoint' ? 'remote' : undefined,
+    'container-runtime-endpoint': version.kubeletRuntimeFlags === 'config' ? undefined : CONTAINERD_SOCK,
+    'node-labels': labels.length ? labels : undefined,
+    'register-with-taints': dedicatedControlPlane ? 'node-role.kubernetes.io/control-plane=:NoSchedule' : undefined,
+  };
+  const unit = unitFile({
+    Unit: {
+      Description: 'Kubernetes node agent',
+      Wants: ['network-online.target', 'containerd.service'],
+      After: ['network-online.target', 'containerd.service', 'slipway-binaries.service', 'slipway-swapoff.service'],
+      Requires: 'slipway-binaries.service',
+    },
+    Service: { ExecStart: command(`${BIN}/kubelet`, flags), Restart: 'always', RestartSec: '5s' },
+    Install: { WantedBy: 'multi-user.target' },
+  });
+  return [
+    { path: `${KUBELET_DIR}/config.yaml`, mode: 0o644, contents: stringify(config) },
+    {
+      path: `${K8S}/bootstrap-kubelet.conf`,
+      mode: 0o600,
+      secret: true,
+      contents: kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'kubelet-bootstrap', token } }),
+    },
+    { path: `${UNITS}/kubelet.service`, mode: 0o644, contents: unit },
+  ];
+}
+
+function kubeProxyFiles(ctx: PhaseContext, m: Machine): File[] {
+  const { spec, secrets, version } = ctx;
+  const conf = `${K8S}/kube-proxy.conf`;
+  const config = {
+    apiVersion: version.kubeProxyConfigAPI,
+    kind: 'KubeProxyConfiguration',
+    clientConnection: { kubeconfig: conf },
+    mode: 'iptables',
+    clusterCIDR: spec.network.podCIDR.cidr,
+    hostnameOverride: m.name,
+    bindAddress: '0.0.0.0',
+  };
+  const kp = secrets.certs['kube-proxy']!;
+  return [
+    {
+      path: conf,
+      mode: 0o600,
+      secret: true,
+      contents: kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'system:kube-proxy', clientCert: kp.cert, clientKey: kp.key } }),
+    },
+    { path: '/var/lib/kube-proxy/config.yaml', mode: 0o644, contents: stringify(config) },
+    {
+      path: `${UNITS}/kube-proxy.service`,
+      mode: 0o644,
+      contents: unitFile({
+        Unit: { Description: 'Kubernetes network proxy', Wants: 'network-online.target', After: ['network-online.target', 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
+        Service: { ExecStart: command(`${BIN}/kube-proxy`, { config: '/var/lib/kube-proxy/config.yaml' }), Restart: 'always', RestartSec: '5s' },
+        Install: { WantedBy: 'multi-user.target' },
+      }),
+    },
+  ];
+}
+
+// flannel keeps its subnet leases in the Kubernetes API (--kube-subnet-mgr), reading the
+// node's podCIDR with the kubelet's own rotated credential: no etcd key on any worker.
+function flannelFiles(ctx: PhaseContext, m: Machine): File[] {
+  const netConf = { Network: ctx.spec.network.podCIDR.cidr, Backend: { Type: 'vxlan' } };
+  const cni = {
+    name: 'cbr0',
+    cniVersion: '0.3.1',
+    plugins: [
+      { type: 'flannel', delegate: { hairpinMode: true, isDefaultGateway: true } },
+      { type: 'portmap', capabilities: { portMappings: true } },
+    ],
+  };
+  const flags: Flags = {
+    'kube-subnet-mgr': true,
+    kubeconfig: `${K8S}/kubelet.conf`,
+    'net-config-path': '/etc/kube-flannel/net-conf.json',
+    iface: m.ip,
+    'ip-masq': true,
+  };
+  return [
+    { path: '/etc/kube-flannel/net-conf.json', mode: 0o644, contents: JSON.stringify(netConf, null, 2) + '\n' },
+    { path: '/etc/cni/net.d/10-flannel.conflist', mode: 0o644, contents: JSON.stringify(cni, null, 2) + '\n' },
+    {
+      path: `${UNITS}/flanneld.service`,
+      mode: 0o644,
+      contents: unitFile({
+        Unit: { Description: 'flannel overlay network (vxlan)', After: ['kubelet.service', 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
+        Service: {
+          Environment: `NODE_NAME=${m.name}`,
+          // kubelet.conf appears once the kubelet's TLS bootstrap has finished.
+          ExecStartPre: `/bin/sh -c 'for i in $(seq 120); do [ -s ${K8S}/kubelet.conf ] && exit 0; sleep 5; done; exit 1'`,
+          ExecStart: command(`${BIN}/flanneld`, flags),
+          Restart: 'always',
+          RestartSec: '5s',
+        },
+        Install: { WantedBy: 'multi-user.target' },
+      }),
+    },
+  ];
+}
+
+function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
+  const list = binariesFor(m).map(([dest, name]) => `${dest} ${name}`).join('\n') + '\n';
+  return [
+    { path: `${SLIPWAY}/binaries.list`, mode: 0o644, contents: list },
+    { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: FETCH_SCRIPT(assetsURL(ctx)) },
+    {
+      path: `${UNITS}/slipway-binaries.service`,
+      mode: 0o644,
+      contents: unitFile({
+        Unit: { Description: 'Fetch Kubernetes, etcd and CNI binaries from the provisioner (sha256-checked)', Wants: 'network-online.target', After: 'network-online.target' },
+        Service: { Type: 'oneshot', RemainAfterExit: true, ExecStart: `/bin/sh ${SLIPWAY}/fetch-binaries.sh` },
+        Install: { WantedBy: 'multi-user.target' },
+      }),
+    },
+  ];
+}
+
+export const nodePhase: Phase = {
+  name: 'node',
+  machine: (ctx, m) => [...binaryFiles(ctx, m), ...containerdFiles(ctx), ...kubeletFiles(ctx, m), ...kubeProxyFiles(ctx, m), ...flannelFiles(ctx, m)],
+};

@@ -1,0 +1,69 @@
+// Who receives which certificate and key, as one table (the "which roles receive it"
+// column of kubeadm's certlist). Least privilege falls out of it: workers get only the
+// cluster CA certificate, etcd members only their own server/peer keys, and the CA and
+// service-account keys go only to control-plane machines.
+import { hasRole, type Machine, type Role } from '../../spec/types.ts';
+import type { File, Phase, PhaseContext } from '../types.ts';
+import { ETCD_PKI, PKI } from '../paths.ts';
+
+interface Row {
+  /** certificate id in the secrets (per-member ids take the machine) */
+  id: (m: Machine) => string;
+  /** path on the machine without the .crt/.key extension */
+  path: string;
+  /** roles whose machines receive the certificate */
+  cert: Role[] | 'all';
+  /** roles whose machines also receive the private key */
+  key: Role[];
+}
+
+const ALL: Role[] = ['control-plane', 'etcd', 'worker'];
+const TABLE: Row[] = [
+  { id: () => 'ca', path: `${PKI}/ca`, cert: 'all', key: ['control-plane'] }, // controller-manager signs kubelet CSRs
+  { id: () => 'front-proxy-ca', path: `${PKI}/front-proxy-ca`, cert: ['control-plane'], key: [] },
+  { id: () => 'etcd/ca', path: `${ETCD_PKI}/ca`, cert: ['control-plane', 'etcd'], key: [] },
+  { id: () => 'apiserver', path: `${PKI}/apiserver`, cert: ['control-plane'], key: ['control-plane'] },
+  { id: () => 'apiserver-kubelet-client', path: `${PKI}/apiserver-kubelet-client`, cert: ['control-plane'], key: ['control-plane'] },
+  { id: () => 'front-proxy-client', path: `${PKI}/front-proxy-client`, cert: ['control-plane'], key: ['control-plane'] },
+  { id: () => 'apiserver-etcd-client', path: `${PKI}/apiserver-etcd-client`, cert: ['control-plane'], key: ['control-plane'] },
+  { id: (m) => `etcd/server/${m.name}`, path: `${ETCD_PKI}/server`, cert: ['etcd'], key: ['etcd'] },
+  { id: (m) => `etcd/peer/${m.name}`, path: `${ETCD_PKI}/peer`, cert: ['etcd'], key: ['etcd'] },
+];
+
+const receives = (m: Machine, roles: Role[] | 'all') => (roles === 'all' ? ALL : roles).some((r) => hasRole(m, r));
+
+function machineFiles(ctx: PhaseContext, m: Machine): File[] {
+  const files: File[] = [];
+  for (const row of TABLE) {
+    if (!receives(m, row.cert)) continue;
+    const pair = ctx.secrets.certs[row.id(m)];
+    if (!pair) throw new Error(`secrets have no certificate ${row.id(m)} (state directory out of date?)`);
+    files.push({ path: `${row.path}.crt`, mode: 0o644, contents: pair.cert });
+    if (receives(m, row.key)) files.push({ path: `${row.path}.key`, mode: 0o600, contents: pair.key, secret: true });
+  }
+  if (hasRole(m, 'control-plane')) {
+    files.push({ path: `${PKI}/sa.key`, mode: 0o600, contents: ctx.secrets.serviceAccount.key, secret: true });
+    files.push({ path: `${PKI}/sa.pub`, mode: 0o644, contents: ctx.secrets.serviceAccount.pub });
+  }
+  return files;
+}
+
+/** The operator's copy in DIR/cluster/pki, with kubeadm's file names. */
+const CLUSTER_IDS = [
+  'ca', 'apiserver', 'apiserver-kubelet-client', 'front-proxy-ca', 'front-proxy-client',
+  'apiserver-etcd-client', 'etcd/ca', 'etcd/healthcheck-client',
+];
+
+function clusterFiles(ctx: PhaseContext): File[] {
+  const files: File[] = [];
+  for (const id of CLUSTER_IDS) {
+    const pair = ctx.secrets.certs[id]!;
+    files.push({ path: `pki/${id}.crt`, mode: 0o644, contents: pair.cert });
+    files.push({ path: `pki/${id}.key`, mode: 0o600, contents: pair.key, secret: true });
+  }
+  files.push({ path: 'pki/sa.key', mode: 0o600, contents: ctx.secrets.serviceAccount.key, secret: true });
+  files.push({ path: 'pki/sa.pub', mode: 0o644, contents: ctx.secrets.serviceAccount.pub });
+  return files;
+}
+
+export const pkiPhase: Phase = { name: 'pki', machine: machineFiles, cluster: clusterFiles };

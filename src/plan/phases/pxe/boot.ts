@@ -1,0 +1,103 @@
+// The network-boot policy every DHCP export shares, as data: which firmware gets which
+// loader, where the provisioner serves what, and the kernel arguments that point a
+// machine at its own Ignition and cloud-config. dhcpd.conf, kea-dhcp4.json,
+// dnsmasq.conf, pxelinux.cfg/ and the iPXE scripts are renderings of this one table, so
+// they cannot drift apart; `slipway serve` can import the same URLs.
+//
+// The chain, for a machine in the cluster file:
+//   firmware PXE ──DHCP──▶ TFTP undionly.kpxe (BIOS) / snponly.efi (UEFI x64)
+//                           or HTTP ipxe.efi (UEFI HTTP boot, arch 16)
+//   iPXE ──DHCP (user-class "iPXE")──▶ HTTP /boot.ipxe ──▶ /ipxe/mac/<mac>.ipxe
+//        ──▶ /ipxe/<name>.ipxe ──▶ kernel + initrd from /assets/os/, Ignition from
+//            /machines/<name>/ignition.json
+// PXELINUX (guide 01's way) is the alternative for sites that already serve it:
+// pxelinux.cfg/01-<mac> boots the same kernel with the same arguments over TFTP.
+//
+// HTTP layout on http://<provisioner>:<httpPort>/ (slipway serve answers it; any static
+// server does too when its root holds DIR/pxe/* at /, DIR/machines at /machines and the
+// OS/iPXE images at /assets):
+//   /boot.ipxe                      pxe/boot.ipxe
+//   /ipxe/<name>.ipxe               pxe/ipxe/<name>.ipxe
+//   /ipxe/mac/<aa-bb-..>.ipxe       pxe/ipxe/mac/<aa-bb-..>.ipxe
+//   /machines/<name>/ignition.json  machines/<name>/ignition.json
+//   /machines/<name>/cloud-config.yml
+//   /assets/os/vmlinuz, /assets/os/initrd.img, /assets/ipxe/ipxe.efi
+import type { Machine, Spec } from '../../../spec/types.ts';
+
+/** Where the TFTP server's root is on the provisioner (dnsmasq's tftp-root). */
+export const TFTP_ROOT = '/var/lib/slipway/tftp';
+
+/** Loaders fetched over TFTP, relative to TFTP_ROOT. */
+export const LOADERS = {
+  /** iPXE over the firmware's UNDI driver: works on any BIOS PXE ROM */
+  bios: 'undionly.kpxe',
+  /** iPXE over the firmware's SNP driver: works on any UEFI NIC */
+  efi: 'snponly.efi',
+} as const;
+
+/**
+ * DHCP option 93 (client system architecture), RFC 4578 + IANA registry. x64 UEFI
+ * firmware sends 7 as often as 9 (the registry's early mix-up), so both get snponly.efi.
+ */
+export const ARCH = { bios: 0, efiBC: 7, efiX64: 9, efiX64Http: 16 } as const;
+
+/** iPXE marks its own DHCP requests with this user class (option 77). */
+export const IPXE_USER_CLASS = 'iPXE';
+/** UEFI HTTP boot clients only accept offers that echo this vendor class (option 60). */
+export const HTTP_CLIENT_CLASS = 'HTTPClient';
+
+/** PXELINUX paths, relative to TFTP_ROOT (the directory pxelinux.0 lives in). */
+export const PXELINUX_KERNEL = 'os/vmlinuz';
+export const PXELINUX_INITRD = 'os/initrd.img';
+
+export interface BootUrls {
+  base: string;
+  /** what DHCP hands to iPXE: the per-MAC dispatcher */
+  bootScript: string;
+  /** what DHCP hands to UEFI HTTP boot clients */
+  httpBootLoader: string;
+  kernel: string;
+  initrd: string;
+  machineScript(m: Machine): string;
+  macScript(mac: string): string;
+  ignition(m: Machine): string;
+  cloudConfig(m: Machine): string;
+}
+
+/** "52:54:00:AB:cd:ef" → "52-54-00-ab-cd-ef": what iPXE's ${mac:hexhyp} and PXELINUX print. */
+export const macHyphen = (mac: string): string => mac.toLowerCase().replace(/:/g, '-');
+
+export function bootUrls(spec: Spec): BootUrls {
+  const base = `http://${spec.provisioner.address}:${spec.provisioner.httpPort}`;
+  return {
+    base,
+    bootScript: `${base}/boot.ipxe`,
+    httpBootLoader: `${base}/assets/ipxe/ipxe.efi`,
+    kernel: `${base}/assets/os/vmlinuz`,
+    initrd: `${base}/assets/os/initrd.img`,
+    machineScript: (m) => `${base}/ipxe/${m.name}.ipxe`,
+    macScript: (mac) => `${base}/ipxe/mac/${macHyphen(mac)}.ipxe`,
+    ignition: (m) => `${base}/machines/${m.name}/ignition.json`,
+    cloudConfig: (m) => `${base}/machines/${m.name}/cloud-config.yml`,
+  };
+}
+
+/**
+ * The kernel command line of the first (installing) boot, the same for PXELINUX and
+ * iPXE. Ignition reads ignition.* (Flatcar and Fedora CoreOS spell "first boot"
+ * differently, so both are given); coreos-cloudinit reads cloud-config-url (guide 01's
+ * way, for images without Ignition). Serial console last, so it is /dev/console and a
+ * headless machine's boot log lands on the BMC's serial-over-LAN.
+ */
+export function kernelArgs(spec: Spec, m: Machine): string[] {
+  const u = bootUrls(spec);
+  return [
+    'ignition.firstboot',
+    'ignition.platform.id=metal',
+    `ignition.config.url=${u.ignition(m)}`,
+    'flatcar.first_boot=1',
+    `cloud-config-url=${u.cloudConfig(m)}`,
+    'console=tty0',
+    'console=ttyS0,115200n8',
+  ];
+}

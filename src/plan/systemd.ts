@@ -1,0 +1,43 @@
+// systemd units as data: sections of key → value(s), rendered by one small writer.
+// Flags go on the ExecStart command line (as guide 02 does), one per line, so a
+// person reading the unit on the machine sees exactly what runs.
+
+export type UnitValue = string | number | boolean | undefined | (string | number)[];
+export type Section = Record<string, UnitValue>;
+export interface Unit {
+  Unit?: Section;
+  Service?: Section;
+  Install?: Section;
+}
+
+export function unitFile(u: Unit): string {
+  const out: string[] = [];
+  for (const [name, section] of Object.entries(u) as [string, Section | undefined][]) {
+    if (!section) continue;
+    if (out.length) out.push('');
+    out.push(`[${name}]`);
+    for (const [k, v] of Object.entries(section)) {
+      if (v === undefined) continue;
+      for (const item of Array.isArray(v) ? v : [v]) out.push(`${k}=${item === true ? 'yes' : item === false ? 'no' : item}`);
+    }
+  }
+  return out.join('\n') + '\n';
+}
+
+export type Flags = Record<string, string | number | boolean | undefined | string[]>;
+
+/** `binary --flag=value ...` split over lines; undefined flags are left out, lists joined by commas. */
+export function command(binary: string, flags: Flags): string {
+  const parts = [binary];
+  for (const [k, v] of Object.entries(flags)) {
+    if (v === undefined) continue;
+    parts.push(`--${k}=${Array.isArray(v) ? v.join(',') : String(v)}`);
+  }
+  return parts.join(' \\\n  ');
+}
+
+/** Parse the flags back out of an ExecStart written by `command` (tests start real daemons from them). */
+export function parseCommand(execStart: string): { binary: string; args: string[] } {
+  const words = execStart.replace(/\\\n/g, ' ').trim().split(/\s+/);
+  return { binary: words[0]!, args: words.slice(1) };
+}

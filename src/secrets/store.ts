@@ -1,0 +1,81 @@
+// The state directory: the one place Slipway keeps what it cannot recompute. Secrets are
+// created on the first render and reused after, which is what makes re-rendering
+// byte-identical. Layout (all readable by people, all plain PEM/JSON):
+//   <state>/              0700
+//   <state>/pki/<id>.crt  0644   one per row of certlist.ts; ids with '/' become folders
+//   <state>/pki/<id>.key  0600   PKCS#8
+//   <state>/pki/sa.key    0600   service-account signing key; sa.pub 0644 (SPKI)
+//   <state>/pki/index.json 0644 definition each leaf was issued from (decides reissues)
+//   <state>/tokens.json   0600   bootstrap token, encryption key, machine tokens
+import { join } from 'node:path';
+import type { Spec } from '../spec/types.ts';
+import type { Secrets } from './types.ts';
+import { certList } from './certlist.ts';
+import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type LoadedCa, type Log } from './pki.ts';
+import { checkTokens, parseTokens, reconcileTokens, formatTokens, type Tokens } from './tokens.ts';
+import { SECRET_MODE, dryRunWriter, diskWriter, readIfExists, type Writer } from './fs.ts';
+
+export interface StoreOptions {
+  log?: Log;
+  /** clock in ms since the epoch; tests move it to age certificates */
+  now?: number;
+}
+
+async function reconcileTokenFile(w: Writer, file: string, text: string | undefined, machines: string[], log: Log): Promise<Tokens> {
+  const { tokens, changes } = reconcileTokens(parseTokens(text, file), machines, file);
+  const next = formatTokens(tokens);
+  if (next !== text) {
+    await w.write(file, next, SECRET_MODE);
+    if (text === undefined) log(`created ${file}`);
+    else for (const c of changes) log(`${file}: ${c}`);
+  } else if (await w.tighten(file)) {
+    log(`${file} was readable by others; set it to 0600`);
+  }
+  return tokens;
+}
+
+async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: StoreOptions): Promise<Secrets> {
+  const log = opts.log ?? (() => {});
+  const now = opts.now ?? Date.now();
+  const pki = join(stateDir, 'pki');
+  const alg = spec.pki.keyAlgorithm;
+  const defs = certList(spec);
+  const tokensFile = join(stateDir, 'tokens.json');
+
+  // Everything that must never be replaced is read and checked before anything is
+  // written, so a refusal leaves the state directory exactly as it was.
+  const cas = new Map<string, LoadedCa>();
+  for (const def of defs.filter((d) => d.isCA)) {
+    const ca = await readCa(pki, def.id, alg, now, log);
+    if (ca) cas.set(def.id, ca);
+  }
+  const saKey = await readServiceAccountKey(pki, alg);
+  const tokensText = await readIfExists(tokensFile);
+  checkTokens(parseTokens(tokensText, tokensFile), tokensFile);
+
+  if (await w.privateDir(stateDir)) log(`${stateDir} was readable by others; set it to 0700`);
+  await w.privateDir(pki);
+  const certs = await reconcilePki(w, pki, defs, cas, alg, now, log);
+  const serviceAccount = await ensureServiceAccount(w, pki, saKey, alg, log);
+  const tokens = await reconcileTokenFile(w, tokensFile, tokensText, spec.machines.map((m) => m.name), log);
+  return { certs, serviceAccount, ...tokens };
+}
+
+/**
+ * The secrets for this cluster file: read from stateDir, with whatever is missing or
+ * stale created and saved first. Calling it again with the same spec returns
+ * byte-identical Secrets. Throws, changing nothing, rather than replace a CA or the
+ * service-account key.
+ */
+export function loadOrCreateSecrets(stateDir: string, spec: Spec, opts: StoreOptions = {}): Promise<Secrets> {
+  return reconcileState(diskWriter, stateDir, spec, opts);
+}
+
+/**
+ * What loadOrCreateSecrets would return, without writing anything (for `slipway plan`).
+ * Whatever it would create or reissue is generated afresh in memory, so those files
+ * show up as changed.
+ */
+export function previewSecrets(stateDir: string, spec: Spec, opts: StoreOptions = {}): Promise<Secrets> {
+  return reconcileState(dryRunWriter, stateDir, spec, opts);
+}

@@ -1,0 +1,22 @@
+// The cluster's secrets as the planner sees them: PEM strings and tokens, already
+// loaded from (or created in) the state directory by secrets/store.ts.
+
+export interface CertKey {
+  /** PEM certificate */
+  cert: string;
+  /** PEM private key (PKCS#8) */
+  key: string;
+}
+
+export interface Secrets {
+  /** by certificate id from certlist.ts: 'ca', 'apiserver', 'etcd/ca', 'etcd/server/cp1', ... */
+  certs: Record<string, CertKey>;
+  /** service-account signing key pair (kubeadm sa.key / sa.pub), PEM */
+  serviceAccount: { key: string; pub: string };
+  /** kubelet TLS bootstrap token: id [a-z0-9]{6}, secret [a-z0-9]{16} */
+  bootstrapToken: { id: string; secret: string };
+  /** 32 random bytes, base64: Secret encryption at rest (aescbc) */
+  encryptionKey: string;
+  /** per-machine token a machine uses to report its progress to the provisioner */
+  machineTokens: Record<string, string>;
+}

@@ -1,0 +1,73 @@
+// Fill in every default of a valid cluster file, producing the Spec the planner reads.
+import { parseCidr } from '../lib/ipv4.ts';
+import { NEWEST_VERSION } from '../plan/versions.ts';
+import type { ClusterFile } from './schema.ts';
+import type { Role, Spec } from './types.ts';
+
+export const DEFAULTS = {
+  kubernetesVersion: NEWEST_VERSION,
+  port: 6443,
+  vrid: 51,
+  serviceCIDR: '10.96.0.0/12',
+  podCIDR: '10.244.0.0/16',
+  dnsDomain: 'cluster.local',
+  httpPort: 8080,
+  dhcpMode: 'full',
+  dhcpInterface: 'eth0',
+  keyAlgorithm: 'ecdsa-p256',
+  caValidityDays: 3650,
+  certValidityDays: 365,
+  disk: '/dev/sda',
+} as const;
+
+export function resolve(cf: ClusterFile): Spec {
+  const s = cf.spec;
+  const subnet = parseCidr(s.provisioner.dhcp.subnet)!;
+  return {
+    name: cf.metadata.name,
+    kubernetesVersion: s.kubernetesVersion ?? DEFAULTS.kubernetesVersion,
+    controlPlane: {
+      endpoint: s.controlPlane?.endpoint,
+      vip: s.controlPlane?.vip,
+      port: s.controlPlane?.port ?? DEFAULTS.port,
+      vrid: s.controlPlane?.vrid ?? DEFAULTS.vrid,
+    },
+    network: {
+      serviceCIDR: parseCidr(s.network?.serviceCIDR ?? DEFAULTS.serviceCIDR)!,
+      podCIDR: parseCidr(s.network?.podCIDR ?? DEFAULTS.podCIDR)!,
+      dnsDomain: s.network?.dnsDomain ?? DEFAULTS.dnsDomain,
+      cni: 'flannel',
+    },
+    provisioner: {
+      address: s.provisioner.address,
+      httpPort: s.provisioner.httpPort ?? DEFAULTS.httpPort,
+      dhcp: {
+        mode: s.provisioner.dhcp.mode ?? DEFAULTS.dhcpMode,
+        subnet,
+        router: s.provisioner.dhcp.router,
+        dns: s.provisioner.dhcp.dns ?? [],
+        interface: s.provisioner.dhcp.interface ?? DEFAULTS.dhcpInterface,
+        pool: s.provisioner.dhcp.pool,
+      },
+    },
+    pki: {
+      keyAlgorithm: s.pki?.keyAlgorithm ?? DEFAULTS.keyAlgorithm,
+      caValidityDays: s.pki?.caValidityDays ?? DEFAULTS.caValidityDays,
+      certValidityDays: s.pki?.certValidityDays ?? DEFAULTS.certValidityDays,
+    },
+    ssh: { authorizedKeys: s.ssh?.authorizedKeys ?? [] },
+    machines: s.machines.map((m) => {
+      const [ip, prefix] = m.ip.split('/');
+      return {
+        name: m.name,
+        mac: m.mac.toLowerCase().replace(/-/g, ':'),
+        ip: ip!,
+        prefix: prefix === undefined ? subnet.prefix : Number(prefix),
+        roles: [...new Set(m.roles)] as Role[],
+        interface: m.interface,
+        disk: m.disk ?? DEFAULTS.disk,
+        labels: m.labels ?? {},
+      };
+    }),
+  };
+}

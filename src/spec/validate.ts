@@ -1,0 +1,120 @@
+// Rules a schema cannot express: uniqueness, address plans that must fit together,
+// and the shape of a sound cluster (etcd quorum, a VIP for HA). Runs on a file that
+// already has the right shape; returns every problem, never stops at the first.
+import { contains, overlaps, parseCidr, parseIp, type Ipv4Net } from '../lib/ipv4.ts';
+import { isSupported, OLDEST_MINOR, NEWEST_MINOR } from '../plan/versions.ts';
+import type { ClusterFile } from './schema.ts';
+import { ROLES } from './schema.ts';
+import type { PathSeg, Problem } from './problems.ts';
+import { DEFAULTS } from './resolve.ts';
+
+export const MAC_RE = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/;
+export const normalizeMac = (mac: string): string => mac.toLowerCase().replace(/-/g, ':');
+const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
+
+export function semanticProblems(cf: ClusterFile): Problem[] {
+  const out: Problem[] = [];
+  const err = (path: PathSeg[], message: string) => out.push({ severity: 'error', path, message });
+  const warn = (path: PathSeg[], message: string) => out.push({ severity: 'warning', path, message });
+  const s = cf.spec;
+
+  const version = s.kubernetesVersion ?? DEFAULTS.kubernetesVersion;
+  if (!isSupported(version)) {
+    err(['spec', 'kubernetesVersion'], `Kubernetes ${version} is not supported (supported: v1.${OLDEST_MINOR}.x to v1.${NEWEST_MINOR}.x)`);
+  }
+
+  // Networks: each must parse, and none may overlap another.
+  const nets: { name: string; path: PathSeg[]; net: Ipv4Net }[] = [];
+  const net = (path: PathSeg[], name: string, text: string): Ipv4Net | undefined => {
+    const n = parseCidr(text);
+    if (!n) err(path, `"${text}" is not an IPv4 CIDR`);
+    else {
+      if (n.cidr !== text) warn(path, `host bits set; the network is ${n.cidr}`);
+      nets.push({ name, path, net: n });
+    }
+    return n;
+  };
+  const subnet = net(['spec', 'provisioner', 'dhcp', 'subnet'], 'machine subnet', s.provisioner.dhcp.subnet);
+  const svc = net(['spec', 'network', 'serviceCIDR'], 'service network', s.network?.serviceCIDR ?? DEFAULTS.serviceCIDR);
+  net(['spec', 'network', 'podCIDR'], 'pod network', s.network?.podCIDR ?? DEFAULTS.podCIDR);
+  if (svc && svc.prefix < 12) err(['spec', 'network', 'serviceCIDR'], 'the service network may be at most a /12 (kube-apiserver refuses larger)');
+  for (let i = 0; i < nets.length; i++)
+    for (let j = i + 1; j < nets.length; j++)
+      if (overlaps(nets[i]!.net, nets[j]!.net))
+        err(nets[j]!.path, `${nets[j]!.name} ${nets[j]!.net.cidr} overlaps the ${nets[i]!.name} ${nets[i]!.net.cidr}`);
+
+  const inSubnet = (path: PathSeg[], what: string, ip: string) => {
+    if (subnet && !contains(subnet, ip)) err(path, `${what} ${ip} is outside the DHCP subnet ${subnet.cidr}`);
+  };
+  const prov = s.provisioner;
+  inSubnet(['spec', 'provisioner', 'address'], 'provisioner address', prov.address);
+  if (prov.dhcp.router) inSubnet(['spec', 'provisioner', 'dhcp', 'router'], 'router', prov.dhcp.router);
+  if (prov.dhcp.pool) {
+    const { start, end } = prov.dhcp.pool;
+    inSubnet(['spec', 'provisioner', 'dhcp', 'pool', 'start'], 'pool start', start);
+    inSubnet(['spec', 'provisioner', 'dhcp', 'pool', 'end'], 'pool end', end);
+    if (parseIp(start)! > parseIp(end)!) err(['spec', 'provisioner', 'dhcp', 'pool'], `pool start ${start} is after its end ${end}`);
+  }
+  if (prov.dhcp.mode === 'proxy' && prov.dhcp.pool) warn(['spec', 'provisioner', 'dhcp', 'pool'], 'ignored in proxy mode: ProxyDHCP never hands out addresses');
+
+  // Machines: unique names, MACs and IPs; addresses inside the subnet.
+  const seen = { name: new Map<string, number>(), mac: new Map<string, number>(), ip: new Map<string, number>() };
+  const taken = new Map<string, string>([[prov.address, 'the provisioner address']]);
+  const pool = prov.dhcp.pool ? { start: parseIp(prov.dhcp.pool.start)!, end: parseIp(prov.dhcp.pool.end)! } : undefined;
+  s.machines.forEach((m, i) => {
+    const at = (f: string): PathSeg[] => ['spec', 'machines', i, f];
+    const dup = (kind: 'name' | 'mac' | 'ip', key: string) => {
+      const first = seen[kind].get(key);
+      if (first !== undefined) err(at(kind), `duplicate ${kind} ${key} (also spec.machines[${first}].${kind}, ${s.machines[first]!.name})`);
+      else seen[kind].set(key, i);
+    };
+    dup('name', m.name);
+    if (!MAC_RE.test(m.mac)) err(at('mac'), `"${m.mac}" is not a MAC address (six hex pairs: 52:54:00:20:30:11)`);
+    else {
+      const mac = normalizeMac(m.mac);
+      if (parseInt(mac.slice(0, 2), 16) & 1) err(at('mac'), `${m.mac} is a multicast address, not a NIC`);
+      dup('mac', mac);
+    }
+    const [addr, prefix] = m.ip.split('/');
+    const ip = parseIp(addr!);
+    if (ip === undefined || (prefix !== undefined && Number(prefix) > 32)) {
+      err(at('ip'), `"${m.ip}" is not an IPv4 address`);
+    } else {
+      dup('ip', addr!);
+      inSubnet(at('ip'), 'machine address', addr!);
+      if (subnet && prefix !== undefined && Number(prefix) !== subnet.prefix)
+        warn(at('ip'), `prefix /${prefix} differs from the DHCP subnet's /${subnet.prefix}`);
+      const other = taken.get(addr!);
+      if (other) err(at('ip'), `${addr} is ${other}`);
+      if (pool && ip >= pool.start && ip <= pool.end) err(at('ip'), `${addr} lies inside the DHCP pool ${prov.dhcp.pool!.start}-${prov.dhcp.pool!.end}`);
+    }
+    m.roles.forEach((r, j) => {
+      if (!(ROLES as readonly string[]).includes(r)) err(['spec', 'machines', i, 'roles', j], `unknown role "${r}" (roles: ${ROLES.join(', ')})`);
+    });
+    if (new Set(m.roles).size !== m.roles.length) warn(at('roles'), 'a role is listed twice');
+  });
+
+  // Cluster shape: etcd quorum, control plane, VIP.
+  const cps = s.machines.filter((m) => m.roles.includes('control-plane'));
+  const etcd = s.machines.filter((m) => m.roles.includes('etcd'));
+  if (cps.length === 0) err(['spec', 'machines'], 'no machine has the control-plane role');
+  if (etcd.length === 0) err(['spec', 'machines'], 'no machine has the etcd role: the cluster needs at least one etcd member');
+  else if (etcd.length % 2 === 0)
+    warn(['spec', 'machines'], `${etcd.length} etcd members tolerate no more failures than ${etcd.length - 1}: use an odd number`);
+  const cp = s.controlPlane;
+  if (cps.length > 1 && !cp?.vip) err(['spec', 'controlPlane'], `${cps.length} control-plane machines need a vip for clients to reach them all`);
+  if (cp?.vip) {
+    inSubnet(['spec', 'controlPlane', 'vip'], 'vip', cp.vip);
+    const owner = s.machines.find((m) => m.ip.split('/')[0] === cp.vip);
+    if (owner) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} is also the address of machine ${owner.name}`);
+    if (cp.vip === prov.address) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} is also the provisioner address`);
+    if (pool && parseIp(cp.vip)! >= pool.start && parseIp(cp.vip)! <= pool.end) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} lies inside the DHCP pool`);
+  }
+  if (cp?.endpoint && !DNS_NAME_RE.test(cp.endpoint)) err(['spec', 'controlPlane', 'endpoint'], `"${cp.endpoint}" is not a DNS name`);
+  if (s.network?.dnsDomain && !DNS_NAME_RE.test(s.network.dnsDomain)) err(['spec', 'network', 'dnsDomain'], `"${s.network.dnsDomain}" is not a DNS name`);
+  s.ssh?.authorizedKeys?.forEach((k, i) => {
+    if (!/^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+/.test(k.trim()))
+      warn(['spec', 'ssh', 'authorizedKeys', i], 'does not look like an OpenSSH public key ("ssh-ed25519 AAAA... comment")');
+  });
+  return out;
+}
