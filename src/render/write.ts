@@ -1,11 +1,11 @@
 // Write a tree to DIR atomically: build it beside DIR, then swap directories, so a
 // failure at any point leaves the previous DIR as it was. Files are created with their
 // final mode (never a readable key, even briefly) inside a 0700 staging directory.
-import { mkdir, open, rename, rm, symlink, readdir, readFile, lstat, readlink } from 'node:fs/promises';
+import { mkdir, rename, rm, readdir, readFile, lstat, readlink } from 'node:fs/promises';
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Tree } from './tree.ts';
-import type { File } from '../plan/types.ts';
 
 export async function writeTreeAtomic(dir: string, tree: Tree): Promise<void> {
   const target = resolve(dir);
@@ -15,7 +15,7 @@ export async function writeTreeAtomic(dir: string, tree: Tree): Promise<void> {
   await mkdir(dirname(target), { recursive: true });
   await mkdir(staging, { mode: 0o700 });
   try {
-    for (const [rel, f] of tree) await writeOne(join(staging, rel), f);
+    writeAll(staging, tree);
   } catch (e) {
     await rm(staging, { recursive: true, force: true });
     throw e;
@@ -40,18 +40,21 @@ export async function writeTreeAtomic(dir: string, tree: Tree): Promise<void> {
   if (hadOld) await rm(old, { recursive: true, force: true });
 }
 
-async function writeOne(path: string, f: File): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-  if (f.link) {
-    await symlink(f.link, path);
-    return;
-  }
-  const fh = await open(path, 'wx', f.mode);
-  try {
-    await fh.writeFile(f.contents);
-    await fh.chmod(f.mode); // the umask may have taken bits away
-  } finally {
-    await fh.close();
+// Synchronous on purpose: tens of thousands of small files (1,000 machines) are written
+// several times faster without a thread-pool round trip per call, and the staging
+// directory is private until the swap.
+function writeAll(staging: string, tree: Tree): void {
+  const dirs = new Set<string>();
+  for (const rel of tree.keys()) dirs.add(dirname(join(staging, rel)));
+  for (const d of [...dirs].sort()) mkdirSync(d, { recursive: true, mode: 0o755 });
+  const umask = process.umask();
+  for (const [rel, f] of tree) {
+    const path = join(staging, rel);
+    if (f.link) symlinkSync(f.link, path);
+    else {
+      writeFileSync(path, f.contents, { mode: f.mode, flag: 'wx' });
+      if (f.mode & umask) chmodSync(path, f.mode); // the umask took bits away
+    }
   }
 }
 

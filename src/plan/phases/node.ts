@@ -7,6 +7,7 @@ import { apiServerURL, hasRole, type Machine } from '../../spec/types.ts';
 import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
+import { once } from '../memo.ts';
 import { BIN, CONTAINERD_SOCK, K8S, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
 
 /** Registries whose images the provisioner mirrors (hosts.toml points each at it). */
@@ -120,12 +121,13 @@ function kubeletFiles(ctx: PhaseContext, m: Machine): File[] {
     Install: { WantedBy: 'multi-user.target' },
   });
   return [
-    { path: `${KUBELET_DIR}/config.yaml`, mode: 0o644, contents: stringify(config) },
+    { path: `${KUBELET_DIR}/config.yaml`, mode: 0o644, contents: once(ctx, 'kubelet-config', () => stringify(config)) },
     {
       path: `${K8S}/bootstrap-kubelet.conf`,
       mode: 0o600,
       secret: true,
-      contents: kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'kubelet-bootstrap', token } }),
+      contents: once(ctx, 'bootstrap-kubeconfig', () =>
+        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'kubelet-bootstrap', token } })),
     },
     { path: `${UNITS}/kubelet.service`, mode: 0o644, contents: unit },
   ];
@@ -149,7 +151,8 @@ function kubeProxyFiles(ctx: PhaseContext, m: Machine): File[] {
       path: conf,
       mode: 0o600,
       secret: true,
-      contents: kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'system:kube-proxy', clientCert: kp.cert, clientKey: kp.key } }),
+      contents: once(ctx, 'kube-proxy-kubeconfig', () =>
+        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'system:kube-proxy', clientCert: kp.cert, clientKey: kp.key } })),
     },
     { path: '/var/lib/kube-proxy/config.yaml', mode: 0o644, contents: stringify(config) },
     {
@@ -209,7 +212,7 @@ function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
   const list = binariesFor(m).map(([dest, name]) => `${dest} ${name}`).join('\n') + '\n';
   return [
     { path: `${SLIPWAY}/binaries.list`, mode: 0o644, contents: list },
-    { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: FETCH_SCRIPT(assetsURL(ctx)) },
+    { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: once(ctx, 'fetch-script', () => FETCH_SCRIPT(assetsURL(ctx))) },
     {
       path: `${UNITS}/slipway-binaries.service`,
       mode: 0o644,
@@ -224,5 +227,5 @@ function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
 
 export const nodePhase: Phase = {
   name: 'node',
-  machine: (ctx, m) => [...binaryFiles(ctx, m), ...containerdFiles(ctx), ...kubeletFiles(ctx, m), ...kubeProxyFiles(ctx, m), ...flannelFiles(ctx, m)],
+  machine: (ctx, m) => [...binaryFiles(ctx, m), ...once(ctx, 'containerd', () => containerdFiles(ctx)), ...kubeletFiles(ctx, m), ...kubeProxyFiles(ctx, m), ...flannelFiles(ctx, m)],
 };
