@@ -15,18 +15,18 @@ const edit = (pairs: [string | RegExp, string][]) => pairs.reduce<string>((s, [a
 
 // [case, edits, expected lines (after "bad.yaml:")]
 const CASES: [string, [string | RegExp, string][], string[]][] = [
-  ['duplicate MAC', [['"52:54:00:20:30:12"', '"52:54:00:20:30:11"']], ['36:12: spec.machines[1].mac: duplicate mac 52:54:00:20:30:11 (also spec.machines[0].mac, cp1)']],
-  ['malformed MAC', [['"52:54:00:20:30:13"', '"52:54:00:20:30:1"']], ['40:12: spec.machines[2].mac: "52:54:00:20:30:1" is not a MAC address']],
-  ['IP outside the DHCP subnet', [['10.20.30.21/24', '10.20.99.21/24']], ['45:11: spec.machines[3].ip: machine address 10.20.99.21 is outside the DHCP subnet 10.20.30.0/24']],
-  ['duplicate name', [['name: w2', 'name: w1']], ['47:13: spec.machines[4].name: duplicate name w1']],
-  ['duplicate IP', [['10.20.30.22/24', '10.20.30.21/24']], ['49:11: spec.machines[4].ip: duplicate ip 10.20.30.21']],
+  ['duplicate MAC', [['"52:54:00:20:30:12"', '"52:54:00:20:30:11"']], ['37:12: spec.machines[1].mac: duplicate mac 52:54:00:20:30:11 (also spec.machines[0].mac, cp1)']],
+  ['malformed MAC', [['"52:54:00:20:30:13"', '"52:54:00:20:30:1"']], ['42:12: spec.machines[2].mac: "52:54:00:20:30:1" is not a MAC address']],
+  ['IP outside the DHCP subnet', [['10.20.30.21/24', '10.20.99.21/24']], ['48:11: spec.machines[3].ip: machine address 10.20.99.21 is outside the DHCP subnet 10.20.30.0/24']],
+  ['duplicate name', [['name: w2', 'name: w1']], ['50:13: spec.machines[4].name: duplicate name w1']],
+  ['duplicate IP', [['10.20.30.22/24', '10.20.30.21/24']], ['52:11: spec.machines[4].ip: duplicate ip 10.20.30.21']],
   ['VIP outside the subnet', [['vip: 10.20.30.10 ', 'vip: 10.20.40.10 ']], ['11:10: spec.controlPlane.vip: vip 10.20.40.10 is outside the DHCP subnet']],
   ['VIP equal to a machine IP', [['vip: 10.20.30.10 ', 'vip: 10.20.30.11 ']], ['11:10: spec.controlPlane.vip: vip 10.20.30.11 is also the address of machine cp1']],
   ['pod network overlaps service network', [['podCIDR: 10.244.0.0/16', 'podCIDR: 10.96.0.0/16']], ['15:14: spec.network.podCIDR: pod network 10.96.0.0/16 overlaps the service network 10.96.0.0/12']],
   ['service network overlaps machine network', [['serviceCIDR: 10.96.0.0/12', 'serviceCIDR: 10.20.0.0/16']], ['14:18: spec.network.serviceCIDR: service network 10.20.0.0/16 overlaps the machine subnet 10.20.30.0/24']],
   ['no etcd member', [[/roles: \[control-plane, etcd\]/g, 'roles: [control-plane]']], ['31:5: spec.machines: no machine has the etcd role']],
   ['several control planes without a VIP', [[/ {4}vip: .*\n/, '']], ['10:5: spec.controlPlane: 3 control-plane machines need a vip']],
-  ['unknown role', [['roles: [worker]', 'roles: [wrker]']], ['46:15: spec.machines[3].roles[0]: unknown role "wrker"']],
+  ['unknown role', [['roles: [worker]', 'roles: [wrker]']], ['49:15: spec.machines[3].roles[0]: unknown role "wrker"']],
   ['unsupported Kubernetes version', [['v1.34.2 ', 'v1.19.3 ']], ['8:22: spec.kubernetesVersion: Kubernetes v1.19.3 is not supported']],
   ['unknown field', [['    port: 6443 ', '    foo: bar\n    port: 6443 ']], ['12:5: spec.controlPlane.foo: unknown field "foo"']],
   ['wrong type', [['httpPort: 8080', 'httpPort: eighty']], ['20:15: spec.provisioner.httpPort: must be integer']],
@@ -36,7 +36,7 @@ const CASES: [string, [string | RegExp, string][], string[]][] = [
   [
     'several problems at once',
     [['"52:54:00:20:30:12"', '"52:54:00:20:30:11"'], ['10.20.30.21/24', '10.20.99.21/24'], ['roles: [worker]', 'roles: [wrker]']],
-    ['36:12: spec.machines[1].mac: duplicate mac', '45:11: spec.machines[3].ip: machine address 10.20.99.21', '46:15: spec.machines[3].roles[0]: unknown role']],
+    ['37:12: spec.machines[1].mac: duplicate mac', '48:11: spec.machines[3].ip: machine address 10.20.99.21', '49:15: spec.machines[3].roles[0]: unknown role']],
 ];
 
 for (const [name, edits, expected] of CASES) {

@@ -48,14 +48,17 @@ ${provisioner}  machines:
     - name: cp1
       mac: "52:54:00:20:30:11"
       ip: 10.20.30.11/24
+      interface: eth0               # NIC name: keepalived binds the VIP to it
       roles: [control-plane, etcd]  # any of: control-plane, etcd, worker
     - name: cp2
       mac: "52:54:00:20:30:12"
       ip: 10.20.30.12/24
+      interface: eth0
       roles: [control-plane, etcd]
     - name: cp3
       mac: "52:54:00:20:30:13"
       ip: 10.20.30.13/24
+      interface: eth0
       roles: [control-plane, etcd]
     - name: w1
       mac: "52:54:00:20:30:21"

@@ -110,6 +110,11 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
     if (cp.vip === prov.address) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} is also the provisioner address`);
     if (pool && parseIp(cp.vip)! >= pool.start && parseIp(cp.vip)! <= pool.end) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} lies inside the DHCP pool`);
   }
+  if (cp?.vip)
+    s.machines.forEach((m, i) => {
+      if (m.roles.includes('control-plane') && !m.interface)
+        warn(['spec', 'machines', i], `keepalived must name the NIC that carries the vip: set "interface" (eth0 is assumed)`);
+    });
   if (cp?.endpoint && !DNS_NAME_RE.test(cp.endpoint)) err(['spec', 'controlPlane', 'endpoint'], `"${cp.endpoint}" is not a DNS name`);
   if (s.network?.dnsDomain && !DNS_NAME_RE.test(s.network.dnsDomain)) err(['spec', 'network', 'dnsDomain'], `"${s.network.dnsDomain}" is not a DNS name`);
   s.ssh?.authorizedKeys?.forEach((k, i) => {
