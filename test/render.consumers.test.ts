@@ -191,7 +191,7 @@ test('plan lists adds and changes for a new worker, masks secrets, and writes no
   const dir = rendered.newest!;
   const before = snapshot(dir);
   const p = slipway(['plan', '-f', file, '-o', dir, '--state', join(work, 'state-newest')]);
-  assert.equal(p.code, 0, p.stderr);
+  assert.equal(p.code, 3, `changes pending: exit 3; ${p.stderr}`);
   assert.match(p.stdout, /^\+ machines\/w3\/ignition\.json \[secret\]$/m);
   assert.match(p.stdout, /^\+ pxe\/pxelinux\.cfg\/01-52-54-00-20-30-23$/m);
   assert.match(p.stdout, /^~ pxe\/dhcpd\.conf \(contents\)$/m);
@@ -199,4 +199,5 @@ test('plan lists adds and changes for a new worker, masks secrets, and writes no
   assert.deepEqual(snapshot(dir), before, 'plan changed the output directory');
   const state = snapshot(join(work, 'state-newest'));
   assert.ok(![...state.keys()].some((k) => k.includes('w3')), 'plan created no state for w3');
+  assert.doesNotMatch(state.get('/tokens.json')!.data!, /"w3"/, 'plan stored no token for w3');
 });

@@ -15,6 +15,8 @@ import { diffTrees } from '../render/diff.ts';
 import { loadOrCreateSecrets, previewSecrets } from '../secrets/store.ts';
 
 class UsageError extends Error {}
+/** `plan` found changes to make (as `terraform plan -detailed-exitcode` does, on a code of its own). */
+const EXIT_CHANGES = 3;
 
 const USAGE = `Usage: slipway <command> [options]
 
@@ -23,11 +25,12 @@ Commands:
   render   -f FILE -o DIR [--state DIR]
                                    write every machine's files, Ignition, cloud-config and PXE configs
   plan     -f FILE -o DIR [--state DIR]
-                                   show what render would add, change or remove (writes nothing)
+                                   show what render would add, change or remove (writes nothing);
+                                   exit 0 when there is no change, 3 when there are changes
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
 
-Exit codes: 0 ok, 1 invalid input or failure, 2 usage error.
+Exit codes: 0 ok, 1 invalid input or failure, 2 usage error, 3 plan has changes.
 State (CAs, keys, tokens) lives in --state, default .slipway/ beside the cluster file.`;
 
 const out = (s: string) => process.stdout.write(s.endsWith('\n') ? s : s + '\n');
@@ -101,7 +104,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     for (const c of changes) out(`${sign[c.kind]} ${c.path}${c.detail ? ` (${c.detail})` : ''}${c.secret ? ' [secret]' : ''}`);
     const count = (k: string) => changes.filter((c) => c.kind === k).length;
     out(`plan: ${count('add')} to add, ${count('change')} to change, ${count('remove')} to remove`);
-    return 0;
+    return EXIT_CHANGES;
   },
 
   async schema(argv) {
