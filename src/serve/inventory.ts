@@ -1,0 +1,61 @@
+// The one narrow interface the protocol servers use to ask "what does this MAC get?"
+// (Tinkerbell Smee's GetByMac). DHCP, TFTP and HTTP know nothing of clusters; the
+// inventory knows the cluster file's machines and, through a state source, whether a
+// machine still has to be installed or should boot from its disk.
+import type { Machine, Spec } from '../spec/types.ts';
+
+/** What a machine's next network boot does. */
+export type BootAction = 'install' | 'local' | 'ignore';
+export type Protocol = 'dhcp' | 'tftp' | 'http';
+
+export interface Lookup {
+  /** the cluster file's machine with this MAC; undefined for an unknown MAC */
+  machine?: Machine;
+  action: BootAction;
+}
+
+export interface Inventory {
+  getByMac(mac: string): Lookup;
+  /** the machine with this IP (HTTP requests arrive by address) */
+  getByIp(ip: string): Machine | undefined;
+  /** a protocol saw this MAC (known or not): unknown ones become discovered machines */
+  seen(mac: string, via: Protocol, detail?: Record<string, unknown>): void;
+}
+
+export interface InventoryOptions {
+  /** what unknown MACs get: nothing, or "boot from your local disk" */
+  unknown: 'ignore' | 'local';
+  /** whether a known machine still has to be installed (default: always install) */
+  actionFor?: (m: Machine) => 'install' | 'local';
+  onSeen?: (mac: string, via: Protocol, machine: Machine | undefined, detail?: Record<string, unknown>) => void;
+}
+
+export const normalizeMac = (mac: string): string => mac.toLowerCase().replace(/-/g, ':');
+
+export class SpecInventory implements Inventory {
+  private readonly byMac = new Map<string, Machine>();
+  private readonly byIp = new Map<string, Machine>();
+  private readonly opts: InventoryOptions;
+
+  constructor(spec: Spec, opts: InventoryOptions) {
+    this.opts = opts;
+    for (const m of spec.machines) {
+      this.byMac.set(m.mac, m);
+      this.byIp.set(m.ip, m);
+    }
+  }
+
+  getByMac(mac: string): Lookup {
+    const machine = this.byMac.get(normalizeMac(mac));
+    if (!machine) return { action: this.opts.unknown };
+    return { machine, action: this.opts.actionFor?.(machine) ?? 'install' };
+  }
+
+  getByIp(ip: string): Machine | undefined {
+    return this.byIp.get(ip.replace(/^::ffff:/, ''));
+  }
+
+  seen(mac: string, via: Protocol, detail?: Record<string, unknown>): void {
+    this.opts.onSeen?.(normalizeMac(mac), via, this.byMac.get(normalizeMac(mac)), detail);
+  }
+}
