@@ -27,6 +27,10 @@ Commands:
   plan     -f FILE -o DIR [--state DIR]
                                    show what render would add, change or remove (writes nothing);
                                    exit 0 when there is no change, 3 when there are changes
+  serve    -f FILE [--interface IF] [--state DIR] [--assets DIR] [--bind ADDR]
+           [--http-port N] [--unknown ignore|local] [--timeout SECONDS]
+                                   serve the machines over DHCP, TFTP and HTTP until stopped;
+                                   SIGHUP re-reads the cluster file
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
 
@@ -105,6 +109,60 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     const count = (k: string) => changes.filter((c) => c.kind === k).length;
     out(`plan: ${count('add')} to add, ${count('change')} to change, ${count('remove')} to remove`);
     return EXIT_CHANGES;
+  },
+
+  async serve(argv) {
+    const a = args(argv, {
+      ...fileOpts,
+      state: { type: 'string' },
+      assets: { type: 'string' },
+      interface: { type: 'string' },
+      bind: { type: 'string' },
+      'http-port': { type: 'string' },
+      unknown: { type: 'string' },
+      timeout: { type: 'string' },
+      'log-level': { type: 'string' },
+    });
+    const file = need(a.file, '-f FILE');
+    const unknown = a.unknown ?? 'ignore';
+    if (unknown !== 'ignore' && unknown !== 'local') throw new UsageError('--unknown must be ignore or local');
+    const num = (v: string | undefined, flag: string) => {
+      if (v === undefined) return undefined;
+      if (!/^\d+$/.test(v)) throw new UsageError(`${flag} must be a number`);
+      return Number(v);
+    };
+    const { startServe, InvalidClusterFile } = await import('../serve/serve.ts');
+    const { newLogger } = await import('../serve/log.ts');
+    const log = newLogger({ level: a['log-level'] ?? 'info' });
+    let serving;
+    try {
+      serving = await startServe({
+        file,
+        stateDir: stateDirFor(file, a.state),
+        assetsDir: a.assets,
+        bind: a.bind,
+        interface: a.interface,
+        httpPort: num(a['http-port'], '--http-port'),
+        unknown,
+        timeoutSeconds: num(a.timeout, '--timeout') ?? 3600,
+        log,
+      });
+    } catch (e) {
+      if (e instanceof InvalidClusterFile) return 1;
+      throw e;
+    }
+    const s = serving;
+    process.on('SIGHUP', () => void s.reload());
+    await new Promise<void>((resolve) => {
+      const stop = (sig: string) => {
+        log.info({ signal: sig }, 'stopping');
+        resolve();
+      };
+      process.once('SIGINT', () => stop('SIGINT'));
+      process.once('SIGTERM', () => stop('SIGTERM'));
+    });
+    await s.close();
+    return 0;
   },
 
   async schema(argv) {

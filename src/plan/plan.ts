@@ -13,8 +13,9 @@ import { haPhase } from './phases/ha.ts';
 import { nodePhase } from './phases/node.ts';
 import { addonsPhase } from './phases/addons.ts';
 import { pxePhase } from './phases/pxe.ts';
+import { reportPhase, failureDropIns } from './phases/report.ts';
 
-export const PHASES: Phase[] = [hostPhase, pkiPhase, etcdPhase, controlPlanePhase, haPhase, nodePhase, addonsPhase, pxePhase];
+export const PHASES: Phase[] = [hostPhase, pkiPhase, etcdPhase, controlPlanePhase, haPhase, nodePhase, addonsPhase, reportPhase, pxePhase];
 
 function collect(where: string, parts: [string, File[]][]): File[] {
   const byPath = new Map<string, string>();
@@ -45,7 +46,8 @@ function enableLinks(files: File[]): File[] {
 
 function machineFiles(ctx: PhaseContext, phases: Phase[], m: Machine): File[] {
   const parts = phases.flatMap((p) => (p.machine ? [[p.name, p.machine(ctx, m)] as [string, File[]]] : []));
-  parts.push(['enable', enableLinks(parts.flatMap(([, f]) => f))]);
+  const all = parts.flatMap(([, f]) => f);
+  parts.push(['enable', enableLinks(all)], ['report', failureDropIns(all)]);
   return collect(`machine ${m.name}`, parts);
 }
 

@@ -1,0 +1,85 @@
+// Turns what the servers see and what machines report into state transitions, kept in
+// the store, and tells listeners (SSE, the terminal view) about each one as it happens.
+import { EventEmitter } from 'node:events';
+import type { Store, StoredEvent, MachineRecord } from '../store/store.ts';
+import { canMove, isInstalled, isTerminal, type State } from './states.ts';
+
+export interface LifecycleOptions {
+  /** a machine stuck longer than this in one (non-terminal) state fails with "timeout in <state>"; 0 = never */
+  timeoutSeconds?: number;
+  now?: () => number;
+}
+
+export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
+  readonly store: Store;
+  private machines: Set<string>;
+  private readonly opts: LifecycleOptions;
+
+  constructor(store: Store, machineNames: string[], opts: LifecycleOptions = {}) {
+    super();
+    this.store = store;
+    this.machines = new Set(machineNames);
+    this.opts = opts;
+  }
+
+  /** The cluster file changed (SIGHUP): machines added or removed; history is kept. */
+  setMachines(names: string[]): void {
+    this.machines = new Set(names);
+  }
+
+  has(name: string): boolean {
+    return this.machines.has(name);
+  }
+
+  state(name: string): State {
+    return this.store.get(name)?.state ?? 'unknown';
+  }
+
+  /** Every machine of the cluster file, including those never seen (state unknown). */
+  list(): MachineRecord[] {
+    const known = new Map(this.store.list().map((r) => [r.name, r]));
+    return [...this.machines].map((n) => known.get(n) ?? { name: n, state: 'unknown' as State, since: '' });
+  }
+
+  /** The servers or the machine saw progress: move forward if that is forward. */
+  observe(name: string, to: State, source: string, extra: { reason?: string; detail?: Record<string, unknown> } = {}): StoredEvent | undefined {
+    if (!this.machines.has(name)) return undefined;
+    const ev = this.store.transition(name, to, source, (from) => canMove(from, to), extra);
+    if (ev) this.emit('event', ev);
+    return ev;
+  }
+
+  fail(name: string, reason: string, source: string, detail?: Record<string, unknown>): StoredEvent | undefined {
+    return this.observe(name, 'failed', source, { reason, detail });
+  }
+
+  /** The operator's way back: the next network boot installs the machine again. */
+  reprovision(name: string, by = 'operator'): StoredEvent | undefined {
+    if (!this.machines.has(name)) return undefined;
+    const ev = this.store.transition(name, 'unknown', by, () => true, { reason: 'reprovision' });
+    this.store.resetSeq(name);
+    if (ev) this.emit('event', ev);
+    return ev;
+  }
+
+  /** install unless the machine already installed: then it boots from its own disk. */
+  bootAction(name: string): 'install' | 'local' {
+    return isInstalled(this.state(name)) ? 'local' : 'install';
+  }
+
+  /** Fail every machine stuck too long in a non-terminal, seen state. Returns what it failed. */
+  checkTimeouts(): StoredEvent[] {
+    const limit = this.opts.timeoutSeconds ?? 0;
+    if (!limit) return [];
+    const now = this.opts.now?.() ?? Date.now();
+    const out: StoredEvent[] = [];
+    for (const r of this.store.list()) {
+      if (isTerminal(r.state) || r.state === 'unknown' || !this.machines.has(r.name)) continue;
+      if (now - Date.parse(r.since) > limit * 1000) {
+        const ev = this.fail(r.name, `timeout in ${r.state}`, 'timeout', { limitSeconds: limit });
+        if (ev) out.push(ev);
+      }
+    }
+    return out;
+  }
+}

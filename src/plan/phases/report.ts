@@ -1,0 +1,97 @@
+// The machine tells the provisioner how far it got (guide 03's installer learned a
+// machine was done only when it called home): a small script and units that report
+// installing → installed → joined → ready, and every failed unit with its last log
+// lines, to POST /api/v1/report, authenticated by the machine's own token.
+import { apiServerURL } from '../../spec/types.ts';
+import { unitFile } from '../systemd.ts';
+import type { File, Phase, PhaseContext } from '../types.ts';
+import { K8S, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { assetsURL } from './node.ts';
+
+export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
+export const FAILURE_UNIT = 'slipway-report-failure@.service';
+
+// POSIX sh + curl only (Flatcar has no python or jq). JSON strings are escaped by sed:
+// backslash, quote, tab, and any other control character dropped.
+const script = (ctx: PhaseContext, name: string) => `#!/bin/sh
+# Report this machine's provisioning progress to Slipway: report.sh STATE [REASON] [UNIT]
+set -u
+URL="${assetsURL(ctx)}/api/v1/report"
+TOKEN=$(cat ${SLIPWAY}/report-token)
+SEQ_FILE=/var/lib/slipway/report-seq
+state=$1; reason=\${2:-}; unit=\${3:-}
+esc() { printf '%s' "$1" | sed -e 's/\\\\/\\\\\\\\/g' -e 's/"/\\\\"/g' -e 's/\\t/ /g' | tr -d '\\000-\\010\\013-\\037' | awk 'BEGIN{ORS="\\\\n"} {print}'; }
+mkdir -p /var/lib/slipway
+# seq: strictly increasing per machine, so the provisioner can refuse replayed reports
+seq=$(( $(cat "$SEQ_FILE" 2>/dev/null || echo 0) + 1 )); echo "$seq" > "$SEQ_FILE"
+detail=""
+if [ -n "$unit" ]; then
+  logs=$(journalctl -u "$unit" -n 20 --no-pager -o cat 2>/dev/null | tail -c 8000)
+  detail=", \\"detail\\": {\\"unit\\": \\"$(esc "$unit")\\", \\"logs\\": \\"$(esc "$logs")\\"}"
+fi
+body="{\\"machine\\": \\"${name}\\", \\"state\\": \\"$state\\", \\"seq\\": $seq, \\"reason\\": \\"$(esc "$reason")\\"$detail}"
+curl -fsS --retry 10 --retry-delay 3 --retry-connrefused -m 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' --data-binary "$body" "$URL" >/dev/null
+`;
+
+// Waits (bounded) for each milestone and reports it; runs once per boot.
+const progress = (ctx: PhaseContext, name: string) => `#!/bin/sh
+# installed: our files are in place and the binaries arrived; joined: the kubelet's TLS
+# bootstrap finished; ready: the API says this node is Ready.
+set -u
+R=${REPORT_SCRIPT}
+$R installing
+systemctl is-active --quiet slipway-binaries.service || systemctl start slipway-binaries.service || { $R failed "binaries could not be fetched" slipway-binaries.service; exit 1; }
+$R installed
+for i in $(seq 360); do [ -s ${K8S}/kubelet.conf ] && break; sleep 5; done
+[ -s ${K8S}/kubelet.conf ] || exit 0
+$R joined
+for i in $(seq 360); do
+  if curl -fsS -m 5 --cacert ${PKI}/ca.crt --cert /var/lib/kubelet/pki/kubelet-client-current.pem --key /var/lib/kubelet/pki/kubelet-client-current.pem \\
+      "${apiServerURL(ctx.spec)}/api/v1/nodes/${name}" 2>/dev/null | tr -d ' \\n' | grep -q '"type":"Ready","status":"True"'; then
+    $R ready; exit 0
+  fi
+  sleep 5
+done
+`;
+
+export const reportPhase: Phase = {
+  name: 'report',
+  machine(ctx, m) {
+    const token = ctx.secrets.machineTokens[m.name];
+    if (!token) throw new Error(`secrets have no report token for ${m.name}`);
+    const files: File[] = [
+      { path: `${SLIPWAY}/report-token`, mode: 0o600, contents: token + '\n', secret: true },
+      { path: REPORT_SCRIPT, mode: 0o755, contents: script(ctx, m.name) },
+      { path: `${SLIPWAY}/progress.sh`, mode: 0o755, contents: progress(ctx, m.name) },
+      {
+        path: `${UNITS}/slipway-progress.service`,
+        mode: 0o644,
+        contents: unitFile({
+          Unit: { Description: 'Report provisioning progress to Slipway', Wants: 'network-online.target', After: ['network-online.target'] },
+          Service: { Type: 'simple', ExecStart: `/bin/sh ${SLIPWAY}/progress.sh` },
+          Install: { WantedBy: 'multi-user.target' },
+        }),
+      },
+      {
+        path: `${UNITS}/${FAILURE_UNIT}`,
+        mode: 0o644,
+        contents: unitFile({
+          Unit: { Description: 'Report the failure of %i to Slipway' },
+          Service: { Type: 'oneshot', ExecStart: `/bin/sh ${REPORT_SCRIPT} failed "unit %i failed" %i` },
+        }),
+      },
+    ];
+    return files;
+  },
+};
+
+/** A drop-in per unit of ours: when it fails, slipway-report-failure@<unit> reports it with its logs. */
+export function failureDropIns(files: File[]): File[] {
+  return files
+    .filter((f) => !f.link && /^\/etc\/systemd\/system\/[^/@]+\.service$/.test(f.path) && !f.path.includes('slipway-progress'))
+    .map((f) => ({
+      path: `${f.path}.d/10-slipway-report.conf`,
+      mode: 0o644,
+      contents: unitFile({ Unit: { OnFailure: 'slipway-report-failure@%n.service' } }),
+    }));
+}

@@ -1,0 +1,133 @@
+// Static files from the assets directory (kernels, initrds, binaries, loaders) with the
+// headers download tools rely on: Range (resumable, parallel), ETag/If-None-Match,
+// Last-Modified, and the file's sha256 (X-Checksum-Sha256 and RFC 3230 Digest) so a
+// machine can check what it got. Digests are computed once per (size, mtime) and cached.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readdir, realpath, stat } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join, relative, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+
+interface Digest { key: string; hex: string }
+
+export class Assets {
+  readonly root: string;
+  private readonly digests = new Map<string, Digest>();
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  /** The real path of `rel` if it is a regular file inside the root; undefined otherwise (no `..`, no symlinks out). */
+  async resolve(rel: string): Promise<{ path: string; size: number; mtimeMs: number } | undefined> {
+    if (rel.includes('\0') || rel.split('/').some((p) => p === '..')) return undefined;
+    try {
+      const rootReal = await realpath(this.root);
+      const real = await realpath(join(rootReal, rel));
+      if (real !== rootReal && !real.startsWith(rootReal + sep)) return undefined;
+      const st = await stat(real);
+      return st.isFile() ? { path: real, size: st.size, mtimeMs: st.mtimeMs } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async sha256(f: { path: string; size: number; mtimeMs: number }): Promise<string> {
+    const key = `${f.size}:${f.mtimeMs}`;
+    const hit = this.digests.get(f.path);
+    if (hit?.key === key) return hit.hex;
+    const h = createHash('sha256');
+    await pipeline(createReadStream(f.path, { highWaterMark: 1 << 20 }), h);
+    const hex = h.digest('hex');
+    this.digests.set(f.path, { key, hex });
+    return hex;
+  }
+
+  /** `sha256  name` lines for every regular file under `dir` (relative names), as sha256sum prints them. */
+  async sha256sums(dir: string): Promise<string | undefined> {
+    const base = await this.resolveDir(dir);
+    if (!base) return undefined;
+    const lines: string[] = [];
+    const walk = async (d: string): Promise<void> => {
+      for (const e of (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        const p = join(d, e.name);
+        if (e.isDirectory()) await walk(p);
+        else if (e.name !== 'SHA256SUMS') {
+          const f = await this.resolve(relative(await realpath(this.root), p));
+          if (f) lines.push(`${await this.sha256(f)}  ${relative(base, p)}`);
+        }
+      }
+    };
+    await walk(base);
+    return lines.join('\n') + '\n';
+  }
+
+  private async resolveDir(rel: string): Promise<string | undefined> {
+    if (rel.split('/').some((p) => p === '..')) return undefined;
+    try {
+      const rootReal = await realpath(this.root);
+      const real = await realpath(join(rootReal, rel));
+      if (real !== rootReal && !real.startsWith(rootReal + sep)) return undefined;
+      return (await stat(real)).isDirectory() ? real : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Answer GET/HEAD for `rel`; returns false when there is no such file (caller sends 404). */
+  async serve(rel: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const f = await this.resolve(rel);
+    if (!f) return false;
+    const hex = await this.sha256(f);
+    const etag = `"${hex.slice(0, 32)}"`;
+    res.setHeader('ETag', etag);
+    res.setHeader('Last-Modified', new Date(f.mtimeMs).toUTCString());
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('X-Checksum-Sha256', hex);
+    res.setHeader('Digest', `sha-256=${Buffer.from(hex, 'hex').toString('base64')}`);
+    res.setHeader('Content-Type', 'application/octet-stream');
+    if (req.headers['if-none-match'] === etag) {
+      res.writeHead(304).end();
+      return true;
+    }
+    const range = parseRange(req.headers.range, f.size, req.headers['if-range'], etag);
+    if (range === 'invalid') {
+      res.writeHead(416, { 'Content-Range': `bytes */${f.size}` }).end();
+      return true;
+    }
+    const [start, end] = range ?? [0, f.size - 1];
+    const length = f.size === 0 ? 0 : end - start + 1;
+    res.setHeader('Content-Length', length);
+    if (range) res.setHeader('Content-Range', `bytes ${start}-${end}/${f.size}`);
+    res.writeHead(range ? 206 : 200);
+    if (req.method === 'HEAD' || length === 0) {
+      res.end();
+      return true;
+    }
+    await pipeline(createReadStream(f.path, { start, end, highWaterMark: 1 << 20 }), res).catch(() => {
+      /* the client went away mid-download; nothing to clean up */
+    });
+    return true;
+  }
+}
+
+/** One byte range (RFC 9110 §14); multiple ranges are answered with the whole file, as many servers do. */
+export function parseRange(header: string | undefined, size: number, ifRange?: string | string[], etag?: string): [number, number] | undefined | 'invalid' {
+  if (!header || (ifRange && ifRange !== etag)) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return header.includes(',') ? undefined : 'invalid';
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0) return 'invalid';
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (start >= size || start > end) return 'invalid';
+  return [start, end];
+}

@@ -1,0 +1,148 @@
+// The provisioner's HTTP side: iPXE scripts decided per MAC, each machine's Ignition and
+// cloud-config (only to that machine, only while it is being provisioned), the assets
+// directory, /healthz and Prometheus /metrics. Extra routes (API, console) plug in.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../log.ts';
+import type { Inventory } from '../inventory.ts';
+import { normalizeMac } from '../inventory.ts';
+import type { Lifecycle } from '../../lifecycle/lifecycle.ts';
+import { counter, histogram } from '../metrics.ts';
+import { LOCAL_BOOT_IPXE, type Site } from '../site.ts';
+import { Assets } from './assets.ts';
+import { arpTableMac, type MacOf } from './neighbors.ts';
+
+export interface HttpContext {
+  site: () => Site;
+  inventory: () => Inventory;
+  lifecycle: Lifecycle;
+  assets?: Assets;
+  log: Logger;
+  registry: Registry;
+  macOf?: MacOf;
+}
+
+/** A route returns true when it answered. Extra handlers (API, console) are tried first. */
+export type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean;
+
+export const clientIp = (req: IncomingMessage): string => (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+
+function send(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): true {
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+  return true;
+}
+
+export function coreRoutes(ctx: HttpContext): Handler {
+  const macOf = ctx.macOf ?? ((ip: string) => arpTableMac(ip));
+  const refusals = counter(ctx.registry, 'slipway_http_refused_total', 'HTTP requests for machine credentials that were refused', ['reason']);
+  return async (req, res, url) => {
+    const path = url.pathname;
+    if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+    if (path === '/healthz') return send(res, 200, 'ok\n');
+    if (path === '/metrics') return send(res, 200, await ctx.registry.metrics(), ctx.registry.contentType);
+    const site = ctx.site();
+    if (path === '/boot.ipxe') {
+      const body = site.file('pxe/boot.ipxe');
+      return body ? send(res, 200, body) : false;
+    }
+    let m = /^\/ipxe\/mac\/([0-9a-fA-F]{2}(?:-[0-9a-fA-F]{2}){5})\.ipxe$/.exec(path);
+    if (m) {
+      const mac = normalizeMac(m[1]!);
+      const inv = ctx.inventory();
+      inv.seen(mac, 'http', { path });
+      const { machine, action } = inv.getByMac(mac);
+      if (!machine) return action === 'local' ? send(res, 200, LOCAL_BOOT_IPXE(`unknown machine ${mac}`)) : send(res, 404, `unknown machine ${mac}\n`);
+      if (action !== 'install') return send(res, 200, LOCAL_BOOT_IPXE(`${machine.name} is installed`));
+      ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
+      const body = site.file(`pxe/ipxe/mac/${m[1]!.toLowerCase()}.ipxe`);
+      return body ? send(res, 200, body) : false;
+    }
+    m = /^\/ipxe\/([a-z0-9-]+)\.ipxe$/.exec(path);
+    if (m) {
+      const machine = site.machine(m[1]!);
+      if (!machine) return false;
+      if (ctx.lifecycle.bootAction(machine.name) !== 'install') return send(res, 200, LOCAL_BOOT_IPXE(`${machine.name} is installed`));
+      ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
+      return send(res, 200, site.file(`pxe/ipxe/${machine.name}.ipxe`)!);
+    }
+    m = /^\/machines\/([a-z0-9-]+)\/(ignition\.json|cloud-config\.yml)$/.exec(path);
+    if (m) {
+      const machine = site.machine(m[1]!);
+      if (!machine) return send(res, 404, 'no such machine\n');
+      const ip = clientIp(req);
+      const mac = macOf(ip);
+      const refuse = (status: number, reason: string, why: string) => {
+        refusals.inc({ reason });
+        ctx.log.warn({ machine: machine.name, from: ip, mac, path, reason }, `refused ${path}: ${why}`);
+        return send(res, status, `${why}\n`);
+      };
+      if (ctx.lifecycle.bootAction(machine.name) !== 'install') return refuse(404, 'not-provisioning', `${machine.name} is not being provisioned (reprovision it first)`);
+      if (ip !== machine.ip) return refuse(403, 'wrong-ip', `${machine.name}'s configuration is served only to ${machine.ip}`);
+      if (mac && mac !== machine.mac) return refuse(403, 'wrong-mac', `${ip} answers from ${mac}, not ${machine.name}'s NIC`);
+      if (!mac) ctx.log.info({ machine: machine.name, from: ip }, 'requester MAC not in the neighbour table (routed segment?): checked by IP only');
+      ctx.lifecycle.observe(machine.name, 'config-fetched', 'http', { detail: { path, from: ip } });
+      const type = m[2] === 'ignition.json' ? 'application/vnd.coreos.ignition+json' : 'text/cloud-config; charset=utf-8';
+      return send(res, 200, site.file(`machines/${machine.name}/${m[2]}`)!, type);
+    }
+    if (path.startsWith('/assets/') && ctx.assets) {
+      const rel = decodeURIComponent(path.slice('/assets/'.length));
+      if (rel.endsWith('SHA256SUMS') && !(await ctx.assets.resolve(rel))) {
+        const sums = await ctx.assets.sha256sums(rel.slice(0, -'SHA256SUMS'.length) || '.');
+        return sums === undefined ? false : send(res, 200, sums);
+      }
+      return ctx.assets.serve(rel, req, res);
+    }
+    return false;
+  };
+}
+
+export interface HttpServer {
+  server: Server;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startHttpServer(opts: { address?: string; port: number; handlers: Handler[]; log: Logger; registry: Registry }): Promise<HttpServer> {
+  const requests = counter(opts.registry, 'slipway_http_requests_total', 'HTTP requests by route class and status', ['class', 'status']);
+  const latency = histogram(opts.registry, 'slipway_http_request_duration_seconds', 'HTTP request handling time', ['class']);
+  const classOf = (p: string) => (/^\/(api|assets|machines|ipxe|metrics|healthz|v2)\b/.exec(p)?.[1] ?? (p === '/boot.ipxe' ? 'ipxe' : 'other'));
+  const server = createServer(async (req, res) => {
+    const t0 = performance.now();
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://slipway');
+    } catch {
+      send(res, 400, 'bad request\n');
+      return;
+    }
+    const cls = classOf(url.pathname);
+    res.on('finish', () => {
+      requests.inc({ class: cls, status: String(res.statusCode) });
+      latency.observe({ class: cls }, (performance.now() - t0) / 1000);
+    });
+    try {
+      for (const h of opts.handlers) if (await h(req, res, url)) return;
+      send(res, 404, 'not found\n');
+    } catch (e) {
+      opts.log.error({ err: (e as Error).message, path: url.pathname }, 'http handler failed');
+      if (!res.headersSent) send(res, 500, 'internal error\n');
+      else res.destroy();
+    }
+  });
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.address ?? '0.0.0.0', () => resolve());
+  });
+  return {
+    server,
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -1,0 +1,37 @@
+// What `slipway serve` serves: the cluster file rendered in memory (the same tree
+// `slipway render` writes), looked up by the servers. Replaced whole on SIGHUP.
+import type { Spec, Machine } from '../spec/types.ts';
+import type { Tree } from '../render/tree.ts';
+import { macHyphen } from '../plan/phases/pxe/boot.ts';
+
+export class Site {
+  readonly spec: Spec;
+  readonly tree: Tree;
+  /** machine name → the token its progress reports must carry */
+  readonly machineTokens: Record<string, string>;
+  private readonly byName: Map<string, Machine>;
+
+  constructor(spec: Spec, tree: Tree, machineTokens: Record<string, string>) {
+    this.spec = spec;
+    this.tree = tree;
+    this.machineTokens = machineTokens;
+    this.byName = new Map(spec.machines.map((m) => [m.name, m]));
+  }
+
+  machine(name: string): Machine | undefined {
+    return this.byName.get(name);
+  }
+
+  /** contents of a DIR-relative path of the render tree */
+  file(rel: string): string | undefined {
+    return this.tree.get(rel)?.contents;
+  }
+
+  pxelinuxConfig(mac: string): string | undefined {
+    return this.file(`pxe/pxelinux.cfg/01-${macHyphen(mac)}`);
+  }
+}
+
+/** What a machine that must not install gets: back to the firmware, which boots the disk. */
+export const LOCAL_BOOT_IPXE = (why: string) => `#!ipxe\necho Slipway: ${why}: booting from local disk\nexit\n`;
+export const LOCAL_BOOT_PXELINUX = (why: string) => `# Slipway: ${why}\nDEFAULT local\nLABEL local\n  LOCALBOOT 0\n`;

@@ -1,0 +1,134 @@
+// The embedded store: Node's built-in SQLite (no server to install), WAL journal with
+// synchronous=FULL so an acknowledged transition survives kill -9 and power loss.
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { chmodSync } from 'node:fs';
+import type { State } from '../lifecycle/states.ts';
+import type { Discovered, MachineRecord, Store, StoredEvent } from './store.ts';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS machines (
+  name  TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  reason TEXT,
+  since TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  id      INTEGER PRIMARY KEY AUTOINCREMENT,
+  machine TEXT NOT NULL,
+  "from"  TEXT NOT NULL,
+  "to"    TEXT NOT NULL,
+  at      TEXT NOT NULL,
+  source  TEXT NOT NULL,
+  reason  TEXT,
+  detail  TEXT
+);
+CREATE INDEX IF NOT EXISTS events_machine ON events(machine, id);
+CREATE TABLE IF NOT EXISTS report_seq (
+  machine TEXT PRIMARY KEY,
+  seq     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS discovered (
+  mac        TEXT PRIMARY KEY,
+  first_seen TEXT NOT NULL,
+  last_seen  TEXT NOT NULL,
+  via        TEXT NOT NULL,
+  detail     TEXT
+);
+`;
+
+interface EventRow { id: number; machine: string; from: string; to: string; at: string; source: string; reason: string | null; detail: string | null }
+interface MachineRow { name: string; state: string; reason: string | null; since: string }
+
+const toEvent = (r: EventRow): StoredEvent => ({
+  id: r.id, machine: r.machine, from: r.from as State, to: r.to as State, at: r.at, source: r.source,
+  ...(r.reason ? { reason: r.reason } : {}),
+  ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
+});
+const toMachine = (r: MachineRow): MachineRecord => ({ name: r.name, state: r.state as State, since: r.since, ...(r.reason ? { reason: r.reason } : {}) });
+
+export class SqliteStore implements Store {
+  private readonly db: DatabaseSync;
+  private readonly q: Record<string, StatementSync>;
+
+  constructor(path: string) {
+    this.db = new DatabaseSync(path);
+    if (path !== ':memory:') chmodSync(path, 0o600);
+    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
+    this.db.exec(SCHEMA);
+    this.q = {
+      get: this.db.prepare('SELECT name, state, reason, since FROM machines WHERE name = ?'),
+      list: this.db.prepare('SELECT name, state, reason, since FROM machines ORDER BY name'),
+      upsert: this.db.prepare('INSERT INTO machines(name, state, reason, since) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET state = excluded.state, reason = excluded.reason, since = excluded.since'),
+      insertEvent: this.db.prepare('INSERT INTO events(machine, "from", "to", at, source, reason, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      acceptSeq: this.db.prepare('INSERT INTO report_seq(machine, seq) VALUES (?, ?) ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > report_seq.seq'),
+      resetSeq: this.db.prepare('DELETE FROM report_seq WHERE machine = ?'),
+      discover: this.db.prepare('INSERT INTO discovered(mac, first_seen, last_seen, via, detail) VALUES (?, ?, ?, ?, ?) ON CONFLICT(mac) DO UPDATE SET last_seen = excluded.last_seen, via = excluded.via, detail = excluded.detail'),
+      discovered: this.db.prepare('SELECT mac, first_seen, last_seen, via, detail FROM discovered ORDER BY first_seen, mac'),
+    };
+  }
+
+  get(name: string): MachineRecord | undefined {
+    const r = this.q.get!.get(name) as MachineRow | undefined;
+    return r ? toMachine(r) : undefined;
+  }
+
+  list(): MachineRecord[] {
+    return (this.q.list!.all() as unknown as MachineRow[]).map(toMachine);
+  }
+
+  transition(name: string, to: State, source: string, allowed: (from: State) => boolean, extra: { reason?: string; detail?: Record<string, unknown>; at?: string } = {}): StoredEvent | undefined {
+    const at = extra.at ?? new Date().toISOString();
+    // BEGIN IMMEDIATE: the read of the current state and the write are one unit, so two
+    // concurrent reports cannot both move the machine from the same state.
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const from = this.get(name)?.state ?? 'unknown';
+      if (!allowed(from)) {
+        this.db.exec('ROLLBACK');
+        return undefined;
+      }
+      const detail = extra.detail ? JSON.stringify(extra.detail) : null;
+      const res = this.q.insertEvent!.run(name, from, to, at, source, extra.reason ?? null, detail);
+      this.q.upsert!.run(name, to, to === 'failed' ? (extra.reason ?? null) : null, at);
+      this.db.exec('COMMIT');
+      return { id: Number(res.lastInsertRowid), machine: name, from, to, at, source, ...(extra.reason ? { reason: extra.reason } : {}), ...(extra.detail ? { detail: extra.detail } : {}) };
+    } catch (e) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  events(opts: { machine?: string; afterId?: number; limit?: number } = {}): StoredEvent[] {
+    const where: string[] = ['id > ?'];
+    const args: (string | number)[] = [opts.afterId ?? 0];
+    if (opts.machine) {
+      where.push('machine = ?');
+      args.push(opts.machine);
+    }
+    const sql = `SELECT id, machine, "from", "to", at, source, reason, detail FROM events WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, opts.limit ?? 10_000) as unknown as EventRow[]).map(toEvent);
+  }
+
+  acceptSeq(machine: string, seq: number): boolean {
+    return Number(this.q.acceptSeq!.run(machine, seq).changes) === 1;
+  }
+
+  resetSeq(machine: string): void {
+    this.q.resetSeq!.run(machine);
+  }
+
+  recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void {
+    const now = new Date().toISOString();
+    this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null);
+  }
+
+  discovered(): Discovered[] {
+    return (this.q.discovered!.all() as unknown as { mac: string; first_seen: string; last_seen: string; via: string; detail: string | null }[]).map((r) => ({
+      mac: r.mac, firstSeen: r.first_seen, lastSeen: r.last_seen, via: r.via, ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
+    }));
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+}

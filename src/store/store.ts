@@ -1,0 +1,59 @@
+// The one storage interface Slipway's long-running parts use (Matchbox's idea): machine
+// states, their event history, and machines discovered on the network. The embedded
+// backend (sqlite.ts) is the default; a distributed one (etcd) can implement the same
+// interface without touching the rest.
+import type { State } from '../lifecycle/states.ts';
+
+export interface MachineRecord {
+  name: string;
+  state: State;
+  /** why it failed, for `failed` */
+  reason?: string;
+  /** ISO time the machine entered its state */
+  since: string;
+}
+
+export interface StoredEvent {
+  id: number;
+  machine: string;
+  from: State;
+  to: State;
+  /** ISO time */
+  at: string;
+  /** who saw it: dhcp, tftp, http, machine, operator, timeout */
+  source: string;
+  reason?: string;
+  /** extra facts: failing unit, last log lines, addresses */
+  detail?: Record<string, unknown>;
+}
+
+export interface Discovered {
+  mac: string;
+  firstSeen: string;
+  lastSeen: string;
+  via: string;
+  detail?: Record<string, unknown>;
+}
+
+export interface Store {
+  get(name: string): MachineRecord | undefined;
+  list(): MachineRecord[];
+  /**
+   * Move `name` to `to` if `allowed(current)` says so, recording the event, atomically:
+   * either both the state and its event are durable, or neither. Returns the event, or
+   * undefined when the move was not allowed.
+   */
+  transition(name: string, to: State, source: string, allowed: (from: State) => boolean, extra?: { reason?: string; detail?: Record<string, unknown>; at?: string }): StoredEvent | undefined;
+  /** events in id order, optionally for one machine and/or after an id */
+  events(opts?: { machine?: string; afterId?: number; limit?: number }): StoredEvent[];
+  /**
+   * Accept a machine report's sequence number only if it is higher than every one that
+   * machine used before (replay protection); atomic.
+   */
+  acceptSeq(machine: string, seq: number): boolean;
+  /** forget a machine's report sequence (reprovisioned: its new install counts from 1) */
+  resetSeq(machine: string): void;
+  recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void;
+  discovered(): Discovered[];
+  close(): void;
+}
