@@ -11,8 +11,8 @@ import { assetsURL } from './node.ts';
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
 export const FAILURE_UNIT = 'slipway-report-failure@.service';
 
-// POSIX sh + curl only (Flatcar has no python or jq). JSON strings are escaped by sed:
-// backslash, quote, tab, and any other control character dropped.
+// POSIX sh, sed, tr and curl only (Flatcar has no python or jq). JSON strings are escaped
+// by sed: backslash, quote, tab, newline; other control characters dropped.
 const script = (ctx: PhaseContext, name: string) => `#!/bin/sh
 # Report this machine's provisioning progress to Slipway: report.sh STATE [REASON] [UNIT]
 set -u
@@ -20,7 +20,7 @@ URL="${assetsURL(ctx)}/api/v1/report"
 TOKEN=$(cat ${SLIPWAY}/report-token)
 SEQ_FILE=/var/lib/slipway/report-seq
 state=$1; reason=\${2:-}; unit=\${3:-}
-esc() { printf '%s' "$1" | sed -e 's/\\\\/\\\\\\\\/g' -e 's/"/\\\\"/g' -e 's/\\t/ /g' | tr -d '\\000-\\010\\013-\\037' | awk 'BEGIN{ORS="\\\\n"} {print}'; }
+esc() { printf '%s' "$1" | sed -e 's/\\\\/\\\\\\\\/g' -e 's/"/\\\\"/g' -e 's/\\t/ /g' | tr -d '\\000-\\010\\013-\\037' | sed -e ':a' -e 'N' -e '$!ba' -e 's/\\n/\\\\n/g'; }
 mkdir -p /var/lib/slipway
 # seq: strictly increasing per machine, so the provisioner can refuse replayed reports
 seq=$(( $(cat "$SEQ_FILE" 2>/dev/null || echo 0) + 1 )); echo "$seq" > "$SEQ_FILE"

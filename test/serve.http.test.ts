@@ -1,0 +1,131 @@
+// `slipway serve` over HTTP, from machines in their own namespaces: per-MAC iPXE
+// decisions, credentials only to their own machine (IP and MAC) while it is being
+// provisioned, the report flow with the rendered report.sh, the operator API and SSE,
+// and assets with Range/ETag/sha256.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Lab } from './helpers/serve.ts';
+import { slipway } from './helpers/cli.ts';
+import type { Netns } from './helpers/netns.ts';
+
+const BASE = 'http://10.20.30.2:8080';
+let lab: Lab;
+let rendered: string;
+let cp1: Netns;
+const blob = Buffer.alloc(3 * 1024 * 1024 + 17, 7).map((_, i) => (i * 31) & 255);
+
+const curl = (ns: Netns, args: string[]) => ns.exec('curl', ['-sS', '-m', '10', ...args], { timeoutMs: 15_000 });
+const status = async (ns: Netns, url: string, extra: string[] = []) => (await curl(ns, ['-o', '/dev/null', '-w', '%{http_code}', ...extra, url])).stdout;
+
+before(async () => {
+  lab = Lab.create();
+  mkdirSync(join(lab.dir, 'assets/os'), { recursive: true });
+  mkdirSync(join(lab.dir, 'assets/bin/cni'), { recursive: true });
+  writeFileSync(join(lab.dir, 'assets/os/vmlinuz'), blob);
+  writeFileSync(join(lab.dir, 'assets/bin/kubelet'), 'kubelet-binary');
+  writeFileSync(join(lab.dir, 'assets/bin/cni/bridge'), 'bridge-binary');
+  await lab.start(['--assets', join(lab.dir, 'assets')]);
+  // the same state dir: render gives the files serve serves
+  rendered = join(lab.dir, 'out');
+  const r = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state]);
+  assert.equal(r.code, 0, r.stderr);
+});
+after(async () => lab?.close());
+
+test('an impostor with cp1\'s IP but another MAC, or another machine, gets no credentials', { timeout: 60_000 }, async () => {
+  const impostor = lab.host('52:54:00:66:66:66', '10.20.30.11');
+  assert.equal(await status(impostor, `${BASE}/machines/cp1/ignition.json`), '403');
+  await lab.removeHost(impostor);
+  const w1 = lab.host('52:54:00:20:30:21', '10.20.30.21');
+  assert.equal(await status(w1, `${BASE}/machines/cp1/ignition.json`), '403');
+  assert.equal(await status(w1, `${BASE}/machines/cp1/cloud-config.yml`), '403');
+  const metrics = (await curl(w1, [`${BASE}/metrics`])).stdout;
+  assert.match(metrics, /slipway_http_refused_total\{reason="wrong-mac"\} 1/);
+  assert.match(metrics, /slipway_http_refused_total\{reason="wrong-ip"\} 2/);
+  assert.match(lab.log, /refused \/machines\/cp1\/ignition\.json/);
+});
+
+test('cp1 gets its iPXE chain and exactly its own Ignition and cloud-config', { timeout: 60_000 }, async () => {
+  cp1 = lab.host('52:54:00:20:30:11', '10.20.30.11');
+  assert.match((await curl(cp1, [`${BASE}/boot.ipxe`])).stdout, /^#!ipxe/);
+  const chain = (await curl(cp1, [`${BASE}/ipxe/mac/52-54-00-20-30-11.ipxe`])).stdout;
+  assert.match(chain, /cp1\.ipxe/);
+  const script = (await curl(cp1, [`${BASE}/ipxe/cp1.ipxe`])).stdout;
+  assert.match(script, /ignition\.config\.url=http:\/\/10\.20\.30\.2:8080\/machines\/cp1\/ignition\.json/);
+  const ign = await curl(cp1, ['-f', `${BASE}/machines/cp1/ignition.json`]);
+  assert.equal(ign.code, 0, ign.out);
+  assert.equal(ign.stdout, readFileSync(join(rendered, 'machines/cp1/ignition.json'), 'utf8'));
+  const cc = await curl(cp1, ['-f', `${BASE}/machines/cp1/cloud-config.yml`]);
+  assert.equal(cc.stdout, readFileSync(join(rendered, 'machines/cp1/cloud-config.yml'), 'utf8'));
+});
+
+/** Run the machine's own rendered report.sh inside its namespace, with its /etc. */
+const report = (ns: Netns, machine: string, ...args: string[]) =>
+  ns.exec('unshare', ['-m', 'sh', '-c', `mount --make-rprivate / && mount --bind ${join(rendered, 'machines', machine, 'root/etc')} /etc && mount -t tmpfs tmpfs /var/lib && sh /etc/slipway/report.sh "$@" && cat /var/lib/slipway/report-seq`, 'report', ...args], { timeoutMs: 60_000 });
+
+test('the machine reports with its own script and token; the API and SSE show it', { timeout: 60_000 }, async () => {
+  const token = lab.apiToken();
+  const auth = ['-H', `Authorization: Bearer ${token}`];
+  const sse = curl(cp1, ['-N', '-m', '8', ...auth, `${BASE}/api/v1/events?after=0`]);
+  const r = await report(cp1, 'cp1', 'installed');
+  assert.equal(r.code, 0, r.out);
+  const machine = JSON.parse((await curl(cp1, [...auth, `${BASE}/api/v1/machines/cp1`])).stdout) as { state: string; events: { to: string; source: string }[]; artifacts: { path: string; contents?: string }[] };
+  assert.equal(machine.state, 'installed');
+  assert.deepEqual(machine.events.map((e) => `${e.source}:${e.to}`), ['http:booting', 'http:config-fetched', 'machine:installed']);
+  const key = machine.artifacts.find((a) => a.path === '/etc/kubernetes/pki/ca.key');
+  assert.ok(key && !key.contents!.includes('PRIVATE KEY'), 'secrets are masked in the API');
+  const stream = (await sse).stdout;
+  assert.match(stream, /event: transition\ndata: \{[^\n]*"to":"installed"/);
+  // no token / wrong token: 401 and nothing changes
+  assert.equal(await status(cp1, `${BASE}/api/v1/machines`), '401');
+  assert.equal(await status(cp1, `${BASE}/api/v1/machines`, ['-H', 'Authorization: Bearer nope']), '401');
+  assert.equal(await status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', 'Authorization: Bearer nope', '--data', '{"state":"ready","seq":99}']), '401');
+});
+
+test('malformed, oversized and replayed reports are refused and change nothing', { timeout: 60_000 }, async () => {
+  const mtoken = readFileSync(join(rendered, 'machines/cp1/root/etc/slipway/report-token'), 'utf8').trim();
+  const post = (body: string) => status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${mtoken}`, '-H', 'Content-Type: application/json', '--data-binary', body]);
+  assert.equal(await post('{"state":"ready","seq":1}'), '400', 'seq 1 was used already: replay');
+  assert.equal(await post('not json'), '400');
+  assert.equal(await post('{"state":"exploded","seq":50}'), '400');
+  assert.equal(await post('{"state":"failed","seq":51}'), '400', 'failed needs a reason');
+  assert.equal(await post(JSON.stringify({ state: 'ready', seq: 52, detail: { logs: 'x'.repeat(70_000) } })), '413');
+  const state = JSON.parse((await curl(cp1, ['-H', `Authorization: Bearer ${lab.apiToken()}`, `${BASE}/api/v1/machines/cp1`])).stdout) as { state: string };
+  assert.equal(state.state, 'installed');
+});
+
+test('an installed machine boots from disk and is not served its config; reprovision re-opens it', { timeout: 60_000 }, async () => {
+  assert.match((await curl(cp1, [`${BASE}/ipxe/mac/52-54-00-20-30-11.ipxe`])).stdout, /^#!ipxe\n.*local disk\nexit\n$/s);
+  assert.equal(await status(cp1, `${BASE}/machines/cp1/ignition.json`), '404');
+  const auth = ['-H', `Authorization: Bearer ${lab.apiToken()}`];
+  assert.equal(await status(cp1, `${BASE}/api/v1/machines/cp1/reprovision`, ['-X', 'POST', ...auth]), '200');
+  assert.equal(await status(cp1, `${BASE}/machines/cp1/ignition.json`), '200');
+  assert.match((await curl(cp1, [`${BASE}/ipxe/mac/52-54-00-20-30-11.ipxe`])).stdout, /cp1\.ipxe/);
+});
+
+test('a failure report carries its reason', { timeout: 60_000 }, async () => {
+  const reason = 'disk "/dev/sda" not found\n\tback\\slash';
+  const r = await report(cp1, 'cp1', 'failed', reason);
+  assert.equal(r.code, 0, r.out);
+  const m = JSON.parse((await curl(cp1, ['-H', `Authorization: Bearer ${lab.apiToken()}`, `${BASE}/api/v1/machines/cp1`])).stdout) as { state: string; reason: string };
+  assert.equal(m.state, 'failed');
+  assert.equal(m.reason, 'disk "/dev/sda" not found\n back\\slash', 'escaped by report.sh, tab → space');
+});
+
+test('assets: sha256, ETag, Range, and SHA256SUMS the fetch script checks against', { timeout: 60_000 }, async () => {
+  const sha = createHash('sha256').update(blob).digest('hex');
+  const head = (await curl(cp1, ['-I', `${BASE}/assets/os/vmlinuz`])).stdout;
+  assert.match(head, new RegExp(`x-checksum-sha256: ${sha}`, 'i'));
+  const etag = /etag: (\S+)/i.exec(head)![1]!;
+  assert.equal(await status(cp1, `${BASE}/assets/os/vmlinuz`, ['-H', `If-None-Match: ${etag}`]), '304');
+  const part = await cp1.exec('sh', ['-c', `curl -sS -r 1000-1999 ${BASE}/assets/os/vmlinuz | sha256sum`]);
+  assert.equal(part.stdout.split(' ')[0], createHash('sha256').update(blob.subarray(1000, 2000)).digest('hex'));
+  assert.equal(await status(cp1, `${BASE}/assets/os/vmlinuz`, ['-r', '99999999-']), '416');
+  assert.equal(await status(cp1, `${BASE}/assets/../cluster.yaml`, ['--path-as-is']), '404');
+  const sums = (await curl(cp1, [`${BASE}/assets/bin/SHA256SUMS`])).stdout;
+  assert.match(sums, new RegExp(`^${createHash('sha256').update('kubelet-binary').digest('hex')}  kubelet$`, 'm'));
+  assert.match(sums, /  cni\/bridge$/m);
+});
