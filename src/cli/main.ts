@@ -31,6 +31,9 @@ Commands:
            [--http-port N] [--unknown ignore|local] [--timeout SECONDS]
                                    serve the machines over DHCP, TFTP and HTTP until stopped;
                                    SIGHUP re-reads the cluster file
+  status   -f FILE [--watch] [--server URL] [--state DIR] [--timeout SECONDS]
+                                   machines and their states from a running serve; --watch follows
+                                   live until all are ready or failed; exit 0 only when all are ready
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
 
@@ -163,6 +166,23 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     });
     await s.close();
     return 0;
+  },
+
+  async status(argv) {
+    const a = args(argv, { ...fileOpts, watch: { type: 'boolean' }, server: { type: 'string' }, state: { type: 'string' }, 'token-file': { type: 'string' }, timeout: { type: 'string' } });
+    const file = need(a.file, '-f FILE');
+    const spec = await load(file);
+    if (!spec) return 1;
+    const { status, defaultTokenFile } = await import('./status.ts');
+    const timeout = a.timeout === undefined ? 0 : Number(a.timeout);
+    if (!Number.isFinite(timeout) || timeout < 0) throw new UsageError('--timeout must be a number of seconds');
+    return status({
+      server: a.server ?? `http://${spec.provisioner.address}:${spec.provisioner.httpPort}`,
+      tokenFile: a['token-file'] ?? defaultTokenFile(stateDirFor(file, a.state)),
+      watch: a.watch ?? false,
+      out: process.stdout,
+      timeoutSeconds: timeout,
+    });
   },
 
   async schema(argv) {

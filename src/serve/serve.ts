@@ -21,6 +21,7 @@ import { Site } from './site.ts';
 import { Assets } from './http/assets.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes } from './http/api.ts';
+import { consoleRoutes } from './http/console.ts';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 
@@ -108,6 +109,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   const operatorToken = await ensureApiToken(opts.stateDir);
   const handlers = [
     apiRoutes(ctx, { operatorToken, machineTokens: () => site.machineTokens }),
+    consoleRoutes(),
     ...(opts.handlers?.(ctx) ?? []),
     coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry })];
   const http = await startHttpServer({ address: opts.bind, port: opts.httpPort ?? site.spec.provisioner.httpPort, handlers, log, registry });

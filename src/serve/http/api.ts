@@ -36,6 +36,16 @@ function sameToken(given: string, want: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
+export const SESSION_COOKIE = 'slipway_session';
+
+function cookie(req: IncomingMessage, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return v.join('=');
+  }
+  return undefined;
+}
+
 export function bearer(req: IncomingMessage): string | undefined {
   const h = req.headers.authorization;
   if (h?.startsWith('Bearer ')) return h.slice(7).trim();
@@ -93,8 +103,10 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     res.setHeader('WWW-Authenticate', 'Bearer realm="slipway"');
     return problem(res, 401, 'missing or wrong bearer token');
   };
+  // The console authenticates with an HttpOnly, SameSite=Strict cookie set by POST
+  // /api/v1/session (EventSource cannot send an Authorization header); scripts use Bearer.
   const operator = (req: IncomingMessage) => {
-    const t = bearer(req);
+    const t = bearer(req) ?? cookie(req, SESSION_COOKIE);
     return t !== undefined && sameToken(t, opts.operatorToken);
   };
 
@@ -112,6 +124,16 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       return report(req, res);
     }
     if (!operator(req)) return deny(req, res, p.split('/').slice(0, 4).join('/'));
+    if (p === '/api/v1/session' && req.method === 'POST') {
+      res.setHeader('Set-Cookie', `${SESSION_COOKIE}=${bearer(req) ?? cookie(req, SESSION_COOKIE)}; Path=/api/; HttpOnly; SameSite=Strict`);
+      return json(res, 200, { ok: true });
+    }
+    if (p === '/api/v1/cluster' && req.method === 'GET') {
+      const spec = ctx.site().spec;
+      const counts: Record<string, number> = {};
+      for (const r of ctx.lifecycle.list()) counts[r.state] = (counts[r.state] ?? 0) + 1;
+      return json(res, 200, { name: spec.name, kubernetesVersion: spec.kubernetesVersion, machines: spec.machines.length, states: counts });
+    }
     if (p === '/api/v1/machines' && req.method === 'GET') {
       return json(res, 200, { machines: ctx.site().spec.machines.map((m) => machineView(ctx, m.name, false)), discovered: ctx.store.discovered() });
     }

@@ -1,0 +1,132 @@
+// `slipway status [--watch]`: the machines' states from a running `slipway serve`, as a
+// table, or live (a bar for the cluster and one per machine) until every machine is
+// ready or failed. Exit 0 only when all are ready.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import { STATES, type State } from '../lifecycle/states.ts';
+
+export interface MachineRow {
+  name: string;
+  mac: string;
+  ip: string;
+  roles: string[];
+  state: State;
+  since?: string;
+  reason?: string;
+  lastEvent?: { to: string; source: string; reason?: string; at: string };
+}
+
+export interface StatusOptions {
+  server: string;
+  tokenFile: string;
+  watch: boolean;
+  out: NodeJS.WriteStream;
+  /** give up watching after this many seconds (0 = never) */
+  timeoutSeconds: number;
+}
+
+const rank = (s: State) => (s === 'failed' ? STATES.length - 1 : STATES.indexOf(s));
+const allDone = (ms: MachineRow[]) => ms.every((m) => m.state === 'ready' || m.state === 'failed');
+const allReady = (ms: MachineRow[]) => ms.length > 0 && ms.every((m) => m.state === 'ready');
+
+export function elapsed(since: string | undefined, now = Date.now()): string {
+  if (!since) return '-';
+  const s = Math.max(0, Math.round((now - Date.parse(since)) / 1000));
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+export function table(ms: MachineRow[], now = Date.now()): string {
+  const rows = [['NAME', 'MAC', 'IP', 'ROLES', 'STATE', 'ELAPSED', 'LAST EVENT']];
+  for (const m of ms) {
+    const ev = m.lastEvent ? `${m.lastEvent.source}: ${m.lastEvent.to}${m.lastEvent.reason ? ` (${m.lastEvent.reason})` : ''}` : '-';
+    rows.push([m.name, m.mac, m.ip, m.roles.join(','), m.state, elapsed(m.since, now), ev]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+async function fetchMachines(opts: StatusOptions, token: string): Promise<MachineRow[]> {
+  const res = await fetch(`${opts.server}/api/v1/machines`, { headers: { Authorization: `Bearer ${token}` } });
+  if (res.status === 401) throw new Error(`${opts.server} refused the token in ${opts.tokenFile}`);
+  if (!res.ok) throw new Error(`${opts.server}/api/v1/machines: HTTP ${res.status}`);
+  return ((await res.json()) as { machines: MachineRow[] }).machines;
+}
+
+export async function status(opts: StatusOptions): Promise<number> {
+  let token: string;
+  try {
+    token = (await readFile(opts.tokenFile, 'utf8')).trim();
+  } catch {
+    throw new Error(`cannot read the API token ${opts.tokenFile} (slipway serve creates it on first start)`);
+  }
+  const machines = await fetchMachines(opts, token);
+  if (!opts.watch || allDone(machines)) {
+    opts.out.write(table(machines));
+    return allReady(machines) ? 0 : 1;
+  }
+  return watch(opts, token, machines);
+}
+
+async function watch(opts: StatusOptions, token: string, machines: MachineRow[]): Promise<number> {
+  const byName = new Map(machines.map((m) => [m.name, m]));
+  const tty = opts.out.isTTY === true;
+  const total = STATES.length - 1;
+  const multi = new cliProgress.MultiBar(
+    { stream: opts.out, format: ' {label} {bar} {state} {info}', barsize: 24, hideCursor: true, clearOnComplete: false, noTTYOutput: false, forceRedraw: true },
+    cliProgress.Presets.shades_classic,
+  );
+  const width = Math.max(7, ...machines.map((m) => m.name.length));
+  const cluster = tty ? multi.create(machines.length, 0, { label: 'cluster'.padEnd(width), state: '', info: '' }) : undefined;
+  const bars = new Map(machines.map((m) => [m.name, tty ? multi.create(total, 0, { label: m.name.padEnd(width), state: '', info: '' }) : undefined]));
+  const draw = () => {
+    for (const m of byName.values()) {
+      bars.get(m.name)?.update(rank(m.state), { state: m.state.padEnd(14), info: m.reason ? `(${m.reason})` : elapsed(m.since) });
+    }
+    const ready = [...byName.values()].filter((m) => m.state === 'ready').length;
+    const failed = [...byName.values()].filter((m) => m.state === 'failed').length;
+    cluster?.update(ready, { state: `${ready}/${byName.size} ready`, info: failed ? `${failed} failed` : '' });
+  };
+  draw();
+  const ctrl = new AbortController();
+  const timer = opts.timeoutSeconds ? setTimeout(() => ctrl.abort(), opts.timeoutSeconds * 1000) : undefined;
+  const tick = tty ? setInterval(draw, 1000) : undefined;
+  try {
+    const res = await fetch(`${opts.server}/api/v1/events`, { headers: { Authorization: `Bearer ${token}` }, signal: ctrl.signal });
+    if (!res.ok || !res.body) throw new Error(`${opts.server}/api/v1/events: HTTP ${res.status}`);
+    // Changes that happened between the table fetch and the stream opening.
+    for (const m of await fetchMachines(opts, token)) byName.set(m.name, m);
+    draw();
+    let buf = '';
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body) {
+      buf += decoder.decode(chunk as Uint8Array, { stream: true });
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (!data) continue;
+        const ev = JSON.parse(data) as { machine: string; to: State; at: string; source: string; reason?: string };
+        const m = byName.get(ev.machine);
+        if (!m) continue;
+        Object.assign(m, { state: ev.to, since: ev.at, reason: ev.reason, lastEvent: ev });
+        if (!tty) opts.out.write(`${ev.at} ${ev.machine} ${ev.to} (${ev.source})${ev.reason ? `: ${ev.reason}` : ''}\n`);
+        draw();
+      }
+      if (allDone([...byName.values()])) break;
+    }
+  } catch (e) {
+    if (!ctrl.signal.aborted) throw e;
+  } finally {
+    if (timer) clearTimeout(timer);
+    if (tick) clearInterval(tick);
+    multi.stop();
+    ctrl.abort();
+  }
+  const final = [...byName.values()];
+  opts.out.write(`\n${table(final)}`);
+  return allReady(final) ? 0 : 1;
+}
+
+export const defaultTokenFile = (stateDir: string) => join(stateDir, 'api-token');

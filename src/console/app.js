@@ -1,0 +1,110 @@
+// Slipway console: no framework, no CDN (the sites it runs at have no internet).
+// Data comes from the JSON API; live updates from /api/v1/events (SSE). The session
+// cookie is set by POST /api/v1/session with the operator's token.
+const $ = (s) => document.querySelector(s);
+const STATES = ['unknown', 'discovered', 'dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined', 'ready', 'failed'];
+let machines = new Map();
+let selected = null;
+
+async function api(path, init = {}) {
+  const res = await fetch(path, { credentials: 'same-origin', ...init });
+  if (res.status === 401) { showLogin(); throw new Error('unauthorized'); }
+  if (!res.ok) throw new Error(`${path}: ${res.status}`);
+  return res.json();
+}
+
+function showLogin() { $('#app').hidden = true; $('#login').hidden = false; }
+
+$('#login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const res = await fetch('/api/v1/session', { method: 'POST', headers: { Authorization: `Bearer ${$('#token').value.trim()}` } });
+  if (!res.ok) { $('#login-error').textContent = 'That token is not valid.'; $('#login-error').hidden = false; return; }
+  $('#token').value = '';
+  start();
+});
+
+const elapsed = (since) => {
+  if (!since) return '';
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(since)) / 1000));
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+};
+const text = (tag, t, cls) => { const e = document.createElement(tag); e.textContent = t; if (cls) e.className = cls; return e; };
+const describe = (ev) => ev ? `${ev.to} (${ev.source})${ev.reason ? `: ${ev.reason}` : ''}` : '';
+
+function render() {
+  const counts = Object.fromEntries(STATES.map((s) => [s, 0]));
+  for (const m of machines.values()) counts[m.state]++;
+  const tiles = [['machines', machines.size], ...STATES.filter((s) => counts[s]).map((s) => [s, counts[s]])];
+  $('#summary').replaceChildren(...tiles.map(([label, n]) => { const d = text('div', '', 'tile'); d.append(text('b', String(n)), text('span', label)); d.dataset.state = label; return d; }));
+  const cps = [...machines.values()].filter((m) => m.roles.includes('control-plane'));
+  const cpReady = cps.filter((m) => m.state === 'ready').length;
+  $('#health').textContent = `Control plane: ${cpReady}/${cps.length} ready${cps.some((m) => m.state === 'failed') ? ' — a control-plane machine failed' : ''}`;
+  const rows = [...machines.values()].map((m) => {
+    const tr = document.createElement('tr');
+    tr.dataset.name = m.name;
+    if (m.name === selected) tr.className = 'selected';
+    tr.append(text('td', m.name), text('td', m.mac), text('td', m.ip), text('td', m.roles.join(', ')));
+    const st = text('td', ''); st.append(text('span', m.state, `state ${m.state}`)); tr.append(st);
+    tr.append(text('td', elapsed(m.since)), text('td', describe(m.lastEvent)));
+    tr.addEventListener('click', () => select(m.name));
+    return tr;
+  });
+  $('#machines tbody').replaceChildren(...rows);
+}
+
+async function select(name) {
+  selected = name;
+  const d = await api(`/api/v1/machines/${encodeURIComponent(name)}`);
+  $('#detail').hidden = false;
+  $('#detail-title').textContent = `${d.name} — ${d.state}`;
+  $('#timeline').replaceChildren(...d.events.map((ev) => {
+    const li = text('li', `${new Date(ev.at).toLocaleTimeString()} ${ev.from} → ${ev.to} (${ev.source})`);
+    if (ev.reason) li.append(text('div', ev.reason, 'reason'));
+    if (ev.detail?.unit) li.append(text('div', `unit: ${ev.detail.unit}`));
+    if (ev.detail?.logs) li.append(text('pre', ev.detail.logs));
+    return li;
+  }));
+  $('#artifacts').replaceChildren(...d.artifacts.map((a) => {
+    const li = text('li', `${a.mode} ${a.path}${a.link ? ` → ${a.link}` : ''}`, a.secret ? 'secret' : '');
+    li.addEventListener('click', () => { $('#artifact').textContent = a.link ? `symlink to ${a.link}` : a.contents; });
+    return li;
+  }));
+  render();
+}
+
+$('#reprovision').addEventListener('click', async () => {
+  if (!selected || !confirm(`Reprovision ${selected}? Its next network boot installs it again.`)) return;
+  await api(`/api/v1/machines/${encodeURIComponent(selected)}/reprovision`, { method: 'POST' });
+});
+
+async function load() {
+  const data = await api('/api/v1/machines');
+  machines = new Map(data.machines.map((m) => [m.name, m]));
+  $('#discovered').textContent = data.discovered.length ? `Unknown machines seen: ${data.discovered.map((d) => `${d.mac} (${d.via})`).join(', ')}` : '';
+  render();
+}
+
+function live() {
+  const es = new EventSource('/api/v1/events');
+  es.onopen = () => { $('#conn').textContent = 'live'; $('#conn').className = 'conn on'; };
+  es.onerror = () => { $('#conn').textContent = 'reconnecting'; $('#conn').className = 'conn off'; };
+  es.addEventListener('transition', (e) => {
+    const ev = JSON.parse(e.data);
+    const m = machines.get(ev.machine);
+    if (!m) return;
+    m.state = ev.to; m.since = ev.at; m.lastEvent = ev; m.reason = ev.reason;
+    render();
+    if (ev.machine === selected) select(selected);
+  });
+}
+
+async function start() {
+  try { await load(); } catch { return; }
+  const info = await api('/api/v1/cluster');
+  $('#cluster').textContent = `${info.name} · Kubernetes ${info.kubernetesVersion}`;
+  $('#login').hidden = true; $('#app').hidden = false;
+  live();
+  setInterval(render, 1000); // elapsed times tick
+}
+
+start();
