@@ -9,30 +9,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { benchPki, formatPkiBench } from './pki.bench.ts';
+import { bigClusterFile } from '../test/helpers/spec.ts';
 
 const MACHINES = Number(process.env.MACHINES ?? 1000);
 
-export function bigClusterFile(n: number): string {
-  const lines = [
-    'apiVersion: slipway.dev/v1alpha1',
-    'kind: Cluster',
-    'metadata: {name: big}',
-    'spec:',
-    '  controlPlane: {vip: 10.20.0.10, endpoint: k8s-api.big.local, port: 6443}',
-    '  provisioner:',
-    '    address: 10.20.0.2',
-    '    dhcp: {mode: full, subnet: 10.20.0.0/20, router: 10.20.0.1, dns: [10.20.0.1]}',
-    '  machines:',
-  ];
-  for (let i = 0; i < n; i++) {
-    const host = 11 + i; // 10.20.0.11 upwards, inside the /20
-    const ip = `10.20.${host >> 8}.${host & 255}`;
-    const mac = `52:54:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
-    const cp = i < 3;
-    lines.push(`    - {name: ${cp ? `cp${i + 1}` : `w${i - 2}`}, mac: "${mac}", ip: ${ip}/20, roles: [${cp ? 'control-plane, etcd' : 'worker'}]}`);
-  }
-  return lines.join('\n') + '\n';
-}
 
 // Creating ~34,000 small files dominates on a slow disk (seen here: ~0.5 ms per file on
 // the VM's ext4, where `cp -a` of the same tree takes longer than the render). So the

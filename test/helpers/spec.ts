@@ -28,3 +28,29 @@ export function haSpec(overrides: Partial<Spec> = {}): Spec {
 export function singleSpec(overrides: Partial<Spec> = {}): Spec {
   return { ...example('single.yaml'), ...overrides };
 }
+
+/**
+ * A cluster file with `n` machines (3 control-plane + etcd, the rest workers) on
+ * 10.20.0.0/16, provisioner 10.20.30.2 (the lab's address), machines from 10.20.1.0 up.
+ */
+export function bigClusterFile(n: number): string {
+  const lines = [
+    'apiVersion: slipway.dev/v1alpha1',
+    'kind: Cluster',
+    'metadata: {name: big}',
+    'spec:',
+    '  controlPlane: {vip: 10.20.0.10, endpoint: k8s-api.big.local, port: 6443}',
+    '  provisioner:',
+    '    address: 10.20.30.2',
+    '    dhcp: {mode: full, subnet: 10.20.0.0/16, router: 10.20.0.1, dns: [10.20.0.1]}',
+    '  machines:',
+  ];
+  for (let i = 0; i < n; i++) {
+    const host = 256 + i; // 10.20.1.0 upwards
+    const ip = `10.20.${host >> 8}.${host & 255}`;
+    const mac = `52:54:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+    const cp = i < 3;
+    lines.push(`    - {name: ${cp ? `cp${i + 1}` : `w${i - 2}`}, mac: "${mac}", ip: ${ip}/16, ${cp ? 'interface: eth0, ' : ''}roles: [${cp ? 'control-plane, etcd' : 'worker'}]}`);
+  }
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,62 @@
+// The state machine only moves forward; failed is reachable from anywhere; reprovision
+// is the way back; timeouts fail stuck machines. Runs on the real SQLite store in memory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { canMove, isInstalled, STATES } from './states.ts';
+import { Lifecycle } from './lifecycle.ts';
+import { SqliteStore } from '../store/sqlite.ts';
+
+test('forward only; failed from anywhere; nothing leaves failed but reprovision', () => {
+  for (const [i, from] of STATES.entries())
+    for (const [j, to] of STATES.entries()) assert.equal(canMove(from, to), j > i, `${from} → ${to}`);
+  for (const s of STATES) assert.equal(canMove(s, 'failed'), true);
+  for (const s of STATES) assert.equal(canMove('failed', s), false);
+  assert.equal(isInstalled('installed'), true);
+  assert.equal(isInstalled('config-fetched'), false);
+});
+
+test('observations move machines forward and are recorded as events with their source', () => {
+  const store = new SqliteStore(':memory:');
+  const lc = new Lifecycle(store, ['cp1', 'w1']);
+  const seen: string[] = [];
+  lc.on('event', (e) => seen.push(`${e.machine}:${e.from}>${e.to}`));
+  lc.observe('cp1', 'dhcp', 'dhcp');
+  lc.observe('cp1', 'booting', 'http');
+  assert.equal(lc.observe('cp1', 'dhcp', 'dhcp'), undefined, 'a second DHCP (reboot) does not move it back');
+  lc.observe('cp1', 'installed', 'machine');
+  assert.equal(lc.bootAction('cp1'), 'local');
+  assert.equal(lc.observe('nobody', 'dhcp', 'dhcp'), undefined, 'unknown names are ignored');
+  lc.fail('w1', 'unit kubelet.service failed', 'machine', { logs: 'x' });
+  assert.equal(lc.observe('w1', 'ready', 'machine'), undefined);
+  assert.deepEqual(seen, ['cp1:unknown>dhcp', 'cp1:dhcp>booting', 'cp1:booting>installed', 'w1:unknown>failed']);
+  assert.equal(store.get('w1')?.reason, 'unit kubelet.service failed');
+  lc.reprovision('w1');
+  assert.equal(lc.state('w1'), 'unknown');
+  assert.equal(lc.bootAction('w1'), 'install');
+  assert.deepEqual(store.events({ machine: 'w1' }).map((e) => e.to), ['failed', 'unknown']);
+  store.close();
+});
+
+test('a machine stuck too long fails with "timeout in <state>"', () => {
+  const store = new SqliteStore(':memory:');
+  let now = Date.now();
+  const lc = new Lifecycle(store, ['cp1', 'cp2'], { timeoutSeconds: 60, now: () => now });
+  lc.observe('cp1', 'booting', 'http');
+  lc.observe('cp2', 'ready', 'machine');
+  assert.deepEqual(lc.checkTimeouts(), []);
+  now += 61_000;
+  const failed = lc.checkTimeouts();
+  assert.deepEqual(failed.map((e) => [e.machine, e.reason]), [['cp1', 'timeout in booting']]);
+  store.close();
+});
+
+test('report sequence numbers refuse replays and restart after reprovision', () => {
+  const store = new SqliteStore(':memory:');
+  assert.equal(store.acceptSeq('cp1', 1), true);
+  assert.equal(store.acceptSeq('cp1', 1), false);
+  assert.equal(store.acceptSeq('cp1', 5), true);
+  assert.equal(store.acceptSeq('cp1', 3), false);
+  new Lifecycle(store, ['cp1']).reprovision('cp1');
+  assert.equal(store.acceptSeq('cp1', 1), true);
+  store.close();
+});
