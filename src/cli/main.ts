@@ -29,6 +29,7 @@ Commands:
                                    exit 0 when there is no change, 3 when there are changes
   serve    -f FILE [--interface IF] [--state DIR] [--assets DIR] [--bind ADDR]
            [--http-port N] [--unknown ignore|local] [--timeout SECONDS]
+           [--loader ipxe|pxelinux] [--no-rival-check]
                                    serve the machines over DHCP, TFTP and HTTP until stopped;
                                    SIGHUP re-reads the cluster file
   status   -f FILE [--watch] [--server URL] [--state DIR] [--timeout SECONDS]
@@ -125,10 +126,14 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       unknown: { type: 'string' },
       timeout: { type: 'string' },
       'log-level': { type: 'string' },
+      loader: { type: 'string' },
+      'no-rival-check': { type: 'boolean' },
     });
     const file = need(a.file, '-f FILE');
     const unknown = a.unknown ?? 'ignore';
     if (unknown !== 'ignore' && unknown !== 'local') throw new UsageError('--unknown must be ignore or local');
+    const loader = a.loader ?? 'ipxe';
+    if (loader !== 'ipxe' && loader !== 'pxelinux') throw new UsageError('--loader must be ipxe or pxelinux');
     const num = (v: string | undefined, flag: string) => {
       if (v === undefined) return undefined;
       if (!/^\d+$/.test(v)) throw new UsageError(`${flag} must be a number`);
@@ -147,6 +152,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
         interface: a.interface,
         httpPort: num(a['http-port'], '--http-port'),
         unknown,
+        loader,
+        noRivalCheck: a['no-rival-check'] ?? false,
         timeoutSeconds: num(a.timeout, '--timeout') ?? 3600,
         log,
       });

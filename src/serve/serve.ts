@@ -19,6 +19,10 @@ import type { Logger } from './log.ts';
 import { SpecInventory, type Inventory } from './inventory.ts';
 import { Site } from './site.ts';
 import { Assets } from './http/assets.ts';
+import { startTftpServer } from './tftp/server.ts';
+import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, type DhcpPorts } from './dhcp/index.ts';
+import { stageTftpRoot } from './tftp-root.ts';
+import { LOCAL_BOOT_PXELINUX } from './site.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes } from './http/api.ts';
 import { consoleRoutes } from './http/console.ts';
@@ -49,6 +53,12 @@ export interface ServeOptions {
   interface?: string;
   /** overrides of the cluster file's/standard ports, for tests and unprivileged runs */
   httpPort?: number;
+  tftpPort?: number;
+  dhcpPorts?: Partial<DhcpPorts>;
+  /** what PXE clients are handed: iPXE (default) or PXELINUX over TFTP (guide 01) */
+  loader: 'ipxe' | 'pxelinux';
+  /** skip the start-up check for another DHCP server on the segment */
+  noRivalCheck?: boolean;
   /** what unknown MACs get */
   unknown: 'ignore' | 'local';
   /** seconds a machine may stay in one state before it fails (0 = never) */
@@ -75,6 +85,28 @@ export interface Serving extends ServeContext {
 }
 
 export class InvalidClusterFile extends Error {}
+
+/** PXELINUX asks for pxelinux.cfg/01-<mac>: install menu, or LOCALBOOT once installed. */
+function pxelinuxMenu(path: string, site: () => Site, inventory: Inventory, lifecycle: Lifecycle): Buffer | undefined {
+  const m = /^pxelinux\.cfg\/01-([0-9a-f]{2}(?:-[0-9a-f]{2}){5})$/i.exec(path);
+  if (!m) {
+    const file = path === 'pxelinux.cfg/default' ? site().file('pxe/pxelinux.cfg/default') : undefined;
+    return file === undefined ? undefined : Buffer.from(file);
+  }
+  const { machine, action } = inventory.getByMac(m[1]!);
+  if (!machine) return action === 'local' ? Buffer.from(LOCAL_BOOT_PXELINUX(`unknown machine ${m[1]}`)) : undefined;
+  if (action !== 'install') return Buffer.from(LOCAL_BOOT_PXELINUX(`${machine.name} is installed`));
+  lifecycle.observe(machine.name, 'booting', 'tftp', { detail: { path } });
+  return Buffer.from(site().pxelinuxConfig(machine.mac)!);
+}
+
+/** Guide 03's Q&A: a second DHCP server on the segment breaks installs in confusing ways. */
+async function warnAboutRivals(serverIp: string, ports: Partial<DhcpPorts> | undefined, log: Logger): Promise<void> {
+  const report = await detectRivalDhcp({ ours: [serverIp], localAddress: serverIp, timeoutMs: 3000, ports });
+  if (report.error) log.warn({ err: report.error }, 'could not check for other DHCP servers');
+  for (const r of report.rivals)
+    log.warn({ serverId: r.serverId, offered: r.yiaddr, proxy: r.proxy }, `ANOTHER DHCP SERVER IS ANSWERING ON THIS SEGMENT (${r.serverId}): machines may boot from it instead of Slipway`);
+}
 
 async function renderSite(file: string, stateDir: string, log: Logger): Promise<Site> {
   const { spec, problems } = parseClusterFile(await readFile(file, 'utf8'), file);
@@ -105,7 +137,11 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     });
   let inventory = makeInventory();
   const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir };
-  const assets = opts.assetsDir ? new Assets(opts.assetsDir) : undefined;
+  // Loaders are also served over HTTP at /assets/ipxe/ (UEFI HTTP boot fetches ipxe.efi).
+  const tftpRoot = await stageTftpRoot(opts.stateDir, opts.assetsDir, log);
+  const loaders = new Assets(tftpRoot, 'ipxe/');
+  const assets = opts.assetsDir ? new Assets(opts.assetsDir) : loaders;
+  if (assets !== loaders) assets.fallback = loaders;
   const operatorToken = await ensureApiToken(opts.stateDir);
   const handlers = [
     apiRoutes(ctx, { operatorToken, machineTokens: () => site.machineTokens }),
@@ -115,6 +151,33 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   const http = await startHttpServer({ address: opts.bind, port: opts.httpPort ?? site.spec.provisioner.httpPort, handlers, log, registry });
   log.info({ port: http.port, machines: site.spec.machines.length }, 'http serving');
 
+  // DHCP and TFTP ask the current inventory through this, so a reload needs no restart
+  // for machine changes; address plans (subnet, pool, mode) restart the DHCP server.
+  const liveInventory: Inventory = {
+    getByMac: (mac) => inventory.getByMac(mac),
+    getByIp: (ip) => inventory.getByIp(ip),
+    seen: (mac, via, detail) => inventory.seen(mac, via, detail),
+  };
+  const tftp = await startTftpServer({
+    root: tftpRoot,
+    address: opts.bind,
+    port: opts.tftpPort ?? 69,
+    resolve: (path) => pxelinuxMenu(path, () => site, liveInventory, lifecycle),
+    inventory: liveInventory,
+    log: log.child({ svc: 'tftp' }),
+    registry,
+  });
+  const startDhcp = async (): Promise<DhcpServer | undefined> => {
+    const cfg = dhcpConfigFromSpec(site.spec);
+    if (!cfg) {
+      log.info('dhcp: mode off (use the exported dhcpd.conf, kea-dhcp4.json or dnsmasq.conf)');
+      return undefined;
+    }
+    return startDhcpServer({ ...cfg, loader: opts.loader, inventory: liveInventory, stateDir: opts.stateDir, listenAddress: opts.bind, ports: opts.dhcpPorts, registry, log: log.child({ svc: 'dhcp' }) });
+  };
+  let dhcp = await startDhcp();
+  if (dhcp && !opts.noRivalCheck) void warnAboutRivals(site.spec.provisioner.address, opts.dhcpPorts, log);
+
   const timer = opts.timeoutSeconds ? setInterval(() => lifecycle.checkTimeouts(), Math.min(opts.timeoutSeconds * 250, 10_000)) : undefined;
   timer?.unref();
 
@@ -123,9 +186,15 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     http,
     async reload() {
       try {
-        site = await renderSite(opts.file, opts.stateDir, log);
+        const next = await renderSite(opts.file, opts.stateDir, log);
+        const addressPlanChanged = JSON.stringify(dhcpConfigFromSpec(next.spec)) !== JSON.stringify(dhcpConfigFromSpec(site.spec));
+        site = next;
         lifecycle.setMachines(names(site.spec));
         inventory = makeInventory();
+        if (addressPlanChanged) {
+          await dhcp?.close();
+          dhcp = await startDhcp();
+        }
         log.info({ machines: site.spec.machines.length }, 'cluster file reloaded');
         return true;
       } catch (e) {
@@ -135,7 +204,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     },
     async close() {
       if (timer) clearInterval(timer);
-      await http.close();
+      await Promise.all([http.close(), tftp.close(), dhcp?.close()]);
       store.close();
     },
   };

@@ -13,10 +13,15 @@ interface Digest { key: string; hex: string }
 
 export class Assets {
   readonly root: string;
+  /** only paths under this prefix are served from here (a fallback for another root) */
+  readonly prefix: string;
+  /** asked when this root has no such file (serve: the staged loaders for /assets/ipxe/) */
+  fallback?: Assets;
   private readonly digests = new Map<string, Digest>();
 
-  constructor(root: string) {
+  constructor(root: string, prefix = '') {
     this.root = root;
+    this.prefix = prefix;
   }
 
   /** The real path of `rel` if it is a regular file inside the root; undefined otherwise (no `..`, no symlinks out). */
@@ -77,8 +82,9 @@ export class Assets {
 
   /** Answer GET/HEAD for `rel`; returns false when there is no such file (caller sends 404). */
   async serve(rel: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const f = await this.resolve(rel);
-    if (!f) return false;
+    if (!rel.startsWith(this.prefix)) return false;
+    const f = await this.resolve(rel.slice(this.prefix.length));
+    if (!f) return this.fallback ? this.fallback.serve(rel, req, res) : false;
     const hex = await this.sha256(f);
     const etag = `"${hex.slice(0, 32)}"`;
     res.setHeader('ETag', etag);

@@ -118,7 +118,7 @@ export function decode(buf: Uint8Array): Packet {
     case OPCODE.ERROR:
       return decodeError(b);
     case OPCODE.OACK: {
-      const { options, unknown } = decodeOptions(cString(b, 2, 'OACK'), b);
+      const { options, unknown } = decodeOptions(b, 2);
       return { op: 'OACK', options, unknown };
     }
     default:
@@ -144,7 +144,7 @@ function decodeRequest(b: Buffer, op: 'RRQ' | 'WRQ'): RequestPacket {
   const modeField = cString(b, name.end + 1, 'mode');
   const mode = b.toString('latin1', name.end + 1, modeField.end).toLowerCase();
   if (mode !== 'netascii' && mode !== 'octet' && mode !== 'mail') throw new TftpParseError('bad-mode', JSON.stringify(mode.slice(0, 32)));
-  const { options, unknown } = decodeOptions(modeField, b);
+  const { options, unknown } = decodeOptions(b, modeField.end + 1);
   return { op, filename, mode, options, unknown };
 }
 
@@ -164,12 +164,11 @@ function cString(b: Buffer, start: number, what: string): { start: number; end: 
   return { start, end };
 }
 
-/** Option name/value pairs after `prev` (the field before the first option), to the end of the packet. */
-function decodeOptions(prev: { end: number }, b: Buffer): { options: Options; unknown: [string, string][] } {
+/** Option name/value pairs from `pos` to the end of the packet. */
+function decodeOptions(b: Buffer, pos: number): { options: Options; unknown: [string, string][] } {
   const options: Options = {};
   const unknown: [string, string][] = [];
   const seen = new Set<string>();
-  let pos = prev.end + 1;
   while (pos < b.length) {
     // Lenient: NUL padding after the last option (seen from some PXE ROMs) is not an option.
     if (b[pos] === 0 && allZero(b, pos)) break;

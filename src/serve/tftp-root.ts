@@ -1,0 +1,56 @@
+// The TFTP server's root, staged in the state directory: the network-boot loaders from
+// Debian's packages (or from the assets directory, which wins, e.g. from a bundle) and,
+// for PXELINUX (guide 01's way), the OS kernel and initrd from the assets directory.
+// Copies, not symlinks: the TFTP server refuses links that leave its root.
+import { copyFile, link, mkdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from './log.ts';
+import { LOADERS, PXELINUX_INITRD, PXELINUX_KERNEL } from '../plan/phases/pxe/boot.ts';
+
+export const PXELINUX = 'pxelinux.0';
+
+/** name in the TFTP root → where Debian's packages put it */
+const DEBIAN: Record<string, string> = {
+  [LOADERS.bios]: '/usr/lib/ipxe/undionly.kpxe', // package ipxe
+  [LOADERS.efi]: '/usr/lib/ipxe/snponly.efi',
+  'ipxe.efi': '/usr/lib/ipxe/ipxe.efi',
+  [PXELINUX]: '/usr/lib/PXELINUX/pxelinux.0', // package pxelinux
+  'ldlinux.c32': '/usr/lib/syslinux/modules/bios/ldlinux.c32', // package syslinux-common
+};
+
+async function fileStat(p: string) {
+  try {
+    const s = await stat(p);
+    return s.isFile() ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Put `src` at `dst` unless it is already the same size and age; hard link when possible. */
+async function place(src: string, dst: string): Promise<void> {
+  const [s, d] = await Promise.all([fileStat(src), fileStat(dst)]);
+  if (!s || (d && d.size === s.size && d.mtimeMs >= s.mtimeMs)) return;
+  await mkdir(join(dst, '..'), { recursive: true });
+  if (d) await unlink(dst);
+  try {
+    await link(src, dst);
+  } catch {
+    await copyFile(src, dst);
+  }
+}
+
+export async function stageTftpRoot(stateDir: string, assetsDir: string | undefined, log: Logger): Promise<string> {
+  const root = join(stateDir, 'tftp');
+  await mkdir(root, { recursive: true, mode: 0o755 });
+  const missing: string[] = [];
+  for (const [name, debian] of Object.entries(DEBIAN)) {
+    const fromAssets = assetsDir ? join(assetsDir, 'ipxe', name) : undefined;
+    const src = fromAssets && (await fileStat(fromAssets)) ? fromAssets : debian;
+    if (await fileStat(src)) await place(src, join(root, name));
+    else missing.push(name);
+  }
+  if (missing.length) log.warn({ missing }, 'network-boot loaders not found (install Debian packages ipxe, pxelinux, syslinux-common, or put them in <assets>/ipxe/)');
+  if (assetsDir) for (const rel of [PXELINUX_KERNEL, PXELINUX_INITRD]) await place(join(assetsDir, rel), join(root, rel));
+  return root;
+}
