@@ -68,8 +68,11 @@ test('after login the table lists every machine and follows their states live', 
   const stateOf = (name: string) => page.locator(`#machines tbody tr[data-name="${name}"] .state`);
   assert.equal(await stateOf('cp1').textContent(), 'unknown');
 
-  // cp1 boots for real: iPXE script, its Ignition (from its own IP and MAC), then reports.
+  // cp1 boots for real: DHCP, iPXE script, its Ignition (from its own IP and MAC), then reports.
   const cp1 = lab.host('52:54:00:20:30:11', '10.20.30.11');
+  const dhcp = await cp1.exec('udhcpc', ['-i', 'eth0', '-n', '-q', '-f', '-t', '5', '-T', '1', '-s', '/bin/true', '-V', 'PXEClient:Arch:00000'], { timeoutMs: 20_000 });
+  assert.equal(dhcp.code, 0, dhcp.out);
+  await page.waitForFunction(() => document.querySelector('tr[data-name="cp1"] .state')?.textContent === 'dhcp', undefined, { timeout: 10_000 });
   await curl(cp1, [`${BASE}/ipxe/mac/52-54-00-20-30-11.ipxe`]);
   await page.waitForFunction(() => document.querySelector('tr[data-name="cp1"] .state')?.textContent === 'booting', undefined, { timeout: 10_000 });
   assert.equal((await curl(cp1, ['-f', '-o', '/dev/null', '-w', '%{http_code}', `${BASE}/machines/cp1/ignition.json`])).stdout, '200');
@@ -98,7 +101,9 @@ test('a machine\'s timeline shows reasons and logs; its artifacts are shown with
 
   await page.click('tr[data-name="cp1"]');
   await page.waitForFunction(() => document.querySelector('#detail-title')?.textContent?.startsWith('cp1'));
-  assert.match((await page.textContent('#timeline'))!, /config-fetched → installed \(machine\)/);
+  const cpTimeline = (await page.textContent('#timeline'))!;
+  assert.match(cpTimeline, /unknown → dhcp \(dhcp\)/);
+  assert.match(cpTimeline, /config-fetched → installed \(machine\)/);
   const key = page.locator('#artifacts li', { hasText: '/etc/kubernetes/pki/ca.key' });
   assert.match((await key.getAttribute('class'))!, /secret/);
   await key.click();
