@@ -74,6 +74,15 @@ const stateDirFor = (file: string, state: unknown) => (typeof state === 'string'
 const fileOpts = { file: { type: 'string', short: 'f' } } as const;
 const renderOpts = { ...fileOpts, out: { type: 'string', short: 'o' }, state: { type: 'string' } } as const;
 
+/** -f FILE -o DIR [--state DIR], shared by render and plan; undefined when the file is invalid. */
+async function renderInputs(argv: string[]): Promise<{ spec: Spec; dir: string; stateDir: string } | undefined> {
+  const a = args(argv, renderOpts);
+  const file = need(a.file, '-f FILE');
+  const dir = need(a.out, '-o DIR');
+  const spec = await load(file);
+  return spec && { spec, dir, stateDir: stateDirFor(file, a.state) };
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   async validate(argv) {
     const file = need(args(argv, fileOpts).file, '-f FILE');
@@ -84,12 +93,10 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   },
 
   async render(argv) {
-    const a = args(argv, renderOpts);
-    const file = need(a.file, '-f FILE');
-    const dir = need(a.out, '-o DIR');
-    const spec = await load(file);
-    if (!spec) return 1;
-    const secrets = await loadOrCreateSecrets(stateDirFor(file, a.state), spec, { log: err });
+    const r = await renderInputs(argv);
+    if (!r) return 1;
+    const { spec, dir } = r;
+    const secrets = await loadOrCreateSecrets(r.stateDir, spec, { log: err });
     const tree = planTree(buildPlan(spec, secrets));
     await writeTreeAtomic(dir, tree);
     out(`rendered ${spec.machines.length} machines (${tree.size} files) into ${dir}`);
@@ -97,12 +104,10 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   },
 
   async plan(argv) {
-    const a = args(argv, renderOpts);
-    const file = need(a.file, '-f FILE');
-    const dir = need(a.out, '-o DIR');
-    const spec = await load(file);
-    if (!spec) return 1;
-    const secrets = await previewSecrets(stateDirFor(file, a.state), spec);
+    const r = await renderInputs(argv);
+    if (!r) return 1;
+    const { spec, dir } = r;
+    const secrets = await previewSecrets(r.stateDir, spec);
     const changes = diffTrees(await readTree(dir), planTree(buildPlan(spec, secrets)));
     if (changes.length === 0) {
       out(`no changes: ${dir} is up to date`);
