@@ -1,0 +1,195 @@
+// The end-to-end proof: real VMs network-boot from `slipway serve` alone.
+//
+// Each VM (qemu, TCG) has an inventory MAC and a virtio NIC on the lab bridge, and boots
+// through the NIC's iPXE option ROM: Slipway's DHCP → /boot.ipxe → /ipxe/mac/<mac>.ipxe
+// → /ipxe/<name>.ipxe → kernel + initrd over HTTP (or, guide 01's way, PXELINUX and
+// everything over Slipway's TFTP). The kernel is Debian's; the initramfs
+// (test/helpers/initramfs.ts, test/fixtures/initramfs/init) runs the real Ignition:
+// `-platform metal -stage fetch` fetches the ignition.config.url Slipway put on the
+// command line, `ignition-apply` writes it into a scratch root, and the machine reports
+// a digest of that root with its own token. The digest must equal the digest of the
+// machine's rendered root: it got exactly its own files.
+//
+// Every wait is bounded; every VM is killed by PID and every namespace deleted, also on
+// failure. Timings (seconds from power on, by the server's event times) are printed as
+// test diagnostics and at the end; bench/boot.bench.ts measures more.
+import { test, describe, before, after, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { QemuLab, Vm, formatTimeline, missingForQemu, type BootTimeline } from './helpers/qemu.ts';
+
+const MISSING = missingForQemu();
+const skip = MISSING.length ? `missing ${MISSING.join(', ')}` : false;
+
+const CP1 = { name: 'cp1', mac: '52:54:00:20:30:11' };
+const UNKNOWN_MAC = '52:54:00:99:99:99';
+/** How long one TCG boot may take here before the test gives up (a normal one: ~30 s). */
+const BOOT_MS = 150_000;
+/** The initramfs prints this last, after the server accepted the report. */
+const REPORTED = /SLIPWAY-E2E: \S+ reported machine=(\S+) state=(\S+)/;
+const DIGEST = /SLIPWAY-E2E: \S+ digest ([0-9a-f]{64}) files (\d+)/;
+
+let q: QemuLab;
+const vms: Vm[] = [];
+const timelines: { what: string; t: BootTimeline }[] = [];
+
+/** A VM that is killed when the test `t` ends, whatever happened (and at the end, as a last resort). */
+async function startVm(t: TestContext, name: string, mac: string, opts: { firmware?: 'bios' | 'uefi' } = {}): Promise<Vm> {
+  const vm = await Vm.start(q.lab.hub, { name: `${name}-${vms.length}`, mac, dir: join(q.lab.dir, 'vms'), ...opts });
+  vms.push(vm);
+  t.after(() => vm.stop());
+  return vm;
+}
+
+/**
+ * Wait for `vm` to install `machine` and power off; check the reported digest against
+ * the rendered root, the machine's state and its events; return the server's timeline.
+ */
+async function installs(vm: Vm, machine: string, what: string): Promise<BootTimeline> {
+  const report = await vm.waitFor(REPORTED, BOOT_MS);
+  const [, digest, files] = vm.serial().match(DIGEST) ?? assert.fail(`${machine} printed no digest line\n${vm.tail()}`);
+  const want = q.expected(machine);
+  assert.equal(digest, want.digest, `${machine} applied other files than its rendered root (${files} vs ${want.files} entries)\n${vm.tail()}`);
+  assert.equal(Number(files), want.files);
+  // the server's answer, as the VM printed it: accepted, for this machine
+  assert.deepEqual([report.match[1], report.match[2]], [machine, 'installed']);
+  assert.ok(await vm.waitExit(20_000), `${machine} did not power off after reporting`);
+
+  const m = await q.machine(machine);
+  assert.equal(m.state, 'installed');
+  const installed = m.events.filter((e) => e.to === 'installed').at(-1)!;
+  assert.equal(installed.source, 'machine');
+  assert.equal(installed.detail?.digest, want.digest, 'the API stores the digest the machine reported');
+  assert.equal(installed.detail?.from, (await q.api<{ ip: string }>(`/api/v1/machines/${machine}`)).ip, 'reported from its own address');
+  const t = await q.timeline(vm, machine);
+  timelines.push({ what, t });
+  return t;
+}
+
+before(async () => {
+  if (skip) return;
+  q = await QemuLab.create();
+  await q.serve();
+});
+
+after(async () => {
+  for (const vm of vms) await vm.stop();
+  await q?.close();
+  if (timelines.length) {
+    console.log('\nboot timings (seconds from power on, by the server event times; TCG):');
+    for (const { what, t } of timelines) console.log(`  ${what.padEnd(28)} ${formatTimeline(t)}`);
+  }
+});
+
+test('cp1 network-boots from Slipway alone; Ignition fetches and applies exactly its own files; it reports installed', { skip, timeout: BOOT_MS + 30_000 }, async (t) => {
+  const vm = await startVm(t, CP1.name, CP1.mac);
+  const tl = await installs(vm, CP1.name, 'cp1 (BIOS, iPXE, HTTP)');
+  const serial = vm.serial();
+  // the whole chain, as iPXE printed it
+  for (const step of ['Filename: http://10.20.30.2:8080/boot.ipxe', 'http://10.20.30.2:8080/ipxe/mac/52-54-00-20-30-11.ipxe... ok', 'http://10.20.30.2:8080/ipxe/cp1.ipxe... ok', 'http://10.20.30.2:8080/assets/os/vmlinuz... ok', 'http://10.20.30.2:8080/assets/os/initrd.img... ok'])
+    assert.ok(serial.includes(step), `iPXE did not print ${step}\n${vm.tail(80)}`);
+  assert.match(serial, /parsed url from cmdline: "http:\/\/10\.20\.30\.2:8080\/machines\/cp1\/ignition\.json"/, 'Ignition took the URL from the kernel command line');
+  assert.match(serial, /lease 10\.20\.30\.11\/24 from 10\.20\.30\.2/, 'the initramfs got cp1\'s address from Slipway');
+  const m = await q.machine('cp1');
+  assert.deepEqual(m.events.map((e) => `${e.source}:${e.to}`), ['dhcp:dhcp', 'http:booting', 'http:config-fetched', 'machine:installed']);
+  t.diagnostic(formatTimeline(tl));
+});
+
+describe('machines that must not install', { skip, concurrency: true }, () => {
+  test('a second boot of installed cp1 is told to boot from its local disk and downloads no kernel', { timeout: BOOT_MS }, async (t) => {
+    const before = await q.metrics();
+    const assetsServed = (m: string) => Number(/slipway_http_requests_total\{class="assets",status="200"\} (\d+)/.exec(m)?.[1] ?? 0);
+    const vm = await startVm(t, CP1.name, CP1.mac);
+    const told = await vm.waitFor(/Slipway: cp1 is installed: booting from local disk/, BOOT_MS);
+    // iPXE ran "exit": the firmware goes on to its next boot device (the VM has no disk)
+    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 30_000);
+    await vm.stop();
+    const serial = vm.serial();
+    assert.ok(!serial.includes('vmlinuz'), 'no kernel was fetched');
+    assert.ok(!serial.includes('Linux version'), 'no kernel ran');
+    assert.equal(assetsServed(await q.metrics()), assetsServed(before), 'no asset was served');
+    assert.equal((await q.machine('cp1')).state, 'installed');
+    t.diagnostic(`told to boot locally ${(told.ms / 1000).toFixed(1)} s after power on`);
+  });
+
+  test('an unknown MAC gets an address but no boot file (default --unknown ignore) and is listed as discovered', { timeout: BOOT_MS }, async (t) => {
+    const vm = await startVm(t, 'unknown', UNKNOWN_MAC);
+    // iPXE got a lease from the pool, but no filename: nothing to boot from the network
+    await vm.waitFor(/net0: 10\.20\.30\.1\d\d\/255\.255\.255\.0/, BOOT_MS);
+    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 60_000);
+    await vm.stop();
+    const serial = vm.serial();
+    assert.ok(!/Filename:|boot\.ipxe|tftp:\/\//.test(serial), `an ignored MAC was handed a boot file\n${vm.tail()}`);
+    const list = await q.api<{ machines: { name: string; state: string }[]; discovered: { mac: string; via: string; detail?: { userClass?: string } }[] }>('/api/v1/machines');
+    const seen = list.discovered.find((d) => d.mac === UNKNOWN_MAC);
+    assert.ok(seen, `${UNKNOWN_MAC} is not in discovered: ${JSON.stringify(list.discovered)}`);
+    assert.equal(seen.via, 'dhcp');
+    assert.equal(seen.detail?.userClass, 'iPXE');
+  });
+});
+
+test('three machines booting at once each get and report their own files', { skip, timeout: BOOT_MS + 60_000 }, async (t) => {
+  const machines = [
+    { name: 'cp2', mac: '52:54:00:20:30:12' },
+    { name: 'cp3', mac: '52:54:00:20:30:13' },
+    { name: 'w1', mac: '52:54:00:20:30:21' },
+  ];
+  const t0 = performance.now();
+  const started = await Promise.all(machines.map((m) => startVm(t, m.name, m.mac)));
+  const tls = await Promise.all(started.map((vm, i) => installs(vm, machines[i]!.name, `${machines[i]!.name} (3 at once)`)));
+  // three different roots: a mix-up would have failed one of the digests above
+  assert.equal(new Set(machines.map((m) => q.expected(m.name).digest)).size, 3);
+  for (const tl of tls) t.diagnostic(formatTimeline(tl));
+  t.diagnostic(`all three reported ${((performance.now() - t0) / 1000).toFixed(1)} s after power on`);
+});
+
+// Three VMs at once again, each its own case: the serve flags change what BIOS PXE
+// clients and unknown MACs get, and UEFI firmware must keep getting iPXE.
+describe('serve --unknown local --loader pxelinux', { skip, concurrency: true }, () => {
+  before(async () => {
+    await q.serve(['--unknown', 'local', '--loader', 'pxelinux']);
+  });
+
+  test('UEFI (OVMF): w2 boots through the ROM\'s iPXE EFI driver over HTTP (PXELINUX is for BIOS only)', { timeout: BOOT_MS + 30_000 }, async (t) => {
+    const vm = await startVm(t, 'w2', '52:54:00:20:30:22', { firmware: 'uefi' });
+    const tl = await installs(vm, 'w2', 'w2 (UEFI, iPXE, HTTP)');
+    const serial = vm.serial();
+    assert.match(serial, /Features: [^\n]*\bEFI\b/, 'the EFI build of iPXE ran');
+    assert.match(serial, /EFI stub: /, 'the kernel started through its EFI stub');
+    t.diagnostic(formatTimeline(tl));
+  });
+
+  test('the unknown MAC is now told to boot from its local disk', { timeout: BOOT_MS }, async (t) => {
+    const vm = await startVm(t, 'unknown', UNKNOWN_MAC);
+    // iPXE identifies itself, so even in PXELINUX mode it gets the iPXE script
+    await vm.waitFor(/Slipway: unknown machine 52:54:00:99:99:99: booting from local disk/, BOOT_MS);
+    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 30_000);
+    await vm.stop();
+    assert.ok(!vm.serial().includes('vmlinuz'));
+  });
+
+  test('PXELINUX over TFTP (guide 01): a BIOS PXE client gets pxelinux.0, its pxelinux.cfg/01-<mac>, kernel and initrd from Slipway', { timeout: BOOT_MS + 30_000 }, async (t) => {
+    // cp1 installs again: the operator reprovisions it
+    await q.api('/api/v1/machines/cp1/reprovision', 'POST');
+    const vm = await startVm(t, CP1.name, CP1.mac);
+    // QEMU's only PXE ROMs are iPXE, which Slipway (rightly) hands its script. A plain
+    // BIOS PXE ROM sends no "iPXE" user class: make this one ask like that, from its own
+    // shell, then boot as the ROM would (autoboot: DHCP, then the file it was given).
+    await vm.pressCtrlB(30_000);
+    await vm.ipxe('set user-class BIOS-PXE');
+    await vm.ipxe('autoboot');
+    await vm.waitFor(/Filename: pxelinux\.0/, BOOT_MS);
+    const tl = await installs(vm, 'cp1', 'cp1 again (PXELINUX, TFTP)');
+    const serial = vm.serial();
+    assert.match(serial, /tftp:\/\/10\.20\.30\.2\/pxelinux\.0\.\.\. ok/);
+    assert.match(serial, /PXELINUX \d/);
+    assert.match(serial, /Loading os\/vmlinuz\.\.\. ok/);
+    assert.match(serial, /Loading os\/initrd\.img\.\.\.ok/);
+    assert.ok(!serial.includes('http://10.20.30.2:8080/assets/'), 'nothing came over HTTP but the config');
+    const booting = (await q.machine('cp1')).events.filter((e) => e.to === 'booting').at(-1)!;
+    assert.equal(booting.source, 'tftp');
+    assert.equal(booting.detail?.path, 'pxelinux.cfg/01-52-54-00-20-30-11');
+    assert.match(q.lab.log, /"file":"os\/initrd\.img","client":"10\.20\.30\.11"[^\n]*"msg":"tftp sent"/);
+    t.diagnostic(formatTimeline(tl));
+  });
+});

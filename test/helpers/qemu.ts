@@ -1,0 +1,384 @@
+// Virtual machines on the lab bridge: qemu-system-x86_64 under TCG (no KVM needed) with
+// one virtio-net-pci NIC on a tap that is a port of the lab's br0, network-booting
+// through the NIC's option ROM — Debian's ipxe-qemu efi-virtio.rom, which QEMU loads for
+// virtio-net-pci by default and which holds iPXE for both SeaBIOS and OVMF — as a
+// bare-metal machine boots through its PXE ROM on the provisioning LAN.
+//
+//   const vm = await Vm.start(lab.hub, { name: 'cp1', mac: '52:54:00:20:30:11', dir });
+//   try { await vm.waitFor(/SLIPWAY-E2E: \S+ reported/, 90_000); } finally { await vm.stop(); }
+//
+// The serial console is the VM's only console (-nographic: SeaBIOS mirrors the BIOS
+// console, so SeaBIOS's and iPXE's messages, to it; OVMF and Linux print there anyway).
+// It is QEMU's stdio: output is kept in memory for waitFor() and in a log file for
+// people; input lets a test type at iPXE's prompt (see pressCtrlB).
+//
+// The VM runs inside the hub namespace, where br0 and its tap are. stop() kills qemu by
+// its PID and deletes the tap; Netns.close() would kill it too.
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { Netns } from './netns.ts';
+import { Lab } from './serve.ts';
+import { EXAMPLE_HA, slipway } from './cli.ts';
+import { IGNITION_BIN, installBootImage, testBootImage, treeDigest, type BootImage } from './initramfs.ts';
+
+export const QEMU = 'qemu-system-x86_64';
+/** Debian ovmf: UEFI code (read-only) and the template for a VM's own variable store. */
+export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+export interface VmOptions {
+  /** for the log file's name and qemu's -name */
+  name: string;
+  mac: string;
+  /** a directory for this VM's serial log (and UEFI variable store) */
+  dir: string;
+  /** MiB. The initramfs (~17 MB packed, ~35 MB unpacked) and Ignition run in RAM. */
+  memory?: number;
+  firmware?: 'bios' | 'uefi';
+}
+
+/** Strip the escape sequences and bare CRs iPXE and SeaBIOS draw with, for matching and reading. */
+export const plain = (s: string): string => s.replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, '').replace(/\r(?!\n)/g, '\n');
+
+let tapCount = 0;
+
+export class Vm {
+  readonly name: string;
+  readonly mac: string;
+  readonly log: string;
+  readonly tap: string;
+  /** performance.now() when qemu was spawned: the "power on" of every timing */
+  readonly startedAt: number;
+  /** the same moment as Date.now(), to compare with the server's event times */
+  readonly wallStart: number;
+  readonly child: ChildProcess;
+  private readonly hub: Netns;
+  private out = '';
+  private stderr = '';
+  private stopped = false;
+
+  private constructor(hub: Netns, child: ChildProcess, o: { name: string; mac: string; log: string; tap: string; startedAt: number; wallStart: number }) {
+    this.hub = hub;
+    this.child = child;
+    this.name = o.name;
+    this.mac = o.mac;
+    this.log = o.log;
+    this.tap = o.tap;
+    this.startedAt = o.startedAt;
+    this.wallStart = o.wallStart;
+    // Always drained: a full pipe would stop the guest at its next serial write.
+    child.stdout?.setEncoding('latin1').on('data', (d: string) => (this.out += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-20_000)));
+    child.stdin?.on('error', () => {});
+  }
+
+  /** Create the tap on br0 and power the VM on; it network-boots at once. */
+  static async start(hub: Netns, o: VmOptions): Promise<Vm> {
+    // Tap names only need to be unique in the hub namespace, which this process owns.
+    const tap = `tap${tapCount++}`;
+    hub.ip('tuntap', 'add', tap, 'mode', 'tap');
+    try {
+      hub.setMaster(tap, 'br0');
+      hub.up(tap);
+      mkdirSync(o.dir, { recursive: true });
+      const log = join(o.dir, `${o.name}.serial.log`);
+      const args = [
+        '-accel', 'tcg',
+        '-machine', 'q35',
+        '-m', String(o.memory ?? 384),
+        '-smp', '1',
+        '-name', o.name,
+        '-nographic', '-monitor', 'none',
+        // signal=off: a ^C typed at the guest must not kill qemu
+        '-chardev', `stdio,id=ser0,signal=off,logfile=${log}`,
+        '-serial', 'chardev:ser0',
+        '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+        '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1`,
+        // A guest that powers off (the test initramfs does when it is done) ends qemu; a
+        // reset ends it too instead of booting, and installing, a second time.
+        '-no-reboot',
+      ];
+      if (o.firmware === 'uefi') {
+        if (!existsSync(OVMF_CODE)) throw new Error(`${OVMF_CODE} missing: install Debian's ovmf`);
+        const vars = join(o.dir, `${o.name}.OVMF_VARS.fd`);
+        copyFileSync(OVMF_VARS, vars);
+        args.push(
+          '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+          '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
+        );
+      }
+      const startedAt = performance.now();
+      const wallStart = Date.now();
+      // setpriv --pdeathsig: if this process dies without stopping the VM (a runner's
+      // timeout kill), the kernel kills qemu too; setpriv execs qemu, so the PID is qemu's
+      const child = hub.spawn('setpriv', ['--pdeathsig', 'KILL', QEMU, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const vm = new Vm(hub, child, { name: o.name, mac: o.mac, log, tap, startedAt, wallStart });
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', () => resolve());
+        child.once('error', reject);
+      });
+      return vm;
+    } catch (e) {
+      delTap(hub, tap);
+      throw e;
+    }
+  }
+
+  /** The serial console so far, escape sequences removed. */
+  serial(): string {
+    return plain(this.out);
+  }
+
+  get exited(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
+  }
+
+  /** ms since power on */
+  elapsed(): number {
+    return Math.round(performance.now() - this.startedAt);
+  }
+
+  /**
+   * Wait until the serial console matches `re`; returns the match and the ms since power
+   * on. Throws with the console's tail on timeout, on a "SLIPWAY-E2E: ... FAILED" line
+   * from the initramfs, or when qemu exits first.
+   */
+  async waitFor(re: RegExp, timeoutMs: number): Promise<{ match: RegExpMatchArray; ms: number }> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const text = this.serial();
+      const m = text.match(re);
+      if (m) return { match: m, ms: this.elapsed() };
+      const failed = /SLIPWAY-E2E: \S+ FAILED .*/.exec(text);
+      if (failed) throw new Error(`${this.name}: ${failed[0]}\n${this.tail()}`);
+      if (this.exited) {
+        await new Promise((r) => setTimeout(r, 100)); // the last output may still be in the pipe
+        const last = this.serial().match(re);
+        if (last) return { match: last, ms: this.elapsed() };
+        throw new Error(`${this.name}: qemu exited (${this.child.exitCode ?? this.child.signalCode}) before ${re}\n${this.stderr}\n${this.tail()}`);
+      }
+      if (performance.now() >= deadline) throw new Error(`${this.name}: no ${re} after ${timeoutMs} ms\n${this.tail()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Wait for qemu to exit by itself (the guest powered off); false on timeout. */
+  async waitExit(timeoutMs: number): Promise<boolean> {
+    if (this.exited) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const exited = await Promise.race([
+      new Promise<boolean>((r) => this.child.once('exit', () => r(true))),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return exited;
+  }
+
+  /** Type at the serial console (iPXE reads it through SeaBIOS's serial console). */
+  type(text: string): void {
+    this.child.stdin?.write(text);
+  }
+
+  /**
+   * Enter the iPXE shell: when iPXE offers "Press Ctrl-B for the iPXE command line"
+   * (for two seconds before it boots), press Ctrl-B until the iPXE> prompt shows.
+   */
+  async pressCtrlB(timeoutMs: number): Promise<void> {
+    await this.waitFor(/Press Ctrl-B for the iPXE command line/, timeoutMs);
+    const deadline = performance.now() + 5_000;
+    while (!/iPXE> /.test(this.serial())) {
+      if (performance.now() >= deadline) throw new Error(`${this.name}: no iPXE> prompt after Ctrl-B\n${this.tail()}`);
+      this.type('\x02');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /**
+   * Run one iPXE shell command: typed a key at a time, each waited for until iPXE echoes
+   * it, then Enter. Keys reach iPXE through the BIOS keyboard buffer, which holds 15:
+   * a whole line typed at once is cut short when the guest is slow to read (TCG on a
+   * busy host).
+   */
+  async ipxe(command: string): Promise<void> {
+    for (const key of command) {
+      const before = this.out.length;
+      this.type(key);
+      const deadline = performance.now() + 10_000;
+      while (!this.out.slice(before).includes(key)) {
+        if (performance.now() >= deadline) throw new Error(`${this.name}: iPXE did not echo ${JSON.stringify(key)} of ${JSON.stringify(command)}\n${this.tail()}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    this.type('\r');
+  }
+
+  /** The last lines of the serial console, for failure messages. */
+  tail(lines = 40): string {
+    return `--- ${this.name} serial console (last ${lines} lines; full log ${this.log}) ---\n${this.serial().split('\n').slice(-lines).join('\n')}`;
+  }
+
+  /** Kill qemu (by its PID) and delete the tap. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.hub.kill(this.child, 1_000);
+    delTap(this.hub, this.tap);
+  }
+}
+
+function delTap(hub: Netns, tap: string): void {
+  try {
+    hub.ip('link', 'del', tap);
+  } catch {
+    // the namespace, and with it the tap, may be gone already
+  }
+}
+
+// --- the lab the QEMU test and bench boot into ------------------------------------------
+
+export const BASE = 'http://10.20.30.2:8080';
+
+/** What a QEMU boot needs that is not here, named by the Debian package that brings it. */
+export function missingForQemu(): string[] {
+  const missing: string[] = [];
+  const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { timeout: 5_000 }).status === 0;
+  if (!has(QEMU)) missing.push('qemu-system-x86');
+  if (!existsSync('/usr/share/qemu/efi-virtio.rom') && !existsSync('/usr/lib/ipxe/qemu/efi-virtio.rom')) missing.push('ipxe-qemu');
+  if (!existsSync('/usr/lib/ipxe/undionly.kpxe')) missing.push('ipxe');
+  if (!existsSync('/usr/lib/PXELINUX/pxelinux.0')) missing.push('pxelinux');
+  if (!existsSync('/usr/lib/syslinux/modules/bios/ldlinux.c32')) missing.push('syslinux-common');
+  if (!existsSync(OVMF_CODE)) missing.push('ovmf');
+  if (!existsSync('/bin/busybox') && !existsSync('/usr/bin/busybox')) missing.push('busybox-static');
+  if (!existsSync(IGNITION_BIN)) missing.push('ignition');
+  if (!has('cpio')) missing.push('cpio');
+  if (!has('setpriv')) missing.push('util-linux');
+  if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun (the tun module)');
+  try {
+    const releases = spawnSync('sh', ['-c', 'ls /boot/vmlinuz-* /lib/modules/*/modules.dep'], { encoding: 'utf8', timeout: 5_000 }).stdout;
+    if (!/vmlinuz/.test(releases) || !/modules\.dep/.test(releases)) missing.push('linux-image-amd64');
+  } catch {
+    missing.push('linux-image-amd64');
+  }
+  return missing;
+}
+
+/**
+ * examples/lab.yaml plus a DHCP pool: without one an unknown MAC gets no address at all,
+ * so it could never be told anything (with --unknown local, to boot from its disk).
+ */
+export function qemuClusterFile(): string {
+  const example = readFileSync(EXAMPLE_HA, 'utf8');
+  const withPool = example.replace(/(\n      dns: \[10\.20\.30\.1\]\n)/, '$1      pool: { start: 10.20.30.100, end: 10.20.30.199 }\n');
+  if (withPool === example) throw new Error(`${EXAMPLE_HA} changed: cannot add a DHCP pool after its dns line`);
+  return withPool;
+}
+
+/** A machine's events as the operator API shows them. */
+export interface MachineEvent {
+  id: number;
+  from: string;
+  to: string;
+  at: string;
+  source: string;
+  detail?: Record<string, unknown>;
+}
+
+/** ms from power on to each lifecycle step the server saw, for one boot. */
+export interface BootTimeline {
+  machine: string;
+  /** first DHCP request of the boot */
+  dhcp?: number;
+  /** the boot script: /ipxe/mac/<mac>.ipxe over HTTP, or pxelinux.cfg/01-<mac> over TFTP */
+  script?: number;
+  /** the machine's Ignition config */
+  config?: number;
+  /** its report arrived */
+  reported?: number;
+}
+
+/**
+ * The lab for real VMs: examples/lab.yaml (+ a pool) served by `slipway serve` in the hub
+ * namespace, the test boot image as its assets, and the same cluster rendered with the
+ * same state directory, so machines/<name>/root/ is exactly what each machine must get.
+ */
+export class QemuLab {
+  readonly lab: Lab;
+  readonly assets: string;
+  readonly rendered: string;
+  readonly image: BootImage;
+
+  private constructor(lab: Lab, image: BootImage) {
+    this.lab = lab;
+    this.image = image;
+    this.assets = join(lab.dir, 'assets');
+    this.rendered = join(lab.dir, 'rendered');
+  }
+
+  /** Build (or take from the cache) the boot image, create the lab, render. Serve is not started. */
+  static async create(): Promise<QemuLab> {
+    const image = testBootImage();
+    const lab = Lab.create(qemuClusterFile());
+    try {
+      const q = new QemuLab(lab, image);
+      installBootImage(image, q.assets);
+      // render creates the state (PKI, tokens) serve will then load: the same files
+      const r = slipway(['render', '-f', lab.file, '-o', q.rendered, '--state', lab.state]);
+      if (r.code !== 0) throw new Error(`slipway render failed: ${r.stderr}`);
+      return q;
+    } catch (e) {
+      await lab.close();
+      throw e;
+    }
+  }
+
+  /** (Re)start `slipway serve` with the assets and `args`. */
+  async serve(args: string[] = []): Promise<void> {
+    await this.lab.stop();
+    await this.lab.start(['--assets', this.assets, ...args]);
+  }
+
+  /** The digest a machine's initramfs must report: over its rendered root. */
+  expected(machine: string): { digest: string; files: number } {
+    const { digest, files } = treeDigest(join(this.rendered, 'machines', machine, 'root'));
+    return { digest, files };
+  }
+
+  /** GET (or POST) the operator API from inside the lab; parsed JSON. */
+  async api<T>(path: string, method = 'GET'): Promise<T> {
+    const r = await this.lab.hub.exec('curl', ['-sS', '-f', '-m', '10', '-X', method, '-H', `Authorization: Bearer ${this.lab.apiToken()}`, `${BASE}${path}`], { timeoutMs: 15_000 });
+    if (r.code !== 0) throw new Error(`${method} ${path}: ${r.out}`);
+    return JSON.parse(r.stdout) as T;
+  }
+
+  async machine(name: string): Promise<{ state: string; events: MachineEvent[] }> {
+    return this.api(`/api/v1/machines/${name}`);
+  }
+
+  /** Prometheus text from /metrics. */
+  async metrics(): Promise<string> {
+    const r = await this.lab.hub.exec('curl', ['-sS', '-f', '-m', '10', `${BASE}/metrics`], { timeoutMs: 15_000 });
+    if (r.code !== 0) throw new Error(`/metrics: ${r.out}`);
+    return r.stdout;
+  }
+
+  /** The server's view of one boot: its events since the VM was powered on. */
+  async timeline(vm: Vm, machine: string): Promise<BootTimeline> {
+    const { events } = await this.machine(machine);
+    const since = (to: string) => {
+      const e = events.find((ev) => ev.to === to && Date.parse(ev.at) >= vm.wallStart);
+      return e ? Date.parse(e.at) - vm.wallStart : undefined;
+    };
+    return { machine, dhcp: since('dhcp'), script: since('booting'), config: since('config-fetched'), reported: since('installed') };
+  }
+
+  async close(): Promise<void> {
+    await this.lab.close();
+  }
+}
+
+/** "cp1: DHCP 2.3 s, script 18.4 s, config 25.4 s, reported 26.7 s" */
+export function formatTimeline(t: BootTimeline): string {
+  const s = (ms?: number) => (ms === undefined ? '-' : `${(ms / 1000).toFixed(1)} s`);
+  return `${t.machine}: DHCP ${s(t.dhcp)}, script ${s(t.script)}, config ${s(t.config)}, reported ${s(t.reported)}`;
+}
