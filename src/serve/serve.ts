@@ -26,6 +26,7 @@ import { LOCAL_BOOT_PXELINUX } from './site.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes } from './http/api.ts';
 import { consoleRoutes } from './http/console.ts';
+import { serveBundle } from '../bundle/serve.ts';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 
@@ -66,6 +67,8 @@ export interface ServeOptions {
   log: Logger;
   /** extra HTTP handlers tried before the core routes (API, console) */
   handlers?: (ctx: ServeContext) => Handler[];
+  /** a `slipway bundle create` tar: its bin/ and os/ under /assets/, its images as a registry at /v2/ */
+  bundleFile?: string;
 }
 
 export interface ServeContext {
@@ -101,10 +104,14 @@ function pxelinuxMenu(path: string, site: () => Site, inventory: Inventory, life
 }
 
 /** Guide 03's Q&A: a second DHCP server on the segment breaks installs in confusing ways. */
-async function warnAboutRivals(serverIp: string, ports: Partial<DhcpPorts> | undefined, log: Logger): Promise<void> {
+async function warnAboutRivals(serverIp: string, mode: 'full' | 'proxy', ports: Partial<DhcpPorts> | undefined, log: Logger): Promise<void> {
   const report = await detectRivalDhcp({ ours: [serverIp], localAddress: serverIp, timeoutMs: 3000, ports });
   if (report.error) log.warn({ err: report.error }, 'could not check for other DHCP servers');
-  for (const r of report.rivals)
+  // In proxy mode the site's own DHCP server is expected to offer addresses; only another
+  // boot server (a ProxyDHCP offer, or an offer naming a boot file) competes with us.
+  const rivals = mode === 'proxy' ? report.rivals.filter((r) => r.proxy || r.bootFile) : report.rivals;
+  if (!rivals.length) log.info({ checkedFor: report.mac }, 'no other DHCP server answered on the segment');
+  for (const r of rivals)
     log.warn({ serverId: r.serverId, offered: r.yiaddr, proxy: r.proxy }, `ANOTHER DHCP SERVER IS ANSWERING ON THIS SEGMENT (${r.serverId}): machines may boot from it instead of Slipway`);
 }
 
@@ -120,6 +127,8 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   const { log } = opts;
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
   let site = await renderSite(opts.file, opts.stateDir, log);
+  // opened before anything binds a port, so a bad bundle is reported at once
+  const bundle = opts.bundleFile ? await serveBundle(opts.bundleFile, log) : undefined;
   const store = new SqliteStore(join(opts.stateDir, 'serve.db'));
   const registry = newRegistry();
   const names = (s: Spec) => s.machines.map((m) => m.name);
@@ -147,7 +156,10 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     apiRoutes(ctx, { operatorToken, machineTokens: () => site.machineTokens }),
     consoleRoutes(),
     ...(opts.handlers?.(ctx) ?? []),
-    coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry })];
+    ...(bundle?.handlers ?? []),
+    coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry, ready: () => ready })];
+  /** /readyz answers 200 once TFTP and DHCP serve too (HTTP comes up first) */
+  let ready = false;
   const http = await startHttpServer({ address: opts.bind, port: opts.httpPort ?? site.spec.provisioner.httpPort, handlers, log, registry });
   log.info({ port: http.port, machines: site.spec.machines.length }, 'http serving');
 
@@ -173,10 +185,15 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       log.info('dhcp: mode off (use the exported dhcpd.conf, kea-dhcp4.json or dnsmasq.conf)');
       return undefined;
     }
-    return startDhcpServer({ ...cfg, loader: opts.loader, inventory: liveInventory, stateDir: opts.stateDir, listenAddress: opts.bind, ports: opts.dhcpPorts, registry, log: log.child({ svc: 'dhcp' }) });
+    // Check the segment before answering on it: afterwards our own server would answer
+    // the probe and record its made-up MAC as a discovered machine.
+    if (!opts.noRivalCheck) await warnAboutRivals(cfg.serverIp, cfg.mode, opts.dhcpPorts, log);
+    // Always 0.0.0.0: a socket bound to a unicast address never hears the broadcasts of
+    // clients that have no address yet (the server picks the outgoing interface itself).
+    return startDhcpServer({ ...cfg, loader: opts.loader, inventory: liveInventory, stateDir: opts.stateDir, ports: opts.dhcpPorts, registry, log: log.child({ svc: 'dhcp' }) });
   };
   let dhcp = await startDhcp();
-  if (dhcp && !opts.noRivalCheck) void warnAboutRivals(site.spec.provisioner.address, opts.dhcpPorts, log);
+  ready = true;
 
   const timer = opts.timeoutSeconds ? setInterval(() => lifecycle.checkTimeouts(), Math.min(opts.timeoutSeconds * 250, 10_000)) : undefined;
   timer?.unref();
@@ -205,6 +222,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     async close() {
       if (timer) clearInterval(timer);
       await Promise.all([http.close(), tftp.close(), dhcp?.close()]);
+      await bundle?.close();
       store.close();
     },
   };

@@ -45,6 +45,8 @@ export interface Offer {
   router?: string;
   /** first boot server type of a PXE boot menu (option 43, sub-option 9), when sent */
   menuType?: number;
+  /** PXE discovery control (option 43, sub-option 6), when sent */
+  pxeControl?: number;
   /** the proxy's answer on port 4011, when the offer carried no address and ciaddr was given */
   proxyAck?: Offer | { none: true };
 }
@@ -110,6 +112,7 @@ export function parseReply(b: Buffer, xid: Buffer): Offer | undefined {
   const opts = tlv(b, 240);
   const o67 = opts.get(67);
   const menu = opts.has(43) ? tlv(opts.get(43)!, 0).get(9) : undefined;
+  const control = opts.has(43) ? tlv(opts.get(43)!, 0).get(6) : undefined;
   return {
     type: opts.get(53)?.[0] ?? 0,
     yiaddr: ip4(b, 16),
@@ -120,6 +123,7 @@ export function parseReply(b: Buffer, xid: Buffer): Offer | undefined {
     hostname: opts.has(12) ? cstr(opts.get(12)!) : undefined,
     router: opts.has(3) ? ip4(opts.get(3)!, 0) : undefined,
     menuType: menu && menu.length >= 2 ? menu.readUInt16BE(0) : undefined,
+    pxeControl: control?.[0],
   };
 }
 
@@ -174,9 +178,51 @@ export async function probe(req: ProbeRequest): Promise<Offer | { none: true }> 
   return offer;
 }
 
+/**
+ * Every OFFER to one DISCOVER within windowMs (sent once, then every 500 ms): for
+ * segments with more than one server, e.g. a DHCP server and a ProxyDHCP server side by
+ * side, where the first offer alone says little.
+ */
+export function offers(req: ProbeRequest, windowMs: number): Promise<Offer[]> {
+  const xid = randomBytes(4);
+  const pkt = packet(req, xid, 1);
+  return new Promise((resolve, reject) => {
+    const sock = createSocket({ type: 'udp4', reuseAddr: true });
+    const got = new Map<string, Offer>();
+    let resend: NodeJS.Timeout | undefined;
+    sock.on('error', (e) => {
+      clearInterval(resend);
+      sock.close();
+      reject(e);
+    });
+    sock.on('message', (msg) => {
+      const reply = parseReply(msg, xid);
+      if (reply && reply.type === 2) got.set(`${reply.serverId}/${reply.yiaddr}`, reply);
+    });
+    sock.bind(68, () => {
+      sock.setBroadcast(true);
+      const send = () => sock.send(pkt, 67, '255.255.255.255');
+      send();
+      resend = setInterval(send, 500);
+      setTimeout(() => {
+        clearInterval(resend);
+        sock.close();
+        resolve([...got.values()]);
+      }, windowMs);
+    });
+  });
+}
+
+/** The PXE client's second step on its own: a REQUEST to a ProxyDHCP server's port 4011 (req.ciaddr is the client's address). */
+export function askProxy(req: ProbeRequest, serverId: string): Promise<Offer | { none: true }> {
+  const xid = randomBytes(4);
+  return exchange(packet(req, xid, 3, [[54, ipBytes(serverId)]]), xid, serverId, 4011, 5, req.timeoutMs ?? 5_000);
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const req = JSON.parse(process.argv[2] ?? '{}') as ProbeRequest;
-  probe(req).then(
+  const req = JSON.parse(process.argv[2] ?? '{}') as ProbeRequest & { windowMs?: number; proxy?: string };
+  const run: Promise<unknown> = req.windowMs ? offers(req, req.windowMs) : req.proxy ? askProxy(req, req.proxy) : probe(req);
+  run.then(
     (r) => console.log(JSON.stringify(r)),
     (e: Error) => {
       console.error(e.message);

@@ -36,16 +36,16 @@ export class Lab {
     return new Lab(hub, dir, file);
   }
 
-  /** Start `slipway serve` in the hub; resolves when /healthz answers. */
+  /** Start `slipway serve` in the hub; resolves when /readyz says DHCP, TFTP and HTTP all serve. */
   async start(args: string[] = []): Promise<void> {
     const child = this.hub.spawn(process.execPath, [BIN, 'serve', '-f', this.file, '--state', this.state, ...args]);
     this.serve = child;
     const add = (d: Buffer) => (this.log = (this.log + d.toString()).slice(-50_000));
     child.stdout?.on('data', add);
     child.stderr?.on('data', add);
-    await this.hub.waitFor('slipway serve /healthz', async () => {
+    await this.hub.waitFor('slipway serve /readyz', async () => {
       if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}:\n${this.log}`);
-      return (await this.hub.exec('curl', ['-fsS', '-m', '2', 'http://10.20.30.2:8080/healthz'], { timeoutMs: 5_000 })).code === 0;
+      return (await this.hub.exec('curl', ['-fsS', '-m', '2', 'http://10.20.30.2:8080/readyz'], { timeoutMs: 5_000 })).code === 0;
     }, 30_000, 250);
   }
 

@@ -14,13 +14,14 @@
 //
 // Offers are promises of seconds and live in memory only: losing them in a crash costs a
 // client one retry. Bindings are what a client configures its interface with, so
-// `flush()` makes them durable and the server calls it before any ACK leaves; one flush
-// covers every ACK of an event-loop turn (group commit), so a storm costs one fsync per
-// batch, not per client.
-import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { formatIp, parseIp } from '../../lib/ipv4.ts';
+// `flush()` makes them durable and the server awaits it before any ACK leaves; one flush
+// covers every ACK decided meanwhile (group commit), so a storm costs one fsync per
+// batch, not per client. Reads never touch the disk: the model lives in memory, loaded
+// at open.
+import { Worker } from 'node:worker_threads';
+import type { Change, WorkerReply, WorkerRequest } from './leases-worker.ts';
+import { formatIp } from '../../lib/ipv4.ts';
+import { ipToInt } from './packet.ts';
 
 export type LeaseState = 'offered' | 'bound' | 'declined';
 
@@ -66,9 +67,9 @@ export interface LeaseStore {
   release(mac: string, ip: string, now: number): void;
   /** an address some other host uses (the client saw it in ARP): keep it out of use until `until` */
   decline(ip: string, until: number): void;
-  /** make every change so far durable */
-  flush(): void;
-  close(): void;
+  /** make every change so far durable; resolves when it is */
+  flush(): Promise<void>;
+  close(): Promise<void>;
 }
 
 interface Row {
@@ -83,7 +84,7 @@ interface OfferHold {
 }
 
 const toInt = (ip: string): number => {
-  const n = parseIp(ip);
+  const n = ipToInt(ip);
   if (n === undefined) throw new RangeError(`not an IPv4 address: ${ip}`);
   return n;
 };
@@ -132,7 +133,7 @@ export class MemoryLeaseStore implements LeaseStore {
     const usable = (ip: number) => ip >= lo && ip <= hi && !opts.exclude(formatIp(ip)) && !this.heldByOther(ip, mac, opts.now);
     // RFC 2131 §4.3.1's order: the client's current or previous address, the one it asks for, then a new one.
     const previous = this.offers.get(mac)?.ip ?? this.rowByMac.get(mac);
-    const requested = opts.requested !== undefined ? parseIp(opts.requested) : undefined;
+    const requested = opts.requested !== undefined ? ipToInt(opts.requested) : undefined;
     let ip: number | undefined;
     if (previous !== undefined && usable(previous)) ip = previous;
     else if (requested !== undefined && usable(requested) && !this.rows.has(requested)) ip = requested;
@@ -233,90 +234,97 @@ export class MemoryLeaseStore implements LeaseStore {
     if (r.mac !== undefined) this.rowByMac.set(r.mac, ip);
   }
 
-  flush(): void {
+  async flush(): Promise<void> {
     this.touched.clear();
   }
 
-  close(): void {}
+  async close(): Promise<void> {}
 }
-
-const SCHEMA_VERSION = 1;
 
 /**
- * Leases in a SQLite file (node:sqlite). WAL with synchronous=FULL: a commit is on disk
- * before flush() returns, so an ACK is never sent for a binding a crash or power cut
- * could lose; WAL keeps the file consistent across `kill -9` at any instant. The
- * database is opened in exclusive locking mode: a second server on the same state
- * directory fails at start instead of handing out the same addresses.
+ * Leases in a SQLite file (node:sqlite), written by a worker thread (leases-worker.ts)
+ * so a commit never stops the server's thread. WAL with synchronous=FULL: a flush
+ * resolves once its transaction is on disk, so an ACK is never sent for a binding a
+ * crash or power cut could lose, and `kill -9` at any instant leaves a consistent
+ * file. Exclusive locking: a second server on the same state directory fails at open.
+ * Flushes run one at a time, in order; a failed one hands its changes to the next.
  */
 export class SqliteLeaseStore extends MemoryLeaseStore {
-  private readonly db: DatabaseSync;
-  private readonly del: StatementSync;
-  private readonly put: StatementSync;
+  private readonly worker: Worker;
+  private readonly waiting = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private last: Promise<void> = Promise.resolve();
+  private failure: Error | undefined;
 
-  constructor(file: string) {
+  private constructor(file: string) {
     super();
-    mkdirSync(dirname(file), { recursive: true });
-    this.db = new DatabaseSync(file);
-    try {
-      this.db.exec('PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;');
-      this.migrate();
-    } catch (e) {
-      this.db.close();
-      const msg = (e as Error).message;
-      throw new Error(/locked|busy/i.test(msg) ? `${file} is in use by another process (is another slipway serve running?)` : `${file}: ${msg}`);
-    }
-    this.del = this.db.prepare('DELETE FROM leases WHERE ip = ?');
-    this.put = this.db.prepare('INSERT INTO leases (ip, mac, state, expires) VALUES (?, ?, ?, ?)');
-    for (const r of this.db.prepare('SELECT ip, mac, state, expires FROM leases').all())
-      this.load(Number(r.ip), { ...(r.mac !== null ? { mac: String(r.mac) } : {}), state: r.state === 'declined' ? 'declined' : 'bound', expires: Number(r.expires) });
+    this.worker = new Worker(new URL('./leases-worker.ts', import.meta.url), { workerData: { file } });
+    this.worker.on('message', (r: WorkerReply) => {
+      const w = this.waiting.get(r.id);
+      this.waiting.delete(r.id);
+      w?.resolve(r);
+    });
+    const fail = (e: Error) => {
+      this.failure = e;
+      for (const w of this.waiting.values()) w.reject(e);
+      this.waiting.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`the lease database thread exited (${code})`)));
   }
 
-  private migrate(): void {
-    const version = Number(this.db.prepare('PRAGMA user_version').get()?.user_version ?? 0);
-    if (version > SCHEMA_VERSION) throw new Error(`lease database schema ${version} is newer than this slipway (${SCHEMA_VERSION})`);
-    // BEGIN IMMEDIATE takes the exclusive lock now, so a second server fails here.
-    this.db.exec('BEGIN IMMEDIATE');
+  /** Open (and lock) the database and load its leases. */
+  static async open(file: string): Promise<SqliteLeaseStore> {
+    const store = new SqliteLeaseStore(file);
     try {
-      this.db.exec(`
-        CREATE TABLE IF NOT EXISTS leases (
-          ip INTEGER PRIMARY KEY,          -- the address as a 32-bit number: held at most once
-          mac TEXT UNIQUE,                 -- at most one address per MAC; NULL when declined
-          state TEXT NOT NULL CHECK (state IN ('bound', 'declined')),
-          expires INTEGER NOT NULL         -- ms since the epoch
-        ) STRICT;
-        PRAGMA user_version = ${SCHEMA_VERSION};`);
-      this.db.exec('COMMIT');
+      const r = await store.call({ op: 'open' });
+      for (const [ip, mac, state, expires] of r.rows ?? []) store.load(ip, { ...(mac !== null ? { mac } : {}), state, expires });
+      return store;
     } catch (e) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      await store.worker.terminate();
       throw e;
     }
   }
 
-  /** Write every changed row in one transaction: delete them all, then insert their current state (the model is consistent, so no constraint can fire midway). */
-  override flush(): void {
-    if (this.touched.size === 0) return;
-    this.db.exec('BEGIN IMMEDIATE');
-    try {
-      for (const ip of this.touched) this.del.run(ip);
-      for (const ip of this.touched) {
-        const r = this.rows.get(ip);
-        if (r) this.put.run(ip, r.mac ?? null, r.state, r.expires);
-      }
-      this.db.exec('COMMIT');
-    } catch (e) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK');
-      throw e;
-    }
+  private call(req: DistributiveOmit<WorkerRequest, 'id'>): Promise<WorkerReply & { ok: true }> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve: (r) => (r.ok ? resolve(r) : reject(new Error(r.error))), reject });
+      this.worker.postMessage({ ...req, id });
+    });
+  }
+
+  override flush(): Promise<void> {
+    const changes: Change[] = [...this.touched].map((ip) => {
+      const r = this.rows.get(ip);
+      return [ip, r ? [ip, r.mac ?? null, r.state, r.expires] : null];
+    });
     this.touched.clear();
+    const previous = this.last.catch(() => {});
+    const done = previous.then(async () => {
+      if (changes.length === 0) return;
+      try {
+        await this.call({ op: 'write', changes });
+      } catch (e) {
+        // Not on disk: the next flush writes these addresses' rows as they are by then.
+        for (const [ip] of changes) this.touched.add(ip);
+        throw e;
+      }
+    });
+    this.last = done;
+    return done;
   }
 
-  override close(): void {
-    if (!this.db.isOpen) return;
+  override async close(): Promise<void> {
+    if (this.failure) return;
     try {
-      this.flush();
+      await this.flush();
+      await this.call({ op: 'close' });
     } finally {
-      this.db.close();
+      await this.worker.terminate();
     }
   }
 }
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

@@ -474,10 +474,17 @@ export const PXE_DISCOVERY_CONTROL = 6;
 /** iPXE's 175.176: do not wait for ProxyDHCP */
 export const IPXE_NO_PXEDHCP = 176;
 
-/** Addresses a pool never hands out: the network and broadcast addresses, this server, the router, DNS servers and every machine's. */
+const fixedExclusions = new WeakMap<PolicyContext, Set<string | undefined>>();
+
+/** Addresses a pool never hands out: the network and broadcast addresses, this server, the router, DNS servers and every machine's (asked live: the inventory can change). */
 function excluded(ctx: PolicyContext): (ip: string) => boolean {
-  const fixed = new Set([ctx.serverIp, ctx.tftpServer, ctx.router, ...ctx.dns, formatIp(ctx.subnet.base), broadcast(ctx.subnet)]);
-  return (ip) => fixed.has(ip) || ctx.inventory.getByIp(ip) !== undefined;
+  let fixed = fixedExclusions.get(ctx);
+  if (!fixed) {
+    fixed = new Set([ctx.serverIp, ctx.tftpServer, ctx.router, ...ctx.dns, formatIp(ctx.subnet.base), broadcast(ctx.subnet)]);
+    fixedExclusions.set(ctx, fixed);
+  }
+  const f = fixed;
+  return (ip) => f.has(ip) || ctx.inventory.getByIp(ip) !== undefined;
 }
 
 /**

@@ -7,6 +7,11 @@
 //
 // Nothing is taken: the DISCOVER is never followed by a REQUEST, so the other server
 // only holds an offer for a MAC that does not exist, for its offer timeout.
+//
+// Run it before starting Slipway's own DHCP server: otherwise that server sees the
+// probe's MAC too (and reports it to the inventory as a machine it saw). In proxy mode
+// an address-giving server is expected (it is the site's); the rivals that matter there
+// are other ProxyDHCP servers (`proxy`) and servers that hand out a boot file.
 import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { BOOTREQUEST, BROADCAST_FLAG, LIMITED_BROADCAST, MessageType, Opt, ZERO, chaddrOf, decode, encode, macOf, messageType, optIp, optString, strOpt, type Packet } from './packet.ts';

@@ -59,11 +59,14 @@ export interface DhcpServerOptions {
   bootUrls: PolicyContext['bootUrls'];
   /** what BIOS PXE firmware is handed: iPXE's undionly.kpxe (default) or pxelinux.0 */
   loader?: PolicyContext['loader'];
-  /** leases persist in <stateDir>/dhcp-leases.sqlite; without it (and without `leases`) they live in memory */
+  /** full mode: leases persist in <stateDir>/dhcp-leases.sqlite; without it (and without `leases`) they live in memory. Proxy mode keeps no leases. */
   stateDir?: string;
   /** a lease store of the caller's (not closed by close()) */
   leases?: LeaseStore;
-  /** default 0.0.0.0 */
+  /**
+   * Where the receiving socket binds (default 0.0.0.0). Leave it: clients without an
+   * address broadcast, and a socket bound to a unicast address never sees broadcasts.
+   */
   listenAddress?: string;
   /** default 67/68/4011; tests and benchmarks may move them */
   ports?: Partial<DhcpPorts>;
@@ -149,7 +152,8 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
   const log = opts.log ?? pino({ level: 'silent' });
   const m = metrics(opts.registry ?? new Registry());
   const ownLeases = !opts.leases;
-  const leases = opts.leases ?? (opts.stateDir ? new SqliteLeaseStore(join(opts.stateDir, LEASES_FILE)) : new MemoryLeaseStore());
+  // ProxyDHCP hands out no addresses: nothing to keep, and no lock on the state directory's lease file.
+  const leases = opts.leases ?? (opts.stateDir && opts.mode === 'full' ? await SqliteLeaseStore.open(join(opts.stateDir, LEASES_FILE)) : new MemoryLeaseStore());
   const ctx: PolicyContext = {
     mode: opts.mode,
     serverIp: opts.serverIp,
@@ -169,11 +173,13 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
 
   const sockets: Socket[] = [];
   try {
-    const main = await bindUdp(opts.listenAddress ?? '0.0.0.0', ports.server);
+    const listen = opts.listenAddress ?? '0.0.0.0';
+    if (listen !== '0.0.0.0') log.warn({ listen }, 'dhcp: bound to a unicast address, so broadcasts from clients without an address will not arrive');
+    const main = await bindUdp(listen, ports.server);
     sockets.push(main);
-    const out = await bindOut(opts.serverIp, main.address().port, log);
+    const out = listen === opts.serverIp ? undefined : await bindOut(opts.serverIp, main.address().port, log);
     if (out) sockets.push(out);
-    const proxy = opts.mode === 'proxy' ? await bindUdp(opts.listenAddress ?? '0.0.0.0', ports.proxy) : undefined;
+    const proxy = opts.mode === 'proxy' ? await bindUdp(listen, ports.proxy) : undefined;
     if (proxy) sockets.push(proxy);
     const server = new Handler(ctx, ports, m, log, out ?? main, proxy);
     main.on('message', (msg, rinfo) => server.onMessage(msg, rinfo, 'dhcp'));
@@ -186,14 +192,14 @@ export async function startDhcpServer(opts: DhcpServerOptions): Promise<DhcpServ
       ...(proxy ? { proxyAddress: proxy.address() } : {}),
       leases,
       close: async () => {
-        server.flushNow();
+        await server.stop();
         await Promise.all(sockets.map(closeSocket));
-        if (ownLeases) leases.close();
+        if (ownLeases) await leases.close();
       },
     };
   } catch (e) {
     await Promise.all(sockets.map(closeSocket));
-    if (ownLeases) leases.close();
+    if (ownLeases) await leases.close();
     throw e;
   }
 }
@@ -217,6 +223,11 @@ class Handler {
   private readonly proxy: Socket | undefined;
   private pending: Outgoing[] = [];
   private flushScheduled = false;
+  /** the commit in flight (resolved when none) */
+  private flushing: Promise<void> = Promise.resolve();
+  private stopped = false;
+  /** the lease store may be closed: no more commits */
+  private closed = false;
 
   constructor(ctx: PolicyContext, ports: DhcpPorts, m: Metrics, log: Logger, out: Socket, proxy: Socket | undefined) {
     this.ctx = ctx;
@@ -227,7 +238,18 @@ class Handler {
     this.proxy = proxy;
   }
 
+  /** Send what is decided, then ignore everything: the lease store is about to close. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    // a commit scheduled in this loop turn joins the chain first (immediates run in order)
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.flushing;
+    await this.commitAndSend();
+    this.closed = true;
+  }
+
   onMessage(msg: Buffer, rinfo: RemoteInfo, via: Via): void {
+    if (this.stopped) return;
     const started = process.hrtime.bigint();
     let req: Packet;
     try {
@@ -290,19 +312,25 @@ class Handler {
     this.scheduleFlush();
   }
 
+  /**
+   * One commit at a time: while one is on its way to disk, new ACKs gather for the next
+   * (group commit), and the server keeps answering everything else.
+   */
   private scheduleFlush(): void {
-    if (this.flushScheduled) return;
+    if (this.flushScheduled || this.stopped) return;
     this.flushScheduled = true;
-    // After the I/O callbacks of this loop turn: every ACK decided in it shares one commit.
-    setImmediate(() => this.flushNow());
+    // After the I/O callbacks of this loop turn, and after the commit in flight.
+    setImmediate(() => {
+      if (!this.closed) this.flushing = this.flushing.then(() => this.commitAndSend());
+    });
   }
 
-  flushNow(): void {
+  private async commitAndSend(): Promise<void> {
     this.flushScheduled = false;
     const batch = this.pending;
     this.pending = [];
     try {
-      this.ctx.leases.flush();
+      await this.ctx.leases.flush();
     } catch (e) {
       // Not durable, so not sent: the clients retry, and the error is loud.
       this.log.error({ err: (e as Error).message, dropped: batch.length }, 'dhcp: cannot store leases');

@@ -21,6 +21,8 @@ export interface HttpContext {
   log: Logger;
   registry: Registry;
   macOf?: MacOf;
+  /** every server of this serve is up (for /readyz) */
+  ready?: () => boolean;
 }
 
 /** A route returns true when it answered. Extra handlers (API, console) are tried first. */
@@ -41,6 +43,7 @@ export function coreRoutes(ctx: HttpContext): Handler {
     const path = url.pathname;
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     if (path === '/healthz') return send(res, 200, 'ok\n');
+    if (path === '/readyz') return ctx.ready?.() === false ? send(res, 503, 'starting\n') : send(res, 200, 'ready\n');
     if (path === '/metrics') return send(res, 200, await ctx.registry.metrics(), ctx.registry.contentType);
     const site = ctx.site();
     if (path === '/boot.ipxe') {
@@ -107,7 +110,7 @@ export interface HttpServer {
 export async function startHttpServer(opts: { address?: string; port: number; handlers: Handler[]; log: Logger; registry: Registry }): Promise<HttpServer> {
   const requests = counter(opts.registry, 'slipway_http_requests_total', 'HTTP requests by route class and status', ['class', 'status']);
   const latency = histogram(opts.registry, 'slipway_http_request_duration_seconds', 'HTTP request handling time', ['class']);
-  const classOf = (p: string) => (/^\/(api|assets|machines|ipxe|metrics|healthz|v2)\b/.exec(p)?.[1] ?? (p === '/boot.ipxe' ? 'ipxe' : 'other'));
+  const classOf = (p: string) => (/^\/(api|assets|machines|ipxe|metrics|healthz|readyz|v2)\b/.exec(p)?.[1] ?? (p === '/boot.ipxe' ? 'ipxe' : 'other'));
   const server = createServer(async (req, res) => {
     const t0 = performance.now();
     let url: URL;
