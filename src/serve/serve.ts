@@ -172,7 +172,9 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   };
   const tftp = await startTftpServer({
     root: tftpRoot,
-    address: opts.bind,
+    // The provisioner's own address: Node cannot tell which local address a datagram came
+    // in on, so on a multi-homed host replies must leave from the address clients asked.
+    address: opts.bind ?? site.spec.provisioner.address,
     port: opts.tftpPort ?? 69,
     resolve: (path) => pxelinuxMenu(path, () => site, liveInventory, lifecycle),
     inventory: liveInventory,

@@ -8,9 +8,10 @@ export function tftpMetrics(r: Registry) {
     requests: counter(r, 'slipway_tftp_requests_total', 'TFTP requests received, by opcode (RRQ, WRQ)', ['op']),
     sentBytes: counter(r, 'slipway_tftp_sent_bytes_total', 'File bytes sent in DATA packets, retransmissions included'),
     completed: counter(r, 'slipway_tftp_transfers_completed_total', 'Transfers whose final block was acknowledged'),
-    // client_abort: the client sent an ERROR. PXE ROMs do this on purpose after learning a
-    // file's size (tsize probe), so a share of these is normal.
-    failed: counter(r, 'slipway_tftp_transfers_failed_total', 'Transfers that ended early, by reason (timeout, client_abort, io, closed, superseded)', ['reason']),
+    // client_abort: the client sent an ERROR; client_gone: its port closed (ICMP unreachable).
+    // PXE ROMs do either on purpose after learning a file's size (tsize probe), so a share
+    // of these is normal.
+    failed: counter(r, 'slipway_tftp_transfers_failed_total', 'Transfers that ended early, by reason (timeout, client_abort, client_gone, io, closed, superseded)', ['reason']),
     refusals: counter(r, 'slipway_tftp_refusals_total', 'Requests answered with a TFTP ERROR instead of a file, by reason', ['reason']),
     retransmits: counter(r, 'slipway_tftp_retransmits_total', 'DATA and OACK packets sent again after a timeout or a loss report'),
     dropped: counter(r, 'slipway_tftp_dropped_packets_total', 'Incoming packets ignored, by reason (parse errors, stray or unexpected packets)', ['reason']),

@@ -31,7 +31,8 @@ export type RefusalReason =
   | 'not-found'
   | 'permission'
   | 'busy'
-  | 'bad-option';
+  | 'bad-option'
+  | 'hook-error';
 
 /** Why a request gets no file, and the TFTP ERROR that tells the client. */
 export interface Refusal {

@@ -30,6 +30,7 @@ import {
   encodeOack,
   opcodeOf,
   type Options,
+  type ParseReason,
   type RequestPacket,
 } from './packet.ts';
 import { cleanPath, fsRefusal, isRefusal, locate, refusal, type Refusal } from './paths.ts';
@@ -37,7 +38,11 @@ import { FileCache, bufferReader, netasciiBlocks, octetBlocks, type BlockSource,
 import { Transfer, type TransferResult } from './transfer.ts';
 import { tftpMetrics, type TftpMetrics } from './metrics.ts';
 
-/** Answers a path before the filesystem is asked: a Buffer is served, undefined falls through to the root. */
+/**
+ * Answers a path before the filesystem is asked: a Buffer is served, undefined falls
+ * through to the root, a throw is ERROR 0 (counted as refusal "hook-error"). `path` is
+ * already cleaned: relative, "/"-separated, no "..", no leading "/" ("pxelinux.cfg/01-52-54-00-20-30-11").
+ */
 export type ResolveHook = (path: string, clientAddress: string) => Buffer | undefined | Promise<Buffer | undefined>;
 
 export interface TftpServerOptions {
@@ -136,6 +141,9 @@ export function negotiate(asked: Options, size: number | undefined, limits: Pick
   return { blksize, windowsize, timeoutMs: asked.timeout !== undefined ? asked.timeout * 1000 : limits.timeoutMs, oack: Object.keys(oack).length ? oack : undefined };
 }
 
+/** Parse errors of requests that are answered (see onBadRequest). */
+const ANSWERED_PARSE_ERRORS: ReadonlySet<string> = new Set<ParseReason>(['bad-mode', 'bad-encoding', ...OPTION_REASONS]);
+
 /** A MAC in a request path: PXELINUX's pxelinux.cfg/01-<mac> and GRUB's grub.cfg-01-<mac>. */
 export function macInPath(path: string): string | undefined {
   const m = /(?:^|[/-])01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$/i.exec(path);
@@ -216,13 +224,18 @@ class Server {
     });
   }
 
-  /** An undecodable packet on the request port: requests get an ERROR (8 for bad options), anything else is dropped. */
+  /**
+   * An undecodable packet on the request port. A complete request with a bad mode or bad
+   * options is a real client's mistake and gets an ERROR (8 for options, RFC 2347) so it
+   * can retry without them; truncated garbage is only dropped, so a spoofed two-byte
+   * datagram never draws a larger reply at someone else.
+   */
   private onBadRequest(msg: Buffer, e: unknown, from: RemoteInfo): void {
     const reason = e instanceof TftpParseError ? e.reason : 'undecodable';
     this.drop(reason, from, (e as Error).message);
     const op = opcodeOf(msg);
-    if (op !== 'RRQ' && op !== 'WRQ') return;
-    const optionProblem = e instanceof TftpParseError && OPTION_REASONS.has(e.reason);
+    if ((op !== 'RRQ' && op !== 'WRQ') || !ANSWERED_PARSE_ERRORS.has(reason)) return;
+    const optionProblem = OPTION_REASONS.has(reason as ParseReason);
     if (optionProblem) this.m.refusals.inc({ reason: 'bad-option' });
     this.reply(from, optionProblem ? ERROR_CODE.OPTION_NEGOTIATION : ERROR_CODE.ILLEGAL_OPERATION, optionProblem ? 'Bad option' : 'Malformed request');
   }
@@ -244,7 +257,7 @@ class Server {
       if (this.pending.get(key) === raw) this.pending.delete(key);
     }
     if (isRefusal(opened)) return this.refuse(opened, req, from);
-    await this.begin(req, raw, opened, from, key);
+    await this.begin(req, path, raw, opened, from, key);
   }
 
   /** Refusals that need no filesystem (writes, mail mode, bad names); else the cleaned path. */
@@ -260,7 +273,14 @@ class Server {
     const mac = macInPath(path);
     if (mac) this.opts.inventory?.seen(mac, 'tftp', { file: path, client: from.address });
     if (this.opts.resolve) {
-      const virtual = await this.opts.resolve(path, from.address);
+      let virtual: Buffer | undefined;
+      try {
+        virtual = await this.opts.resolve(path, from.address);
+      } catch (e) {
+        // The hook's bug must not look like a missing file (PXELINUX would fall back to its default menu).
+        this.log.error({ err: (e as Error).message, file: path, client: from.address }, 'tftp resolve hook failed');
+        return refusal('hook-error', ERROR_CODE.NOT_DEFINED, 'Internal error');
+      }
       if (virtual !== undefined) return { reader: bufferReader(virtual), size: virtual.length, origin: 'virtual' };
     }
     const located = await locate(this.realRoot, path);
@@ -274,13 +294,13 @@ class Server {
     }
   }
 
-  private async begin(req: RequestPacket, raw: Buffer, opened: Opened, from: RemoteInfo, key: string): Promise<void> {
+  private async begin(req: RequestPacket, path: string, raw: Buffer, opened: Opened, from: RemoteInfo, key: string): Promise<void> {
     const startedAt = performance.now();
     // tftp-hpa does not acknowledge tsize in netascii mode either: the converted size is unknown until sent.
     const neg = negotiate(req.options, req.mode === 'octet' ? opened.size : undefined, this.limits);
     let socket: Socket;
     try {
-      socket = await this.transferSocket();
+      socket = await this.transferSocket(from);
     } catch (e) {
       await opened.reader.close().catch(() => {});
       this.log.warn({ err: (e as Error).message }, 'tftp cannot open a transfer socket');
@@ -294,7 +314,6 @@ class Server {
     for (const name of Object.keys(neg.oack ?? {})) this.m.options.inc({ option: name });
     const transfer = new Transfer({
       socket,
-      peer: { address: from.address, port: from.port },
       source,
       blksize: neg.blksize,
       windowsize: neg.windowsize,
@@ -309,7 +328,7 @@ class Server {
     this.transfers.get(key)?.transfer.abort('superseded', 'client sent a new request');
     this.transfers.set(key, { request: raw, transfer });
     this.m.active.inc();
-    const info = { file: req.filename, client: from.address, origin: opened.origin, size: opened.size, blksize: neg.blksize, windowsize: neg.windowsize };
+    const info = { file: path, client: from.address, origin: opened.origin, size: opened.size, blksize: neg.blksize, windowsize: neg.windowsize };
     this.log.debug(info, 'tftp transfer start');
     transfer.start();
     const result = await transfer.done;
@@ -318,22 +337,29 @@ class Server {
     this.record(result, info);
   }
 
-  private transferSocket(): Promise<Socket> {
+  /** A new port (the transfer ID) on the server's address, connected to the client (see transfer.ts). */
+  private transferSocket(client: RemoteInfo): Promise<Socket> {
     return new Promise((resolve, reject) => {
       const s = createSocket(isIPv6(this.address) ? 'udp6' : 'udp4');
-      s.once('error', reject);
-      s.bind(0, this.address, () => {
-        s.off('error', reject);
-        resolve(s);
-      });
+      const failed = (e: Error) => {
+        closeQuietly(s);
+        reject(e);
+      };
+      s.once('error', failed);
+      s.bind(0, this.address, () =>
+        s.connect(client.port, client.address, () => {
+          s.off('error', failed);
+          resolve(s);
+        }),
+      );
     });
   }
 
   private transferEvents(from: RemoteInfo) {
     return {
-      sent: (bytes: number, retransmit: boolean) => {
+      sent: (bytes: number, retransmits: number) => {
         this.m.sentBytes.inc(bytes);
-        if (retransmit) this.m.retransmits.inc();
+        if (retransmits) this.m.retransmits.inc(retransmits);
       },
       oackRetransmitted: () => this.m.retransmits.inc(),
       dropped: (reason: string) => this.drop(reason, from),
@@ -376,5 +402,13 @@ class Server {
   private drop(reason: string, from: RemoteInfo, detail?: string): void {
     this.m.dropped.inc({ reason });
     this.log.debug({ reason, client: from.address, port: from.port, detail }, 'tftp packet dropped');
+  }
+}
+
+function closeQuietly(s: Socket): void {
+  try {
+    s.close();
+  } catch {
+    // not open
   }
 }

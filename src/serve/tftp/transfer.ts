@@ -2,6 +2,12 @@
 // RFC 1350 section 4), an optional OACK first (RFC 2347), then DATA in windows of
 // `windowsize` blocks (RFC 7440; a window of 1 is RFC 1350's lock-step).
 //
+// The socket is connected to the client, as tftp-hpa does it: the kernel then delivers
+// only the client's packets (a stray sender gets ICMP port-unreachable rather than TFTP
+// ERROR 5, which RFC 1350 allows: "this can be done only if the TFTP in fact receives a
+// packet with an incorrect TID"), sends skip a per-packet route and address lookup, and
+// a client that has gone away shows up as ECONNREFUSED, which ends the transfer at once.
+//
 // Sequence numbers are kept unwrapped internally (block 65536 is the 65537th block);
 // on the wire they wrap to 0 after 65535, as tftp-hpa does, so files of any size work
 // at any blksize. An ACK is mapped back into [base-1, highest sent], which is unambiguous
@@ -11,6 +17,8 @@
 //  - A timer per round: if no ACK moves the transfer forward in time, the window is sent
 //    again from the first unacknowledged block (RFC 7440 section 4), with the timeout
 //    doubling each time up to a cap, and a bounded number of tries before giving up.
+//    The first timeout is the client's `timeout` option when it sent one (RFC 2349: both
+//    ends then use it, as tftp-hpa does), else the server's setting.
 //  - An ACK that moves forward starts the next window right after the acknowledged block.
 //    In a window that is also RFC 7440's loss report: the receiver acknowledges the last
 //    block it got in order, and the window restarts there.
@@ -20,19 +28,19 @@
 //    window, a duplicate is the loss report for the window's first block; it restarts
 //    the window once per round, never more, so a receiver that repeats it for every
 //    out-of-order block cannot multiply the traffic.
-import type { RemoteInfo, Socket } from 'node:dgram';
+import type { Socket } from 'node:dgram';
 import { ERROR_CODE, TftpParseError, dataHeader, decode, encodeError } from './packet.ts';
 import type { BlockSource } from './source.ts';
 
-export type FailReason = 'timeout' | 'client_abort' | 'io' | 'closed' | 'superseded';
+export type FailReason = 'timeout' | 'client_abort' | 'client_gone' | 'io' | 'closed' | 'superseded';
 
 export type TransferResult =
   | { ok: true; bytes: number; ms: number }
   | { ok: false; reason: FailReason; detail: string; bytes: number; ms: number };
 
 export interface TransferEvents {
-  /** a DATA packet went out; `retransmit` when that block had been sent before */
-  sent(payloadBytes: number, retransmit: boolean): void;
+  /** a window went out: its payload bytes, and how many of its blocks had been sent before (once per window, not per packet: it is the hot path) */
+  sent(payloadBytes: number, retransmits: number): void;
   /** the OACK went out again */
   oackRetransmitted(): void;
   /** an incoming packet on this transfer's socket was ignored */
@@ -41,9 +49,8 @@ export interface TransferEvents {
 }
 
 export interface TransferOptions {
-  /** bound already; this transfer's alone */
+  /** this transfer's alone, bound and connected to the client */
   socket: Socket;
-  peer: { address: string; port: number };
   source: BlockSource;
   blksize: number;
   windowsize: number;
@@ -88,8 +95,8 @@ export class Transfer {
   }
 
   start(): void {
-    this.o.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    this.o.socket.on('error', (err) => this.o.events.sendError(err));
+    this.o.socket.on('message', (msg) => this.onMessage(msg));
+    this.o.socket.on('error', (err) => this.onSocketError(err));
     if (this.o.oack) {
       this.phase = 'oack';
       this.sendOack();
@@ -103,14 +110,8 @@ export class Transfer {
 
   // ------------------------------------------------------------ incoming
 
-  private onMessage(msg: Buffer, from: RemoteInfo): void {
+  private onMessage(msg: Buffer): void {
     if (this.phase === 'over') return;
-    if (from.address !== this.o.peer.address || from.port !== this.o.peer.port) {
-      // RFC 1350: tell the stray sender, and leave the transfer undisturbed.
-      this.o.socket.send(encodeError(ERROR_CODE.UNKNOWN_TID, 'Unknown transfer ID'), from.port, from.address, this.onSent);
-      this.o.events.dropped('unknown-tid');
-      return;
-    }
     let p;
     try {
       p = decode(msg);
@@ -121,6 +122,12 @@ export class Transfer {
     if (p.op === 'ACK') this.onAck(p.block);
     else if (p.op === 'ERROR') this.finish({ ok: false, reason: 'client_abort', detail: `client sent ERROR ${p.code}: ${p.message}` });
     else this.o.events.dropped('unexpected-opcode');
+  }
+
+  /** Send errors come here too (sends have no callback). ECONNREFUSED: the client's port is closed, nobody will ACK. */
+  private onSocketError(err: NodeJS.ErrnoException): void {
+    if (err.code === 'ECONNREFUSED') this.finish({ ok: false, reason: 'client_gone', detail: 'client port unreachable' });
+    else this.o.events.sendError(err); // a lost packet, as far as the protocol goes: the timer recovers it
   }
 
   private onAck(wire: number): void {
@@ -162,7 +169,7 @@ export class Transfer {
   // ------------------------------------------------------------ outgoing
 
   private sendOack(): void {
-    this.o.socket.send(this.o.oack!, this.o.peer.port, this.o.peer.address, this.onSent);
+    this.o.socket.send(this.o.oack!, this.onSent);
     this.armTimer();
   }
 
@@ -176,6 +183,7 @@ export class Transfer {
       return this.readFailed(e);
     }
     if (ready === true) return this.transmit();
+    // The timer keeps running while the disk reads: a read that hangs still ends in a bounded timeout.
     ready.then(
       // A later ACK (or the timer) may have started a newer round while we read.
       () => round === this.round && this.phase === 'data' && this.transmit(),
@@ -185,21 +193,24 @@ export class Transfer {
 
   private transmit(): void {
     const n = Math.min(this.o.windowsize, this.held.length);
-    for (let i = 0; i < n; i++) this.sendBlock(this.base + i, this.held[i]!);
+    let bytes = 0;
+    let again = 0;
+    for (let i = 0; i < n; i++) {
+      const seq = this.base + i;
+      const block = this.held[i]!;
+      if (seq <= this.highestSent) again++;
+      else this.highestSent = seq;
+      // Header and payload as two buffers: a cached file's slice goes out without a copy.
+      // No callback: Node then sends at once without a request object; errors come as 'error' events.
+      this.o.socket.send([dataHeader(seq & 0xffff), block]);
+      bytes += block.length;
+    }
+    this.o.events.sent(bytes, again);
     this.armTimer();
   }
 
   private readFailed(e: unknown): void {
     this.fail('io', `read failed: ${(e as Error).message}`, 'Read error');
-  }
-
-  private sendBlock(seq: number, block: Buffer): void {
-    const retransmit = seq <= this.highestSent;
-    if (!retransmit) this.highestSent = seq;
-    // Header and payload as two buffers: a cached file's slice goes out without a copy.
-    // No callback: Node then sends at once without a request object; errors come as 'error' events.
-    this.o.socket.send([dataHeader(seq & 0xffff), block], this.o.peer.port, this.o.peer.address);
-    this.o.events.sent(block.length, retransmit);
   }
 
   /**
@@ -232,8 +243,7 @@ export class Transfer {
   }
 
   private readonly onSent = (err: Error | null): void => {
-    // A failed send is a lost packet: the retransmission timer recovers it.
-    if (err) this.o.events.sendError(err);
+    if (err) this.onSocketError(err);
   };
 
   // ------------------------------------------------------------ timing
@@ -276,7 +286,7 @@ export class Transfer {
     // Close only once the ERROR has left: closing cancels a queued send.
     const sock = this.o.socket;
     this.finish({ ok: false, reason, detail }, false);
-    sock.send(encodeError(ERROR_CODE.NOT_DEFINED, tellClient), this.o.peer.port, this.o.peer.address, () => closeQuietly(sock));
+    sock.send(encodeError(ERROR_CODE.NOT_DEFINED, tellClient), () => closeQuietly(sock));
   }
 
   private finish(r: { ok: true } | { ok: false; reason: FailReason; detail: string }, closeSocket = true): void {
