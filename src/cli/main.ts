@@ -29,14 +29,24 @@ Commands:
                                    exit 0 when there is no change, 3 when there are changes
   serve    -f FILE [--interface IF] [--state DIR] [--assets DIR] [--bind ADDR]
            [--http-port N] [--unknown ignore|local] [--timeout SECONDS]
-           [--loader ipxe|pxelinux] [--no-rival-check]
+           [--loader ipxe|pxelinux] [--no-rival-check] [--bundle BUNDLE.tar]
                                    serve the machines over DHCP, TFTP and HTTP until stopped;
-                                   SIGHUP re-reads the cluster file
+                                   SIGHUP re-reads the cluster file; --bundle serves its binaries
+                                   and OS image under /assets/ and its images as a registry at /v2/
   status   -f FILE [--watch] [--server URL] [--state DIR] [--timeout SECONDS]
                                    machines and their states from a running serve; --watch follows
                                    live until all are ready or failed; exit 0 only when all are ready
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
+  bundle   create -f FILE -o BUNDLE.tar [--mirror URL | --mirror FROM=URL ...]
+           [--platform OS/ARCH ... | --all-platforms] [--os-version V|current]
+           [--os-channel stable|beta|alpha|lts] [--concurrency N] [--keep-parts]
+           [--dry-run [--json]]
+                                   download and check everything the cluster needs into one tar
+                                   (resumable: verified downloads stay in BUNDLE.tar.parts/)
+  bundle   inspect BUNDLE.tar [--json]
+                                   list a bundle's files and images
+  bundle   verify BUNDLE.tar       re-check every digest; exit 1 naming each bad entry
 
 Exit codes: 0 ok, 1 invalid input or failure, 2 usage error, 3 plan has changes.
 State (CAs, keys, tokens) lives in --state, default .slipway/ beside the cluster file.`;
@@ -133,6 +143,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       'log-level': { type: 'string' },
       loader: { type: 'string' },
       'no-rival-check': { type: 'boolean' },
+      bundle: { type: 'string' },
     });
     const file = need(a.file, '-f FILE');
     const unknown = a.unknown ?? 'ignore';
@@ -159,6 +170,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
         unknown,
         loader,
         noRivalCheck: a['no-rival-check'] ?? false,
+        bundleFile: a.bundle,
         timeoutSeconds: num(a.timeout, '--timeout') ?? 3600,
         log,
       });
@@ -195,6 +207,16 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       out: process.stdout,
       timeoutSeconds: timeout,
     });
+  },
+
+  async bundle(argv) {
+    const { bundleCommand, BundleUsage } = await import('../bundle/cli.ts');
+    try {
+      return await bundleCommand(argv, { out, err, load, stderr: process.stderr });
+    } catch (e) {
+      if (e instanceof BundleUsage) throw new UsageError(e.message);
+      throw e;
+    }
   },
 
   async schema(argv) {

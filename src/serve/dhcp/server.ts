@@ -131,6 +131,14 @@ function bindUdp(address: string, port: number): Promise<Socket> {
     s.bind(port, address, () => {
       s.off('error', onError);
       s.setBroadcast(true);
+      // A boot storm (hundreds of machines powered on together) overflows the default
+      // ~208 KiB receive buffer and the kernel drops DHCP packets unseen: ask for 4 MiB
+      // (the kernel caps it at net.core.rmem_max).
+      try {
+        s.setRecvBufferSize(4 * 1024 * 1024);
+      } catch {
+        /* keep the default */
+      }
       resolve(s);
     });
   });

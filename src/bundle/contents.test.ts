@@ -1,0 +1,87 @@
+// The bundle's contents list agrees with what the plan makes machines fetch and pull:
+// every binary a machine's binaries.list names is a bin/ entry, every image any rendered
+// file references is an image of the bundle, and the OS files sit where boot.ts points.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { bundleContents, destinations, withOsVersion, type Item } from './contents.ts';
+import { binariesFor } from '../plan/phases/node.ts';
+import { buildPlan } from '../plan/plan.ts';
+import { KNOWN_VERSIONS } from '../plan/versions.ts';
+import { PXELINUX_INITRD, PXELINUX_KERNEL } from '../plan/phases/pxe/boot.ts';
+import type { Secrets } from '../secrets/types.ts';
+import type { Spec } from '../spec/types.ts';
+import { haSpec, singleSpec } from '../../test/helpers/spec.ts';
+
+// The planner needs secrets of the right shape, not real keys.
+function fakeSecrets(spec: Spec): Secrets {
+  const pair = (id: string) => ({ cert: `-----BEGIN CERTIFICATE-----\n${id}\n-----END CERTIFICATE-----\n`, key: `-----BEGIN PRIVATE KEY-----\n${id}\n-----END PRIVATE KEY-----\n` });
+  const ids = ['ca', 'front-proxy-ca', 'etcd/ca', 'apiserver', 'apiserver-kubelet-client', 'front-proxy-client', 'apiserver-etcd-client', 'etcd/healthcheck-client', 'admin', 'controller-manager', 'scheduler', 'kube-proxy'];
+  for (const m of spec.machines) ids.push(`etcd/server/${m.name}`, `etcd/peer/${m.name}`);
+  return {
+    certs: Object.fromEntries(ids.map((id) => [id, pair(id)])),
+    serviceAccount: { key: 'sa-key', pub: 'sa-pub' },
+    bootstrapToken: { id: 'abcdef', secret: '0123456789abcdef' },
+    encryptionKey: 'a2V5',
+    machineTokens: Object.fromEntries(spec.machines.map((m) => [m.name, `token-${m.name}`])),
+  };
+}
+
+const all = (items: Item[]) => items.flatMap(destinations);
+
+test('every binary any machine fetches is in the bundle under bin/<asset name>, once', () => {
+  for (const version of KNOWN_VERSIONS) {
+    for (const spec of [haSpec({ kubernetesVersion: version }), singleSpec({ kubernetesVersion: version })]) {
+      const dests = all(bundleContents(spec).items);
+      assert.equal(new Set(dests).size, dests.length, `${version}: a destination twice`);
+      for (const m of spec.machines) for (const [, asset] of binariesFor(m)) assert.ok(dests.includes(`bin/${asset}`), `${version} ${m.name}: bin/${asset} missing`);
+    }
+  }
+});
+
+test('every image a rendered file names (containerd sandbox, add-ons, smoke test) is a bundle image', () => {
+  for (const version of ['v1.20.2', 'v1.27.16', 'v1.34.2']) {
+    const spec = haSpec({ kubernetesVersion: version });
+    const plan = buildPlan(spec, fakeSecrets(spec));
+    const texts = [...plan.cluster, ...plan.machines.flatMap((m) => m.files)].map((f) => f.contents);
+    const named = new Set<string>();
+    for (const t of texts) {
+      for (const m of t.matchAll(/^\s*(?:-\s*)?image:\s*["']?([^\s"']+)/gm)) named.add(m[1]!);
+      for (const m of t.matchAll(/sandbox_image\s*=\s*"([^"]+)"/g)) named.add(m[1]!);
+    }
+    assert.ok(named.size >= 3, `${version}: found ${[...named].join(', ')}`);
+    const refs = bundleContents(spec).items.flatMap((i) => (i.kind === 'image' ? [i.ref] : []));
+    for (const n of named) assert.ok(refs.includes(n), `${version}: ${n} is rendered but not bundled (bundle has ${refs.join(', ')})`);
+  }
+});
+
+test('the OS boot files sit where iPXE and PXELINUX fetch them; "current" resolves to one release', () => {
+  const c = bundleContents(singleSpec());
+  const dests = all(c.items);
+  assert.ok(dests.includes(PXELINUX_KERNEL) && dests.includes(PXELINUX_INITRD));
+  const pinned = withOsVersion(c, '4081.2.0');
+  const os = pinned.items.filter((i) => i.kind === 'file' && i.dest.startsWith('os/'));
+  assert.equal(os.length, 3);
+  for (const i of os) {
+    assert.ok(i.kind === 'file' && i.url.startsWith('https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/'), JSON.stringify(i));
+    assert.ok(i.kind === 'file' && i.checksum.url === `${i.url}.DIGESTS` && i.checksum.algorithm === 'sha512');
+  }
+  assert.throws(() => bundleContents(singleSpec(), { osVersion: 'latest' }), /bad Flatcar version/);
+  assert.throws(() => bundleContents(singleSpec(), { osChannel: 'edge' }), /unknown Flatcar channel/);
+});
+
+test('official upstream locations and checksum sources', () => {
+  const c = bundleContents(haSpec());
+  const by = (name: string) => c.items.find((i) => i.name === name)!;
+  assert.deepEqual(by('kubelet'), {
+    kind: 'file', name: 'kubelet', version: 'v1.34.2', dest: 'bin/kubelet',
+    url: 'https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet',
+    checksum: { algorithm: 'sha256', url: 'https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kubelet.sha256' },
+  });
+  const etcd = by('etcd');
+  assert.ok(etcd.kind === 'archive' && etcd.url === 'https://github.com/etcd-io/etcd/releases/download/v3.6.4/etcd-v3.6.4-linux-amd64.tar.gz');
+  assert.ok(etcd.kind === 'archive' && etcd.checksum.url.endsWith('/v3.6.4/SHA256SUMS') && etcd.checksum.entry === 'etcd-v3.6.4-linux-amd64.tar.gz');
+  const crictl = by('crictl');
+  assert.ok(crictl.kind === 'archive' && crictl.version === 'v1.34.0');
+  const flanneld = by('flanneld');
+  assert.ok(flanneld.kind === 'image-file' && flanneld.image === 'docker.io/flannel/flannel:v0.26.7' && flanneld.member === 'opt/bin/flanneld');
+});
