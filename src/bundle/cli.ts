@@ -78,7 +78,18 @@ async function create(argv: string[], io: CliIO): Promise<number> {
   }
   const output = a.out!;
   const progress = progressFor(io.stderr, a.quiet ?? false);
-  const { createBundle, BundleCreateError, partsDirFor } = await import('./create.ts');
+  const { createBundle, BundleCreateError, partsDirFor, removeTemporaries } = await import('./create.ts');
+  // Ctrl-C: no half-written tar left behind; the verified downloads stay for the next run
+  const interrupted = (signal: string) => {
+    progress.stop();
+    removeTemporaries();
+    io.err(`slipway bundle create: ${signal}: no bundle written; verified downloads are kept in ${partsDirFor(output)}/`);
+    process.exit(130);
+  };
+  const onInt = () => interrupted('SIGINT');
+  const onTerm = () => interrupted('SIGTERM');
+  process.once('SIGINT', onInt);
+  process.once('SIGTERM', onTerm);
   try {
     const r = await createBundle({ contents, output, mirrors, platforms, progress, concurrency, keepParts: a['keep-parts'] ?? false });
     progress.stop();
@@ -93,6 +104,9 @@ async function create(argv: string[], io: CliIO): Promise<number> {
       return 1;
     }
     throw e;
+  } finally {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
   }
 }
 

@@ -8,7 +8,7 @@
 // Atomic: the tar is written beside the output under a temporary name and renamed at the
 // very end, so a failed run leaves no bundle (and never a half-written one).
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { access, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
@@ -74,6 +74,13 @@ async function sha256File(path: string): Promise<string> {
 
 export const partsDirFor = (output: string) => `${output}.parts`;
 
+/** Tars being written, for an interrupted run to remove (the parts cache stays: it is what resumes). */
+const temporaries = new Set<string>();
+export function removeTemporaries(): void {
+  for (const t of temporaries) rmSync(t, { force: true });
+  temporaries.clear();
+}
+
 export async function createBundle(o: CreateOptions): Promise<CreateResult> {
   const parts = partsDirFor(o.output);
   const dirs = { files: join(parts, 'files'), partial: join(parts, 'partial') };
@@ -90,7 +97,13 @@ export async function createBundle(o: CreateOptions): Promise<CreateResult> {
   let contents = o.contents;
   if (contents.os.version === 'current') {
     const url = o.mirrors.file(flatcarVersionURL(contents.os.channel));
-    const m = /^FLATCAR_VERSION=(\d+\.\d+\.\d+)\s*$/m.exec(await getText(url));
+    let text: string;
+    try {
+      text = await getText(url);
+    } catch (e) {
+      throw new BundleCreateError([`Flatcar ${contents.os.channel} "current": ${(e as Error).message}`]);
+    }
+    const m = /^FLATCAR_VERSION=(\d+\.\d+\.\d+)\s*$/m.exec(text);
     if (!m) throw new BundleCreateError([`${url}: no FLATCAR_VERSION=<version> line`]);
     // every OS file from one release, even if "current" moves while we download
     contents = withOsVersion(contents, m[1]!);
@@ -109,10 +122,15 @@ export async function createBundle(o: CreateOptions): Promise<CreateResult> {
   /** A download checked against its published digest; returns the verified file in the cache. */
   const fetchVerified = async (item: FileItem | ArchiveItem): Promise<{ file: string; digest: string; sumURL: string; url: string }> => {
     const sumURL = o.mirrors.file(item.checksum.url);
-    const digest = pickDigest(await checksumText(sumURL), { ...item.checksum, url: sumURL });
+    const label = `${item.name} ${item.version}`;
+    let digest: string;
+    try {
+      digest = pickDigest(await checksumText(sumURL), { ...item.checksum, url: sumURL });
+    } catch (e) {
+      throw new Error(`${label}: checksum file: ${(e as Error).message}`);
+    }
     const file = join(dirs.files, `${item.checksum.algorithm}-${digest}`);
     const url = o.mirrors.file(item.url);
-    const label = `${item.name} ${item.version}`;
     if (await exists(file)) {
       reused++;
       o.progress.start(label, undefined).done('cached');
@@ -122,9 +140,10 @@ export async function createBundle(o: CreateOptions): Promise<CreateResult> {
     try {
       await download(url, file, {
         expect: { algorithm: item.checksum.algorithm, hex: digest },
-        partial: join(dirs.partial, sha256Hex(url).slice(0, 32)),
+        // keyed by URL and digest: bytes of a release that has since been re-published are not resumed
+        partial: join(dirs.partial, sha256Hex(`${url}\n${digest}`).slice(0, 32)),
         what: label,
-        onProgress: (done) => bar.update(done),
+        onProgress: (done, total) => bar.update(done, total),
       });
     } catch (e) {
       bar.fail((e as Error).message);
@@ -264,6 +283,7 @@ function checkDestinations(c: BundleContents): void {
  */
 async function writeTarAtomic(output: string, manifest: BundleManifest, files: Planned[], progress: Progress): Promise<number> {
   const tmp = join(dirname(output), `.${basename(output)}.tmp-${randomBytes(6).toString('hex')}`);
+  temporaries.add(tmp);
   const mtime = new Date(manifest.created);
   const pack = tar.pack();
   const out = createWriteStream(tmp, { flush: true });
@@ -312,6 +332,7 @@ async function writeTarAtomic(output: string, manifest: BundleManifest, files: P
     pack.finalize();
     await finished;
     await rename(tmp, output);
+    temporaries.delete(tmp);
     const d = await open(dirname(output), 'r');
     await d.sync().finally(() => d.close());
     bar.done();
@@ -321,6 +342,7 @@ async function writeTarAtomic(output: string, manifest: BundleManifest, files: P
     pack.destroy();
     out.destroy();
     await rm(tmp, { force: true });
+    temporaries.delete(tmp);
     throw e;
   }
 }

@@ -4,7 +4,8 @@
 import cliProgress from 'cli-progress';
 
 export interface Bar {
-  update(done: number): void;
+  /** `total` once it is known (a download's Content-Length) */
+  update(done: number, total?: number): void;
   done(note?: string): void;
   fail(message: string): void;
 }
@@ -33,10 +34,14 @@ export function progressFor(stream: NodeJS.WriteStream, quiet = false): Progress
   );
   return {
     start(label, total, note) {
-      const t = total && total > 0 ? total : 1;
+      let t = total && total > 0 ? total : 1;
       const bar = multi.create(t, 0, { label, sizes: note ?? (total ? `0 / ${mib(total)}` : '') });
       return {
-        update(done) {
+        update(done, newTotal) {
+          if (newTotal && newTotal > 0 && newTotal !== t) {
+            t = total = newTotal;
+            bar.setTotal(t);
+          }
           bar.update(Math.min(done, t), { sizes: total ? `${mib(done)} / ${mib(total)}` : mib(done) });
         },
         done(n) {

@@ -84,7 +84,7 @@ export class Bundle {
   stream(e: TarEntry, start = 0, end = e.size - 1): Readable {
     // by the numeric fd: a FileHandle-based stream adds a 'close' listener to the handle
     // that is never removed, one per request for as long as the server runs
-    return createReadStream('', { fd: this.fh.fd, start: e.offset + start, end: e.offset + end, autoClose: false, highWaterMark: Number(process.env.HWM ?? 1 << 20) });
+    return createReadStream('', { fd: this.fh.fd, start: e.offset + start, end: e.offset + end, autoClose: false, highWaterMark: 1 << 20 });
   }
 
   async read(e: TarEntry): Promise<Buffer> {

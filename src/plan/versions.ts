@@ -34,22 +34,23 @@ interface Row {
   insecurePortFlag: boolean;
   schedulerConfigAPI: string;
   pause: string;
+  /** full image reference: 1.20's CoreDNS predates the coredns/coredns repository path */
   coredns: string;
   etcd: string;
 }
 
 // Rows sorted by `from`; a version takes the last row whose `from` <= its minor.
 const TABLE: Row[] = [
-  { from: 20, kubeletRuntimeFlags: 'remote+endpoint', insecurePortFlag: true, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta1', pause: '3.2', coredns: 'v1.7.0', etcd: '3.4.13' },
-  { from: 21, kubeletRuntimeFlags: 'remote+endpoint', insecurePortFlag: true, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta1', pause: '3.4.1', coredns: 'v1.8.0', etcd: '3.4.13' },
-  { from: 22, kubeletRuntimeFlags: 'remote+endpoint', insecurePortFlag: true, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta2', pause: '3.5', coredns: 'v1.8.4', etcd: '3.5.0' },
-  { from: 24, kubeletRuntimeFlags: 'endpoint', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta3', pause: '3.7', coredns: 'v1.8.6', etcd: '3.5.3' },
-  { from: 25, kubeletRuntimeFlags: 'endpoint', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.8', coredns: 'v1.9.3', etcd: '3.5.4' },
-  { from: 27, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.9', coredns: 'v1.10.1', etcd: '3.5.7' },
-  { from: 29, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.9', coredns: 'v1.11.1', etcd: '3.5.10' },
-  { from: 31, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.10', coredns: 'v1.11.3', etcd: '3.5.15' },
-  { from: 33, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.10', coredns: 'v1.12.0', etcd: '3.5.21' },
-  { from: 34, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.10.1', coredns: 'v1.12.1', etcd: '3.6.4' },
+  { from: 20, kubeletRuntimeFlags: 'remote+endpoint', insecurePortFlag: true, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta1', pause: '3.2', coredns: 'registry.k8s.io/coredns:1.7.0', etcd: '3.4.13' },
+  { from: 21, kubeletRuntimeFlags: 'remote+endpoint', insecurePortFlag: true, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta1', pause: '3.4.1', coredns: 'registry.k8s.io/coredns/coredns:v1.8.0', etcd: '3.4.13' },
+  { from: 22, kubeletRuntimeFlags: 'remote+endpoint', insecurePortFlag: true, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta2', pause: '3.5', coredns: 'registry.k8s.io/coredns/coredns:v1.8.4', etcd: '3.5.0' },
+  { from: 24, kubeletRuntimeFlags: 'endpoint', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1beta3', pause: '3.7', coredns: 'registry.k8s.io/coredns/coredns:v1.8.6', etcd: '3.5.3' },
+  { from: 25, kubeletRuntimeFlags: 'endpoint', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.8', coredns: 'registry.k8s.io/coredns/coredns:v1.9.3', etcd: '3.5.4' },
+  { from: 27, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.9', coredns: 'registry.k8s.io/coredns/coredns:v1.10.1', etcd: '3.5.7' },
+  { from: 29, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.9', coredns: 'registry.k8s.io/coredns/coredns:v1.11.1', etcd: '3.5.10' },
+  { from: 31, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.10', coredns: 'registry.k8s.io/coredns/coredns:v1.11.3', etcd: '3.5.15' },
+  { from: 33, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.10', coredns: 'registry.k8s.io/coredns/coredns:v1.12.0', etcd: '3.5.21' },
+  { from: 34, kubeletRuntimeFlags: 'config', insecurePortFlag: false, schedulerConfigAPI: 'kubescheduler.config.k8s.io/v1', pause: '3.10.1', coredns: 'registry.k8s.io/coredns/coredns:v1.12.1', etcd: '3.6.4' },
 ];
 
 export function parseVersion(v: string): { major: number; minor: number; patch: number } | undefined {
@@ -76,7 +77,7 @@ export function versionProfile(v: string): VersionProfile {
     kubeProxyConfigAPI: 'kubeproxy.config.k8s.io/v1alpha1',
     kubeletConfigAPI: 'kubelet.config.k8s.io/v1beta1',
     pauseImage: `registry.k8s.io/pause:${row.pause}`,
-    coreDNSImage: `registry.k8s.io/coredns/coredns:${row.coredns}`,
+    coreDNSImage: row.coredns,
     etcdVersion: row.etcd,
   };
 }
