@@ -38,14 +38,16 @@ test('kubelet 1.20 gets --container-runtime=remote; 1.34 reads the endpoint from
   assert.match(file(p20, 'w1', '/etc/systemd/system/kubelet.service'), /--container-runtime=remote \\\n {2}--container-runtime-endpoint=unix:\/\/\/run\/containerd\/containerd\.sock/);
   assert.doesNotMatch(file(p20, 'w1', '/var/lib/kubelet/config.yaml'), /containerRuntimeEndpoint/);
   assert.match(file(p20, 'cp1', '/etc/kubernetes/kube-scheduler.yaml'), /apiVersion: kubescheduler\.config\.k8s\.io\/v1beta1/);
-  assert.match(file(p20, 'cp1', '/etc/systemd/system/kube-apiserver.service'), /--insecure-port=0/);
+  assert.match(file(p20, 'cp1', '/etc/systemd/system/kube-controller-manager.service'), /--port=0/);
+  assert.match(file(p20, 'cp1', '/etc/kubernetes/kube-scheduler.yaml'), /healthzBindAddress: 127\.0\.0\.1:10251/);
 
   const now = haSpec();
   const p34 = buildPlan(now, fakeSecrets(now));
   assert.doesNotMatch(file(p34, 'w1', '/etc/systemd/system/kubelet.service'), /--container-runtime/);
   assert.match(file(p34, 'w1', '/var/lib/kubelet/config.yaml'), /containerRuntimeEndpoint: unix:\/\/\/run\/containerd\/containerd\.sock/);
   assert.match(file(p34, 'cp1', '/etc/kubernetes/kube-scheduler.yaml'), /apiVersion: kubescheduler\.config\.k8s\.io\/v1\n/);
-  assert.doesNotMatch(file(p34, 'cp1', '/etc/systemd/system/kube-apiserver.service'), /insecure-port/);
+  assert.doesNotMatch(file(p34, 'cp1', '/etc/systemd/system/kube-controller-manager.service'), /--port=/);
+  assert.doesNotMatch(file(p34, 'cp1', '/etc/kubernetes/kube-scheduler.yaml'), /healthzBindAddress/);
 });
 
 test('cluster DNS is the 10th service IP; the apiserver certificate is not the planner\'s business', () => {

@@ -20,13 +20,14 @@ const unitDeps = {
 };
 const service = (exec: string) => ({ ExecStart: exec, Restart: 'always', RestartSec: '5s', LimitNOFILE: 65536 });
 
+// No --insecure-port: from v1.20 (the oldest version rendered) it is a no-op kept only
+// until 1.24; the controller-manager's and scheduler's --port=0 do still matter there.
 export function apiserverFlags(ctx: PhaseContext, m: Machine): Flags {
-  const { spec, version } = ctx;
+  const { spec } = ctx;
   return {
     'advertise-address': m.ip,
     'bind-address': m.ip,
     'secure-port': apiserverPort(spec),
-    'insecure-port': version.insecurePortFlag ? 0 : undefined,
     'allow-privileged': true,
     'authorization-mode': ['Node', 'RBAC'],
     'enable-admission-plugins': ['NodeRestriction'],
@@ -146,6 +147,10 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
     kind: 'KubeSchedulerConfiguration',
     clientConnection: { kubeconfig: `${K8S}/scheduler.conf` },
     leaderElection: { leaderElect: true },
+    // Before 1.24 a scheduler run with --config ignores --port=0 and serves plain,
+    // unauthenticated healthz/metrics on *:10251 (its config rejects port 0): keep that
+    // port on loopback. The secure port (10259) is the one to use.
+    ...(version.insecurePortFlag ? { healthzBindAddress: '127.0.0.1:10251', metricsBindAddress: '127.0.0.1:10251' } : {}),
   };
   const unit = (description: string, exec: string, after: string[] = []) =>
     unitFile({
