@@ -6,23 +6,12 @@
 // Run: node bench/fuzz.bench.ts
 import { decode as dhcpDecode, encode as dhcpEncode, DhcpParseError, MessageType, Opt } from '../src/serve/dhcp/packet.ts';
 import { decode as tftpDecode, encodeRequest, encodeAck, encodeError, encodeOack, dataHeader, TftpParseError } from '../src/serve/tftp/packet.ts';
+import { rng, type Rng } from '../test/helpers/rng.ts';
 
 const SECONDS = Number(process.env.FUZZ_SECONDS ?? 30);
 
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  const next = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>>= 0);
-  };
-  return { next, below: (n: number) => (n <= 0 ? 0 : next() % n), byte: () => next() & 255 };
-}
-type R = ReturnType<typeof rng>;
 
-function mutate(r: R, base: Buffer, hot: number): Buffer {
+function mutate(r: Rng, base: Buffer, hot: number): Buffer {
   const b = Buffer.from(base);
   switch (r.below(6)) {
     case 0:

@@ -36,6 +36,7 @@ import {
   type ParseReason,
 } from '../src/serve/dhcp/packet.ts';
 import { packet as probePacket } from './helpers/dhcp-probe.ts';
+import { rng, type Rng } from './helpers/rng.ts';
 
 function sample(overrides: Partial<Packet> = {}): Packet {
   return {
@@ -246,21 +247,8 @@ describe('option helpers', () => {
 
 // --- fuzz -------------------------------------------------------------------------------
 
-/** xorshift32: a reproducible stream (the seed is in the assertion message). */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  const next = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-  return { next, below: (n: number) => next() % n, byte: () => next() & 255 };
-}
 
-function mutate(r: ReturnType<typeof rng>, base: Buffer): Buffer {
+function mutate(r: Rng, base: Buffer): Buffer {
   const b = Buffer.from(base);
   switch (r.below(5)) {
     case 0: // flip a few bytes anywhere

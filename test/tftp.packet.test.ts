@@ -21,6 +21,7 @@ import {
 import { cleanPath, isRefusal } from '../src/serve/tftp/paths.ts';
 import { macInPath, negotiate } from '../src/serve/tftp/server.ts';
 import { bufferReader, netasciiBlocks, octetBlocks, toNetascii, type BlockSource, type ByteReader } from '../src/serve/tftp/source.ts';
+import { seededRandom } from './helpers/tftp.ts';
 
 /** Raw bytes from a readable spec: numbers are 16-bit opcodes/fields, strings are bytes as written. */
 function bytes(...parts: (number | string)[]): Buffer {
@@ -253,16 +254,7 @@ describe('TFTP block sources', () => {
 
 describe('TFTP codec: fuzz', () => {
   // A deterministic generator, so a failure can be reproduced from the seed in the message.
-  function rng(seed: number): () => number {
-    let s = seed >>> 0;
-    return () => {
-      s = (s + 0x6d2b79f5) >>> 0;
-      let t = s;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-    };
-  }
+  const rng = seededRandom;
 
   const seeds: Buffer[] = [
     encodeRequest({ op: 'RRQ', filename: 'undionly.kpxe', mode: 'octet', options: { blksize: 1468, tsize: 0, windowsize: 8, timeout: 1 } }),

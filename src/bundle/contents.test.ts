@@ -8,23 +8,10 @@ import { binariesFor } from '../plan/phases/node.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { KNOWN_VERSIONS } from '../plan/versions.ts';
 import { PXELINUX_INITRD, PXELINUX_KERNEL } from '../plan/phases/pxe/boot.ts';
-import type { Secrets } from '../secrets/types.ts';
 import type { Spec } from '../spec/types.ts';
 import { haSpec, singleSpec } from '../../test/helpers/spec.ts';
+import { fakeSecrets } from '../../test/helpers/secrets.ts';
 
-// The planner needs secrets of the right shape, not real keys.
-function fakeSecrets(spec: Spec): Secrets {
-  const pair = (id: string) => ({ cert: `-----BEGIN CERTIFICATE-----\n${id}\n-----END CERTIFICATE-----\n`, key: `-----BEGIN PRIVATE KEY-----\n${id}\n-----END PRIVATE KEY-----\n` });
-  const ids = ['ca', 'front-proxy-ca', 'etcd/ca', 'apiserver', 'apiserver-kubelet-client', 'front-proxy-client', 'apiserver-etcd-client', 'etcd/healthcheck-client', 'admin', 'controller-manager', 'scheduler', 'kube-proxy'];
-  for (const m of spec.machines) ids.push(`etcd/server/${m.name}`, `etcd/peer/${m.name}`);
-  return {
-    certs: Object.fromEntries(ids.map((id) => [id, pair(id)])),
-    serviceAccount: { key: 'sa-key', pub: 'sa-pub' },
-    bootstrapToken: { id: 'abcdef', secret: '0123456789abcdef' },
-    encryptionKey: 'a2V5',
-    machineTokens: Object.fromEntries(spec.machines.map((m) => [m.name, `token-${m.name}`])),
-  };
-}
 
 const all = (items: Item[]) => items.flatMap(destinations);
 

@@ -4,23 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildPlan } from './plan.ts';
 import { versionProfile, KNOWN_VERSIONS, isSupported } from './versions.ts';
-import type { Secrets } from '../secrets/types.ts';
 import type { Spec } from '../spec/types.ts';
 import { haSpec, singleSpec } from '../../test/helpers/spec.ts';
+import { fakeSecrets } from '../../test/helpers/secrets.ts';
 
-// Planner tests need secrets of the right shape, not real keys.
-function fakeSecrets(spec: Spec): Secrets {
-  const pair = (id: string) => ({ cert: `-----BEGIN CERTIFICATE-----\n${id}\n-----END CERTIFICATE-----\n`, key: `-----BEGIN PRIVATE KEY-----\n${id}\n-----END PRIVATE KEY-----\n` });
-  const ids = ['ca', 'front-proxy-ca', 'etcd/ca', 'apiserver', 'apiserver-kubelet-client', 'front-proxy-client', 'apiserver-etcd-client', 'etcd/healthcheck-client', 'admin', 'controller-manager', 'scheduler', 'kube-proxy'];
-  for (const m of spec.machines) ids.push(`etcd/server/${m.name}`, `etcd/peer/${m.name}`);
-  return {
-    certs: Object.fromEntries(ids.map((id) => [id, pair(id)])),
-    serviceAccount: { key: 'sa-key', pub: 'sa-pub' },
-    bootstrapToken: { id: 'abcdef', secret: '0123456789abcdef' },
-    encryptionKey: 'a2V5',
-    machineTokens: Object.fromEntries(spec.machines.map((m) => [m.name, `token-${m.name}`])),
-  };
-}
 const file = (plan: ReturnType<typeof buildPlan>, machine: string, path: string) => {
   const f = plan.machines.find((m) => m.machine.name === machine)?.files.find((x) => x.path === path);
   assert.ok(f, `${machine}:${path}`);
