@@ -4,9 +4,8 @@
 // from the manifest's digests, so a machine's fetch script checks each binary against
 // the digest recorded when the bundle was made, without the provisioner hashing anything.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream/promises';
 import type { Handler } from '../serve/http/server.ts';
-import { parseRange } from '../serve/http/assets.ts';
+import { sendRanged } from '../serve/http/assets.ts';
 import type { Bundle } from './reader.ts';
 import type { TarEntry } from './tarindex.ts';
 
@@ -19,30 +18,7 @@ const SERVED = ['bin/', 'os/'];
  */
 export async function sendEntry(bundle: Bundle, e: TarEntry, req: IncomingMessage, res: ServerResponse, etag: string, headers: Record<string, string>): Promise<true> {
   for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-  res.setHeader('ETag', etag);
-  res.setHeader('Accept-Ranges', 'bytes');
-  if (req.headers['if-none-match'] === etag) {
-    res.writeHead(304).end();
-    return true;
-  }
-  const range = parseRange(req.headers.range, e.size, req.headers['if-range'], etag);
-  if (range === 'invalid') {
-    res.writeHead(416, { 'Content-Range': `bytes */${e.size}` }).end();
-    return true;
-  }
-  const [start, end] = range ?? [0, e.size - 1];
-  const length = e.size === 0 ? 0 : end - start + 1;
-  res.setHeader('Content-Length', length);
-  if (range) res.setHeader('Content-Range', `bytes ${start}-${end}/${e.size}`);
-  res.writeHead(range ? 206 : 200);
-  if (req.method === 'HEAD' || length === 0) {
-    res.end();
-    return true;
-  }
-  await pipeline(bundle.stream(e, start, end), res).catch(() => {
-    /* the client went away mid-download; nothing to clean up */
-  });
-  return true;
+  return sendRanged(req, res, e.size, etag, (start, end) => bundle.stream(e, start, end));
 }
 
 /** `sha256  name` lines (sha256sum's format) for every file under `dir`, names relative to it. */

@@ -8,6 +8,7 @@ import { readdir, realpath, stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 
 interface Digest { key: string; hex: string }
 
@@ -87,35 +88,44 @@ export class Assets {
     if (!f) return this.fallback ? this.fallback.serve(rel, req, res) : false;
     const hex = await this.sha256(f);
     const etag = `"${hex.slice(0, 32)}"`;
-    res.setHeader('ETag', etag);
     res.setHeader('Last-Modified', new Date(f.mtimeMs).toUTCString());
-    res.setHeader('Accept-Ranges', 'bytes');
     res.setHeader('X-Checksum-Sha256', hex);
     res.setHeader('Digest', `sha-256=${Buffer.from(hex, 'hex').toString('base64')}`);
     res.setHeader('Content-Type', 'application/octet-stream');
-    if (req.headers['if-none-match'] === etag) {
-      res.writeHead(304).end();
-      return true;
-    }
-    const range = parseRange(req.headers.range, f.size, req.headers['if-range'], etag);
-    if (range === 'invalid') {
-      res.writeHead(416, { 'Content-Range': `bytes */${f.size}` }).end();
-      return true;
-    }
-    const [start, end] = range ?? [0, f.size - 1];
-    const length = f.size === 0 ? 0 : end - start + 1;
-    res.setHeader('Content-Length', length);
-    if (range) res.setHeader('Content-Range', `bytes ${start}-${end}/${f.size}`);
-    res.writeHead(range ? 206 : 200);
-    if (req.method === 'HEAD' || length === 0) {
-      res.end();
-      return true;
-    }
-    await pipeline(createReadStream(f.path, { start, end, highWaterMark: 1 << 20 }), res).catch(() => {
-      /* the client went away mid-download; nothing to clean up */
-    });
+    return sendRanged(req, res, f.size, etag, (start, end) => createReadStream(f.path, { start, end, highWaterMark: 1 << 20 }));
+  }
+}
+
+/**
+ * The conditional and ranged part of answering GET/HEAD for `size` bytes identified by
+ * `etag` (If-None-Match → 304, If-Range, one Range → 206, unsatisfiable → 416), streaming
+ * bytes [start, end] from `open`. Headers already set on `res` are kept.
+ */
+export async function sendRanged(req: IncomingMessage, res: ServerResponse, size: number, etag: string, open: (start: number, end: number) => Readable): Promise<true> {
+  res.setHeader('ETag', etag);
+  res.setHeader('Accept-Ranges', 'bytes');
+  if (req.headers['if-none-match'] === etag) {
+    res.writeHead(304).end();
     return true;
   }
+  const range = parseRange(req.headers.range, size, req.headers['if-range'], etag);
+  if (range === 'invalid') {
+    res.writeHead(416, { 'Content-Range': `bytes */${size}` }).end();
+    return true;
+  }
+  const [start, end] = range ?? [0, size - 1];
+  const length = size === 0 ? 0 : end - start + 1;
+  res.setHeader('Content-Length', length);
+  if (range) res.setHeader('Content-Range', `bytes ${start}-${end}/${size}`);
+  res.writeHead(range ? 206 : 200);
+  if (req.method === 'HEAD' || length === 0) {
+    res.end();
+    return true;
+  }
+  await pipeline(open(start, end), res).catch(() => {
+    /* the client went away mid-download; nothing to clean up */
+  });
+  return true;
 }
 
 /** One byte range (RFC 9110 §14); multiple ranges are answered with the whole file, as many servers do. */
