@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, relative, sep } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -25,18 +26,23 @@ export class Assets {
     this.prefix = prefix;
   }
 
-  /** The real path of `rel` if it is a regular file inside the root; undefined otherwise (no `..`, no symlinks out). */
-  async resolve(rel: string): Promise<{ path: string; size: number; mtimeMs: number } | undefined> {
+  /** The real path and stat of `rel` if it stays inside the root (no `..`, NUL, or symlinks out). */
+  private async inside(rel: string): Promise<{ real: string; st: Stats } | undefined> {
     if (rel.includes('\0') || rel.split('/').some((p) => p === '..')) return undefined;
     try {
       const rootReal = await realpath(this.root);
       const real = await realpath(join(rootReal, rel));
       if (real !== rootReal && !real.startsWith(rootReal + sep)) return undefined;
-      const st = await stat(real);
-      return st.isFile() ? { path: real, size: st.size, mtimeMs: st.mtimeMs } : undefined;
+      return { real, st: await stat(real) };
     } catch {
       return undefined;
     }
+  }
+
+  /** `rel` if it is a regular file inside the root. */
+  async resolve(rel: string): Promise<{ path: string; size: number; mtimeMs: number } | undefined> {
+    const f = await this.inside(rel);
+    return f?.st.isFile() ? { path: f.real, size: f.st.size, mtimeMs: f.st.mtimeMs } : undefined;
   }
 
   async sha256(f: { path: string; size: number; mtimeMs: number }): Promise<string> {
@@ -52,15 +58,17 @@ export class Assets {
 
   /** `sha256  name` lines for every regular file under `dir` (relative names), as sha256sum prints them. */
   async sha256sums(dir: string): Promise<string | undefined> {
-    const base = await this.resolveDir(dir);
-    if (!base) return undefined;
+    const top = await this.inside(dir);
+    if (!top?.st.isDirectory()) return undefined;
+    const base = top.real;
+    const rootReal = await realpath(this.root);
     const lines: string[] = [];
     const walk = async (d: string): Promise<void> => {
       for (const e of (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
         const p = join(d, e.name);
         if (e.isDirectory()) await walk(p);
         else if (e.name !== 'SHA256SUMS') {
-          const f = await this.resolve(relative(await realpath(this.root), p));
+          const f = await this.resolve(relative(rootReal, p));
           if (f) lines.push(`${await this.sha256(f)}  ${relative(base, p)}`);
         }
       }
@@ -69,17 +77,7 @@ export class Assets {
     return lines.join('\n') + '\n';
   }
 
-  private async resolveDir(rel: string): Promise<string | undefined> {
-    if (rel.split('/').some((p) => p === '..')) return undefined;
-    try {
-      const rootReal = await realpath(this.root);
-      const real = await realpath(join(rootReal, rel));
-      if (real !== rootReal && !real.startsWith(rootReal + sep)) return undefined;
-      return (await stat(real)).isDirectory() ? real : undefined;
-    } catch {
-      return undefined;
-    }
-  }
+
 
   /** Answer GET/HEAD for `rel`; returns false when there is no such file (caller sends 404). */
   async serve(rel: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
