@@ -2,7 +2,6 @@
 // and scheduler as systemd units with their flags on the command line (guide 02's
 // shape), their kubeconfigs, the audit policy and Secret encryption at rest.
 import { stringify } from 'yaml';
-import { nthHost } from '../../lib/ipv4.ts';
 import { apiHost, etcdMembers, hasRole, type Machine, type Spec } from '../../spec/types.ts';
 import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
@@ -190,4 +189,3 @@ function clusterFiles(ctx: PhaseContext): File[] {
 }
 
 export const controlPlanePhase: Phase = { name: 'control-plane', machine: machineFiles, cluster: clusterFiles };
-export const firstServiceIP = (ctx: PhaseContext) => nthHost(ctx.spec.network.serviceCIDR, 1);

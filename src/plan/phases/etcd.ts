@@ -8,7 +8,6 @@ import { BIN, ETCD_PKI, UNITS } from '../paths.ts';
 
 export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
-export const etcdClientURLs = (spec: Spec): string[] => etcdMembers(spec).map((m) => `https://${m.ip}:${ETCD_CLIENT_PORT}`);
 
 export function etcdFlags(spec: Spec, m: Machine, dataDir = '/var/lib/etcd'): Record<string, string> {
   return {
