@@ -32,6 +32,9 @@ const CASES: [string, [string | RegExp, string][], string[]][] = [
   ['wrong type', [['httpPort: 8080', 'httpPort: eighty']], ['20:15: spec.provisioner.httpPort: must be integer']],
   ['missing required field', [[/ {6}subnet: .*\n/, '']], ['22:7: spec.provisioner.dhcp: missing required field "subnet"']],
   ['value not in the enum', [['mode: full ', 'mode: fulll ']], ['22:13: spec.provisioner.dhcp.mode: must be one of: full, proxy, off']],
+  ['podCIDR too small for cni: bridge', [['cni: flannel', 'cni: bridge'], ['podCIDR: 10.244.0.0/16', 'podCIDR: 10.244.0.0/23']], ['15:14: spec.network.podCIDR: podCIDR 10.244.0.0/23 has 2 /24 slices for 5 machines']],
+  ['cni: bridge with a machine whose network misses the others', [['cni: flannel', 'cni: bridge'], ['10.20.30.21/24', '10.20.30.21/28']], ['48:11: spec.machines[3].ip: cni: bridge routes pods through the other machines\' addresses, but cp1 (10.20.30.11) is outside this machine\'s network 10.20.30.16/28']],
+  ['unknown cni', [['cni: flannel', 'cni: calico']], ['17:10: spec.network.cni: must be one of: flannel, bridge']],
   ['YAML syntax error', [['roles: [worker]', 'roles: [worker']], ['YAML: ']],
   [
     'several problems at once',

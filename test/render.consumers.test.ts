@@ -50,6 +50,12 @@ before(() => {
     assert.equal(r.code, 0, r.stderr);
     rendered[label] = dir;
   }
+  // cni: bridge (its networkd routes and CNI config are proved in cni.bridge.test.ts)
+  const bridge = join(work, 'bridge.yaml');
+  writeFileSync(bridge, readFileSync(EXAMPLE_HA, 'utf8').replace(/^ {4}cni: flannel$/m, '    cni: bridge'));
+  const r = slipway(['render', '-f', bridge, '-o', join(work, 'out-bridge'), '--state', join(work, 'state-bridge')]);
+  assert.equal(r.code, 0, r.stderr);
+  rendered.bridge = join(work, 'out-bridge');
 });
 after(() => rmSync(work, { recursive: true, force: true }));
 
@@ -106,7 +112,7 @@ test('cloud-config carries the same files and enables the same units', () => {
 test('systemd-analyze verify accepts every unit', (t) => {
   const probe = run('systemd-analyze', ['--version']);
   if (probe.code !== 0) return t.skip('systemd-analyze is not available');
-  for (const label of ['newest', 'v1.20']) {
+  for (const label of ['newest', 'v1.20', 'bridge']) {
     for (const m of MACHINES) {
       // Verify inside a copy of the machine's tree with the binaries the units name
       // standing in place (the real ones arrive from the provisioner at boot).

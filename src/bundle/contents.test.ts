@@ -72,3 +72,14 @@ test('official upstream locations and checksum sources', () => {
   const flanneld = by('flanneld');
   assert.ok(flanneld.kind === 'image-file' && flanneld.image === 'docker.io/flannel/flannel:v0.26.7' && flanneld.member === 'opt/bin/flanneld');
 });
+
+test('cni: bridge: no flannel is downloaded, and every binary a machine fetches is still there', () => {
+  const flannel = haSpec();
+  const bridge: Spec = { ...flannel, network: { ...flannel.network, cni: 'bridge' } };
+  const items = bundleContents(bridge).items;
+  assert.deepEqual(items.filter((i) => /flannel/.test(JSON.stringify(i))).map((i) => i.name), []);
+  const dests = all(items);
+  for (const m of bridge.machines) for (const [, asset] of binariesFor(m, 'bridge')) assert.ok(dests.includes(`bin/${asset}`), `${m.name}: bin/${asset} missing`);
+  const names = bundleContents(flannel).items.map((i) => i.name);
+  assert.ok(names.includes('flanneld') && names.includes('flannel-cni-plugin'), names.join(', '));
+});

@@ -147,7 +147,7 @@ function runtime(k8sMinor: number): Item[] {
     {
       kind: 'archive', name: 'cni-plugins', version: cniPlugins, url: cni, format: 'tar.gz',
       checksum: { algorithm: 'sha256', url: `${cni}.sha256`, entry: cni.slice(cni.lastIndexOf('/') + 1) },
-      // the plugins the rendered flannel conflist chains (binariesFor's cni/ names)
+      // the plugins the rendered conflists chain (binariesFor's cni/ names; flannel's own comes from flannel())
       members: ['bridge', 'host-local', 'loopback', 'portmap'].map((p) => ({ member: p, dest: `bin/cni/${p}` })),
     },
   ];
@@ -191,12 +191,12 @@ export function bundleContents(spec: Spec, opts: ContentsOptions = {}): BundleCo
   if (osVersion !== 'current' && !/^\d+\.\d+\.\d+$/.test(osVersion)) throw new Error(`bad Flatcar version "${osVersion}" (like 4081.2.0, or "current")`);
   const profile = versionProfile(spec.kubernetesVersion);
   // Only what some machine fetches: binariesFor() is the one list the machines read.
-  const needed = new Set(spec.machines.flatMap((m) => binariesFor(m).map(([, asset]) => asset)));
+  const needed = new Set(spec.machines.flatMap((m) => binariesFor(m, spec.network.cni).map(([, asset]) => asset)));
   const items: Item[] = [
     ...kubernetes(spec.kubernetesVersion, needed),
     ...etcd(profile.etcdVersion, needed),
     ...runtime(profile.minor),
-    ...flannel(),
+    ...(spec.network.cni === 'flannel' ? flannel() : []), // cni: bridge needs only the standard plugins
     ...flatcar(channel, osVersion),
     { kind: 'image', name: 'pause', version: tagOf(profile.pauseImage), ref: profile.pauseImage, usedBy: 'containerd sandbox (every pod)' },
     { kind: 'image', name: 'coredns', version: tagOf(profile.coreDNSImage), ref: profile.coreDNSImage, usedBy: 'cluster DNS add-on' },

@@ -18,6 +18,7 @@ export const DEFAULTS = {
   caValidityDays: 3650,
   certValidityDays: 365,
   disk: '/dev/sda',
+  cni: 'flannel',
 } as const;
 
 export function resolve(cf: ClusterFile): Spec {
@@ -36,7 +37,7 @@ export function resolve(cf: ClusterFile): Spec {
       serviceCIDR: parseCidr(s.network?.serviceCIDR ?? DEFAULTS.serviceCIDR)!,
       podCIDR: parseCidr(s.network?.podCIDR ?? DEFAULTS.podCIDR)!,
       dnsDomain: s.network?.dnsDomain ?? DEFAULTS.dnsDomain,
-      cni: 'flannel',
+      cni: s.network?.cni ?? DEFAULTS.cni,
     },
     provisioner: {
       address: s.provisioner.address,

@@ -65,7 +65,12 @@ export const ClusterFileSchema = Type.Object(
               serviceCIDR: Type.Optional(CIDR),
               podCIDR: Type.Optional(CIDR),
               dnsDomain: Type.Optional(Type.String()),
-              cni: Type.Optional(StringEnum(['flannel'], 'flannel (vxlan)')),
+              cni: Type.Optional(
+                StringEnum(
+                  ['flannel', 'bridge'],
+                  'flannel (default): vxlan overlay. bridge: no overlay, for machines on one L2 segment: each machine gets the /24 of podCIDR at its position in `machines` (the first machine the first /24), a bridge + host-local CNI config and a route to every other machine\'s /24; appending machines keeps existing slices, reordering or removing machines changes them',
+                ),
+              ),
             },
             { additionalProperties: false },
           ),

@@ -6,6 +6,8 @@ import type { Ipv4Net } from '../lib/ipv4.ts';
 export type Role = 'control-plane' | 'etcd' | 'worker';
 export type DhcpMode = 'full' | 'proxy' | 'off';
 export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048';
+/** flannel: vxlan overlay; bridge: fixed per-machine /24 slices of podCIDR, routed on one L2 segment */
+export type Cni = 'flannel' | 'bridge';
 
 export interface Machine {
   name: string;
@@ -34,7 +36,7 @@ export interface Spec {
     serviceCIDR: Ipv4Net;
     podCIDR: Ipv4Net;
     dnsDomain: string;
-    cni: 'flannel';
+    cni: Cni;
   };
   provisioner: {
     address: string;

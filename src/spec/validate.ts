@@ -7,6 +7,7 @@ import type { ClusterFile } from './schema.ts';
 import { ROLES } from './schema.ts';
 import type { PathSeg, Problem } from './problems.ts';
 import { DEFAULTS } from './resolve.ts';
+import { POD_SLICE_PREFIX, sliceCount } from '../plan/pod-slices.ts';
 
 export const MAC_RE = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/;
 export const normalizeMac = (mac: string): string => mac.toLowerCase().replace(/-/g, ':');
@@ -36,7 +37,7 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
   };
   const subnet = net(['spec', 'provisioner', 'dhcp', 'subnet'], 'machine subnet', s.provisioner.dhcp.subnet);
   const svc = net(['spec', 'network', 'serviceCIDR'], 'service network', s.network?.serviceCIDR ?? DEFAULTS.serviceCIDR);
-  net(['spec', 'network', 'podCIDR'], 'pod network', s.network?.podCIDR ?? DEFAULTS.podCIDR);
+  const pods = net(['spec', 'network', 'podCIDR'], 'pod network', s.network?.podCIDR ?? DEFAULTS.podCIDR);
   if (svc && svc.prefix < 12) err(['spec', 'network', 'serviceCIDR'], 'the service network may be at most a /12 (kube-apiserver refuses larger)');
   for (let i = 0; i < nets.length; i++)
     for (let j = i + 1; j < nets.length; j++)
@@ -93,6 +94,21 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
     });
     if (new Set(m.roles).size !== m.roles.length) warn(at('roles'), 'a role is listed twice');
   });
+
+  // cni: bridge: one fixed /24 of podCIDR per machine (plan/pod-slices.ts), reached through
+  // the other machine's address, which must therefore be on-link from every machine.
+  if ((s.network?.cni ?? DEFAULTS.cni) === 'bridge') {
+    if (pods && sliceCount(pods) < s.machines.length)
+      err(['spec', 'network', 'podCIDR'], `podCIDR ${pods.cidr} has ${sliceCount(pods)} /${POD_SLICE_PREFIX} slices for ${s.machines.length} machines (cni: bridge gives every machine one /${POD_SLICE_PREFIX}): use a larger podCIDR`);
+    const addrs = s.machines.map((m) => m.ip.split('/')[0]!);
+    s.machines.forEach((m, i) => {
+      const prefix = m.ip.split('/')[1] ?? (subnet ? String(subnet.prefix) : undefined);
+      const own = prefix === undefined ? undefined : parseCidr(`${addrs[i]}/${prefix}`);
+      if (!own) return; // a bad address is reported above
+      const j = addrs.findIndex((a, k) => k !== i && parseIp(a) !== undefined && !contains(own, a));
+      if (j >= 0) err(['spec', 'machines', i, 'ip'], `cni: bridge routes pods through the other machines' addresses, but ${s.machines[j]!.name} (${addrs[j]}) is outside this machine's network ${own.cidr}`);
+    });
+  }
 
   // Cluster shape: etcd quorum, control plane, VIP.
   const cps = s.machines.filter((m) => m.roles.includes('control-plane'));

@@ -1,6 +1,6 @@
 // Cluster-level objects: the bootstrap token and the RBAC that lets kubelets join and
 // have their client CSRs approved without a human (guide 02 approves them by hand),
-// access for the apiserver to kubelets, kube-proxy and flannel, CoreDNS, and the
+// access for the apiserver to kubelets, kube-proxy and flannel (when it is the CNI), CoreDNS, and the
 // guide-02 smoke test. Control-plane machines apply them with kubectl once the API answers.
 import { stringify } from 'yaml';
 import { nthHost } from '../../lib/ipv4.ts';
@@ -48,7 +48,7 @@ function bootstrap(ctx: PhaseContext): Obj[] {
   ];
 }
 
-function access(): Obj[] {
+function access(ctx: PhaseContext): Obj[] {
   return [
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
@@ -58,6 +58,12 @@ function access(): Obj[] {
     },
     binding('slipway:kube-apiserver-to-kubelet', 'slipway:kube-apiserver-to-kubelet', [user('kube-apiserver-kubelet-client')]),
     binding('slipway:kube-proxy', 'system:node-proxier', [user('system:kube-proxy')]),
+    ...(ctx.spec.network.cni === 'flannel' ? flannelAccess() : []),
+  ];
+}
+
+function flannelAccess(): Obj[] {
+  return [
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
       kind: 'ClusterRole',
@@ -186,7 +192,7 @@ function smokeTest(): Obj[] {
 function addonSets(ctx: PhaseContext): [string, Obj[]][] {
   return [
     ['10-bootstrap.yaml', bootstrap(ctx)],
-    ['20-access.yaml', access()],
+    ['20-access.yaml', access(ctx)],
     ['30-coredns.yaml', coredns(ctx)],
   ];
 }

@@ -8,6 +8,7 @@ import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { APISERVER_PORT, BIN, ETCD_PKI, K8S, PKI, UNITS } from '../paths.ts';
 import { ETCD_CLIENT_PORT } from './etcd.ts';
+import { POD_SLICE_PREFIX } from '../pod-slices.ts';
 
 /** With a VIP, haproxy owns <vip>:<port> and apiservers bind <own ip>:6443; without, the apiserver serves <port> itself. */
 export const apiserverPort = (spec: Spec): number => (spec.controlPlane.vip ? APISERVER_PORT : spec.controlPlane.port);
@@ -78,9 +79,12 @@ export function controllerManagerFlags(ctx: PhaseContext): Flags {
     'leader-elect': true,
     'use-service-account-credentials': true,
     controllers: ['*', 'bootstrapsigner', 'tokencleaner'],
-    'allocate-node-cidrs': true, // flannel's --kube-subnet-mgr reads node.spec.podCIDR
-    'cluster-cidr': spec.network.podCIDR.cidr,
-    'node-cidr-mask-size': 24,
+    // flannel's --kube-subnet-mgr reads node.spec.podCIDR, which this allocates; with
+    // cni: bridge Slipway fixes each node's slice itself (plan/pod-slices.ts), so nothing
+    // is allocated (the default) and no controller needs the cluster CIDR.
+    ...(spec.network.cni === 'flannel'
+      ? { 'allocate-node-cidrs': true, 'cluster-cidr': spec.network.podCIDR.cidr, 'node-cidr-mask-size': POD_SLICE_PREFIX }
+      : {}),
     'service-cluster-ip-range': spec.network.serviceCIDR.cidr,
     'cluster-name': spec.name,
     'cluster-signing-cert-file': `${PKI}/ca.crt`,

@@ -5,6 +5,7 @@ import { apiHost, controlPlanes, type Machine } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { UNITS } from '../paths.ts';
+import { podSlices } from '../pod-slices.ts';
 
 function networkFile(ctx: PhaseContext, m: Machine): string {
   const d = ctx.spec.provisioner.dhcp;
@@ -13,7 +14,16 @@ function networkFile(ctx: PhaseContext, m: Machine): string {
   lines.push('', '[Network]', `Address=${m.ip}/${m.prefix}`);
   if (d.router) lines.push(`Gateway=${d.router}`);
   for (const dns of d.dns) lines.push(`DNS=${dns}`);
-  lines.push('DHCP=no', 'IPv6AcceptRA=no', '');
+  lines.push('DHCP=no', 'IPv6AcceptRA=no');
+  if (ctx.spec.network.cni === 'bridge') {
+    // cni: bridge: this machine forwards for its pods (the sysctl file says so too; this
+    // keeps networkd from disagreeing), and reaches every other machine's pod /24 through
+    // that machine's address on the shared segment.
+    lines.push('IPForward=ipv4');
+    for (const { machine, slice } of podSlices(ctx.spec))
+      if (machine.name !== m.name) lines.push('', `# pods on ${machine.name}`, '[Route]', `Destination=${slice.cidr}`, `Gateway=${machine.ip}`);
+  }
+  lines.push('');
   return lines.join('\n');
 }
 

@@ -1,27 +1,31 @@
 // What every machine runs to be a Kubernetes node: the binaries (fetched from the
 // provisioner and checked by sha256), containerd pointed at the provisioner's registry,
-// kubelet joining by TLS bootstrap, kube-proxy, and flannel (vxlan) with its CNI config.
+// kubelet joining by TLS bootstrap, kube-proxy, and the pod network: flannel (vxlan) with
+// its CNI config, or (`cni: bridge`) a bridge + host-local CNI config on the machine's
+// fixed pod /24 (routes to the other machines' /24s are in host.ts's networkd file).
 import { stringify } from 'yaml';
 import { nthHost } from '../../lib/ipv4.ts';
-import { apiServerURL, hasRole, type Machine } from '../../spec/types.ts';
+import { apiServerURL, hasRole, type Cni, type Machine } from '../../spec/types.ts';
 import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { once } from '../memo.ts';
 import { BIN, CONTAINERD_SOCK, K8S, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { podSliceOf } from '../pod-slices.ts';
 
 /** Registries whose images the provisioner mirrors (hosts.toml points each at it). */
 export const MIRRORED_REGISTRIES = ['registry.k8s.io', 'docker.io', 'quay.io', 'gcr.io'];
-const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap', 'flannel'];
+/** The CNI plugins both configs use (containernetworking/plugins); flannel adds its own. */
+const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap'];
 
 /** The binaries a machine needs, as [path on the machine, asset name under /assets/bin/]. */
-export function binariesFor(m: Machine): [string, string][] {
+export function binariesFor(m: Machine, cni: Cni = 'flannel'): [string, string][] {
   const out: [string, string][] = [];
   const bin = (name: string) => out.push([`${BIN}/${name}`, name]);
   if (hasRole(m, 'etcd')) ['etcd', 'etcdctl'].forEach(bin);
   if (hasRole(m, 'control-plane')) ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].forEach(bin);
-  ['kubelet', 'kube-proxy', 'flanneld'].forEach(bin);
-  for (const p of CNI_PLUGINS) out.push([`/opt/cni/bin/${p}`, `cni/${p}`]);
+  ['kubelet', 'kube-proxy', ...(cni === 'flannel' ? ['flanneld'] : [])].forEach(bin);
+  for (const p of [...CNI_PLUGINS, ...(cni === 'flannel' ? ['flannel'] : [])]) out.push([`/opt/cni/bin/${p}`, `cni/${p}`]);
   return out;
 }
 
@@ -208,8 +212,55 @@ function flannelFiles(ctx: PhaseContext, m: Machine): File[] {
   ];
 }
 
+// cni: bridge. The standard bridge + host-local plugins on this machine's fixed /24
+// (plan/pod-slices.ts); every other machine's /24 is routed via that machine's address
+// (host.ts), so pod traffic between nodes crosses the segment unencapsulated.
+//
+// ipMasq is off: the bridge plugin's ipMasq masquerades everything from the slice to any
+// address outside the slice, pods on other nodes included, so those would see the node's
+// address instead of the pod's (against Kubernetes' "pods reach pods without NAT"). One
+// rule instead masquerades only what leaves the whole pod network (flannel's --ip-masq
+// rule): pod to pod keeps pod addresses, pod to anything else (the machine network, the
+// internet, hosts with no route to pod slices) leaves with the node's address.
+export const BRIDGE_CONFLIST = '/etc/cni/net.d/10-slipway-bridge.conflist';
+export const MASQUERADE_UNIT = 'slipway-pod-masquerade.service';
+
+function bridgeFiles(ctx: PhaseContext, m: Machine): File[] {
+  const pods = ctx.spec.network.podCIDR.cidr;
+  const cni = {
+    cniVersion: '0.4.0',
+    name: 'slipway',
+    plugins: [
+      {
+        type: 'bridge',
+        bridge: 'cni0',
+        isGateway: true,
+        ipMasq: false,
+        hairpinMode: true,
+        ipam: { type: 'host-local', ranges: [[{ subnet: podSliceOf(ctx.spec, m).cidr }]], routes: [{ dst: '0.0.0.0/0' }] },
+      },
+      { type: 'portmap', capabilities: { portMappings: true } },
+    ],
+  };
+  const rule = (op: string) => `/sbin/iptables -w -t nat ${op} POSTROUTING -s ${pods} ! -d ${pods} -j MASQUERADE`;
+  return [
+    { path: BRIDGE_CONFLIST, mode: 0o644, contents: JSON.stringify(cni, null, 2) + '\n' },
+    {
+      path: `${UNITS}/${MASQUERADE_UNIT}`,
+      mode: 0o644,
+      contents: once(ctx, 'pod-masquerade', () =>
+        unitFile({
+          Unit: { Description: `Masquerade pod traffic leaving the pod network ${pods}`, Before: 'kubelet.service' },
+          // delete-then-append keeps exactly one copy of the rule across restarts
+          Service: { Type: 'oneshot', RemainAfterExit: true, ExecStartPre: `-${rule('-D')}`, ExecStart: rule('-A'), ExecStop: rule('-D') },
+          Install: { WantedBy: 'multi-user.target' },
+        })),
+    },
+  ];
+}
+
 function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
-  const list = binariesFor(m).map(([dest, name]) => `${dest} ${name}`).join('\n') + '\n';
+  const list = binariesFor(m, ctx.spec.network.cni).map(([dest, name]) => `${dest} ${name}`).join('\n') + '\n';
   return [
     { path: `${SLIPWAY}/binaries.list`, mode: 0o644, contents: list },
     { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: once(ctx, 'fetch-script', () => FETCH_SCRIPT(assetsURL(ctx))) },
@@ -227,5 +278,11 @@ function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
 
 export const nodePhase: Phase = {
   name: 'node',
-  machine: (ctx, m) => [...binaryFiles(ctx, m), ...once(ctx, 'containerd', () => containerdFiles(ctx)), ...kubeletFiles(ctx, m), ...kubeProxyFiles(ctx, m), ...flannelFiles(ctx, m)],
+  machine: (ctx, m) => [
+    ...binaryFiles(ctx, m),
+    ...once(ctx, 'containerd', () => containerdFiles(ctx)),
+    ...kubeletFiles(ctx, m),
+    ...kubeProxyFiles(ctx, m),
+    ...(ctx.spec.network.cni === 'bridge' ? bridgeFiles(ctx, m) : flannelFiles(ctx, m)),
+  ],
 };
