@@ -22,6 +22,10 @@ SEQ_FILE=/var/lib/slipway/report-seq
 state=$1; reason=\${2:-}; unit=\${3:-}
 esc() { printf '%s' "$1" | sed -e 's/\\\\/\\\\\\\\/g' -e 's/"/\\\\"/g' -e 's/\\t/ /g' | tr -d '\\000-\\010\\013-\\037' | sed -e ':a' -e 'N' -e '$!ba' -e 's/\\n/\\\\n/g'; }
 mkdir -p /var/lib/slipway
+# One report at a time (a unit can fail while progress.sh reports): two reports must
+# never read the same seq, or the provisioner refuses the second as a replay.
+exec 9>/var/lib/slipway/report.lock
+flock -w 60 9 || true
 # seq: strictly increasing per machine, so the provisioner can refuse replayed reports
 seq=$(( $(cat "$SEQ_FILE" 2>/dev/null || echo 0) + 1 )); echo "$seq" > "$SEQ_FILE"
 detail=""

@@ -1,4 +1,5 @@
-// Throwaway network namespaces for tests that need real interfaces and real daemons
+// Throwaway network namespaces: the rehearsal lab and the tests that need real interfaces
+// and real daemons
 // (kea-dhcp4 checks that its interface exists; an etcd cluster wants three addresses).
 // Nothing here touches the root namespace's links, addresses or routes: every link is
 // created inside the namespace (or moved between two test namespaces), and close()
@@ -197,6 +198,12 @@ export class Netns {
       if (Date.now() >= deadline) throw new Error(`netns ${this.name}: timed out after ${timeoutMs} ms waiting for ${what}`);
       await new Promise((r) => setTimeout(r, everyMs));
     }
+  }
+
+  /** Leave this namespace and its processes in place when this process exits (`rehearse --keep`). */
+  keep(): void {
+    live.delete(this.name);
+    this.closed = true;
   }
 
   /** Kill every spawned process (by pid), then delete the namespace. Safe to call twice. */

@@ -1,0 +1,337 @@
+// `slipway rehearse --engine containers`: the whole cluster from the operator's file, as
+// systemd-nspawn system containers on a private lab network, provisioned by the real
+// `slipway serve`, then checked (see ../checks.ts) and torn down.
+//
+//   preflight (no side effects) → prepare (tree, render, assets, images) → lab + serve
+//   → install (DHCP, ignition.json, Ignition) → boot → wait for Ready → checks → report
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { etcdMembers, type Spec } from '../../spec/types.ts';
+import { loadOrCreateSecrets } from '../../secrets/store.ts';
+import { buildPlan } from '../../plan/plan.ts';
+import { planTree } from '../../render/tree.ts';
+import { writeTreeAtomic } from '../../render/write.ts';
+import { binariesFor } from '../../plan/phases/node.ts';
+import { versionProfile } from '../../plan/versions.ts';
+import { Lab } from '../lab/lab.ts';
+import { Checks, type CheckResult } from '../checks.ts';
+import { reportOk, type MachineReport, type Report } from '../report.ts';
+import { ADJUSTMENTS } from './adjustments.ts';
+import { ContainerMachine, IGNITION_BIN } from './machine.ts';
+import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalImages } from './images.ts';
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const CACHE = process.env.SLIPWAY_CACHE ?? '/var/cache/slipway';
+
+/** Bad input or a host that cannot rehearse: a clear message, nothing created. */
+export class RehearseError extends Error {}
+
+export interface RehearseOptions {
+  file: string;
+  spec: Spec;
+  /** directory with kube-apiserver, kubelet, ... (default: the cached Debian-source build for the file's version) */
+  binaries?: string;
+  keep: boolean;
+  /** seconds to wait for every node to be Ready */
+  timeoutSeconds: number;
+  /** progress lines */
+  log: (line: string) => void;
+  /** set when the operator interrupts: stop waiting and clean up */
+  signal?: AbortSignal;
+}
+
+const KUBE_BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'];
+
+interface Tool {
+  cmd: string;
+  pkg: string;
+  why: string;
+}
+const TOOLS: Tool[] = [
+  { cmd: 'systemd-nspawn', pkg: 'systemd-container', why: 'boots each machine as a system container' },
+  { cmd: 'ip', pkg: 'iproute2', why: 'makes the lab network namespaces' },
+  { cmd: 'curl', pkg: 'curl', why: 'fetches from the provisioner inside the lab' },
+  { cmd: '/bin/busybox', pkg: 'busybox-static', why: 'DHCP client for installing; the test images' },
+  { cmd: IGNITION_BIN, pkg: 'ignition', why: 'applies each machine\'s ignition.json' },
+  { cmd: 'etcdctl', pkg: 'etcd-client', why: 'checks the etcd cluster from the lab' },
+  { cmd: 'debootstrap', pkg: 'debootstrap', why: 'builds the Debian tree the machines boot (once, cached)' },
+  { cmd: 'nsenter', pkg: 'util-linux', why: 'looks inside the containers' },
+];
+
+function which(cmd: string): string | undefined {
+  if (cmd.startsWith('/')) return existsSync(cmd) ? cmd : undefined;
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+export const defaultBinaries = (version: string) => join(CACHE, 'kubernetes', version, 'bin');
+
+/** Everything that can be checked before touching anything. */
+export function preflight(o: { spec: Spec; binaries?: string; uid?: number }): { binaries: string; etcdctl: string } {
+  if ((o.uid ?? process.getuid?.() ?? 0) !== 0) throw new RehearseError('slipway rehearse needs root (network namespaces, mounts, systemd-nspawn): run it with sudo');
+  const missing = TOOLS.filter((t) => !which(t.cmd));
+  if (missing.length) {
+    throw new RehearseError(`missing tools: ${missing.map((t) => `${t.cmd} (Debian package ${t.pkg}: ${t.why})`).join('; ')}\n  install with: apt-get install ${[...new Set(missing.map((t) => t.pkg))].join(' ')}`);
+  }
+  const version = o.spec.kubernetesVersion;
+  const binaries = o.binaries ?? defaultBinaries(version);
+  if (!existsSync(binaries)) {
+    throw new RehearseError(o.binaries ? `--binaries ${binaries}: no such directory` : `no Kubernetes binaries for ${version} in ${binaries}: pass --binaries DIR, or build them from Debian's source with scripts/build-kubernetes.sh ${version} (Debian 12 ships the v1.20.2 source)`);
+  }
+  const absent = KUBE_BINARIES.filter((b) => !existsSync(join(binaries, b)));
+  if (absent.length) throw new RehearseError(`${binaries} lacks ${absent.join(', ')}`);
+  for (const b of KUBE_BINARIES) {
+    const r = spawnSync(join(binaries, b), b === 'kubectl' ? ['version', '--client', '--short'] : ['--version'], { encoding: 'utf8', timeout: 30_000 });
+    const got = /v\d+\.\d+\.\d+\S*/.exec(r.stdout + r.stderr)?.[0];
+    if (got !== version) throw new RehearseError(`${join(binaries, b)} is ${got ?? 'of unknown version'}, but the cluster file says kubernetesVersion: ${version}`);
+  }
+  if (o.spec.network.cni === 'flannel' && !existsSync(join(binaries, 'flanneld'))) {
+    throw new RehearseError(`network.cni is flannel, but ${binaries} has no flanneld (Debian packages no flannel, and no release can be downloaded here): set network.cni: bridge in the cluster file, or put flanneld and cni/flannel into the binaries directory`);
+  }
+  return { binaries, etcdctl: which('etcdctl')! };
+}
+
+/** The Debian tree every machine boots (built once by the project script, then cached). */
+function rehearsalTree(log: (l: string) => void): string {
+  log('Debian tree: scripts/build-rehearsal-tree.sh (cached after the first build, ~80 s cold)');
+  const r = spawnSync('bash', [join(REPO, 'scripts/build-rehearsal-tree.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
+  const tree = r.stdout.trim().split('\n').pop();
+  if (r.status !== 0 || !tree || !existsSync(tree)) throw new RehearseError(`could not build the Debian tree (scripts/build-rehearsal-tree.sh exited ${r.status})`);
+  return tree;
+}
+
+/** Hard link where possible (same filesystem), else copy: the assets directory serve offers. */
+function place(src: string, dest: string): void {
+  mkdirSync(dirname(dest), { recursive: true });
+  try {
+    linkSync(src, dest);
+  } catch {
+    copyFileSync(src, dest);
+  }
+}
+
+/**
+ * What the machines' download unit fetches, under assets/bin/ named as binariesFor()
+ * asks: the Kubernetes binaries from --binaries, etcd and the CNI plugins from the
+ * Debian tree (Debian's etcd is 3.4, the series Kubernetes 1.20 was tested with).
+ */
+function stageAssets(spec: Spec, binaries: string, tree: string, assets: string): string[] {
+  const needed = new Map<string, string>();
+  for (const m of spec.machines) for (const [, name] of binariesFor(m, spec.network.cni)) needed.set(name, name);
+  const notes: string[] = [];
+  const fromTree: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
+  for (const name of needed.keys()) {
+    const candidates = [join(binaries, name)];
+    if (fromTree[name]) candidates.push(join(tree, fromTree[name]!));
+    if (name.startsWith('cni/')) candidates.push(join(tree, 'usr/lib/cni', name.slice(4)));
+    const src = candidates.find((c) => existsSync(c));
+    if (!src) throw new RehearseError(`no ${name} for the machines: not in ${binaries}${fromTree[name] || name.startsWith('cni/') ? ' nor in the Debian tree' : ''}`);
+    place(src, join(assets, 'bin', name));
+    if (!src.startsWith(binaries)) notes.push(name);
+  }
+  return notes;
+}
+
+const round = (ms: number) => Math.round(ms / 100) / 10;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface ApiMachine {
+  name: string;
+  state: string;
+  reason?: string;
+}
+
+export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
+  const t0 = Date.now();
+  const { spec, log } = o;
+  const pre = preflight({ spec, binaries: o.binaries });
+  const phases: { name: string; seconds: number }[] = [];
+  let phaseStart = Date.now();
+  const phase = (name: string) => {
+    phases.push({ name, seconds: round(Date.now() - phaseStart) });
+    phaseStart = Date.now();
+  };
+  const notes: string[] = [];
+  const report: Report = { engine: 'containers', kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments: ADJUSTMENTS, phases, notes };
+  const times = new Map<string, MachineReport['seconds']>(spec.machines.map((m) => [m.name, {}]));
+  const states = new Map<string, ApiMachine>();
+
+  const tree = rehearsalTree(log);
+  const run = mkdtempSync('/var/tmp/slipway-rehearsal-');
+  log(`run directory ${run}${o.keep ? ' (kept)' : ''}`);
+  let lab: Lab | undefined;
+  const machines: ContainerMachine[] = [];
+  const cleanup = async () => {
+    for (const m of machines) await m.destroy().catch((e) => log(`cleanup ${m.m.name}: ${(e as Error).message}`));
+    await lab?.close().catch((e) => log(`cleanup lab: ${(e as Error).message}`));
+    rmSync(run, { recursive: true, force: true });
+  };
+  let kept = false;
+  try {
+    // --- prepare: the render (for the checks' credentials), assets, images ------------
+    const state = join(run, 'state');
+    const out = join(run, 'out');
+    const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
+    await writeTreeAtomic(out, planTree(buildPlan(spec, secrets)));
+    const assets = join(run, 'assets');
+    const fromTree = stageAssets(spec, pre.binaries, tree, assets);
+    notes.push(`binaries served to the machines from ${pre.binaries}${fromTree.length ? `; from the Debian tree: ${fromTree.join(', ')}` : ''}`);
+    const imagesDir = join(run, 'images');
+    mkdirSync(imagesDir);
+    const images = await writeRehearsalImages(imagesDir, versionProfile(spec.kubernetesVersion).pauseImage);
+    notes.push(`images ${images.files.map((f) => f.ref).join(', ')} built from busybox-static and imported by the engine (adjustment images-imported)`);
+    notes.push('dns: CoreDNS is applied but its image cannot be obtained offline; the DNS check is not run');
+    phase('prepare');
+
+    // --- the lab and the provisioner ---------------------------------------------------
+    lab = Lab.create(spec);
+    await lab.startServe({ file: o.file, state, assets, logFile: join(run, 'serve.log') });
+    const token = readFileSync(join(state, 'api-token'), 'utf8').trim();
+    log(`lab ${lab.hub.name}: slipway serve at ${lab.provisionerURL}`);
+    phase('lab');
+
+    const adjust = { images: images.files, defaultGateway: spec.provisioner.dhcp.router ? undefined : spec.provisioner.address };
+    for (const m of spec.machines) {
+      const ns = lab.attach(m.name, m.mac, m.interface ?? 'eth0');
+      const cm = new ContainerMachine({ machine: m, ns, tree, dir: join(run, 'machines', m.name), provisionerURL: lab.provisionerURL, adjust, imagesDir });
+      machines.push(cm);
+      cm.mount();
+    }
+
+    // Progress: the provisioner's lifecycle, as every machine reports it.
+    const installStart = Date.now();
+    let polling = true;
+    const poll = (async () => {
+      for (let i = 0; polling && i < 100_000; i++) {
+        const r = await lab!.api<{ machines: ApiMachine[] }>('/api/v1/machines', token);
+        for (const m of r?.machines ?? []) {
+          const before = states.get(m.name);
+          if (before?.state === m.state) continue;
+          states.set(m.name, m);
+          const t = times.get(m.name);
+          const s = round(Date.now() - installStart);
+          if (t && m.state === 'installed') t.installed ??= s;
+          log(`[${String(s).padStart(5)}s] ${m.name.padEnd(8)} ${m.state}${m.reason ? ` (${m.reason})` : ''}`);
+        }
+        await sleep(1_000);
+      }
+    })();
+
+    // --- install and boot: all machines at once, as a rack powers on -------------------
+    await Promise.all(machines.map(async (cm) => {
+      const s = await cm.install();
+      const t = times.get(cm.m.name)!;
+      t.dhcp = round(Date.now() - installStart - (s.applied - s.dhcp) * 1000);
+      t.configFetched = round(Date.now() - installStart - (s.applied - s.fetched) * 1000);
+      await cm.boot();
+    }));
+    phase('install+boot');
+
+    // --- wait until every node is Ready -------------------------------------------------
+    const checks = new Checks({
+      lab, spec, out, kubectl: join(pre.binaries, 'kubectl'), etcdctl: pre.etcdctl, log,
+      smoke: { ref: SMOKE_IMAGE, port: SMOKE_PORT, body: SMOKE_BODY },
+      engine: {
+        running: () => machines.filter((m) => m.running && !m.stopped).map((m) => m.m.name),
+        powerOff: async (name) => {
+          const cm = machines.find((m) => m.m.name === name);
+          await cm?.powerOff();
+        },
+        vipHolder: async () => {
+          const vip = spec.controlPlane.vip;
+          if (!vip) return undefined;
+          for (const cm of machines) {
+            if (!cm.running || cm.stopped) continue;
+            const a = await cm.ns.exec('ip', ['-4', '-o', 'addr', 'show'], { timeoutMs: 5_000 });
+            if (a.stdout.includes(` ${vip}/`)) return cm.m.name;
+          }
+          return undefined;
+        },
+      },
+    });
+    const deadline = Date.now() + o.timeoutSeconds * 1000;
+    let ready = new Set<string>();
+    for (let i = 0; i < 10_000 && Date.now() < deadline && !o.signal?.aborted; i++) {
+      ready = (await checks.readyNodes()) ?? ready;
+      for (const n of ready) {
+        const t = times.get(n);
+        if (t && t.ready === undefined) {
+          t.ready = round(Date.now() - installStart);
+          log(`[${String(t.ready).padStart(5)}s] ${n.padEnd(8)} node Ready`);
+        }
+      }
+      if (ready.size === spec.machines.length) break;
+      if (machines.some((m) => !m.running)) break;
+      await sleep(3_000);
+    }
+    phase('ready');
+    if (o.signal?.aborted) throw new RehearseError('interrupted');
+
+    // --- the checks -----------------------------------------------------------------------
+    const results: CheckResult[] = [];
+    results.push(await checks.run('etcd-healthy', () => checks.etcdHealthy()));
+    results.push(await checks.run('api-via-vip', () => checks.apiViaVip()));
+    results.push(await checks.run('leader-election', () => checks.leaderElection()));
+    results.push(await checks.run('csr-auto-approved', () => checks.csrAutoApproved()));
+    results.push(await checks.run('nodes-ready', () => checks.nodesReady()));
+    results.push(await checks.run('smoke-nodeport', () => checks.smokeNodePort()));
+    // Failures for the report are read before a check powers a machine off.
+    const failed = new Map<string, { unit: string; logs: string }[]>();
+    for (const cm of machines) failed.set(cm.m.name, await cm.failedUnits());
+    let stopped: string | undefined;
+    results.push(await checks.run('vip-failover', async () => {
+      const r = await checks.vipFailover();
+      stopped = r.stopped;
+      return r;
+    }));
+    results.push(await checks.run('etcd-member-loss', () => checks.etcdMemberLoss(stopped)));
+    results.push(await checks.run('dns', async () => ({ result: 'not-run', detail: `CoreDNS image ${versionProfile(spec.kubernetesVersion).coreDNSImage} cannot be obtained offline (put it in the bundle to run this check)` })));
+    phase('checks');
+    polling = false;
+    await poll;
+
+    report.checks = results;
+    report.machines = spec.machines.map((m) => ({
+      name: m.name,
+      roles: m.roles,
+      ready: !!times.get(m.name)?.ready,
+      state: states.get(m.name)?.state ?? 'unknown',
+      seconds: times.get(m.name)!,
+      poweredOff: machines.find((c) => c.m.name === m.name)?.stopped || undefined,
+      failedUnits: failed.get(m.name) ?? [],
+    }));
+    report.ok = reportOk(results);
+    if (etcdMembers(spec).length === 0) notes.push('no etcd machines in the file');
+    if (o.keep) {
+      kept = true;
+      lab.keep();
+      for (const m of machines) m.keep();
+      writeFileSync(join(run, 'README'), keptReadme(run, lab, machines));
+      log(`kept: the lab and machines keep running; see ${join(run, 'README')}`);
+    }
+  } catch (e) {
+    report.error = (e as Error).message;
+    if (e instanceof RehearseError && !lab) throw e;
+  } finally {
+    report.seconds = round(Date.now() - t0);
+    if (!kept) await cleanup();
+  }
+  return report;
+}
+
+function keptReadme(run: string, lab: Lab, machines: ContainerMachine[]): string {
+  const lines = [
+    `Rehearsal kept at ${run}`,
+    `lab namespace: ${lab.hub.name} (slipway serve, pid ${lab.serve?.pid})`,
+    `admin kubeconfig: ${run}/out/cluster/admin.conf`,
+    '',
+    'machines (look inside with: nsenter --target <PID 1> --all):',
+    ...machines.map((m) => `  ${m.m.name}: namespace ${m.ns.name}, root ${m.root}`),
+    '',
+    'to remove everything: kill the systemd-nspawn and slipway serve processes, umount the roots,',
+    `ip netns delete each namespace above, then rm -rf ${run}`,
+  ];
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,268 @@
+// One machine of the containers rehearsal: a systemd-nspawn system container booting
+// systemd from the cached Debian tree (read-only, under an overlay of its own), in its own
+// network namespace wired to the lab bridge. It installs the way a rack machine does:
+// DHCP from `slipway serve`, its own ignition.json fetched from serve (which checks the
+// requester's IP and MAC), applied by the real Ignition; then it boots and its rendered
+// units fetch the binaries, start, and report progress to serve.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Machine } from '../../spec/types.ts';
+import type { Netns, ExecResult } from '../lab/netns.ts';
+import { applyFileAdjustments, NSPAWN_ENV, nspawnFlags, type AdjustmentContext } from './adjustments.ts';
+
+export const IGNITION_BIN = '/usr/lib/dracut/modules.d/30ignition/ignition';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// busybox udhcpc calls this with the lease in its environment; only `bound` matters here.
+const UDHCPC_SCRIPT = `#!/bin/sh
+case "$1" in
+  bound|renew) ip -4 addr flush dev "$interface"; ip addr add "$ip/$mask" dev "$interface" ;;
+esac
+`;
+
+export interface MachineOptions {
+  machine: Machine;
+  ns: Netns;
+  /** the cached Debian tree (lower, read-only) */
+  tree: string;
+  /** this machine's scratch directory */
+  dir: string;
+  provisionerURL: string;
+  adjust: AdjustmentContext;
+  /** the image archives, bound read-only into the container */
+  imagesDir: string;
+}
+
+export class ContainerMachine {
+  readonly m: Machine;
+  readonly ns: Netns;
+  readonly root: string;
+  private readonly o: MachineOptions;
+  private mounted = false;
+  private nspawn?: ChildProcess;
+  private leader?: number;
+  private nspawnExit?: Promise<void>;
+  private cgroup?: string;
+  /** true after stop(): the machine was powered off on purpose */
+  stopped = false;
+
+  constructor(o: MachineOptions) {
+    this.o = o;
+    this.m = o.machine;
+    this.ns = o.ns;
+    this.root = join(o.dir, 'root');
+  }
+
+  get ifname(): string {
+    return this.m.interface ?? 'eth0';
+  }
+
+  /** The machine's root: the tree below, this machine's writes in an upper directory. */
+  mount(): void {
+    const { dir, tree } = this.o;
+    for (const d of ['upper', 'work', 'root', 'containerd']) mkdirSync(join(dir, d), { recursive: true });
+    run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${tree},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, this.root]);
+    this.mounted = true;
+  }
+
+  /** DHCP, then the machine's ignition.json from serve, applied by the real Ignition. Returns seconds per step. */
+  async install(): Promise<{ dhcp: number; fetched: number; applied: number }> {
+    const t0 = Date.now();
+    const script = join(this.o.dir, 'udhcpc.script');
+    writeFileSync(script, UDHCPC_SCRIPT, { mode: 0o755 });
+    const dhcp = await this.ns.exec('/bin/busybox', ['udhcpc', '-i', this.ifname, '-f', '-q', '-n', '-t', '10', '-T', '2', '-s', script], { timeoutMs: 40_000 });
+    if (dhcp.code !== 0) throw new Error(`${this.m.name}: no DHCP lease from the provisioner: ${tail(dhcp)}`);
+    const t1 = Date.now();
+    const config = join(this.o.dir, 'ignition.json');
+    const fetch = await this.ns.exec('curl', ['-fsS', '--retry', '3', '--retry-connrefused', '-m', '20', '-o', config, `${this.o.provisionerURL}/machines/${this.m.name}/ignition.json`], { timeoutMs: 60_000 });
+    if (fetch.code !== 0) throw new Error(`${this.m.name}: serve refused or failed its ignition.json: ${tail(fetch)}`);
+    const t2 = Date.now();
+    // The binary picks its mode from its name: ignition-apply writes a config into a root.
+    const apply = join(this.o.dir, 'ignition-apply');
+    if (!existsSync(apply)) run('ln', ['-s', IGNITION_BIN, apply]);
+    const a = await this.ns.exec(apply, ['--ignore-unsupported', '--root', this.root, config], { timeoutMs: 120_000 });
+    if (a.code !== 0) throw new Error(`${this.m.name}: Ignition failed: ${tail(a)}`);
+    rmSync(config, { force: true }); // it holds the machine's keys; the machine has them now
+    // The installer's address goes away: the machine's own network file configures it.
+    this.ns.ip('-4', 'addr', 'flush', 'dev', this.ifname); // IPv4 only: networkd waits for the IPv6 link-local address
+    applyFileAdjustments(this.root, this.m, this.o.adjust);
+    const t3 = Date.now();
+    return { dhcp: (t1 - t0) / 1000, fetched: (t2 - t0) / 1000, applied: (t3 - t0) / 1000 };
+  }
+
+  /** Start systemd in the container; resolves once its PID 1 exists. */
+  async boot(): Promise<void> {
+    const args = nspawnFlags({ root: this.root, machine: this.m, netnsPath: `/run/netns/${this.ns.name}`, containerdDir: join(this.o.dir, 'containerd'), imagesDir: this.o.imagesDir });
+    // The console goes to a file: the container must outlive this process under --keep.
+    const fd = openSync(join(this.o.dir, 'console.log'), 'a', 0o600);
+    // Its own cgroup, joined before nspawn starts (see adjustment nspawn-own-cgroup).
+    this.cgroup = ownCgroup(this.m.name);
+    const child = spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroup, 'systemd-nspawn', ...args], { env: { ...process.env, ...NSPAWN_ENV }, stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    this.nspawn = child;
+    this.nspawnExit = new Promise((r) => child.once('exit', () => r()));
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null) throw new Error(`${this.m.name}: systemd-nspawn exited ${child.exitCode} (console: ${join(this.o.dir, 'console.log')})`);
+      this.leader = findLeader(child.pid!);
+      if (this.leader) return;
+      await sleep(200);
+    }
+    throw new Error(`${this.m.name}: no systemd inside the container after 60 s`);
+  }
+
+  /** Let the container outlive this process (`rehearse --keep`). */
+  keep(): void {
+    this.nspawn?.unref();
+  }
+
+  get running(): boolean {
+    return !!this.nspawn && this.nspawn.exitCode === null && this.nspawn.signalCode === null;
+  }
+
+  /** Run a command inside the container (all its namespaces). */
+  inside(cmd: string, args: string[], timeoutMs = 30_000): Promise<ExecResult> {
+    if (!this.leader || !this.running) return Promise.resolve({ code: null, signal: null, stdout: '', stderr: `${this.m.name} is not running`, out: `${this.m.name} is not running` });
+    return execFile('nsenter', ['--target', String(this.leader), '--all', '--', cmd, ...args], timeoutMs);
+  }
+
+  /** systemd's view: running, degraded, starting... */
+  async systemState(): Promise<string> {
+    return (await this.inside('systemctl', ['is-system-running'], 10_000)).stdout.trim();
+  }
+
+  /** Failed units, each with its last log lines. */
+  async failedUnits(lines = 15): Promise<{ unit: string; logs: string }[]> {
+    const r = await this.inside('systemctl', ['list-units', '--failed', '--plain', '--no-legend', '--no-pager'], 10_000);
+    const units = r.stdout.split('\n').map((l) => l.trim().split(/\s+/)[0]!).filter((u) => u && u !== '●');
+    const out = [];
+    for (const unit of units) {
+      const j = await this.inside('journalctl', ['-u', unit, '-n', String(lines), '--no-pager', '-o', 'cat'], 10_000);
+      out.push({ unit, logs: j.stdout.trim() });
+    }
+    return out;
+  }
+
+  /**
+   * Power off abruptly: kill the container's PID 1 (the kernel then kills everything in
+   * its PID namespace) and pull its cable, as a machine losing power would.
+   */
+  async powerOff(): Promise<void> {
+    this.stopped = true;
+    if (this.leader) tryKill(this.leader, 'SIGKILL');
+    try {
+      this.ns.ip('link', 'set', this.ifname, 'down');
+    } catch {
+      // already gone
+    }
+    await this.waitExit(15_000);
+    if (this.running) this.nspawn!.kill('SIGKILL');
+    await this.waitExit(5_000);
+  }
+
+  /** Orderly shutdown (nspawn asks systemd to power off), bounded, then by force; unmounts. */
+  async destroy(): Promise<void> {
+    if (this.running) {
+      this.nspawn!.kill('SIGTERM');
+      await this.waitExit(20_000);
+      if (this.running && this.leader) tryKill(this.leader, 'SIGKILL');
+      await this.waitExit(5_000);
+      if (this.running) this.nspawn!.kill('SIGKILL');
+      await this.waitExit(5_000);
+    }
+    if (this.cgroup && !this.running) {
+      removeCgroup(this.cgroup);
+      this.cgroup = undefined;
+    }
+    if (this.mounted) {
+      const r = spawnSync('umount', [this.root], { timeout: 20_000 });
+      if (r.status !== 0) spawnSync('umount', ['-l', this.root], { timeout: 20_000 });
+      this.mounted = false;
+    }
+  }
+
+  private async waitExit(ms: number): Promise<void> {
+    if (!this.nspawnExit || !this.running) return;
+    await Promise.race([this.nspawnExit, sleep(ms)]);
+  }
+}
+
+/**
+ * A fresh cgroup2 directory below this process's own. `nspawn --keep-unit` runs the
+ * container in the cgroup of whoever started it: without this, every machine's systemd
+ * would build its slices in one shared directory and remove each other's unit cgroups
+ * ("Failed to attach to cgroup ...: No such file or directory", status 219/CGROUP).
+ */
+function ownCgroup(name: string): string {
+  const root = existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+  if (!existsSync(join(root, 'cgroup.controllers'))) throw new Error('no cgroup2 hierarchy on this host (systemd-nspawn needs one for a unified hierarchy inside)');
+  const self = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+  const dir = join(root, self, `slipway-rehearsal-${process.pid}-${name}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Remove a cgroup tree, deepest first (only empty cgroups can go; what still holds a process stays). */
+function removeCgroup(dir: string): void {
+  try {
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeCgroup(join(dir, e.name));
+    rmdirSync(dir);
+  } catch {
+    // busy or gone
+  }
+}
+
+/** The container's PID 1 as seen from here: nspawn's child whose command is systemd. */
+function findLeader(nspawnPid: number): number | undefined {
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const comm = stat.slice(stat.indexOf('(') + 1, close);
+      const ppid = Number(stat.slice(close + 2).split(' ')[1]);
+      if (ppid === nspawnPid && comm === 'systemd') return Number(pid);
+    } catch {
+      // raced with an exiting process
+    }
+  }
+  return undefined;
+}
+
+function tryKill(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+function run(cmd: string, args: string[]): void {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.error?.message ?? ''}${r.stderr}`);
+}
+
+export function execFile(cmd: string, args: string[], timeoutMs: number): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => {
+      stderr += `\n${cmd} killed after ${timeoutMs} ms`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, stdout, stderr: String(e), out: String(e) });
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, out: stdout + stderr });
+    });
+  });
+}
+
+const tail = (r: ExecResult) => r.out.trim().split('\n').slice(-6).join('\n');

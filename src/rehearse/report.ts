@@ -1,0 +1,51 @@
+// The rehearsal report: one JSON shape for every engine (field and check names are a
+// contract), and its text summary for the terminal.
+import type { CheckResult } from './checks.ts';
+import type { Adjustment } from './containers/adjustments.ts';
+
+export interface MachineReport {
+  name: string;
+  roles: string[];
+  ready: boolean;
+  /** the provisioner's lifecycle state at the end */
+  state: string;
+  /** seconds from the start of the install phase to each milestone */
+  seconds: { dhcp?: number; configFetched?: number; installed?: number; ready?: number };
+  /** powered off on purpose by a check */
+  poweredOff?: boolean;
+  failedUnits: { unit: string; logs: string }[];
+}
+
+export interface Report {
+  engine: 'containers' | 'vm';
+  kubernetesVersion: string;
+  ok: boolean;
+  seconds: number;
+  machines: MachineReport[];
+  checks: CheckResult[];
+  adjustments: Adjustment[];
+  phases: { name: string; seconds: number }[];
+  /** where the binaries and images came from, what could not run and why */
+  notes: string[];
+  /** set when the rehearsal stopped before the checks */
+  error?: string;
+}
+
+/** Exit 0 only when every check is ok or not-run for a stated reason. */
+export const reportOk = (checks: CheckResult[]): boolean => checks.length > 0 && checks.every((c) => c.result === 'ok' || (c.result === 'not-run' && c.detail.length > 0));
+
+export function summary(r: Report): string {
+  const lines = [`rehearsal (${r.engine}, Kubernetes ${r.kubernetesVersion}): ${r.ok ? 'OK' : 'FAILED'} in ${r.seconds}s`];
+  if (r.error) lines.push(`  error: ${r.error}`);
+  lines.push('  phases: ' + r.phases.map((p) => `${p.name} ${p.seconds}s`).join(', '));
+  for (const m of r.machines) {
+    const s = m.seconds;
+    const t = [s.dhcp !== undefined && `dhcp ${s.dhcp}s`, s.configFetched !== undefined && `config ${s.configFetched}s`, s.installed !== undefined && `installed ${s.installed}s`, s.ready !== undefined && `ready ${s.ready}s`].filter(Boolean).join(', ');
+    lines.push(`  ${m.name.padEnd(10)} ${m.roles.join(',').padEnd(22)} ${(m.ready ? 'Ready' : 'not ready').padEnd(10)} ${m.state.padEnd(15)} ${t}${m.poweredOff ? '  (powered off by a check)' : ''}`);
+    for (const u of m.failedUnits) lines.push(`      failed unit ${u.unit}:\n${u.logs.split('\n').slice(-8).map((l) => `        ${l}`).join('\n')}`);
+  }
+  for (const c of r.checks) lines.push(`  ${c.result === 'ok' ? 'ok     ' : c.result === 'failed' ? 'FAILED ' : 'not-run'} ${c.name.padEnd(18)} ${String(c.seconds).padStart(5)}s  ${c.detail}`);
+  for (const n of r.notes) lines.push(`  note: ${n}`);
+  lines.push(`  ${r.adjustments.length} rehearsal-only adjustments (never in what real machines get): ${r.adjustments.map((a) => a.id).join(', ')}`);
+  return lines.join('\n') + '\n';
+}
