@@ -164,11 +164,15 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   let lab: Lab | undefined;
   const machines: ContainerMachine[] = [];
   const cleanup = async () => {
-    for (const m of machines) await m.destroy().catch((e) => log(`cleanup ${m.m.name}: ${(e as Error).message}`));
+    await Promise.all(machines.map((m) => m.destroy().catch((e) => log(`cleanup ${m.m.name}: ${(e as Error).message}`))));
     await lab?.close().catch((e) => log(`cleanup lab: ${(e as Error).message}`));
     rmSync(run, { recursive: true, force: true });
   };
   let kept = false;
+  // The lifecycle poller runs from install to the end; it must stop on every path out.
+  let polling = false;
+  const failed = new Map<string, { unit: string; logs: string }[]>();
+  let poll: Promise<void> = Promise.resolve();
   try {
     // --- prepare: the render (for the checks' credentials), assets, images ------------
     const state = join(run, 'state');
@@ -202,8 +206,8 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
 
     // Progress: the provisioner's lifecycle, as every machine reports it.
     const installStart = Date.now();
-    let polling = true;
-    const poll = (async () => {
+    polling = true;
+    poll = (async () => {
       for (let i = 0; polling && i < 100_000; i++) {
         const r = await lab!.api<{ machines: ApiMachine[] }>('/api/v1/machines', token);
         for (const m of r?.machines ?? []) {
@@ -278,7 +282,6 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     results.push(await checks.run('nodes-ready', () => checks.nodesReady()));
     results.push(await checks.run('smoke-nodeport', () => checks.smokeNodePort()));
     // Failures for the report are read before a check powers a machine off.
-    const failed = new Map<string, { unit: string; logs: string }[]>();
     for (const cm of machines) failed.set(cm.m.name, await cm.failedUnits());
     let stopped: string | undefined;
     results.push(await checks.run('vip-failover', async () => {
@@ -289,19 +292,8 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     results.push(await checks.run('etcd-member-loss', () => checks.etcdMemberLoss(stopped)));
     results.push(await checks.run('dns', async () => ({ result: 'not-run', detail: `CoreDNS image ${versionProfile(spec.kubernetesVersion).coreDNSImage} cannot be obtained offline (put it in the bundle to run this check)` })));
     phase('checks');
-    polling = false;
-    await poll;
 
     report.checks = results;
-    report.machines = spec.machines.map((m) => ({
-      name: m.name,
-      roles: m.roles,
-      ready: !!times.get(m.name)?.ready,
-      state: states.get(m.name)?.state ?? 'unknown',
-      seconds: times.get(m.name)!,
-      poweredOff: machines.find((c) => c.m.name === m.name)?.stopped || undefined,
-      failedUnits: failed.get(m.name) ?? [],
-    }));
     report.ok = reportOk(results);
     if (etcdMembers(spec).length === 0) notes.push('no etcd machines in the file');
     if (o.keep) {
@@ -315,8 +307,21 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     report.error = (e as Error).message;
     if (e instanceof RehearseError && !lab) throw e;
   } finally {
-    report.seconds = round(Date.now() - t0);
+    polling = false;
+    await poll;
+    // Failed units as far as they can still be read (a rehearsal that stopped early too).
+    for (const cm of machines) if (!failed.has(cm.m.name) && cm.running) failed.set(cm.m.name, await cm.failedUnits().catch(() => []));
+    report.machines = spec.machines.map((m) => ({
+      name: m.name,
+      roles: m.roles,
+      ready: !!times.get(m.name)?.ready,
+      state: states.get(m.name)?.state ?? 'unknown',
+      seconds: times.get(m.name)!,
+      poweredOff: machines.find((c) => c.m.name === m.name)?.stopped || undefined,
+      failedUnits: failed.get(m.name) ?? [],
+    }));
     if (!kept) await cleanup();
+    report.seconds = round(Date.now() - t0);
   }
   return report;
 }

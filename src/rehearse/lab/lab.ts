@@ -40,7 +40,7 @@ export class Lab {
 
   /** The hub namespace, its bridge, the provisioner's (and the router's) address on it. */
   static create(spec: Spec): Lab {
-    const hub = Netns.create('slipway-lab');
+    const hub = Netns.create('slipway-rh-lab');
     try {
       hub.addBridge(BRIDGE);
       const prefix = spec.provisioner.dhcp.subnet.prefix;
@@ -94,7 +94,7 @@ export class Lab {
    * would on the rack (DHCP while installing, its rendered network file afterwards).
    */
   attach(name: string, mac: string, ifname = 'eth0'): Netns {
-    const ns = Netns.create(`slipway-m-${name}`.slice(0, 24));
+    const ns = Netns.create(`slipway-rh-${name}`.slice(0, 26));
     try {
       const hubEnd = `lab${this.wires++}`;
       this.hub.addVeth(hubEnd, ifname, ns);

@@ -1,0 +1,35 @@
+// Running `slipway rehearse` from tests, and what a rehearsal could leave behind.
+import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { BIN } from './cli.ts';
+
+/** What a rehearsal could leave behind, to compare before and after. */
+export function leftovers(): { netns: string[]; mounts: string[]; runDirs: string[] } {
+  const netns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith('slipway-rh-'));
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.includes('slipway-rehearsal-'));
+  const runDirs = readdirSync('/var/tmp').filter((d) => d.startsWith('slipway-rehearsal-'));
+  return { netns: netns.sort(), mounts, runDirs: runDirs.sort() };
+}
+
+export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      if (process.env.SLIPWAY_TEST_VERBOSE) process.stderr.write(d);
+    });
+    // SIGINT first: the rehearsal cleans up on it; SIGKILL if it does not finish.
+    const timer = setTimeout(() => {
+      child.kill('SIGINT');
+      setTimeout(() => child.kill('SIGKILL'), 90_000).unref();
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
