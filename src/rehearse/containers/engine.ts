@@ -5,17 +5,17 @@
 //   preflight (no side effects) → prepare (tree, render, assets, images) → lab + serve
 //   → install (DHCP, ignition.json, Ignition) → boot → wait for Ready → checks → report
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { etcdMembers, type Spec } from '../../spec/types.ts';
 import { loadOrCreateSecrets } from '../../secrets/store.ts';
 import { buildPlan } from '../../plan/plan.ts';
 import { planTree } from '../../render/tree.ts';
 import { writeTreeAtomic } from '../../render/write.ts';
-import { binariesFor } from '../../plan/phases/node.ts';
 import { versionProfile } from '../../plan/versions.ts';
 import { Lab } from '../lab/lab.ts';
+import { AssetsError, stageAssets } from '../assets.ts';
 import { Checks, type CheckResult } from '../checks.ts';
 import { reportOk, type MachineReport, type Report } from '../report.ts';
 import { ADJUSTMENTS } from './adjustments.ts';
@@ -102,38 +102,6 @@ function rehearsalTree(log: (l: string) => void): string {
   return tree;
 }
 
-/** Hard link where possible (same filesystem), else copy: the assets directory serve offers. */
-function place(src: string, dest: string): void {
-  mkdirSync(dirname(dest), { recursive: true });
-  try {
-    linkSync(src, dest);
-  } catch {
-    copyFileSync(src, dest);
-  }
-}
-
-/**
- * What the machines' download unit fetches, under assets/bin/ named as binariesFor()
- * asks: the Kubernetes binaries from --binaries, etcd and the CNI plugins from the
- * Debian tree (Debian's etcd is 3.4, the series Kubernetes 1.20 was tested with).
- */
-function stageAssets(spec: Spec, binaries: string, tree: string, assets: string): string[] {
-  const needed = new Map<string, string>();
-  for (const m of spec.machines) for (const [, name] of binariesFor(m, spec.network.cni)) needed.set(name, name);
-  const notes: string[] = [];
-  const fromTree: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
-  for (const name of needed.keys()) {
-    const candidates = [join(binaries, name)];
-    if (fromTree[name]) candidates.push(join(tree, fromTree[name]!));
-    if (name.startsWith('cni/')) candidates.push(join(tree, 'usr/lib/cni', name.slice(4)));
-    const src = candidates.find((c) => existsSync(c));
-    if (!src) throw new RehearseError(`no ${name} for the machines: not in ${binaries}${fromTree[name] || name.startsWith('cni/') ? ' nor in the Debian tree' : ''}`);
-    place(src, join(assets, 'bin', name));
-    if (!src.startsWith(binaries)) notes.push(name);
-  }
-  return notes;
-}
-
 const round = (ms: number) => Math.round(ms / 100) / 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -180,7 +148,12 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
     await writeTreeAtomic(out, planTree(buildPlan(spec, secrets)));
     const assets = join(run, 'assets');
-    const fromTree = stageAssets(spec, pre.binaries, tree, assets);
+    let fromTree: string[];
+    try {
+      fromTree = stageAssets(spec, pre.binaries, tree, assets);
+    } catch (e) {
+      throw e instanceof AssetsError ? new RehearseError(e.message) : e;
+    }
     notes.push(`binaries served to the machines from ${pre.binaries}${fromTree.length ? `; from the Debian tree: ${fromTree.join(', ')}` : ''}`);
     const imagesDir = join(run, 'images');
     mkdirSync(imagesDir);

@@ -1,0 +1,43 @@
+// The provisioner's assets directory for a rehearsal: every binary the machines'
+// download unit asks for (assets/bin/<name>, named as binariesFor() says), from the
+// Kubernetes binaries given and the rehearsal's Debian tree. serve computes SHA256SUMS.
+import { copyFileSync, existsSync, linkSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Spec } from '../spec/types.ts';
+import { binariesFor } from '../plan/phases/node.ts';
+
+/** A binary the machines need is nowhere to be found. */
+export class AssetsError extends Error {}
+
+/** Hard link where possible (same filesystem), else copy: the assets directory serve offers. */
+export function place(src: string, dest: string): void {
+  mkdirSync(dirname(dest), { recursive: true });
+  try {
+    linkSync(src, dest);
+  } catch {
+    copyFileSync(src, dest);
+  }
+}
+
+/**
+ * What the machines' download unit fetches, under assets/bin/ named as binariesFor()
+ * asks: the Kubernetes binaries from --binaries, etcd and the CNI plugins from the
+ * Debian tree (Debian's etcd is 3.4, the series Kubernetes 1.20 was tested with).
+ */
+export function stageAssets(spec: Spec, binaries: string, tree: string, assets: string): string[] {
+  const needed = new Map<string, string>();
+  for (const m of spec.machines) for (const [, name] of binariesFor(m, spec.network.cni)) needed.set(name, name);
+  const notes: string[] = [];
+  const fromTree: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
+  for (const name of needed.keys()) {
+    const candidates = [join(binaries, name)];
+    if (fromTree[name]) candidates.push(join(tree, fromTree[name]!));
+    if (name.startsWith('cni/')) candidates.push(join(tree, 'usr/lib/cni', name.slice(4)));
+    const src = candidates.find((c) => existsSync(c));
+    if (!src) throw new AssetsError(`no ${name} for the machines: not in ${binaries}${fromTree[name] || name.startsWith('cni/') ? ' nor in the Debian tree' : ''}`);
+    place(src, join(assets, 'bin', name));
+    if (!src.startsWith(binaries)) notes.push(name);
+  }
+  return notes;
+}
+
