@@ -10,3 +10,5 @@ export const KUBELET_DIR = '/var/lib/kubelet';
 export const CONTAINERD_SOCK = 'unix:///run/containerd/containerd.sock';
 /** the port every apiserver binds on its own machine IP; haproxy owns <vip>:<controlPlane.port> */
 export const APISERVER_PORT = 6443;
+/** Written by the kubelet once its bootstrap CSR is approved and signed: the node has joined. */
+export const KUBELET_CLIENT_CERT = '/var/lib/kubelet/pki/kubelet-client-current.pem';

@@ -10,7 +10,7 @@ import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { once } from '../memo.ts';
-import { BIN, CONTAINERD_SOCK, K8S, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { BIN, CONTAINERD_SOCK, K8S, KUBELET_CLIENT_CERT, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
 import { podSliceOf } from '../pod-slices.ts';
 
 /** Registries whose images the provisioner mirrors (hosts.toml points each at it). */
@@ -200,8 +200,9 @@ function flannelFiles(ctx: PhaseContext, m: Machine): File[] {
         Unit: { Description: 'flannel overlay network (vxlan)', After: ['kubelet.service', 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
         Service: {
           Environment: `NODE_NAME=${m.name}`,
-          // kubelet.conf appears once the kubelet's TLS bootstrap has finished.
-          ExecStartPre: `/bin/sh -c 'for i in $(seq 120); do [ -s ${K8S}/kubelet.conf ] && exit 0; sleep 5; done; exit 1'`,
+          // The kubelet's client certificate appears once its TLS bootstrap has finished
+          // (kubelet.conf is written earlier, at start, pointing at it).
+          ExecStartPre: `/bin/sh -c 'for i in $(seq 120); do [ -s ${KUBELET_CLIENT_CERT} ] && exit 0; sleep 5; done; exit 1'`,
           ExecStart: command(`${BIN}/flanneld`, flags),
           Restart: 'always',
           RestartSec: '5s',

@@ -5,7 +5,7 @@
 import { apiServerURL } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
-import { K8S, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { KUBELET_CLIENT_CERT, PKI, SLIPWAY, UNITS } from '../paths.ts';
 import { assetsURL } from './node.ts';
 
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
@@ -46,11 +46,13 @@ R=${REPORT_SCRIPT}
 $R installing
 systemctl is-active --quiet slipway-binaries.service || systemctl start slipway-binaries.service || { $R failed "binaries could not be fetched" slipway-binaries.service; exit 1; }
 $R installed
-for i in $(seq 360); do [ -s ${K8S}/kubelet.conf ] && break; sleep 5; done
-[ -s ${K8S}/kubelet.conf ] || exit 0
+# The client certificate, not kubelet.conf: with rotateCertificates the kubelet writes
+# kubelet.conf at start, before its CSR is approved.
+for i in $(seq 360); do [ -s ${KUBELET_CLIENT_CERT} ] && break; sleep 5; done
+[ -s ${KUBELET_CLIENT_CERT} ] || exit 0
 $R joined
 for i in $(seq 360); do
-  if curl -fsS -m 5 --cacert ${PKI}/ca.crt --cert /var/lib/kubelet/pki/kubelet-client-current.pem --key /var/lib/kubelet/pki/kubelet-client-current.pem \\
+  if curl -fsS -m 5 --cacert ${PKI}/ca.crt --cert ${KUBELET_CLIENT_CERT} --key ${KUBELET_CLIENT_CERT} \\
       "${apiServerURL(ctx.spec)}/api/v1/nodes/${name}" 2>/dev/null | tr -d ' \\n' | grep -q '"type":"Ready","status":"True"'; then
     $R ready; exit 0
   fi
