@@ -36,6 +36,12 @@ export interface VmOptions {
   /** MiB. The initramfs (~17 MB packed, ~35 MB unpacked) and Ignition run in RAM. */
   memory?: number;
   firmware?: 'bios' | 'uefi';
+  /**
+   * A disk image (qcow2, e.g. a copy-on-write overlay of the rehearsal VM image) as a
+   * virtio disk that boots after the NIC: when iPXE exits ("boot from local disk"), the
+   * firmware goes on to it.
+   */
+  disk?: string;
 }
 
 /** Strip the escape sequences and bare CRs iPXE and SeaBIOS draw with, for matching and reading. */
@@ -95,6 +101,7 @@ export class Vm {
         '-serial', 'chardev:ser0',
         '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
         '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1`,
+        ...(o.disk ? ['-drive', `file=${o.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2'] : []),
         // A guest that powers off (the test initramfs does when it is done) ends qemu; a
         // reset ends it too instead of booting, and installing, a second time.
         '-no-reboot',
@@ -264,13 +271,14 @@ export function missingForQemu(): string[] {
 }
 
 /**
- * examples/lab.yaml plus a DHCP pool: without one an unknown MAC gets no address at all,
- * so it could never be told anything (with --unknown local, to boot from its disk).
+ * examples/lab.yaml (or `file`, a cluster file with the same provisioner section, e.g.
+ * examples/rehearsal.yaml) plus a DHCP pool: without one an unknown MAC gets no address
+ * at all, so it could never be told anything (with --unknown local, to boot from its disk).
  */
-export function qemuClusterFile(): string {
-  const example = readFileSync(EXAMPLE_HA, 'utf8');
+export function qemuClusterFile(file = EXAMPLE_HA): string {
+  const example = readFileSync(file, 'utf8');
   const withPool = example.replace(/(\n      dns: \[10\.20\.30\.1\]\n)/, '$1      pool: { start: 10.20.30.100, end: 10.20.30.199 }\n');
-  if (withPool === example) throw new Error(`${EXAMPLE_HA} changed: cannot add a DHCP pool after its dns line`);
+  if (withPool === example) throw new Error(`${file} changed: cannot add a DHCP pool after its dns line`);
   return withPool;
 }
 
@@ -298,9 +306,10 @@ export interface BootTimeline {
 }
 
 /**
- * The lab for real VMs: examples/lab.yaml (+ a pool) served by `slipway serve` in the hub
- * namespace, the test boot image as its assets, and the same cluster rendered with the
- * same state directory, so machines/<name>/root/ is exactly what each machine must get.
+ * The lab for real VMs: examples/lab.yaml (+ a pool), or the cluster file given, served
+ * by `slipway serve` in the hub namespace, the test boot image as its assets, and the same
+ * cluster rendered with the same state directory, so machines/<name>/root/ is exactly
+ * what each machine must get.
  */
 export class QemuLab {
   readonly lab: Lab;
@@ -315,10 +324,13 @@ export class QemuLab {
     this.rendered = join(lab.dir, 'rendered');
   }
 
-  /** Build (or take from the cache) the boot image, create the lab, render. Serve is not started. */
-  static async create(): Promise<QemuLab> {
+  /**
+   * Build (or take from the cache) the boot image, create the lab for `clusterYaml`
+   * (default: examples/lab.yaml + a pool), render. Serve is not started.
+   */
+  static async create(clusterYaml = qemuClusterFile()): Promise<QemuLab> {
     const image = testBootImage();
-    const lab = Lab.create(qemuClusterFile());
+    const lab = Lab.create(clusterYaml);
     try {
       const q = new QemuLab(lab, image);
       installBootImage(image, q.assets);
