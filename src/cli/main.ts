@@ -37,10 +37,12 @@ Commands:
                                    machines and their states from a running serve; --watch follows
                                    live until all are ready or failed; exit 0 only when all are ready
   rehearse -f FILE [--engine containers|vm] [--binaries DIR] [--keep] [--report FILE.json]
-           [--timeout SECONDS]     (root) the whole cluster on a private lab network: containers
+           [--timeout SECONDS] [--fault MACHINE=wrong-mac ...]
+                                   (root) the whole cluster on a private lab network: containers
                                    (default) boots each machine as a systemd-nspawn container with
-                                   real Kubernetes binaries and runs the checks; exit 0 only when
-                                   every check is ok or not-run for a stated reason
+                                   real Kubernetes binaries and runs the checks; vm network-boots
+                                   each as a QEMU VM through DHCP, iPXE and Ignition; exit 0 only
+                                   when every check is ok or not-run for a stated reason
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
   bundle   create -f FILE -o BUNDLE.tar [--mirror URL | --mirror FROM=URL ...]
@@ -215,7 +217,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   },
 
   async rehearse(argv) {
-    const a = args(argv, { ...fileOpts, engine: { type: 'string' }, binaries: { type: 'string' }, keep: { type: 'boolean' }, report: { type: 'string' }, timeout: { type: 'string' } });
+    const a = args(argv, { ...fileOpts, engine: { type: 'string' }, binaries: { type: 'string' }, keep: { type: 'boolean' }, report: { type: 'string' }, timeout: { type: 'string' }, fault: { type: 'string', multiple: true } });
     const file = need(a.file, '-f FILE');
     const engine = a.engine ?? 'containers';
     if (engine !== 'containers' && engine !== 'vm') throw new UsageError('--engine must be containers or vm');
@@ -223,8 +225,14 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     if (!Number.isInteger(timeout) || timeout <= 0) throw new UsageError('--timeout must be a whole number of seconds');
     const spec = await load(file);
     if (!spec) return 1;
-    const { rehearse } = await import('./rehearse.ts');
-    return rehearse({ file: resolve(file), spec, engine, binaries: a.binaries && resolve(a.binaries), keep: a.keep ?? false, reportFile: a.report, timeoutSeconds: timeout, out, err });
+    const { rehearse, parseFaults } = await import('./rehearse.ts');
+    let faults;
+    try {
+      faults = parseFaults(a.fault ?? [], spec, engine);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    return rehearse({ file: resolve(file), spec, engine, binaries: a.binaries && resolve(a.binaries), keep: a.keep ?? false, reportFile: a.report, timeoutSeconds: timeout, faults, out, err });
   },
 
   async bundle(argv) {

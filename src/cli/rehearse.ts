@@ -4,7 +4,8 @@
 import { writeFileSync, renameSync } from 'node:fs';
 import type { Spec } from '../spec/types.ts';
 import { summary, type Report } from '../rehearse/report.ts';
-import { RehearseError, rehearseContainers } from '../rehearse/containers/engine.ts';
+import { FAULTS, RehearseError, rehearseContainers, type Fault } from '../rehearse/containers/engine.ts';
+import { rehearseVms } from '../rehearse/vm/engine.ts';
 
 export interface RehearseCli {
   file: string;
@@ -14,15 +15,26 @@ export interface RehearseCli {
   keep: boolean;
   reportFile?: string;
   timeoutSeconds: number;
+  faults?: Record<string, Fault>;
   out: (s: string) => void;
   err: (s: string) => void;
 }
 
-export async function rehearse(o: RehearseCli): Promise<number> {
-  if (o.engine === 'vm') {
-    o.err('slipway rehearse: --engine vm is not available in this version (the VM boot path is proved by the test suite: test/boot.qemu.test.ts); use --engine containers');
-    return 1;
+/** --fault MACHINE=KIND, each naming a machine of the file (VM engine only). */
+export function parseFaults(args: string[], spec: Spec, engine: string): Record<string, Fault> | undefined {
+  if (!args.length) return undefined;
+  if (engine !== 'vm') throw new Error('--fault goes with --engine vm');
+  const out: Record<string, Fault> = {};
+  for (const a of args) {
+    const [name, kind] = a.split('=');
+    if (!name || !spec.machines.some((m) => m.name === name)) throw new Error(`--fault ${a}: no machine ${JSON.stringify(name)} in the file`);
+    if (!FAULTS.includes(kind as Fault)) throw new Error(`--fault ${a}: the kinds are ${FAULTS.join(', ')}`);
+    out[name] = kind as Fault;
   }
+  return out;
+}
+
+export async function rehearse(o: RehearseCli): Promise<number> {
   const started = Date.now();
   const log = (line: string) => o.err(`[${String(Math.round((Date.now() - started) / 1000)).padStart(4)}s] ${line}`);
   const abort = new AbortController();
@@ -37,7 +49,8 @@ export async function rehearse(o: RehearseCli): Promise<number> {
   process.on('SIGTERM', onSignal);
   let report: Report;
   try {
-    report = await rehearseContainers({ file: o.file, spec: o.spec, binaries: o.binaries, keep: o.keep, timeoutSeconds: o.timeoutSeconds, log, signal: abort.signal });
+    const run = o.engine === 'vm' ? rehearseVms : rehearseContainers;
+    report = await run({ file: o.file, spec: o.spec, binaries: o.binaries, keep: o.keep, timeoutSeconds: o.timeoutSeconds, log, signal: abort.signal, faults: o.faults });
   } catch (e) {
     if (e instanceof RehearseError) {
       o.err(`slipway rehearse: ${e.message}`);

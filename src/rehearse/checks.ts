@@ -4,15 +4,18 @@
 // Engine-neutral: a check needs the lab, the render, and an engine that can say which
 // machine holds the VIP and power one off.
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
-import { parseAllDocuments, stringify } from 'yaml';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { parse, parseAllDocuments, stringify } from 'yaml';
 import { Pkcs10CertificateRequest } from '@peculiar/x509';
 import { apiHost, controlPlanes, etcdMembers, type Machine, type Spec } from '../spec/types.ts';
 import type { ExecResult } from './lab/netns.ts';
 import type { Lab } from './lab/lab.ts';
 import { SMOKE_NODE_PORT } from '../plan/phases/addons.ts';
 
-export type CheckName = 'etcd-healthy' | 'api-via-vip' | 'leader-election' | 'csr-auto-approved' | 'nodes-ready' | 'smoke-nodeport' | 'vip-failover' | 'etcd-member-loss' | 'dns';
+export type CheckName =
+  | 'etcd-healthy' | 'api-via-vip' | 'leader-election' | 'csr-auto-approved' | 'nodes-ready' | 'smoke-nodeport' | 'vip-failover' | 'etcd-member-loss' | 'dns'
+  // the VM engine's boot-path checks
+  | 'installed' | 'files-match-render' | 'static-networking' | 'reboot-from-disk';
 export type CheckOutcome = 'ok' | 'failed' | 'not-run';
 
 export interface CheckResult {
@@ -48,6 +51,8 @@ export interface CheckContext {
   engine: EngineControl;
   smoke: SmokeImage;
   log: (line: string) => void;
+  /** how long one API request may take (VMs under TCG answer slowly) */
+  requestTimeoutSeconds?: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -79,7 +84,8 @@ export class Checks {
 
   /** kubectl with the rendered admin.conf, from the provisioner's side of the lab, through the VIP (by address: the lab has no DNS for the endpoint name). */
   kubectl(args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<ExecResult> {
-    return this.c.lab.hub.exec(this.c.kubectl, ['--kubeconfig', join(this.c.out, 'cluster/admin.conf'), '--server', this.apiURL, '--request-timeout=8s', ...args], { timeoutMs: opts.timeoutMs ?? 20_000, input: opts.input });
+    const rt = this.c.requestTimeoutSeconds ?? 8;
+    return this.c.lab.hub.exec(this.c.kubectl, ['--kubeconfig', join(this.c.out, 'cluster/admin.conf'), '--server', this.apiURL, `--request-timeout=${rt}s`, ...args], { timeoutMs: opts.timeoutMs ?? (rt + 12) * 1000, input: opts.input });
   }
 
   async kubectlJson<T>(args: string[]): Promise<T | undefined> {
@@ -116,9 +122,9 @@ export class Checks {
   }
 
   /** Every member answers healthy over TLS with the rendered healthcheck client, and they agree on the member list. */
-  async etcdHealthy(members = etcdMembers(this.c.spec)): Promise<{ result: CheckOutcome; detail: string }> {
+  async etcdHealthy(members = etcdMembers(this.c.spec), timeoutMs = 60_000): Promise<{ result: CheckOutcome; detail: string }> {
     if (members.length === 0) return { result: 'not-run', detail: 'the cluster file has no etcd machines' };
-    const r = await until(60_000, 3_000, async () => {
+    const r = await until(timeoutMs, 3_000, async () => {
       const h = await this.etcdctl(members, ['endpoint', 'health', '-w', 'json']);
       let health: { endpoint: string; health: boolean; error?: string }[] = [];
       try {
@@ -141,10 +147,30 @@ export class Checks {
     return { result: r.ok ? 'ok' : 'failed', detail: r.detail };
   }
 
+  /**
+   * admin.conf's credentials as files, for curl: kubectl gives up on a TLS handshake after
+   * 10 s, which an apiserver on a VM under software emulation can take.
+   */
+  private adminFiles(): { ca: string; cert: string; key: string } {
+    const dir = join(this.c.out, 'cluster/.rehearsal-admin');
+    const files = { ca: join(dir, 'ca.crt'), cert: join(dir, 'admin.crt'), key: join(dir, 'admin.key') };
+    if (!existsSync(files.key)) {
+      const conf = parse(readFileSync(join(this.c.out, 'cluster/admin.conf'), 'utf8')) as { clusters: { cluster: Record<string, string> }[]; users: { user: Record<string, string> }[] };
+      const b64 = (v: string | undefined) => Buffer.from(v ?? '', 'base64');
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      writeFileSync(files.ca, b64(conf.clusters[0]?.cluster['certificate-authority-data']));
+      writeFileSync(files.cert, b64(conf.users[0]?.user['client-certificate-data']));
+      writeFileSync(files.key, b64(conf.users[0]?.user['client-key-data']), { mode: 0o600 });
+    }
+    return files;
+  }
+
   async apiViaVip(timeoutMs = 60_000): Promise<{ result: CheckOutcome; detail: string }> {
+    const f = this.adminFiles();
+    const rt = this.c.requestTimeoutSeconds ?? 8;
     const r = await until(timeoutMs, 2_000, async () => {
-      const k = await this.kubectl(['get', '--raw', '/readyz']);
-      return k.code === 0 && k.stdout.trim() === 'ok' ? `GET ${this.apiURL}/readyz → ok (admin.conf${this.c.spec.controlPlane.vip ? ', VIP → haproxy → apiservers' : ''})` : { fail: `GET /readyz: ${short(k)}` };
+      const k = await this.c.lab.hub.exec('curl', ['-sS', '--max-time', String(rt), '--cacert', f.ca, '--cert', f.cert, '--key', f.key, `${this.apiURL}/readyz`], { timeoutMs: (rt + 5) * 1000 });
+      return k.code === 0 && k.stdout.trim() === 'ok' ? `GET ${this.apiURL}/readyz → ok (admin.conf's CA and client certificate${this.c.spec.controlPlane.vip ? ', VIP → haproxy → apiservers' : ''})` : { fail: `GET /readyz: ${short(k) || `exit ${k.code}`}` };
     });
     return { result: r.ok ? 'ok' : 'failed', detail: r.detail };
   }
@@ -239,7 +265,7 @@ export class Checks {
   }
 
   /** Power off the machine holding the VIP; the API must answer through the VIP again. */
-  async vipFailover(): Promise<{ result: CheckOutcome; detail: string; stopped?: string }> {
+  async vipFailover(timeoutMs = 120_000): Promise<{ result: CheckOutcome; detail: string; stopped?: string }> {
     const vip = this.c.spec.controlPlane.vip;
     if (!vip) return { result: 'not-run', detail: 'the cluster file has no controlPlane.vip' };
     if (controlPlanes(this.c.spec).length < 2) return { result: 'not-run', detail: 'one control-plane machine: nothing to fail over to' };
@@ -248,10 +274,10 @@ export class Checks {
     const t0 = Date.now();
     await this.c.engine.powerOff(holder);
     this.c.log(`powered off ${holder} (held ${vip})`);
-    const back = await this.apiViaVip(120_000);
+    const back = await this.apiViaVip(timeoutMs);
     const seconds = Math.round((Date.now() - t0) / 100) / 10;
     const next = await this.c.engine.vipHolder();
-    if (back.result !== 'ok') return { result: 'failed', detail: `powered off ${holder}; the API did not answer through ${vip} within 120 s: ${back.detail}`, stopped: holder };
+    if (back.result !== 'ok') return { result: 'failed', detail: `powered off ${holder}; the API did not answer through ${vip} within ${timeoutMs / 1000} s: ${back.detail}`, stopped: holder };
     if (!next || next === holder) return { result: 'failed', detail: `powered off ${holder}; ${vip} is held by ${next ?? 'nobody'}`, stopped: holder };
     return { result: 'ok', detail: `powered off ${holder}; ${vip} moved to ${next} and the API answered through it again after ${seconds}s`, stopped: holder };
   }

@@ -9,6 +9,8 @@ export interface MachineReport {
   ready: boolean;
   /** the provisioner's lifecycle state at the end */
   state: string;
+  /** why it failed, when it did */
+  reason?: string;
   /** seconds from the start of the install phase to each milestone */
   seconds: { dhcp?: number; configFetched?: number; installed?: number; ready?: number };
   /** powered off on purpose by a check */
@@ -42,6 +44,7 @@ export function summary(r: Report): string {
     const s = m.seconds;
     const t = [s.dhcp !== undefined && `dhcp ${s.dhcp}s`, s.configFetched !== undefined && `config ${s.configFetched}s`, s.installed !== undefined && `installed ${s.installed}s`, s.ready !== undefined && `ready ${s.ready}s`].filter(Boolean).join(', ');
     lines.push(`  ${m.name.padEnd(10)} ${m.roles.join(',').padEnd(22)} ${(m.ready ? 'Ready' : 'not ready').padEnd(10)} ${m.state.padEnd(15)} ${t}${m.poweredOff ? '  (powered off by a check)' : ''}`);
+    if (m.reason) lines.push(`      ${m.state}: ${m.reason}`);
     for (const u of m.failedUnits) lines.push(`      failed unit ${u.unit}:\n${u.logs.split('\n').slice(-8).map((l) => `        ${l}`).join('\n')}`);
   }
   for (const c of r.checks) lines.push(`  ${c.result === 'ok' ? 'ok     ' : c.result === 'failed' ? 'FAILED ' : 'not-run'} ${c.name.padEnd(18)} ${String(c.seconds).padStart(5)}s  ${c.detail}`);

@@ -40,7 +40,13 @@ export interface RehearseOptions {
   log: (line: string) => void;
   /** set when the operator interrupts: stop waiting and clean up */
   signal?: AbortSignal;
+  /** machines to break on purpose, to see what a broken machine looks like (VM engine) */
+  faults?: Record<string, Fault>;
 }
+
+/** wrong-mac: the machine's NIC has another MAC than the file says (a typo in the file). */
+export type Fault = 'wrong-mac';
+export const FAULTS: Fault[] = ['wrong-mac'];
 
 const KUBE_BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'];
 

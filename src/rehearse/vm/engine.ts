@@ -1,0 +1,301 @@
+// `slipway rehearse --engine vm`: every machine of the cluster file as a QEMU VM with its
+// own MAC on the lab bridge, booting the real way — firmware → DHCP → iPXE → kernel +
+// initramfs from `slipway serve` → the real Ignition writes the machine's files onto its
+// disk → the disk's systemd starts the units, which fetch their binaries and report —
+// then the checks of the boot path (installed, files equal the render, static addresses
+// survive a DHCP outage, a reboot boots the disk) and of the cluster (etcd, VIP).
+//
+// The OS is the Debian stand-in of scripts/build-vm-image.sh (Flatcar images cannot be
+// downloaded here); see docs/vm-image.md.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
+import { hasRole, type Spec } from '../../spec/types.ts';
+import { loadOrCreateSecrets } from '../../secrets/store.ts';
+import { buildPlan } from '../../plan/plan.ts';
+import { planTree } from '../../render/tree.ts';
+import { writeTreeAtomic } from '../../render/write.ts';
+import { Lab } from '../lab/lab.ts';
+import { AssetsError, place, stageAssets } from '../assets.ts';
+import { Checks, type CheckName, type CheckResult, type CheckOutcome } from '../checks.ts';
+import { Progress, round } from '../progress.ts';
+import { reportOk, type Report } from '../report.ts';
+import { preflight, RehearseError, type RehearseOptions } from '../containers/engine.ts';
+import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT } from '../containers/images.ts';
+import { kvmWorks, VmMachine } from './qemu.ts';
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const VM_TOOLS: { cmd: string; pkg: string }[] = [
+  { cmd: 'qemu-system-x86_64', pkg: 'qemu-system-x86' },
+  { cmd: 'qemu-img', pkg: 'qemu-utils' },
+  { cmd: 'setpriv', pkg: 'util-linux' },
+  { cmd: 'mkfs.ext4', pkg: 'e2fsprogs' },
+  { cmd: 'mkfs.fat', pkg: 'dosfstools' },
+  { cmd: 'syslinux', pkg: 'syslinux' },
+  { cmd: 'mcopy', pkg: 'mtools' },
+  { cmd: 'sfdisk', pkg: 'fdisk' },
+];
+
+function vmPreflight(): void {
+  const has = (c: string) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0;
+  const missing = VM_TOOLS.filter((t) => !has(t.cmd)).map((t) => `${t.cmd} (${t.pkg})`);
+  if (!existsSync('/usr/share/qemu/efi-virtio.rom') && !existsSync('/usr/lib/ipxe/qemu/efi-virtio.rom')) missing.push("iPXE ROM for virtio-net (ipxe-qemu)");
+  if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun (the tun driver)');
+  if (missing.length) throw new RehearseError(`the VM engine needs: ${missing.join(', ')}`);
+}
+
+function vmImage(log: (l: string) => void): string {
+  log('VM image: scripts/build-vm-image.sh (cached after the first build)');
+  const r = spawnSync('bash', [join(REPO, 'scripts/build-vm-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
+  const dir = r.stdout.trim().split('\n').pop();
+  if (r.status !== 0 || !dir || !existsSync(join(dir, 'disk.img'))) throw new RehearseError(`could not build the VM image (scripts/build-vm-image.sh exited ${r.status})`);
+  return dir;
+}
+
+function treeDir(): string {
+  const r = spawnSync('bash', [join(REPO, 'scripts/build-rehearsal-tree.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return r.stdout.trim().split('\n').pop() ?? '';
+}
+
+/** `sha256 mode path` of every file under a rendered root, sorted: what the VM must hold. */
+function renderedDigest(root: string): { lines: string[]; paths: string[] } {
+  const lines: string[] = [];
+  const walk = (dir: string, rel: string) => {
+    for (const e of readdirSorted(dir)) {
+      const p = join(dir, e.name);
+      const r = `${rel}/${e.name}`;
+      if (e.isDirectory()) walk(p, r);
+      else if (e.isFile()) lines.push(`${createHash('sha256').update(readFileSync(p)).digest('hex')} ${r}`);
+    }
+  };
+  walk(root, '');
+  lines.sort();
+  return { lines, paths: lines.map((l) => l.split(' ')[1]!) };
+}
+
+const readdirSorted = (dir: string) => readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1));
+
+export async function rehearseVms(o: RehearseOptions): Promise<Report> {
+  const t0 = Date.now();
+  const { spec, log } = o;
+  const pre = preflight({ spec, binaries: o.binaries });
+  vmPreflight();
+  const phases: { name: string; seconds: number }[] = [];
+  let phaseStart = Date.now();
+  const phase = (name: string) => {
+    phases.push({ name, seconds: round(Date.now() - phaseStart) });
+    phaseStart = Date.now();
+  };
+  const notes: string[] = [];
+  const report: Report = { engine: 'vm', kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments: [], phases, notes };
+
+  const image = vmImage(log);
+  const tree = treeDir();
+  const run = mkdtempSync('/var/tmp/slipway-rehearsal-');
+  log(`run directory ${run}`);
+  let lab: Lab | undefined;
+  let progress: Progress | undefined;
+  const vms: VmMachine[] = [];
+  const results: CheckResult[] = [];
+  const failed = new Map<string, { unit: string; logs: string }[]>();
+  const silentReasons = new Map<string, string>();
+  try {
+    const state = join(run, 'state');
+    const out = join(run, 'out');
+    const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
+    await writeTreeAtomic(out, planTree(buildPlan(spec, secrets)));
+    const assets = join(run, 'assets');
+    try {
+      const fromTree = stageAssets(spec, pre.binaries, tree, assets);
+      notes.push(`binaries served from ${pre.binaries}; from the Debian tree: ${fromTree.join(', ')}`);
+    } catch (e) {
+      throw e instanceof AssetsError ? new RehearseError(e.message) : e;
+    }
+    const accel = kvmWorks(join(image, 'vmlinuz')) ? 'kvm' : 'tcg';
+    notes.push(`VMs run under ${accel === 'kvm' ? 'KVM' : 'TCG (software emulation: KVM did not run a guest here)'}, 1 vCPU each`);
+    place(join(image, 'vmlinuz'), join(assets, 'os/vmlinuz'));
+    place(join(image, 'initrd.img'), join(assets, 'os/initrd.img'));
+    notes.push(`OS: the Debian stand-in ${image} (no Flatcar image offline); its kernel and initramfs served as os/vmlinuz and os/initrd.img`);
+    phase('prepare');
+
+    lab = Lab.create(spec);
+    await lab.startServe({ file: o.file, state, assets, logFile: join(run, 'serve.log') });
+    const token = readFileSync(join(state, 'api-token'), 'utf8').trim();
+    log(`lab ${lab.hub.name}: slipway serve at ${lab.provisionerURL}`);
+    phase('lab');
+
+    spec.machines.forEach((m, i) => {
+      const dir = join(run, 'machines', m.name);
+      mkdirSync(dir, { recursive: true });
+      // --fault NAME=wrong-mac: the VM's NIC is not the one the file names.
+      const nic = o.faults?.[m.name] === 'wrong-mac' ? { ...m, mac: `52:54:00:ff:${m.mac.slice(-5)}` } : m;
+      if (nic !== m) notes.push(`fault injected: ${m.name}'s NIC has MAC ${nic.mac}, the file says ${m.mac}`);
+      const vm = new VmMachine({ machine: nic, hub: lab!.hub, dir, baseDisk: join(image, 'disk.img'), memoryMiB: hasRole(m, 'control-plane') ? 1536 : 1024, tap: `vmtap${i}` });
+      vm.prepare();
+      vms.push(vm);
+    });
+    progress = new Progress(lab, token, spec.machines.map((m) => m.name), log);
+    for (const vm of vms) vm.start(accel);
+    progress.startPolling();
+
+    // --- wait: every machine installed (or failed), bounded ---------------------------
+    // A machine the provisioner never hears from gets a grace period once the others are
+    // done, then is failed with what the provisioner did see (an unknown MAC, say).
+    const deadline = Date.now() + o.timeoutSeconds * 1000;
+    const finished = (n: string) => progress!.installed(n) || progress!.states.get(n)?.state === 'failed';
+    let othersDoneAt: number | undefined;
+    while (Date.now() < deadline && !o.signal?.aborted) {
+      if (spec.machines.every((m) => finished(m.name))) break;
+      const silent = spec.machines.filter((m) => !progress!.times.get(m.name)?.dhcp);
+      if (silent.length && spec.machines.every((m) => finished(m.name) || silent.includes(m))) {
+        othersDoneAt ??= Date.now();
+        if (Date.now() - othersDoneAt > 60_000) break;
+      }
+      await sleep(2_000);
+    }
+    const seen = (await lab.api<{ discovered?: { mac: string }[] }>('/api/v1/machines', token))?.discovered ?? [];
+    for (const m of spec.machines.filter((x) => !progress!.times.get(x.name)?.dhcp)) {
+      await vms.find((v) => v.m.name === m.name)?.powerOff(); // it would only burn a core
+      silentReasons.set(m.name, `never asked the provisioner for an address${seen.length ? `; it saw unknown MAC(s) ${seen.map((d) => d.mac).join(', ')} on the segment: is ${m.name}'s mac (${m.mac}) in the file right?` : ' (no unknown MAC either: is the machine on this segment and set to boot from the network?)'}`);
+    }
+    phase('install');
+    if (o.signal?.aborted) throw new RehearseError('interrupted');
+
+    const checks = new Checks({
+      lab, spec, out, kubectl: join(pre.binaries, 'kubectl'), etcdctl: pre.etcdctl, log,
+      smoke: { ref: SMOKE_IMAGE, port: SMOKE_PORT, body: SMOKE_BODY },
+      requestTimeoutSeconds: 60,
+      engine: {
+        running: () => vms.filter((v) => v.running && !v.stopped && !silentReasons.has(v.m.name)).map((v) => v.m.name),
+        powerOff: async (name) => vms.find((v) => v.m.name === name)?.powerOff(),
+        vipHolder: () => vipHolderByArp(lab!, spec, vms),
+      },
+    });
+    const check = async (name: CheckName, fn: () => Promise<{ result: CheckOutcome; detail: string }>) => {
+      results.push(await checks.run(name, fn));
+    };
+
+    await check('installed', async () => {
+      const not = spec.machines.filter((m) => !progress!.installed(m.name));
+      const t = spec.machines.map((m) => `${m.name} ${progress!.times.get(m.name)?.installed ?? '-'}s`).join(', ');
+      const why = (n: string) => silentReasons.get(n) ?? `${progress!.states.get(n)?.state ?? 'never seen'}${progress!.states.get(n)?.reason ? `: ${progress!.states.get(n)!.reason}` : ''}`;
+      return not.length ? { result: 'failed', detail: `not installed: ${not.map((m) => `${m.name} (${why(m.name)})`).join('; ')}` } : { result: 'ok', detail: `every machine installed through DHCP → iPXE → Ignition: ${t}` };
+    });
+
+    await check('files-match-render', async () => {
+      const bad: string[] = [];
+      for (const vm of vms.filter((v) => v.running && !silentReasons.has(v.m.name))) {
+        const want = renderedDigest(join(out, 'machines', vm.m.name, 'root'));
+        await vm.waitFor(new RegExp(`root@${vm.m.name}`), 120_000);
+        // One digest over every file's sha256 line: a short answer the console cannot garble.
+        const digest = createHash('sha256').update(want.lines.join('\n') + '\n').digest('hex');
+        // The path list goes over in pieces: a terminal line holds at most 4095 characters.
+        await vm.shell('rm -f /tmp/slipway-paths', 30_000);
+        for (let i = 0; i < want.paths.length; i += 20) {
+          await vm.shell(`printf '%s\\n' ${want.paths.slice(i, i + 20).map((p) => `'.${p}'`).join(' ')} >> /tmp/slipway-paths`, 30_000);
+        }
+        let got = '';
+        for (let i = 0; i < 3 && got !== digest; i++) {
+          got = (await vm.shell(`cd / && xargs sha256sum < /tmp/slipway-paths | sed 's#  \\./# /#' | sort | sha256sum | cut -d' ' -f1`, 120_000)).trim().split('\n').pop() ?? '';
+        }
+        if (got !== digest) bad.push(vm.m.name);
+      }
+      return bad.length ? { result: 'failed', detail: `files differ on ${bad.join(', ')}` } : { result: 'ok', detail: `every file of each machine's rendered root is on its disk with the same sha256 (${vms.length} machines)` };
+    });
+
+    await check('etcd-healthy', () => checks.etcdHealthy(undefined, 300_000));
+
+    await check('static-networking', async () => {
+      await lab!.stopServe();
+      await sleep(10_000);
+      const silent: string[] = [];
+      for (const vm of vms.filter((v) => v.running && !silentReasons.has(v.m.name))) {
+        const p = await lab!.exec('/bin/busybox', ['ping', '-c', '3', '-W', '2', vm.m.ip], 20_000);
+        if (p.code !== 0) silent.push(vm.m.name);
+      }
+      await lab!.startServe({ file: o.file, state, assets, logFile: join(run, 'serve.log') });
+      return silent.length ? { result: 'failed', detail: `with the provisioner (DHCP) stopped, no answer from ${silent.join(', ')}` } : { result: 'ok', detail: `with the provisioner (DHCP included) stopped for 10 s, every machine still answered on its static address` };
+    });
+
+    for (const vm of vms) if (vm.running && !silentReasons.has(vm.m.name)) failed.set(vm.m.name, await failedUnits(vm));
+
+    await check('reboot-from-disk', async () => {
+      const vm = vms.filter((v) => v.running && !silentReasons.has(v.m.name)).at(-1);
+      if (!vm) return { result: 'failed', detail: 'no machine running' };
+      const before = vm.serial().length;
+      await vm.reset();
+      const t = Date.now();
+      await vm.waitFor(/booting from local disk/, 180_000, before);
+      await vm.waitFor(/not a first boot: booting the installed system/, 120_000, before);
+      await vm.waitFor(new RegExp(`root@${vm.m.name}`), 180_000, before);
+      const again = vm.serial().slice(before);
+      if (/ignition \S+ stage/.test(again)) return { result: 'failed', detail: `${vm.m.name}: Ignition ran again after reset` };
+      return { result: 'ok', detail: `${vm.m.name} reset: serve told iPXE to boot locally, the disk booted without Ignition, console back after ${round(Date.now() - t)}s` };
+    });
+
+    await check('api-via-vip', () => checks.apiViaVip(300_000));
+    let stopped: string | undefined;
+    await check('vip-failover', async () => {
+      const r = await checks.vipFailover(300_000);
+      stopped = r.stopped;
+      return r;
+    });
+    await check('etcd-member-loss', () => checks.etcdMemberLoss(stopped));
+    phase('checks');
+    report.ok = reportOk(results);
+  } catch (e) {
+    report.error = (e as Error).message;
+    if (e instanceof RehearseError && !lab) throw e;
+  } finally {
+    await progress?.stop();
+    report.checks = results;
+    report.machines = spec.machines.map((m) => ({
+      name: m.name,
+      roles: m.roles,
+      ready: progress?.states.get(m.name)?.state === 'ready',
+      state: silentReasons.has(m.name) ? 'failed' : progress?.states.get(m.name)?.state ?? 'unknown',
+      reason: silentReasons.get(m.name) ?? progress?.states.get(m.name)?.reason,
+      seconds: progress?.times.get(m.name) ?? {},
+      poweredOff: (!silentReasons.has(m.name) && vms.find((v) => v.m.name === m.name)?.stopped) || undefined,
+      failedUnits: failed.get(m.name) ?? [],
+    }));
+    if (o.keep) {
+      lab?.keep();
+      writeFileSync(join(run, 'README'), `VM rehearsal kept at ${run}: lab namespace ${lab?.hub.name}; serial logs in machines/*/serial.log\n`);
+    } else {
+      await Promise.all(vms.map((v) => v.destroy()));
+      await lab?.close();
+      rmSync(run, { recursive: true, force: true });
+    }
+    report.seconds = round(Date.now() - t0);
+  }
+  return report;
+}
+
+/** Which VM answers ARP for the VIP, seen from the lab. */
+async function vipHolderByArp(lab: Lab, spec: Spec, vms: VmMachine[]): Promise<string | undefined> {
+  const vip = spec.controlPlane.vip;
+  if (!vip) return undefined;
+  await lab.exec('ip', ['neigh', 'flush', 'to', vip], 5_000);
+  await lab.exec('/bin/busybox', ['ping', '-c', '1', '-W', '2', vip], 5_000);
+  const n = await lab.exec('ip', ['neigh', 'show', 'to', vip], 5_000);
+  const mac = /lladdr (\S+)/.exec(n.stdout)?.[1]?.toLowerCase();
+  return vms.find((v) => v.m.mac.toLowerCase() === mac && v.running && !v.stopped)?.m.name;
+}
+
+async function failedUnits(vm: VmMachine): Promise<{ unit: string; logs: string }[]> {
+  try {
+    const list = await vm.shell('systemctl list-units --failed --plain --no-legend --no-pager | cut -d" " -f1', 60_000);
+    const out = [];
+    for (const unit of list.split('\n').map((l) => l.trim()).filter((u) => u.endsWith('.service'))) {
+      out.push({ unit, logs: await vm.shell(`journalctl -u ${unit} -n 12 --no-pager -o cat`, 60_000) });
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,226 @@
+// One machine of the VM rehearsal: qemu-system-x86_64 (KVM when /dev/kvm works, else
+// TCG) with the machine's MAC on a virtio NIC whose tap is a port of the lab bridge, and
+// a copy-on-write overlay of the rehearsal disk image. It network-boots through the
+// NIC's iPXE ROM exactly as the rack machine would. Its serial console goes to a file
+// (and is the root shell the checks look inside with); its monitor is a unix socket,
+// so a check can power it off (`quit`) or press reset (`system_reset`).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { Machine } from '../../spec/types.ts';
+import type { Netns } from '../lab/netns.ts';
+import { BRIDGE } from '../lab/lab.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Escape sequences and bare CRs the firmware and iPXE draw with. */
+const plain = (s: string) => s.replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, '').replace(/\r(?!\n)/g, '\n');
+
+let kvmProbe: boolean | undefined;
+
+/**
+ * Does KVM really run a guest here? /dev/kvm can exist and open and still not run one
+ * (nested virtualisation off): boot `kernel` for at most 20 s under KVM and look for its
+ * first console line. Asked once per process.
+ */
+export function kvmWorks(kernel: string): boolean {
+  if (kvmProbe !== undefined) return kvmProbe;
+  kvmProbe = false;
+  if (!existsSync('/dev/kvm') || process.env.SLIPWAY_QEMU_ACCEL === 'tcg') return false;
+  // No vmx/svm flag: the CPU offers no virtualisation to this kernel (the probe below
+  // would only hang for its whole timeout).
+  if (!/\b(vmx|svm)\b/.test(readFileSync('/proc/cpuinfo', 'utf8'))) return false;
+  try {
+    closeSync(openSync('/dev/kvm', 'r+'));
+  } catch {
+    return false;
+  }
+  const r = spawnSync('qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-m', '256', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-kernel', kernel, '-append', 'console=ttyS0 panic=-1', '-no-reboot'], { encoding: 'latin1', timeout: 20_000, killSignal: 'SIGKILL' });
+  kvmProbe = /Linux version/.test(r.stdout ?? '');
+  return kvmProbe;
+}
+
+export interface VmOptions {
+  machine: Machine;
+  hub: Netns;
+  /** this machine's scratch directory */
+  dir: string;
+  /** the cached disk image (raw) the overlay is made over */
+  baseDisk: string;
+  memoryMiB: number;
+  tap: string;
+}
+
+export class VmMachine {
+  readonly m: Machine;
+  readonly serialLog: string;
+  private readonly o: VmOptions;
+  private child?: ChildProcess;
+  private exit?: Promise<void>;
+  private readonly disk: string;
+  private readonly monitor: string;
+  private readonly serialSock: string;
+  private console?: Socket;
+  private out = '';
+  /** set when a check powered it off */
+  stopped = false;
+  startedAt = 0;
+
+  constructor(o: VmOptions) {
+    this.o = o;
+    this.m = o.machine;
+    this.serialLog = join(o.dir, 'serial.log');
+    this.disk = join(o.dir, 'disk.qcow2');
+    this.monitor = join(o.dir, 'monitor.sock');
+    this.serialSock = join(o.dir, 'serial.sock');
+  }
+
+  /** The overlay disk and the tap; nothing runs yet. */
+  prepare(): void {
+    const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.o.baseDisk, '-F', 'raw', this.disk], { encoding: 'utf8', timeout: 60_000 });
+    if (r.status !== 0) throw new Error(`${this.m.name}: qemu-img create: ${r.stderr}`);
+    const { hub, tap } = this.o;
+    hub.ip('tuntap', 'add', tap, 'mode', 'tap');
+    hub.setMaster(tap, BRIDGE);
+    hub.up(tap);
+  }
+
+  /** Power on, under `accel` (see kvmWorks). */
+  start(accel: 'kvm' | 'tcg'): void {
+    const args = [
+      '--pdeathsig', 'KILL', 'qemu-system-x86_64',
+      '-accel', accel, '-machine', 'q35', '-m', String(this.o.memoryMiB), '-smp', '1', '-name', this.m.name,
+      // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
+      '-nographic',
+      // The serial console: a socket we type into and read from, and a log of all of it.
+      '-chardev', `socket,id=ser0,path=${this.serialSock},server=on,wait=off,logfile=${this.serialLog}`, '-serial', 'chardev:ser0',
+      '-monitor', `unix:${this.monitor},server=on,wait=off`,
+      '-netdev', `tap,id=n0,ifname=${this.o.tap},script=no,downscript=no`,
+      '-device', `virtio-net-pci,netdev=n0,mac=${this.m.mac},bootindex=1`,
+      '-drive', `file=${this.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2',
+    ];
+    // setpriv execs qemu (so the PID is qemu's) and has the kernel kill it if we die.
+    const child = this.o.hub.spawn('setpriv', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    this.exit = new Promise((r) => child.once('exit', () => r()));
+    this.startedAt = Date.now();
+  }
+
+  get running(): boolean {
+    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** The serial console since power on (from its log: complete even before we connected). */
+  serial(): string {
+    try {
+      return plain(readFileSync(this.serialLog, 'latin1'));
+    } catch {
+      return plain(this.out);
+    }
+  }
+
+  /** Wait until the serial console (from character `from` on) matches `re`. */
+  async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (re.test(this.serial().slice(from))) return;
+      if (!this.running) throw new Error(`${this.m.name} powered off before ${re}`);
+      await sleep(500);
+    }
+    throw new Error(`${this.m.name}: no ${re} on the console after ${timeoutMs / 1000}s:\n${this.tail(15)}`);
+  }
+
+  tail(lines = 30): string {
+    return this.serial().split('\n').slice(-lines).join('\n');
+  }
+
+  /** One command to QEMU's monitor. */
+  async monitorCommand(cmd: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const sock = connect(this.monitor);
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`${this.m.name}: monitor did not answer`));
+      }, 10_000);
+      sock.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      sock.once('data', () => {
+        sock.write(`${cmd}\n`);
+        setTimeout(() => {
+          clearTimeout(timer);
+          sock.end();
+          resolve();
+        }, 300);
+      });
+    });
+  }
+
+  /** Power off at once, as pulling the plug does: the monitor's `quit`. */
+  async powerOff(): Promise<void> {
+    this.stopped = true;
+    if (!this.running) return;
+    await this.monitorCommand('quit').catch(() => this.child?.kill('SIGKILL'));
+    await Promise.race([this.exit, sleep(15_000)]);
+    if (this.running) this.child!.kill('SIGKILL');
+  }
+
+  /** Press reset: the machine boots again through its firmware (network first). */
+  async reset(): Promise<void> {
+    await this.monitorCommand('system_reset');
+  }
+
+  /**
+   * Run a shell command on the serial console (the image logs root in there) and return
+   * its output, framed by markers so the console's other chatter is left out.
+   */
+  async shell(command: string, timeoutMs = 60_000): Promise<string> {
+    const id = Math.random().toString(36).slice(2, 8);
+    const begin = `@@B${id}@@`;
+    const end = `@@E${id}@@`;
+    // The markers are split in the typed line so the echo of the command never matches.
+    // Kernel messages (dmesg -n 1) and systemd's status lines (SIGRTMIN+21 to PID 1) on
+    // the console would land inside the output.
+    const line = `dmesg -n 1; kill -s RTMIN+21 1; echo "@@B""${id}@@"; ( ${command} ) 2>&1; echo "@@E""${id}@@"\n`;
+    await this.consoleWrite(line);
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const text = this.serial();
+      const b = text.lastIndexOf(begin);
+      const e = text.lastIndexOf(end);
+      if (b >= 0 && e > b) return text.slice(b + begin.length, e).replace(/^\n/, '').trimEnd();
+      if (!this.running) throw new Error(`${this.m.name} is off`);
+      await sleep(250);
+    }
+    throw new Error(`${this.m.name}: no answer on the serial console to ${command.slice(0, 60)} in ${timeoutMs} ms`);
+  }
+
+  /** Type on the serial console (connecting to its socket the first time; what comes back is drained). */
+  private async consoleWrite(text: string): Promise<void> {
+    if (!this.console || this.console.destroyed) {
+      this.console = await new Promise<Socket>((resolve, reject) => {
+        const sock = connect(this.serialSock);
+        sock.once('connect', () => resolve(sock));
+        sock.once('error', reject);
+      });
+      this.console.setEncoding('latin1').on('data', (d: string) => (this.out = (this.out + d).slice(-100_000)));
+      this.console.on('error', () => {});
+    }
+    this.console.write(text);
+  }
+
+  /** Kill qemu (by its PID) and remove its tap. */
+  async destroy(): Promise<void> {
+    this.console?.destroy();
+    if (this.running) {
+      this.child!.kill('SIGKILL');
+      await Promise.race([this.exit, sleep(5_000)]);
+    }
+    try {
+      this.o.hub.ip('link', 'del', this.o.tap);
+    } catch {
+      // the namespace, and the tap with it, may be gone
+    }
+  }
+}
