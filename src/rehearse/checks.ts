@@ -53,16 +53,21 @@ export interface CheckContext {
   log: (line: string) => void;
   /** how long one API request may take (VMs under TCG answer slowly) */
   requestTimeoutSeconds?: number;
+  /** the operator interrupted: every wait ends at its next turn */
+  signal?: AbortSignal;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const short = (r: ExecResult) => r.out.trim().split('\n').slice(-3).join(' | ').slice(0, 400);
 
 /** Poll fn until it returns a string (success detail) or the deadline passes; returns the last failure. */
+let interrupted: AbortSignal | undefined;
+
 async function until(timeoutMs: number, everyMs: number, fn: () => Promise<string | { fail: string }>): Promise<{ ok: boolean; detail: string }> {
   const deadline = Date.now() + timeoutMs;
   let last = 'not tried';
   for (let i = 0; i < 10_000; i++) {
+    if (interrupted?.aborted) return { ok: false, detail: `interrupted (last: ${last})` };
     const r = await fn();
     if (typeof r === 'string') return { ok: true, detail: r };
     last = r.fail;
@@ -76,6 +81,7 @@ export class Checks {
   private readonly c: CheckContext;
   constructor(c: CheckContext) {
     this.c = c;
+    interrupted = c.signal;
   }
 
   get apiURL(): string {
@@ -234,7 +240,7 @@ export class Checks {
     const docs = parseAllDocuments(readFileSync(join(this.c.out, 'cluster/smoke-test.yaml'), 'utf8')).map((d) => d.toJS() as Record<string, any>);
     for (const d of docs) {
       if (d.kind === 'Deployment') {
-        for (const c of d.spec.template.spec.containers) Object.assign(c, { image: smoke.ref, imagePullPolicy: 'Never', ports: [{ containerPort: smoke.port }] });
+        for (const c of d.spec.template.spec.containers) Object.assign(c, { image: smoke.ref, ports: [{ containerPort: smoke.port }] });
         d.spec.template.spec.terminationGracePeriodSeconds = 1;
       }
       if (d.kind === 'Service') for (const p of d.spec.ports) p.targetPort = smoke.port;
@@ -264,8 +270,8 @@ export class Checks {
     return { result: 'ok', detail: `Deployment (${rollout.detail} on ${where}) + NodePort ${SMOKE_NODE_PORT} answered from the lab on every node: ${answered.join(', ')}` };
   }
 
-  /** Power off the machine holding the VIP; the API must answer through the VIP again. */
-  async vipFailover(timeoutMs = 120_000): Promise<{ result: CheckOutcome; detail: string; stopped?: string }> {
+  /** Power off the machine holding the VIP (the start of both VIP checks); a result when that cannot be done. */
+  private async powerOffVipHolder(): Promise<{ vip: string; holder: string; t0: number } | { result: CheckOutcome; detail: string }> {
     const vip = this.c.spec.controlPlane.vip;
     if (!vip) return { result: 'not-run', detail: 'the cluster file has no controlPlane.vip' };
     if (controlPlanes(this.c.spec).length < 2) return { result: 'not-run', detail: 'one control-plane machine: nothing to fail over to' };
@@ -274,6 +280,14 @@ export class Checks {
     const t0 = Date.now();
     await this.c.engine.powerOff(holder);
     this.c.log(`powered off ${holder} (held ${vip})`);
+    return { vip, holder, t0 };
+  }
+
+  /** Power off the machine holding the VIP; the API must answer through the VIP again. */
+  async vipFailover(timeoutMs = 120_000): Promise<{ result: CheckOutcome; detail: string; stopped?: string }> {
+    const off = await this.powerOffVipHolder();
+    if ('result' in off) return off;
+    const { vip, holder, t0 } = off;
     const back = await this.apiViaVip(timeoutMs);
     const seconds = Math.round((Date.now() - t0) / 100) / 10;
     const next = await this.c.engine.vipHolder();
@@ -282,8 +296,29 @@ export class Checks {
     return { result: 'ok', detail: `powered off ${holder}; ${vip} moved to ${next} and the API answered through it again after ${seconds}s`, stopped: holder };
   }
 
+  /**
+   * The VIP alone, without the API (for machines too slow to serve it): power off the
+   * holder; another machine must hold the VIP within a bounded time, and haproxy on it
+   * must accept connections on the API port.
+   */
+  async vipMoves(timeoutMs = 120_000): Promise<{ result: CheckOutcome; detail: string; stopped?: string }> {
+    const off = await this.powerOffVipHolder();
+    if ('result' in off) return off;
+    const { vip, holder, t0 } = off;
+    const moved = await until(timeoutMs, 1_000, async () => {
+      const next = await this.c.engine.vipHolder();
+      return next && next !== holder ? next : { fail: `${vip} held by ${next ?? 'nobody'}` };
+    });
+    const seconds = Math.round((Date.now() - t0) / 100) / 10;
+    if (!moved.ok) return { result: 'failed', detail: `powered off ${holder}; ${vip} did not move within ${timeoutMs / 1000} s (${moved.detail})`, stopped: holder };
+    const port = this.c.spec.controlPlane.port;
+    const tcp = await this.c.lab.hub.exec('bash', ['-c', `exec 3<>/dev/tcp/${vip}/${port}`], { timeoutMs: 15_000 });
+    if (tcp.code !== 0) return { result: 'failed', detail: `powered off ${holder}; ${vip} moved to ${moved.detail} after ${seconds}s, but nothing accepts on ${vip}:${port}: ${short(tcp)}`, stopped: holder };
+    return { result: 'ok', detail: `powered off ${holder}; ${vip} moved to ${moved.detail} in ${seconds}s and haproxy on it accepts on port ${port}`, stopped: holder };
+  }
+
   /** With one member gone, the rest are healthy and still accept writes. */
-  async etcdMemberLoss(stopped: string | undefined): Promise<{ result: CheckOutcome; detail: string }> {
+  async etcdMemberLoss(stopped: string | undefined, timeoutMs = 60_000): Promise<{ result: CheckOutcome; detail: string }> {
     const members = etcdMembers(this.c.spec);
     if (members.length < 3) return { result: 'not-run', detail: `${members.length} etcd member(s): losing one loses quorum by design` };
     let gone = stopped && members.some((m) => m.name === stopped) ? stopped : undefined;
@@ -293,7 +328,7 @@ export class Checks {
       await this.c.engine.powerOff(gone);
     }
     const rest = members.filter((m) => m.name !== gone);
-    const health = await this.etcdHealthy(rest);
+    const health = await this.etcdHealthy(rest, timeoutMs);
     if (health.result !== 'ok') return { result: 'failed', detail: `${gone} off: ${health.detail}` };
     const key = `/slipway-rehearsal/${Date.now()}`;
     const put = await this.etcdctl(rest, ['put', key, 'quorum']);

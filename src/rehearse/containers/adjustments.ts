@@ -18,14 +18,9 @@ export interface Adjustment {
 }
 
 export interface AdjustmentContext {
-  /** image archives imported into containerd at start (no registry image for them) */
-  images: { path: string; ref: string }[];
   /** the provisioner, when the cluster file names no router (a default route is needed) */
   defaultGateway?: string;
 }
-
-/** Where the image archives are bound inside each container. */
-export const IMAGES_IN_CONTAINER = '/var/lib/slipway-rehearsal/images';
 
 export const ADJUSTMENTS: Adjustment[] = [
   { id: 'nspawn-host', what: 'systemd-nspawn --register=no --keep-unit --network-namespace-path=<machine namespace>', why: 'no systemd/machined on the host to register with; the machine namespace is made by the lab' },
@@ -42,7 +37,6 @@ export const ADJUSTMENTS: Adjustment[] = [
   { id: 'kubelet-no-cgroups', what: 'kubelet: cgroupDriver cgroupfs, cgroupsPerQOS false, enforceNodeAllocatable []', why: 'no cgroup controllers to create QoS and pod cgroups in' },
   { id: 'dev-kmsg', what: '/dev/kmsg linked to /dev/console (tmpfiles.d)', why: "kubelet's OOM watcher opens /dev/kmsg, which a container has not" },
   { id: 'kube-proxy-conntrack', what: 'kube-proxy conntrack.maxPerCore: 0', why: 'nf_conntrack_max is host-wide and not writable from a network namespace' },
-  { id: 'images-imported', what: 'the pause and smoke-test images (built from busybox-static) imported with `ctr images import` when containerd starts', why: 'no registry image exists offline for them: the bundle registry serves only what `bundle create` downloaded' },
 ];
 
 const UNITS = '/etc/systemd/system';
@@ -112,10 +106,6 @@ export function applyFileAdjustments(root: string, m: Machine, ctx: AdjustmentCo
     o.conntrack = { ...(o.conntrack as object | undefined), maxPerCore: 0 };
   }, 'kube-proxy-conntrack');
 
-  const dropIn = join(root, UNITS, 'containerd.service.d/slipway-rehearsal.conf');
-  mkdirSync(dirname(dropIn), { recursive: true });
-  const imports = ctx.images.map((i) => `ExecStartPost=/usr/bin/ctr -n k8s.io images import ${IMAGES_IN_CONTAINER}/${i.path.slice(i.path.lastIndexOf('/') + 1)}`);
-  writeFileSync(dropIn, `# slipway rehearse: images no registry has offline\n[Service]\n${imports.join('\n')}\n`);
   // containerd is started by kubelet's Wants=; Debian's package unit is disabled in the tree.
   want(root, 'multi-user.target', 'containerd.service');
 }
@@ -123,13 +113,12 @@ export function applyFileAdjustments(root: string, m: Machine, ctx: AdjustmentCo
 /** The environment systemd-nspawn runs with (see the nspawn-* adjustments). */
 export const NSPAWN_ENV = { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1', SYSTEMD_NSPAWN_API_VFS_WRITABLE: '1' };
 
-export function nspawnFlags(o: { root: string; machine: Machine; netnsPath: string; containerdDir: string; imagesDir: string }): string[] {
+export function nspawnFlags(o: { root: string; machine: Machine; netnsPath: string; containerdDir: string }): string[] {
   return [
     '--quiet', '--boot', `--directory=${o.root}`, `--machine=${o.machine.name}`, `--hostname=${o.machine.name}`,
     '--register=no', '--keep-unit', `--network-namespace-path=${o.netnsPath}`,
     '--capability=CAP_NET_ADMIN', '--system-call-filter=add_key keyctl request_key bpf perf_event_open',
     '--console=passive',
     `--bind=${o.containerdDir}:/var/lib/containerd`,
-    `--bind-ro=${o.imagesDir}:${IMAGES_IN_CONTAINER}`,
   ];
 }

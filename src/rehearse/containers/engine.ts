@@ -5,22 +5,19 @@
 //   preflight (no side effects) → prepare (tree, render, assets, images) → lab + serve
 //   → install (DHCP, ignition.json, Ignition) → boot → wait for Ready → checks → report
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { etcdMembers, type Spec } from '../../spec/types.ts';
-import { loadOrCreateSecrets } from '../../secrets/store.ts';
-import { buildPlan } from '../../plan/plan.ts';
-import { planTree } from '../../render/tree.ts';
-import { writeTreeAtomic } from '../../render/write.ts';
 import { versionProfile } from '../../plan/versions.ts';
 import { Lab } from '../lab/lab.ts';
-import { AssetsError, stageAssets } from '../assets.ts';
+import { openLab, prepare } from '../setup.ts';
 import { Checks, type CheckResult } from '../checks.ts';
-import { reportOk, type MachineReport, type Report } from '../report.ts';
+import { reportOk, type Report } from '../report.ts';
+import { Progress, round } from '../progress.ts';
 import { ADJUSTMENTS } from './adjustments.ts';
 import { ContainerMachine, IGNITION_BIN } from './machine.ts';
-import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalImages } from './images.ts';
+import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from './images.ts';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const CACHE = process.env.SLIPWAY_CACHE ?? '/var/cache/slipway';
@@ -108,14 +105,8 @@ function rehearsalTree(log: (l: string) => void): string {
   return tree;
 }
 
-const round = (ms: number) => Math.round(ms / 100) / 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface ApiMachine {
-  name: string;
-  state: string;
-  reason?: string;
-}
 
 export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   const t0 = Date.now();
@@ -129,8 +120,6 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   };
   const notes: string[] = [];
   const report: Report = { engine: 'containers', kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments: ADJUSTMENTS, phases, notes };
-  const times = new Map<string, MachineReport['seconds']>(spec.machines.map((m) => [m.name, {}]));
-  const states = new Map<string, ApiMachine>();
 
   const tree = rehearsalTree(log);
   const run = mkdtempSync('/var/tmp/slipway-rehearsal-');
@@ -144,77 +133,46 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   };
   let kept = false;
   // The lifecycle poller runs from install to the end; it must stop on every path out.
-  let polling = false;
+  let progress: Progress | undefined;
   const failed = new Map<string, { unit: string; logs: string }[]>();
-  let poll: Promise<void> = Promise.resolve();
   try {
     // --- prepare: the render (for the checks' credentials), assets, images ------------
-    const state = join(run, 'state');
-    const out = join(run, 'out');
-    const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
-    await writeTreeAtomic(out, planTree(buildPlan(spec, secrets)));
-    const assets = join(run, 'assets');
-    let fromTree: string[];
-    try {
-      fromTree = stageAssets(spec, pre.binaries, tree, assets);
-    } catch (e) {
-      throw e instanceof AssetsError ? new RehearseError(e.message) : e;
-    }
-    notes.push(`binaries served to the machines from ${pre.binaries}${fromTree.length ? `; from the Debian tree: ${fromTree.join(', ')}` : ''}`);
-    const imagesDir = join(run, 'images');
-    mkdirSync(imagesDir);
-    const images = await writeRehearsalImages(imagesDir, versionProfile(spec.kubernetesVersion).pauseImage);
-    notes.push(`images ${images.files.map((f) => f.ref).join(', ')} built from busybox-static and imported by the engine (adjustment images-imported)`);
+    const p = await prepare(spec, pre.binaries, tree, run, (m) => new RehearseError(m));
+    const { out } = p;
+    notes.push(`binaries served to the machines from ${pre.binaries}${p.fromTree.length ? `; from the Debian tree: ${p.fromTree.join(', ')}` : ''}`);
+    const bundle = join(run, 'images.bundle.tar');
+    const images = await writeRehearsalBundle(bundle, { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, versionProfile(spec.kubernetesVersion).pauseImage);
+    notes.push(`images ${images.join(', ')} built from busybox-static into a bundle; serve offers it as the provisioner's registry and containerd pulls through its rendered mirror config`);
     notes.push('dns: CoreDNS is applied but its image cannot be obtained offline; the DNS check is not run');
     phase('prepare');
 
     // --- the lab and the provisioner ---------------------------------------------------
-    lab = Lab.create(spec);
-    await lab.startServe({ file: o.file, state, assets, logFile: join(run, 'serve.log') });
-    const token = readFileSync(join(state, 'api-token'), 'utf8').trim();
-    log(`lab ${lab.hub.name}: slipway serve at ${lab.provisionerURL}`);
+    let token: string;
+    ({ lab, token } = await openLab(spec, o.file, p, run, log, ['--bundle', bundle]));
     phase('lab');
 
-    const adjust = { images: images.files, defaultGateway: spec.provisioner.dhcp.router ? undefined : spec.provisioner.address };
+    const adjust = { defaultGateway: spec.provisioner.dhcp.router ? undefined : spec.provisioner.address };
     for (const m of spec.machines) {
       const ns = lab.attach(m.name, m.mac, m.interface ?? 'eth0');
-      const cm = new ContainerMachine({ machine: m, ns, tree, dir: join(run, 'machines', m.name), provisionerURL: lab.provisionerURL, adjust, imagesDir });
+      const cm = new ContainerMachine({ machine: m, ns, tree, dir: join(run, 'machines', m.name), provisionerURL: lab.provisionerURL, adjust });
       machines.push(cm);
       cm.mount();
     }
 
     // Progress: the provisioner's lifecycle, as every machine reports it.
-    const installStart = Date.now();
-    polling = true;
-    poll = (async () => {
-      for (let i = 0; polling && i < 100_000; i++) {
-        const r = await lab!.api<{ machines: ApiMachine[] }>('/api/v1/machines', token);
-        for (const m of r?.machines ?? []) {
-          const before = states.get(m.name);
-          if (before?.state === m.state) continue;
-          states.set(m.name, m);
-          const t = times.get(m.name);
-          const s = round(Date.now() - installStart);
-          if (t && m.state === 'installed') t.installed ??= s;
-          log(`[${String(s).padStart(5)}s] ${m.name.padEnd(8)} ${m.state}${m.reason ? ` (${m.reason})` : ''}`);
-        }
-        await sleep(1_000);
-      }
-    })();
+    progress = new Progress(lab, token, spec.machines.map((m) => m.name), log);
+    progress.startPolling();
 
     // --- install and boot: all machines at once, as a rack powers on -------------------
     await Promise.all(machines.map(async (cm) => {
-      const s = await cm.install();
-      const t = times.get(cm.m.name)!;
-      t.dhcp = round(Date.now() - installStart - (s.applied - s.dhcp) * 1000);
-      t.configFetched = round(Date.now() - installStart - (s.applied - s.fetched) * 1000);
+      await cm.install();
       await cm.boot();
     }));
     phase('install+boot');
 
     // --- wait until every node is Ready -------------------------------------------------
     const checks = new Checks({
-      lab, spec, out, kubectl: join(pre.binaries, 'kubectl'), etcdctl: pre.etcdctl, log,
+      lab, spec, out, kubectl: join(pre.binaries, 'kubectl'), etcdctl: pre.etcdctl, log, signal: o.signal,
       smoke: { ref: SMOKE_IMAGE, port: SMOKE_PORT, body: SMOKE_BODY },
       engine: {
         running: () => machines.filter((m) => m.running && !m.stopped).map((m) => m.m.name),
@@ -238,13 +196,7 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     let ready = new Set<string>();
     for (let i = 0; i < 10_000 && Date.now() < deadline && !o.signal?.aborted; i++) {
       ready = (await checks.readyNodes()) ?? ready;
-      for (const n of ready) {
-        const t = times.get(n);
-        if (t && t.ready === undefined) {
-          t.ready = round(Date.now() - installStart);
-          log(`[${String(t.ready).padStart(5)}s] ${n.padEnd(8)} node Ready`);
-        }
-      }
+      for (const n of ready) progress.mark(n, 'ready', 'node Ready');
       if (ready.size === spec.machines.length) break;
       if (machines.some((m) => !m.running)) break;
       await sleep(3_000);
@@ -286,16 +238,16 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     report.error = (e as Error).message;
     if (e instanceof RehearseError && !lab) throw e;
   } finally {
-    polling = false;
-    await poll;
+    await progress?.stop();
     // Failed units as far as they can still be read (a rehearsal that stopped early too).
     for (const cm of machines) if (!failed.has(cm.m.name) && cm.running) failed.set(cm.m.name, await cm.failedUnits().catch(() => []));
     report.machines = spec.machines.map((m) => ({
       name: m.name,
       roles: m.roles,
-      ready: !!times.get(m.name)?.ready,
-      state: states.get(m.name)?.state ?? 'unknown',
-      seconds: times.get(m.name)!,
+      ready: progress?.times.get(m.name)?.ready !== undefined,
+      state: progress?.states.get(m.name)?.state ?? 'unknown',
+      reason: progress?.states.get(m.name)?.reason,
+      seconds: progress?.times.get(m.name) ?? {},
       poweredOff: machines.find((c) => c.m.name === m.name)?.stopped || undefined,
       failedUnits: failed.get(m.name) ?? [],
     }));

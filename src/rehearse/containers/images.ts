@@ -1,15 +1,20 @@
 // The two container images a rehearsal needs and cannot download: the pod sandbox
 // ("pause") under the name the rendered containerd config asks for, and a tiny HTTP
 // server for guide 02's smoke test. Both are built here from Debian's busybox-static
-// (one static binary) as OCI image archives — the format `ctr images import` reads, named
-// by the `io.containerd.image.name` annotation. Nothing is fetched.
+// (one static binary) and written as a Slipway bundle (manifest + OCI layout, the format
+// `bundle create` writes), so `slipway serve --bundle` offers them as the provisioner's
+// registry and the machines' containerd pulls them through its rendered mirror config,
+// exactly as it would pull from a real bundle. Nothing is fetched.
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { once } from 'node:events';
 import tar from 'tar-stream';
+import { MANIFEST_PATH, OCI_DIR, blobPath, type BundleFile, type BundleImage, type BundleManifest } from '../../bundle/manifest.ts';
+import { layoutIndex, OCI_LAYOUT } from '../../bundle/oci/layout.ts';
 
 export const BUSYBOX = '/bin/busybox';
 /** The smoke test's image (the rendered smoke-test.yaml names nginx, which is not here). */
-export const SMOKE_IMAGE = 'slipway.local/rehearsal/smoke-http:1';
+export const SMOKE_IMAGE = 'docker.io/slipway/smoke-http:1';
 export const SMOKE_PORT = 80;
 export const SMOKE_BODY = 'slipway smoke test: ok\n';
 
@@ -21,8 +26,15 @@ interface Entry {
   linkname?: string;
 }
 
+interface Blob {
+  mediaType: string;
+  digest: string;
+  bytes: Buffer;
+}
+
 const MTIME = new Date('2025-01-01T00:00:00Z');
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const blob = (mediaType: string, bytes: Buffer): Blob => ({ mediaType, digest: `sha256:${sha256(bytes)}`, bytes });
 
 function tarOf(entries: Entry[]): Promise<Buffer> {
   const pack = tar.pack();
@@ -40,33 +52,24 @@ function tarOf(entries: Entry[]): Promise<Buffer> {
   return done;
 }
 
-/** One image with one uncompressed layer, as an OCI archive (a tar of an OCI layout). */
-export async function ociArchive(ref: string, layer: Entry[], config: { Entrypoint: string[]; ExposedPorts?: Record<string, object> }): Promise<Buffer> {
+interface Built {
+  ref: string;
+  manifest: Blob;
+  blobs: Blob[];
+}
+
+/** One linux/amd64 image with one uncompressed layer. */
+async function image(ref: string, layer: Entry[], config: { Entrypoint: string[]; ExposedPorts?: Record<string, object> }): Promise<Built> {
   const layerTar = await tarOf(layer);
-  const json = (o: unknown) => Buffer.from(JSON.stringify(o));
-  const cfg = json({ architecture: 'amd64', os: 'linux', config, rootfs: { type: 'layers', diff_ids: [`sha256:${sha256(layerTar)}`] } });
-  const manifest = json({
+  const layerBlob = blob('application/vnd.oci.image.layer.v1.tar', layerTar);
+  const cfg = blob('application/vnd.oci.image.config.v1+json', Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config, rootfs: { type: 'layers', diff_ids: [layerBlob.digest] } })));
+  const manifest = blob('application/vnd.oci.image.manifest.v1+json', Buffer.from(JSON.stringify({
     schemaVersion: 2,
     mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${sha256(cfg)}`, size: cfg.length },
-    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${sha256(layerTar)}`, size: layerTar.length }],
-  });
-  const index = json({
-    schemaVersion: 2,
-    manifests: [{
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      digest: `sha256:${sha256(manifest)}`,
-      size: manifest.length,
-      annotations: { 'io.containerd.image.name': ref, 'org.opencontainers.image.ref.name': ref.slice(ref.lastIndexOf(':') + 1) },
-    }],
-  });
-  return tarOf([
-    { name: 'oci-layout', content: json({ imageLayoutVersion: '1.0.0' }) },
-    { name: 'index.json', content: index },
-    { name: 'blobs/', type: 'directory' },
-    { name: 'blobs/sha256/', type: 'directory' },
-    ...[layerTar, cfg, manifest].map((b) => ({ name: `blobs/sha256/${sha256(b)}`, content: b })),
-  ]);
+    config: { mediaType: cfg.mediaType, digest: cfg.digest, size: cfg.bytes.length },
+    layers: [{ mediaType: layerBlob.mediaType, digest: layerBlob.digest, size: layerTar.length }],
+  })));
+  return { ref, manifest, blobs: [manifest, cfg, layerBlob] };
 }
 
 const busyboxLayer = (extra: Entry[]): Entry[] => [
@@ -76,26 +79,67 @@ const busyboxLayer = (extra: Entry[]): Entry[] => [
   ...extra,
 ];
 
-export interface RehearsalImages {
-  /** archive path → the image reference it holds */
-  files: { path: string; ref: string }[];
+/** "registry.k8s.io/pause:3.2" → its parts (Docker Hub short names are not used here). */
+function parts(ref: string): { registry: string; repository: string; tag: string } {
+  const slash = ref.indexOf('/');
+  const colon = ref.lastIndexOf(':');
+  return { registry: ref.slice(0, slash), repository: ref.slice(slash + 1, colon), tag: ref.slice(colon + 1) };
 }
 
 /**
- * Write the pause image (named `pauseRef`) and the smoke test's HTTP server into `dir`.
- * The sandbox only has to hold its namespaces open: busybox sleeping does that.
+ * Write the rehearsal's images as a bundle at `path`: the pause image (named `pauseRef`;
+ * the sandbox only has to hold its namespaces open: busybox sleeping does that) and the
+ * smoke test's HTTP server.
  */
-export async function writeRehearsalImages(dir: string, pauseRef: string): Promise<RehearsalImages> {
-  const pause = await ociArchive(pauseRef, busyboxLayer([]), { Entrypoint: ['/bin/busybox', 'sleep', '2147483647'] });
-  const smoke = await ociArchive(
-    SMOKE_IMAGE,
-    busyboxLayer([{ name: 'www/', type: 'directory' }, { name: 'www/index.html', content: Buffer.from(SMOKE_BODY) }]),
-    { Entrypoint: ['/bin/busybox', 'httpd', '-f', '-v', '-p', String(SMOKE_PORT), '-h', '/www'], ExposedPorts: { [`${SMOKE_PORT}/tcp`]: {} } },
-  );
-  const files = [
-    { path: `${dir}/pause.oci.tar`, ref: pauseRef, bytes: pause },
-    { path: `${dir}/smoke-http.oci.tar`, ref: SMOKE_IMAGE, bytes: smoke },
+export async function writeRehearsalBundle(path: string, cluster: { name: string; kubernetesVersion: string }, pauseRef: string): Promise<string[]> {
+  const images = [
+    await image(pauseRef, busyboxLayer([]), { Entrypoint: ['/bin/busybox', 'sleep', '2147483647'] }),
+    await image(
+      SMOKE_IMAGE,
+      busyboxLayer([{ name: 'www/', type: 'directory' }, { name: 'www/index.html', content: Buffer.from(SMOKE_BODY) }]),
+      { Entrypoint: ['/bin/busybox', 'httpd', '-f', '-v', '-p', String(SMOKE_PORT), '-h', '/www'], ExposedPorts: { [`${SMOKE_PORT}/tcp`]: {} } },
+    ),
   ];
-  for (const f of files) writeFileSync(f.path, f.bytes);
-  return { files: files.map(({ path, ref }) => ({ path, ref })) };
+  const blobs = new Map<string, Blob>();
+  for (const im of images) for (const b of im.blobs) blobs.set(b.digest, b);
+  const bundleImages: BundleImage[] = images.map((im) => ({
+    ref: im.ref,
+    ...parts(im.ref),
+    digest: im.manifest.digest,
+    mediaType: im.manifest.mediaType,
+    size: im.manifest.bytes.length,
+    manifests: [{ digest: im.manifest.digest, mediaType: im.manifest.mediaType, size: im.manifest.bytes.length, platform: 'linux/amd64' }],
+    skippedPlatforms: [],
+    blobs: im.blobs.map((b) => b.digest),
+    source: `built by slipway rehearse from ${BUSYBOX}`,
+    usedBy: im.ref === pauseRef ? 'containerd (pod sandbox)' : 'the rehearsal smoke test',
+  }));
+  const index = layoutIndex(bundleImages.map((i) => ({ ref: i.ref, digest: i.digest, mediaType: i.mediaType, size: i.size })));
+  const contents: [string, Buffer][] = [
+    [`${OCI_DIR}/oci-layout`, OCI_LAYOUT],
+    [`${OCI_DIR}/index.json`, index],
+    ...[...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : 1)).map((b) => [blobPath(b.digest), b.bytes] as [string, Buffer]),
+  ];
+  const files: BundleFile[] = contents.map(([p, bytes]) => ({ path: p, size: bytes.length, sha256: sha256(bytes), mode: 0o644 }));
+  const manifest: BundleManifest = {
+    schemaVersion: 1,
+    kind: 'SlipwayBundle',
+    created: new Date().toISOString(),
+    cluster,
+    os: { name: 'none', channel: 'rehearsal', version: 'none' },
+    platforms: ['linux/amd64'],
+    files,
+    images: bundleImages,
+  };
+  const pack = tar.pack();
+  const out = createWriteStream(path, { mode: 0o644 });
+  const finished = once(out, 'finish');
+  pack.pipe(out);
+  // The manifest first: `serve --bundle` reads it before anything else.
+  for (const [name, bytes] of [[MANIFEST_PATH, Buffer.from(JSON.stringify(manifest, null, 2) + '\n')] as [string, Buffer], ...contents]) {
+    pack.entry({ name, size: bytes.length, mode: 0o644, mtime: MTIME, uid: 0, gid: 0 }, bytes);
+  }
+  pack.finalize();
+  await finished;
+  return images.map((i) => i.ref);
 }

@@ -31,8 +31,6 @@ export interface MachineOptions {
   dir: string;
   provisionerURL: string;
   adjust: AdjustmentContext;
-  /** the image archives, bound read-only into the container */
-  imagesDir: string;
 }
 
 export class ContainerMachine {
@@ -94,7 +92,7 @@ export class ContainerMachine {
 
   /** Start systemd in the container; resolves once its PID 1 exists. */
   async boot(): Promise<void> {
-    const args = nspawnFlags({ root: this.root, machine: this.m, netnsPath: `/run/netns/${this.ns.name}`, containerdDir: join(this.o.dir, 'containerd'), imagesDir: this.o.imagesDir });
+    const args = nspawnFlags({ root: this.root, machine: this.m, netnsPath: `/run/netns/${this.ns.name}`, containerdDir: join(this.o.dir, 'containerd') });
     // The console goes to a file: the container must outlive this process under --keep.
     const fd = openSync(join(this.o.dir, 'console.log'), 'a', 0o600);
     // Its own cgroup, joined before nspawn starts (see adjustment nspawn-own-cgroup).
