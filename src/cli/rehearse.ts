@@ -4,7 +4,8 @@
 import { writeFileSync, renameSync } from 'node:fs';
 import type { Spec } from '../spec/types.ts';
 import { summary, type Report } from '../rehearse/report.ts';
-import { FAULTS, RehearseError, rehearseContainers, type Fault } from '../rehearse/containers/engine.ts';
+import { rehearseContainers } from '../rehearse/containers/engine.ts';
+import { FAULTS, RehearseError, type Fault } from '../rehearse/preflight.ts';
 import { rehearseVms } from '../rehearse/vm/engine.ts';
 
 export interface RehearseCli {

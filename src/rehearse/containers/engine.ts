@@ -4,10 +4,8 @@
 //
 //   preflight (no side effects) → prepare (tree, render, assets, images) → lab + serve
 //   → install (DHCP, ignition.json, Ignition) → boot → wait for Ready → checks → report
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { etcdMembers, type Spec } from '../../spec/types.ts';
 import { versionProfile } from '../../plan/versions.ts';
 import { Lab } from '../lab/lab.ts';
@@ -16,94 +14,10 @@ import { Checks, type CheckResult } from '../checks.ts';
 import { reportOk, type Report } from '../report.ts';
 import { Progress, round } from '../progress.ts';
 import { ADJUSTMENTS } from './adjustments.ts';
-import { ContainerMachine, IGNITION_BIN } from './machine.ts';
+import { ContainerMachine } from './machine.ts';
+import { preflight, rehearsalTree, RehearseError, type RehearseOptions } from '../preflight.ts';
 import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from './images.ts';
 
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-export const CACHE = process.env.SLIPWAY_CACHE ?? '/var/cache/slipway';
-
-/** Bad input or a host that cannot rehearse: a clear message, nothing created. */
-export class RehearseError extends Error {}
-
-export interface RehearseOptions {
-  file: string;
-  spec: Spec;
-  /** directory with kube-apiserver, kubelet, ... (default: the cached Debian-source build for the file's version) */
-  binaries?: string;
-  keep: boolean;
-  /** seconds to wait for every node to be Ready */
-  timeoutSeconds: number;
-  /** progress lines */
-  log: (line: string) => void;
-  /** set when the operator interrupts: stop waiting and clean up */
-  signal?: AbortSignal;
-  /** machines to break on purpose, to see what a broken machine looks like (VM engine) */
-  faults?: Record<string, Fault>;
-}
-
-/** wrong-mac: the machine's NIC has another MAC than the file says (a typo in the file). */
-export type Fault = 'wrong-mac';
-export const FAULTS: Fault[] = ['wrong-mac'];
-
-const KUBE_BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'];
-
-interface Tool {
-  cmd: string;
-  pkg: string;
-  why: string;
-}
-const TOOLS: Tool[] = [
-  { cmd: 'systemd-nspawn', pkg: 'systemd-container', why: 'boots each machine as a system container' },
-  { cmd: 'ip', pkg: 'iproute2', why: 'makes the lab network namespaces' },
-  { cmd: 'curl', pkg: 'curl', why: 'fetches from the provisioner inside the lab' },
-  { cmd: '/bin/busybox', pkg: 'busybox-static', why: 'DHCP client for installing; the test images' },
-  { cmd: IGNITION_BIN, pkg: 'ignition', why: 'applies each machine\'s ignition.json' },
-  { cmd: 'etcdctl', pkg: 'etcd-client', why: 'checks the etcd cluster from the lab' },
-  { cmd: 'debootstrap', pkg: 'debootstrap', why: 'builds the Debian tree the machines boot (once, cached)' },
-  { cmd: 'nsenter', pkg: 'util-linux', why: 'looks inside the containers' },
-];
-
-function which(cmd: string): string | undefined {
-  if (cmd.startsWith('/')) return existsSync(cmd) ? cmd : undefined;
-  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : undefined;
-}
-
-export const defaultBinaries = (version: string) => join(CACHE, 'kubernetes', version, 'bin');
-
-/** Everything that can be checked before touching anything. */
-export function preflight(o: { spec: Spec; binaries?: string; uid?: number }): { binaries: string; etcdctl: string } {
-  if ((o.uid ?? process.getuid?.() ?? 0) !== 0) throw new RehearseError('slipway rehearse needs root (network namespaces, mounts, systemd-nspawn): run it with sudo');
-  const missing = TOOLS.filter((t) => !which(t.cmd));
-  if (missing.length) {
-    throw new RehearseError(`missing tools: ${missing.map((t) => `${t.cmd} (Debian package ${t.pkg}: ${t.why})`).join('; ')}\n  install with: apt-get install ${[...new Set(missing.map((t) => t.pkg))].join(' ')}`);
-  }
-  const version = o.spec.kubernetesVersion;
-  const binaries = o.binaries ?? defaultBinaries(version);
-  if (!existsSync(binaries)) {
-    throw new RehearseError(o.binaries ? `--binaries ${binaries}: no such directory` : `no Kubernetes binaries for ${version} in ${binaries}: pass --binaries DIR, or build them from Debian's source with scripts/build-kubernetes.sh ${version} (Debian 12 ships the v1.20.2 source)`);
-  }
-  const absent = KUBE_BINARIES.filter((b) => !existsSync(join(binaries, b)));
-  if (absent.length) throw new RehearseError(`${binaries} lacks ${absent.join(', ')}`);
-  for (const b of KUBE_BINARIES) {
-    const r = spawnSync(join(binaries, b), b === 'kubectl' ? ['version', '--client', '--short'] : ['--version'], { encoding: 'utf8', timeout: 30_000 });
-    const got = /v\d+\.\d+\.\d+\S*/.exec(r.stdout + r.stderr)?.[0];
-    if (got !== version) throw new RehearseError(`${join(binaries, b)} is ${got ?? 'of unknown version'}, but the cluster file says kubernetesVersion: ${version}`);
-  }
-  if (o.spec.network.cni === 'flannel' && !existsSync(join(binaries, 'flanneld'))) {
-    throw new RehearseError(`network.cni is flannel, but ${binaries} has no flanneld (Debian packages no flannel, and no release can be downloaded here): set network.cni: bridge in the cluster file, or put flanneld and cni/flannel into the binaries directory`);
-  }
-  return { binaries, etcdctl: which('etcdctl')! };
-}
-
-/** The Debian tree every machine boots (built once by the project script, then cached). */
-function rehearsalTree(log: (l: string) => void): string {
-  log('Debian tree: scripts/build-rehearsal-tree.sh (cached after the first build, ~80 s cold)');
-  const r = spawnSync('bash', [join(REPO, 'scripts/build-rehearsal-tree.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
-  const tree = r.stdout.trim().split('\n').pop();
-  if (r.status !== 0 || !tree || !existsSync(tree)) throw new RehearseError(`could not build the Debian tree (scripts/build-rehearsal-tree.sh exited ${r.status})`);
-  return tree;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -20,7 +20,7 @@ import { openLab, prepare } from '../setup.ts';
 import { Checks, type CheckName, type CheckResult, type CheckOutcome } from '../checks.ts';
 import { Progress, round } from '../progress.ts';
 import { reportOk, type Report } from '../report.ts';
-import { preflight, RehearseError, type RehearseOptions } from '../containers/engine.ts';
+import { preflight, rehearsalTree, RehearseError, type RehearseOptions } from '../preflight.ts';
 import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT } from '../containers/images.ts';
 import { kvmWorks, VmMachine } from './qemu.ts';
 
@@ -53,11 +53,6 @@ function vmImage(log: (l: string) => void): string {
   const dir = r.stdout.trim().split('\n').pop();
   if (r.status !== 0 || !dir || !existsSync(join(dir, 'disk.img'))) throw new RehearseError(`could not build the VM image (scripts/build-vm-image.sh exited ${r.status})`);
   return dir;
-}
-
-function treeDir(): string {
-  const r = spawnSync('bash', [join(REPO, 'scripts/build-rehearsal-tree.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  return r.stdout.trim().split('\n').pop() ?? '';
 }
 
 /** `sha256 mode path` of every file under a rendered root, sorted: what the VM must hold. */
@@ -93,7 +88,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
   const report: Report = { engine: 'vm', kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments: [], phases, notes };
 
   const image = vmImage(log);
-  const tree = treeDir();
+  const tree = rehearsalTree(log);
   const run = mkdtempSync('/var/tmp/slipway-rehearsal-');
   log(`run directory ${run}`);
   let lab: Lab | undefined;
