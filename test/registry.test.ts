@@ -201,13 +201,31 @@ test('binaries and OS files under /assets/, checked by the rendered fetch-binari
   writeFileSync(join(dir, 'binaries.list'), list);
   const script = readFileSync(join(root, 'etc/slipway/fetch-binaries.sh'), 'utf8')
     .replace('http://10.20.30.2:8080', base)
-    .replace(/^LIST=.*$/m, `LIST=${join(dir, 'binaries.list')}`);
+    .replace(/^LIST=.*$/m, `LIST=${join(dir, 'binaries.list')}`)
+    .replace(/^STATE=.*$/m, `STATE=${join(dir, 'fetch-state')}`);
   writeFileSync(join(dir, 'fetch.sh'), script);
   const f = await runAsync('sh', [join(dir, 'fetch.sh')]);
   assert.equal(f.code, 0, f.out);
   const installed = list.trim().split('\n').map((l) => l.split(' '));
   assert.ok(installed.length >= 10);
   for (const [dest, name] of installed) assert.equal(sha256(readFileSync(dest!)), listed.get(name!), dest);
+  assert.equal(readFileSync(join(dir, 'fetch-state/binaries-missing'), 'utf8'), '\n');
+
+  // A name the provisioner does not have is skipped and listed (its units are conditioned
+  // on the binary); with the provisioner unreachable, the binaries in place are checked
+  // against the last SHA256SUMS and kept.
+  writeFileSync(join(dir, 'binaries.list'), list + `${scratch}/opt/bin/nope nope\n`);
+  const skip = await runAsync('sh', [join(dir, 'fetch.sh')]);
+  assert.equal(skip.code, 0, skip.out);
+  assert.match(skip.out, /the provisioner has no nope: the units that run it will not start/);
+  assert.equal(readFileSync(join(dir, 'fetch-state/binaries-missing'), 'utf8'), 'nope\n');
+  writeFileSync(join(dir, 'fetch-offline.sh'), script.replace(base, 'http://127.0.0.1:9').replace('--retry 20 --retry-delay 3', '--retry 1 --retry-delay 1'));
+  const offline = await runAsync('sh', [join(dir, 'fetch-offline.sh')]);
+  assert.equal(offline.code, 0, offline.out);
+  assert.match(offline.out, /unreachable: checking the binaries in place against the last SHA256SUMS/);
+  rmSync(installed.at(-1)![0]!);
+  assert.notEqual((await runAsync('sh', [join(dir, 'fetch-offline.sh')])).code, 0, 'a binary not in place cannot come from an unreachable provisioner');
+
   const etcdPath = installed.find(([, n]) => n === 'etcd')![0]!;
   chmodSync(etcdPath, 0o755);
   if (up.expected.get('bin/etcd')!.length > 1_000_000) assert.match((await runAsync(etcdPath, ['--version'])).stdout, /etcd Version: /);

@@ -2,6 +2,8 @@
 // Flags go on the ExecStart command line (as guide 02 does), one per line, so a
 // person reading the unit on the machine sees exactly what runs.
 
+import { BIN } from './paths.ts';
+
 export type UnitValue = string | number | boolean | undefined | (string | number)[];
 export type Section = Record<string, UnitValue>;
 export interface Unit {
@@ -10,7 +12,20 @@ export interface Unit {
   Install?: Section;
 }
 
-export function unitFile(u: Unit): string {
+/**
+ * A unit that runs a binary Slipway fetches (under BIN) starts only once that binary is
+ * there: when the provisioner's assets lack it (a bundle without Kubernetes, say), systemd
+ * skips the unit ("condition failed", not a restart loop) and progress.sh reports what
+ * is missing, so nothing pretends to run.
+ */
+function withBinaryCondition(u: Unit): Unit {
+  const exec = u.Service?.ExecStart;
+  const binary = typeof exec === 'string' && exec.startsWith(`${BIN}/`) ? exec.split(/\s/)[0] : undefined;
+  return binary ? { Unit: { ...u.Unit, ConditionFileIsExecutable: binary }, Service: u.Service, Install: u.Install } : u;
+}
+
+export function unitFile(unit: Unit): string {
+  const u = withBinaryCondition(unit);
   const out: string[] = [];
   for (const [name, section] of Object.entries(u) as [string, Section | undefined][]) {
     if (!section) continue;

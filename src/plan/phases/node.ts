@@ -31,27 +31,44 @@ export function binariesFor(m: Machine, cni: Cni = 'flannel'): [string, string][
 
 export const assetsURL = (ctx: PhaseContext) => `http://${ctx.spec.provisioner.address}:${ctx.spec.provisioner.httpPort}`;
 
+/** Where fetch-binaries.sh keeps what it learnt: the last SHA256SUMS, and what was missing. */
+export const FETCH_STATE = '/var/lib/slipway';
+/** What fetch-binaries.sh could not get from the provisioner, space-separated (empty: nothing). */
+export const MISSING_LIST = `${FETCH_STATE}/binaries-missing`;
+
 // Each binary is checked against the provisioner's SHA256SUMS before it is installed;
-// a binary already in place with the right digest is kept (reboots stay offline-safe).
+// a binary already in place with the right digest is kept, and the last SHA256SUMS is
+// kept too, so a reboot while the provisioner is down still starts the units.
 const FETCH_SCRIPT = (base: string) => `#!/bin/sh
 # Fetch this machine's binaries from the Slipway provisioner, verifying each sha256.
 set -eu
 BASE="${base}/assets/bin"
 LIST=${SLIPWAY}/binaries.list
+STATE=${FETCH_STATE}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fetch() { curl -fsS --retry 20 --retry-delay 3 --retry-connrefused -o "$2" "$1"; }
-fetch "$BASE/SHA256SUMS" "$tmp/SHA256SUMS"
+mkdir -p "$STATE"
+if ! fetch "$BASE/SHA256SUMS" "$tmp/SHA256SUMS"; then
+  [ -s "$STATE/SHA256SUMS" ] || { echo "slipway: the provisioner is unreachable and this machine has no binaries yet" >&2; exit 1; }
+  echo "slipway: the provisioner is unreachable: checking the binaries in place against the last SHA256SUMS" >&2
+  cp "$STATE/SHA256SUMS" "$tmp/SHA256SUMS"
+fi
+missing=
 while read -r dest name; do
   [ -n "$dest" ] || continue
   want=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$tmp/SHA256SUMS")
-  if [ -z "$want" ]; then echo "slipway: provisioner lists no checksum for $name" >&2; exit 1; fi
+  # Not in the provisioner's assets (a bundle without Kubernetes, say): the units that
+  # run it are conditioned on it and will not start; progress.sh reports the list.
+  if [ -z "$want" ]; then echo "slipway: the provisioner has no $name: the units that run it will not start" >&2; missing="$missing $name"; continue; fi
   if [ -f "$dest" ] && echo "$want  $dest" | sha256sum -c --status; then continue; fi
   fetch "$BASE/$name" "$tmp/part"
   if ! echo "$want  $tmp/part" | sha256sum -c --status; then echo "slipway: sha256 mismatch for $name" >&2; exit 1; fi
   install -D -m 0755 "$tmp/part" "$dest"
   echo "slipway: installed $dest ($want)"
 done < "$LIST"
+cp "$tmp/SHA256SUMS" "$STATE/SHA256SUMS"
+echo "\${missing# }" > "$STATE/binaries-missing"
 `;
 
 function containerdFiles(ctx: PhaseContext): File[] {

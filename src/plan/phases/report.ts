@@ -5,8 +5,8 @@
 import { apiServerURL } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
-import { KUBELET_CLIENT_CERT, PKI, SLIPWAY, UNITS } from '../paths.ts';
-import { assetsURL } from './node.ts';
+import { BIN, KUBELET_CLIENT_CERT, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { assetsURL, MISSING_LIST } from './node.ts';
 
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
 export const FAILURE_UNIT = 'slipway-report-failure@.service';
@@ -45,7 +45,14 @@ set -u
 R=${REPORT_SCRIPT}
 $R installing
 systemctl is-active --quiet slipway-binaries.service || systemctl start slipway-binaries.service || { $R failed "binaries could not be fetched" slipway-binaries.service; exit 1; }
-$R installed
+missing=$(cat ${MISSING_LIST} 2>/dev/null || true)
+if [ -n "$missing" ]; then
+  $R installed "not in the provisioner's assets: $missing (the units that run them do not start)"
+else
+  $R installed
+fi
+# No kubelet, no node: nothing more to wait for.
+[ -x ${BIN}/kubelet ] || exit 0
 # The client certificate, not kubelet.conf: with rotateCertificates the kubelet writes
 # kubelet.conf at start, before its CSR is approved.
 for i in $(seq 360); do [ -s ${KUBELET_CLIENT_CERT} ] && break; sleep 5; done
