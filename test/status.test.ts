@@ -20,8 +20,14 @@ test('status prints every machine, and --watch follows until all are ready', { t
   assert.match(once.stdout, /^NAME +MAC +IP +ROLES +STATE +ELAPSED +LAST EVENT$/m);
   for (const n of ['cp1', 'cp2', 'cp3', 'w1', 'w2']) assert.match(once.stdout, new RegExp(`^${n} .* unknown `, 'm'));
 
-  const watch = lab.hub.exec(process.execPath, [...statusArgs(), '--watch', '--timeout', '60'], { timeoutMs: 90_000 });
-  await new Promise((r) => setTimeout(r, 1500));
+  const child = lab.hub.spawn(process.execPath, [...statusArgs(), '--watch', '--timeout', '60']);
+  let stdout = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.resume();
+  const watch = new Promise<{ code: number | null; out: string; stdout: string }>((resolve) => child.once('exit', (code) => resolve({ code, out: stdout, stdout })));
+  // the reports go once the watch follows the event stream (bounded wait)
+  for (let i = 0; i < 300 && !/^following 5 machines/m.test(stdout); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.match(stdout, /^following 5 machines until every one is ready or failed$/m, 'the watch says when it follows');
   const tokens = (JSON.parse(readFileSync(join(lab.state, 'tokens.json'), 'utf8')) as { machineTokens: Record<string, string> }).machineTokens;
   for (const token of Object.values(tokens)) {
     for (const [i, state] of ['installed', 'ready'].entries()) {

@@ -37,12 +37,15 @@ Commands:
                                    machines and their states from a running serve; --watch follows
                                    live until all are ready or failed; exit 0 only when all are ready
   rehearse -f FILE [--engine containers|vm] [--binaries DIR] [--keep] [--report FILE.json]
-           [--timeout SECONDS] [--fault MACHINE=wrong-mac ...]
+           [--timeout SECONDS] [--fault MACHINE=wrong-mac|failing-unit ...] [--no-kubernetes]
+           [--console-port PORT | --no-console]
                                    (root) the whole cluster on a private lab network: containers
                                    (default) boots each machine as a systemd-nspawn container with
                                    real Kubernetes binaries and runs the checks; vm network-boots
-                                   each as a QEMU VM through DHCP, iPXE and Ignition; exit 0 only
-                                   when every check is ok or not-run for a stated reason
+                                   each as a QEMU VM through DHCP, iPXE and Ignition (--no-kubernetes:
+                                   serve no Kubernetes binaries, their units are reported not
+                                   started); the web console follows it at 127.0.0.1:PORT; exit 0
+                                   only when every check is ok or not-run for a stated reason
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
   bundle   create -f FILE -o BUNDLE.tar [--mirror URL | --mirror FROM=URL ...]
@@ -217,10 +220,16 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   },
 
   async rehearse(argv) {
-    const a = args(argv, { ...fileOpts, engine: { type: 'string' }, binaries: { type: 'string' }, keep: { type: 'boolean' }, report: { type: 'string' }, timeout: { type: 'string' }, fault: { type: 'string', multiple: true } });
+    const a = args(argv, { ...fileOpts, engine: { type: 'string' }, binaries: { type: 'string' }, keep: { type: 'boolean' }, report: { type: 'string' }, timeout: { type: 'string' }, fault: { type: 'string', multiple: true }, 'no-kubernetes': { type: 'boolean' }, 'console-port': { type: 'string' }, 'no-console': { type: 'boolean' } });
     const file = need(a.file, '-f FILE');
     const engine = a.engine ?? 'containers';
     if (engine !== 'containers' && engine !== 'vm') throw new UsageError('--engine must be containers or vm');
+    const noKubernetes = a['no-kubernetes'] ?? false;
+    if (noKubernetes && engine !== 'vm') throw new UsageError('--no-kubernetes goes with --engine vm (the containers engine rehearses Kubernetes itself)');
+    if (noKubernetes && a.binaries) throw new UsageError('--binaries and --no-kubernetes exclude each other');
+    const consolePort = a['console-port'] === undefined ? 0 : Number(a['console-port']);
+    if (!Number.isInteger(consolePort) || consolePort < 0 || consolePort > 65535) throw new UsageError('--console-port must be a port number (0: any free one)');
+    if (a['no-console'] && a['console-port'] !== undefined) throw new UsageError('--console-port and --no-console exclude each other');
     const timeout = a.timeout === undefined ? 900 : Number(a.timeout);
     if (!Number.isInteger(timeout) || timeout <= 0) throw new UsageError('--timeout must be a whole number of seconds');
     const spec = await load(file);
@@ -232,7 +241,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    return rehearse({ file: resolve(file), spec, engine, binaries: a.binaries && resolve(a.binaries), keep: a.keep ?? false, reportFile: a.report, timeoutSeconds: timeout, faults, out, err });
+    return rehearse({ file: resolve(file), spec, engine, binaries: a.binaries && resolve(a.binaries), keep: a.keep ?? false, reportFile: a.report, timeoutSeconds: timeout, faults, noKubernetes, consolePort: a['no-console'] ? false : consolePort, out, err });
   },
 
   async bundle(argv) {

@@ -17,6 +17,8 @@ export interface RehearseCli {
   reportFile?: string;
   timeoutSeconds: number;
   faults?: Record<string, Fault>;
+  noKubernetes?: boolean;
+  consolePort?: number | false;
   out: (s: string) => void;
   err: (s: string) => void;
 }
@@ -51,7 +53,7 @@ export async function rehearse(o: RehearseCli): Promise<number> {
   let report: Report;
   try {
     const run = o.engine === 'vm' ? rehearseVms : rehearseContainers;
-    report = await run({ file: o.file, spec: o.spec, binaries: o.binaries, keep: o.keep, timeoutSeconds: o.timeoutSeconds, log, signal: abort.signal, faults: o.faults });
+    report = await run({ file: o.file, spec: o.spec, binaries: o.binaries, keep: o.keep, timeoutSeconds: o.timeoutSeconds, log, signal: abort.signal, faults: o.faults, noKubernetes: o.noKubernetes, consolePort: o.consolePort });
   } catch (e) {
     if (e instanceof RehearseError) {
       o.err(`slipway rehearse: ${e.message}`);

@@ -97,6 +97,7 @@ async function watch(opts: StatusOptions, token: string, machines: MachineRow[])
     // Changes that happened between the table fetch and the stream opening.
     for (const m of await fetchMachines(opts, token)) byName.set(m.name, m);
     draw();
+    if (!tty) opts.out.write(`following ${byName.size} machines until every one is ready or failed\n`);
     let buf = '';
     const decoder = new TextDecoder();
     for await (const chunk of res.body) {

@@ -19,25 +19,34 @@ export function place(src: string, dest: string): void {
   }
 }
 
+/** Names the machines fetch that only the Kubernetes binaries directory can provide. */
+const fromTree: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
+const inTree = (name: string) => name in fromTree || name.startsWith('cni/');
+
 /**
  * What the machines' download unit fetches, under assets/bin/ named as binariesFor()
- * asks: the Kubernetes binaries from --binaries, etcd and the CNI plugins from the
+ * asks: the Kubernetes binaries from `binaries`, etcd and the CNI plugins from the
  * Debian tree (Debian's etcd is 3.4, the series Kubernetes 1.20 was tested with).
+ * Without `binaries` the Kubernetes ones are left out (`absent`): the machines skip
+ * their units and say so.
  */
-export function stageAssets(spec: Spec, binaries: string, tree: string, assets: string): string[] {
-  const needed = new Map<string, string>();
-  for (const m of spec.machines) for (const [, name] of binariesFor(m, spec.network.cni)) needed.set(name, name);
-  const notes: string[] = [];
-  const fromTree: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
-  for (const name of needed.keys()) {
-    const candidates = [join(binaries, name)];
+export function stageAssets(spec: Spec, binaries: string | undefined, tree: string, assets: string): { fromTree: string[]; absent: string[] } {
+  const needed = new Set<string>();
+  for (const m of spec.machines) for (const [, name] of binariesFor(m, spec.network.cni)) needed.add(name);
+  const taken: string[] = [];
+  const absent: string[] = [];
+  for (const name of needed) {
+    const candidates = binaries ? [join(binaries, name)] : [];
     if (fromTree[name]) candidates.push(join(tree, fromTree[name]!));
     if (name.startsWith('cni/')) candidates.push(join(tree, 'usr/lib/cni', name.slice(4)));
     const src = candidates.find((c) => existsSync(c));
-    if (!src) throw new AssetsError(`no ${name} for the machines: not in ${binaries}${fromTree[name] || name.startsWith('cni/') ? ' nor in the Debian tree' : ''}`);
+    if (!src && !binaries && !inTree(name)) {
+      absent.push(name);
+      continue;
+    }
+    if (!src) throw new AssetsError(`no ${name} for the machines: not in ${binaries ?? 'the binaries directory'}${inTree(name) ? ' nor in the Debian tree' : ''}`);
     place(src, join(assets, 'bin', name));
-    if (!src.startsWith(binaries)) notes.push(name);
+    if (!binaries || !src.startsWith(binaries)) taken.push(name);
   }
-  return notes;
+  return { fromTree: taken, absent };
 }
-

@@ -28,11 +28,23 @@ export interface RehearseOptions {
   signal?: AbortSignal;
   /** machines to break on purpose, to see what a broken machine looks like (VM engine) */
   faults?: Record<string, Fault>;
+  /**
+   * Serve no Kubernetes binaries (VM engine): the machines install etcd, haproxy,
+   * keepalived and the CNI plugins, and their Kubernetes units are skipped and reported
+   * as not started, as with a bundle that has no Kubernetes release.
+   */
+  noKubernetes?: boolean;
+  /** the lab's web console on the host at 127.0.0.1:PORT (0/undefined: a free port; false: none) */
+  consolePort?: number | false;
 }
 
-/** wrong-mac: the machine's NIC has another MAC than the file says (a typo in the file). */
-export type Fault = 'wrong-mac';
-export const FAULTS: Fault[] = ['wrong-mac'];
+/**
+ * wrong-mac: the machine's NIC has another MAC than the file says (a typo in the file).
+ * failing-unit: the machine's disk holds a stray file where the binaries go (/opt/bin),
+ * so its slipway-binaries.service fails, as on a machine with a dirty disk.
+ */
+export type Fault = 'wrong-mac' | 'failing-unit';
+export const FAULTS: Fault[] = ['wrong-mac', 'failing-unit'];
 
 const KUBE_BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'];
 
@@ -61,11 +73,15 @@ function which(cmd: string): string | undefined {
 export const defaultBinaries = (version: string) => join(CACHE, 'kubernetes', version, 'bin');
 
 /** Everything that can be checked before touching anything. */
-export function preflight(o: { spec: Spec; binaries?: string; uid?: number }): { binaries: string; etcdctl: string } {
+export function preflight(o: { spec: Spec; binaries?: string; noKubernetes?: boolean; uid?: number }): { binaries?: string; etcdctl: string } {
   if ((o.uid ?? process.getuid?.() ?? 0) !== 0) throw new RehearseError('slipway rehearse needs root (network namespaces, mounts, systemd-nspawn): run it with sudo');
   const missing = TOOLS.filter((t) => !which(t.cmd));
   if (missing.length) {
     throw new RehearseError(`missing tools: ${missing.map((t) => `${t.cmd} (Debian package ${t.pkg}: ${t.why})`).join('; ')}\n  install with: apt-get install ${[...new Set(missing.map((t) => t.pkg))].join(' ')}`);
+  }
+  if (o.noKubernetes) {
+    if (o.binaries) throw new RehearseError('--binaries and --no-kubernetes exclude each other');
+    return { binaries: undefined, etcdctl: which('etcdctl')! };
   }
   const version = o.spec.kubernetesVersion;
   const binaries = o.binaries ?? defaultBinaries(version);

@@ -16,6 +16,15 @@ export interface MachineReport {
   /** powered off on purpose by a check */
   poweredOff?: boolean;
   failedUnits: { unit: string; logs: string }[];
+  /** every unit Slipway rendered for it, as it stood after install (VM engine) */
+  units?: UnitState[];
+}
+
+/** A unit on a machine: active, failed, not-started (with why), or systemd's ActiveState. */
+export interface UnitState {
+  unit: string;
+  state: string;
+  detail?: string;
 }
 
 export interface Report {
@@ -33,6 +42,19 @@ export interface Report {
   error?: string;
 }
 
+/** The report's phases: `phase(name)` closes the phase that ran since the previous call. */
+export function phaseTimer(): { phases: Report['phases']; phase: (name: string) => void } {
+  const phases: Report['phases'] = [];
+  let start = Date.now();
+  return {
+    phases,
+    phase(name) {
+      phases.push({ name, seconds: Math.round((Date.now() - start) / 100) / 10 });
+      start = Date.now();
+    },
+  };
+}
+
 /** Exit 0 only when every check is ok or not-run for a stated reason. */
 export const reportOk = (checks: CheckResult[]): boolean => checks.length > 0 && checks.every((c) => c.result === 'ok' || (c.result === 'not-run' && c.detail.length > 0));
 
@@ -45,10 +67,21 @@ export function summary(r: Report): string {
     const t = [s.dhcp !== undefined && `dhcp ${s.dhcp}s`, s.configFetched !== undefined && `config ${s.configFetched}s`, s.installed !== undefined && `installed ${s.installed}s`, s.ready !== undefined && `ready ${s.ready}s`].filter(Boolean).join(', ');
     lines.push(`  ${m.name.padEnd(10)} ${m.roles.join(',').padEnd(22)} ${(m.ready ? 'Ready' : 'not ready').padEnd(10)} ${m.state.padEnd(15)} ${t}${m.poweredOff ? '  (powered off by a check)' : ''}`);
     if (m.reason) lines.push(`      ${m.state}: ${m.reason}`);
+    if (m.units?.length) {
+      const by = (st: string) => m.units!.filter((u) => u.state === st);
+      const active = by('active');
+      if (active.length) lines.push(`      active: ${active.map((u) => u.unit).join(', ')}`);
+      const done = by('done');
+      if (done.length) lines.push(`      done: ${done.map((u) => u.unit).join(', ')}`);
+      const skipped = by('not-started');
+      if (skipped.length) lines.push(`      not started: ${skipped.map((u) => `${u.unit} (${u.detail})`).join(', ')}`);
+      const other = m.units.filter((u) => !['active', 'done', 'not-started', 'failed'].includes(u.state));
+      if (other.length) lines.push(`      other: ${other.map((u) => `${u.unit} ${u.state}${u.detail ? ` (${u.detail})` : ''}`).join(', ')}`);
+    }
     for (const u of m.failedUnits) lines.push(`      failed unit ${u.unit}:\n${u.logs.split('\n').slice(-8).map((l) => `        ${l}`).join('\n')}`);
   }
   for (const c of r.checks) lines.push(`  ${c.result === 'ok' ? 'ok     ' : c.result === 'failed' ? 'FAILED ' : 'not-run'} ${c.name.padEnd(18)} ${String(c.seconds).padStart(5)}s  ${c.detail}`);
   for (const n of r.notes) lines.push(`  note: ${n}`);
-  lines.push(`  ${r.adjustments.length} rehearsal-only adjustments (never in what real machines get): ${r.adjustments.map((a) => a.id).join(', ')}`);
+  lines.push(r.adjustments.length ? `  ${r.adjustments.length} rehearsal-only adjustments (never in what real machines get): ${r.adjustments.map((a) => a.id).join(', ')}` : '  no rehearsal-only adjustments: the machines ran exactly what was rendered');
   return lines.join('\n') + '\n';
 }

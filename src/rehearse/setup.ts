@@ -11,6 +11,7 @@ import { planTree } from '../render/tree.ts';
 import { writeTreeAtomic } from '../render/write.ts';
 import { AssetsError, stageAssets } from './assets.ts';
 import { Lab } from './lab/lab.ts';
+import { exposeConsole, type ExposedConsole } from './lab/console.ts';
 
 export interface Prepared {
   state: string;
@@ -19,31 +20,56 @@ export interface Prepared {
   assets: string;
   /** binaries taken from the Debian tree rather than the binaries directory */
   fromTree: string[];
+  /** binaries the machines ask for that the provisioner does not offer (no binaries directory) */
+  absent: string[];
 }
 
 /** Render and stage assets under `run`; a missing binary becomes `asError(message)`. */
-export async function prepare(spec: Spec, binaries: string, tree: string, run: string, asError: (m: string) => Error): Promise<Prepared> {
+export async function prepare(spec: Spec, binaries: string | undefined, tree: string, run: string, asError: (m: string) => Error): Promise<Prepared> {
   const state = join(run, 'state');
   const out = join(run, 'out');
   const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
   await writeTreeAtomic(out, planTree(buildPlan(spec, secrets)));
   const assets = join(run, 'assets');
   try {
-    return { state, out, assets, fromTree: stageAssets(spec, binaries, tree, assets) };
+    return { state, out, assets, ...stageAssets(spec, binaries, tree, assets) };
   } catch (e) {
     throw e instanceof AssetsError ? asError(e.message) : e;
   }
 }
 
-/** The lab with serve running for `file`; the operator API token serve created. */
-export async function openLab(spec: Spec, file: string, p: Prepared, run: string, log: (l: string) => void, serveArgs: string[] = []): Promise<{ lab: Lab; token: string }> {
+export interface OpenLabOptions {
+  /**
+   * The web console (and API) on the host at http://127.0.0.1:PORT/: a port, 0 or
+   * undefined for a free one, false for none. A port asked for that cannot be had is an
+   * error; a free one that cannot be had is only logged.
+   */
+  consolePort?: number | false;
+}
+
+/**
+ * The lab with serve running for `file`; the operator API token serve created; the web
+ * console forwarded to the host (closed by lab.close(), stopped by lab.keep()).
+ */
+export async function openLab(spec: Spec, file: string, p: Prepared, run: string, log: (l: string) => void, serveArgs: string[] = [], o: OpenLabOptions = {}): Promise<{ lab: Lab; token: string; console?: ExposedConsole }> {
   const lab = Lab.create(spec);
+  const tokenFile = join(p.state, 'api-token');
+  let web: ExposedConsole | undefined;
   try {
     await lab.startServe({ file, state: p.state, assets: p.assets, args: serveArgs, logFile: join(run, 'serve.log') });
+    log(`lab ${lab.hub.name}: slipway serve at ${lab.provisionerURL}`);
+    if (o.consolePort !== false) {
+      try {
+        web = await exposeConsole({ lab, run, port: o.consolePort ?? 0, log, tokenFile });
+        lab.own(web);
+      } catch (e) {
+        if (o.consolePort) throw new Error(`web console: ${(e as Error).message}`);
+        log(`web console not available: ${(e as Error).message}`);
+      }
+    }
   } catch (e) {
     await lab.close();
     throw e;
   }
-  log(`lab ${lab.hub.name}: slipway serve at ${lab.provisionerURL}`);
-  return { lab, token: readFileSync(join(p.state, 'api-token'), 'utf8').trim() };
+  return { lab, token: readFileSync(tokenFile, 'utf8').trim(), console: web };
 }

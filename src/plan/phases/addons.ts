@@ -227,7 +227,8 @@ export const addonsPhase: Phase = {
       path: `${UNITS}/slipway-addons.service`,
       mode: 0o644,
       contents: unitFile({
-        Unit: { Description: 'Apply Slipway cluster add-ons (bootstrap RBAC, CoreDNS)', After: ['kube-apiserver.service'], Wants: 'kube-apiserver.service' },
+        // the script runs kubectl: without it (no Kubernetes in the bundle) nothing to wait for
+        Unit: { Description: 'Apply Slipway cluster add-ons (bootstrap RBAC, CoreDNS)', After: ['kube-apiserver.service'], Wants: 'kube-apiserver.service', ConditionFileIsExecutable: `${BIN}/kubectl` },
         Service: { Type: 'oneshot', RemainAfterExit: true, ExecStart: '/bin/sh /etc/slipway/apply-addons.sh', Restart: 'on-failure', RestartSec: '10s' },
         Install: { WantedBy: 'multi-user.target' },
       }),

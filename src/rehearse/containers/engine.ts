@@ -11,7 +11,7 @@ import { versionProfile } from '../../plan/versions.ts';
 import { Lab } from '../lab/lab.ts';
 import { openLab, prepare } from '../setup.ts';
 import { Checks, type CheckResult } from '../checks.ts';
-import { reportOk, type Report } from '../report.ts';
+import { phaseTimer, reportOk, type Report } from '../report.ts';
 import { Progress, round } from '../progress.ts';
 import { ADJUSTMENTS } from './adjustments.ts';
 import { ContainerMachine } from './machine.ts';
@@ -25,13 +25,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   const t0 = Date.now();
   const { spec, log } = o;
+  if (o.noKubernetes) throw new RehearseError('the containers engine rehearses Kubernetes itself: --no-kubernetes goes with --engine vm');
   const pre = preflight({ spec, binaries: o.binaries });
-  const phases: { name: string; seconds: number }[] = [];
-  let phaseStart = Date.now();
-  const phase = (name: string) => {
-    phases.push({ name, seconds: round(Date.now() - phaseStart) });
-    phaseStart = Date.now();
-  };
+  const binaries = pre.binaries!; // always set without noKubernetes
+  const { phases, phase } = phaseTimer();
   const notes: string[] = [];
   const report: Report = { engine: 'containers', kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments: ADJUSTMENTS, phases, notes };
 
@@ -51,9 +48,9 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   const failed = new Map<string, { unit: string; logs: string }[]>();
   try {
     // --- prepare: the render (for the checks' credentials), assets, images ------------
-    const p = await prepare(spec, pre.binaries, tree, run, (m) => new RehearseError(m));
+    const p = await prepare(spec, binaries, tree, run, (m) => new RehearseError(m));
     const { out } = p;
-    notes.push(`binaries served to the machines from ${pre.binaries}${p.fromTree.length ? `; from the Debian tree: ${p.fromTree.join(', ')}` : ''}`);
+    notes.push(`binaries served to the machines from ${binaries}${p.fromTree.length ? `; from the Debian tree: ${p.fromTree.join(', ')}` : ''}`);
     const bundle = join(run, 'images.bundle.tar');
     const images = await writeRehearsalBundle(bundle, { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, versionProfile(spec.kubernetesVersion).pauseImage);
     notes.push(`images ${images.join(', ')} built from busybox-static into a bundle; serve offers it as the provisioner's registry and containerd pulls through its rendered mirror config`);
@@ -62,7 +59,7 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
 
     // --- the lab and the provisioner ---------------------------------------------------
     let token: string;
-    ({ lab, token } = await openLab(spec, o.file, p, run, log, ['--bundle', bundle]));
+    ({ lab, token } = await openLab(spec, o.file, p, run, log, ['--bundle', bundle], { consolePort: o.consolePort }));
     phase('lab');
 
     const adjust = { defaultGateway: spec.provisioner.dhcp.router ? undefined : spec.provisioner.address };
@@ -86,7 +83,7 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
 
     // --- wait until every node is Ready -------------------------------------------------
     const checks = new Checks({
-      lab, spec, out, kubectl: join(pre.binaries, 'kubectl'), etcdctl: pre.etcdctl, log, signal: o.signal,
+      lab, spec, out, kubectl: join(binaries, 'kubectl'), etcdctl: pre.etcdctl, log, signal: o.signal,
       smoke: { ref: SMOKE_IMAGE, port: SMOKE_PORT, body: SMOKE_BODY },
       engine: {
         running: () => machines.filter((m) => m.running && !m.stopped).map((m) => m.m.name),

@@ -86,12 +86,21 @@ function parts(ref: string): { registry: string; repository: string; tag: string
   return { registry: ref.slice(0, slash), repository: ref.slice(slash + 1, colon), tag: ref.slice(colon + 1) };
 }
 
+/** An OS for the bundle's os/ entries (the VM engine's Debian stand-in): files read from disk. */
+export interface BundleOs {
+  name: string;
+  channel: string;
+  version: string;
+  files: { path: `os/${string}`; source: string; name: string }[];
+}
+
 /**
  * Write the rehearsal's images as a bundle at `path`: the pause image (named `pauseRef`;
  * the sandbox only has to hold its namespaces open: busybox sleeping does that) and the
- * smoke test's HTTP server.
+ * smoke test's HTTP server; with `os`, its boot files under os/ as a Flatcar bundle
+ * carries Flatcar's.
  */
-export async function writeRehearsalBundle(path: string, cluster: { name: string; kubernetesVersion: string }, pauseRef: string): Promise<string[]> {
+export async function writeRehearsalBundle(path: string, cluster: { name: string; kubernetesVersion: string }, pauseRef: string, os?: BundleOs): Promise<string[]> {
   const images = [
     await image(pauseRef, busyboxLayer([]), { Entrypoint: ['/bin/busybox', 'sleep', '2147483647'] }),
     await image(
@@ -121,12 +130,17 @@ export async function writeRehearsalBundle(path: string, cluster: { name: string
     ...[...blobs.values()].sort((a, b) => (a.digest < b.digest ? -1 : 1)).map((b) => [blobPath(b.digest), b.bytes] as [string, Buffer]),
   ];
   const files: BundleFile[] = contents.map(([p, bytes]) => ({ path: p, size: bytes.length, sha256: sha256(bytes), mode: 0o644 }));
+  for (const f of os?.files ?? []) {
+    const bytes = readFileSync(f.source); // a kernel and an initramfs: megabytes
+    contents.push([f.path, bytes]);
+    files.push({ path: f.path, size: bytes.length, sha256: sha256(bytes), mode: 0o644, name: f.name, version: os!.version, source: f.source });
+  }
   const manifest: BundleManifest = {
     schemaVersion: 1,
     kind: 'SlipwayBundle',
     created: new Date().toISOString(),
     cluster,
-    os: { name: 'none', channel: 'rehearsal', version: 'none' },
+    os: os ? { name: os.name, channel: os.channel, version: os.version } : { name: 'none', channel: 'rehearsal', version: 'none' },
     platforms: ['linux/amd64'],
     files,
     images: bundleImages,

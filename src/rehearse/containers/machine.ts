@@ -65,18 +65,15 @@ export class ContainerMachine {
     this.mounted = true;
   }
 
-  /** DHCP, then the machine's ignition.json from serve, applied by the real Ignition. Returns seconds per step. */
-  async install(): Promise<{ dhcp: number; fetched: number; applied: number }> {
-    const t0 = Date.now();
+  /** DHCP, then the machine's ignition.json from serve, applied by the real Ignition (the provisioner times each step). */
+  async install(): Promise<void> {
     const script = join(this.o.dir, 'udhcpc.script');
     writeFileSync(script, UDHCPC_SCRIPT, { mode: 0o755 });
     const dhcp = await this.ns.exec('/bin/busybox', ['udhcpc', '-i', this.ifname, '-f', '-q', '-n', '-t', '10', '-T', '2', '-s', script], { timeoutMs: 40_000 });
     if (dhcp.code !== 0) throw new Error(`${this.m.name}: no DHCP lease from the provisioner: ${tail(dhcp)}`);
-    const t1 = Date.now();
     const config = join(this.o.dir, 'ignition.json');
     const fetch = await this.ns.exec('curl', ['-fsS', '--retry', '3', '--retry-connrefused', '-m', '20', '-o', config, `${this.o.provisionerURL}/machines/${this.m.name}/ignition.json`], { timeoutMs: 60_000 });
     if (fetch.code !== 0) throw new Error(`${this.m.name}: serve refused or failed its ignition.json: ${tail(fetch)}`);
-    const t2 = Date.now();
     // The binary picks its mode from its name: ignition-apply writes a config into a root.
     const apply = join(this.o.dir, 'ignition-apply');
     if (!existsSync(apply)) run('ln', ['-s', IGNITION_BIN, apply]);
@@ -86,8 +83,6 @@ export class ContainerMachine {
     // The installer's address goes away: the machine's own network file configures it.
     this.ns.ip('-4', 'addr', 'flush', 'dev', this.ifname); // IPv4 only: networkd waits for the IPv6 link-local address
     applyFileAdjustments(this.root, this.m, this.o.adjust);
-    const t3 = Date.now();
-    return { dhcp: (t1 - t0) / 1000, fetched: (t2 - t0) / 1000, applied: (t3 - t0) / 1000 };
   }
 
   /** Start systemd in the container; resolves once its PID 1 exists. */

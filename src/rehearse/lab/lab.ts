@@ -25,12 +25,20 @@ export interface ServeOptions {
   timeoutMs?: number;
 }
 
+/** Something that lives and dies with the lab (the web console's forwarder). */
+export interface LabPart {
+  close(): Promise<void>;
+  /** `rehearse --keep`: this process is about to end; stop what cannot outlive it, synchronously. */
+  closeNow?(): void;
+}
+
 export class Lab {
   readonly hub: Netns;
   readonly spec: Spec;
   serve?: ChildProcess;
   private serveLogFile?: string;
   private readonly machines = new Map<string, Netns>();
+  private readonly parts: LabPart[] = [];
   private wires = 0;
 
   private constructor(hub: Netns, spec: Spec) {
@@ -38,9 +46,12 @@ export class Lab {
     this.spec = spec;
   }
 
-  /** The hub namespace, its bridge, the provisioner's (and the router's) address on it. */
-  static create(spec: Spec): Lab {
-    const hub = Netns.create('slipway-rh-lab');
+  /**
+   * The hub namespace, its bridge, the provisioner's (and the router's) address on it.
+   * `nsPrefix` names the namespace (tests pick their own, apart from real rehearsals').
+   */
+  static create(spec: Spec, nsPrefix = 'slipway-rh-lab'): Lab {
+    const hub = Netns.create(nsPrefix);
     try {
       hub.addBridge(BRIDGE);
       const prefix = spec.provisioner.dhcp.subnet.prefix;
@@ -110,15 +121,9 @@ export class Lab {
     }
   }
 
-  machine(name: string): Netns | undefined {
-    return this.machines.get(name);
-  }
-
-  /** Pull a machine's cable: its link goes down on both ends (a powered-off NIC). */
-  unplug(name: string, ifname = 'eth0'): void {
-    const ns = this.machines.get(name);
-    if (!ns) return;
-    ns.ip('link', 'set', ifname, 'down');
+  /** Close `part` with the lab (first, before serve stops). */
+  own(part: LabPart): void {
+    this.parts.push(part);
   }
 
   /** Run a command in the hub (the provisioner's side of the lab). */
@@ -139,12 +144,14 @@ export class Lab {
 
   /** Leave the lab running after this process exits. */
   keep(): void {
+    for (const p of this.parts.splice(0)) p.closeNow?.();
     for (const ns of this.machines.values()) ns.keep();
     this.hub.keep();
     this.serve?.unref();
   }
 
   async close(): Promise<void> {
+    for (const p of this.parts.splice(0).reverse()) await p.close().catch(() => {});
     await this.stopServe();
     for (const ns of this.machines.values()) await ns.close();
     this.machines.clear();

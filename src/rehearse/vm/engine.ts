@@ -9,20 +9,22 @@
 // downloaded here); see docs/vm-image.md.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { hasRole, type Spec } from '../../spec/types.ts';
+import { hasRole, type Machine, type Spec } from '../../spec/types.ts';
 import { Lab } from '../lab/lab.ts';
-import { place } from '../assets.ts';
 import { openLab, prepare } from '../setup.ts';
 import { Checks, type CheckName, type CheckResult, type CheckOutcome } from '../checks.ts';
 import { Progress, round } from '../progress.ts';
-import { reportOk, type Report } from '../report.ts';
+import { phaseTimer, reportOk, type Report, type UnitState } from '../report.ts';
 import { preflight, rehearsalTree, RehearseError, type RehearseOptions } from '../preflight.ts';
-import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT } from '../containers/images.ts';
+import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from '../containers/images.ts';
+import { versionProfile } from '../../plan/versions.ts';
 import { kvmWorks, VmMachine } from './qemu.ts';
+import { BIN, UNITS } from '../../plan/paths.ts';
+import { binariesFor } from '../../plan/phases/node.ts';
 
 const cpus = () => availableParallelism();
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -33,6 +35,7 @@ const VM_TOOLS: { cmd: string; pkg: string }[] = [
   { cmd: 'qemu-img', pkg: 'qemu-utils' },
   { cmd: 'setpriv', pkg: 'util-linux' },
   { cmd: 'mkfs.ext4', pkg: 'e2fsprogs' },
+  { cmd: 'debugfs', pkg: 'e2fsprogs' },
   { cmd: 'mkfs.fat', pkg: 'dosfstools' },
   { cmd: 'syslinux', pkg: 'syslinux' },
   { cmd: 'mcopy', pkg: 'mtools' },
@@ -76,14 +79,9 @@ const readdirSorted = (dir: string) => readdirSync(dir, { withFileTypes: true })
 export async function rehearseVms(o: RehearseOptions): Promise<Report> {
   const t0 = Date.now();
   const { spec, log } = o;
-  const pre = preflight({ spec, binaries: o.binaries });
+  const pre = preflight({ spec, binaries: o.binaries, noKubernetes: o.noKubernetes });
   vmPreflight();
-  const phases: { name: string; seconds: number }[] = [];
-  let phaseStart = Date.now();
-  const phase = (name: string) => {
-    phases.push({ name, seconds: round(Date.now() - phaseStart) });
-    phaseStart = Date.now();
-  };
+  const { phases, phase } = phaseTimer();
   const notes: string[] = [];
   const report: Report = { engine: 'vm', kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments: [], phases, notes };
 
@@ -96,20 +94,26 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
   const vms: VmMachine[] = [];
   const results: CheckResult[] = [];
   const failed = new Map<string, { unit: string; logs: string }[]>();
+  const units = new Map<string, UnitState[]>();
   const silentReasons = new Map<string, string>();
   try {
     const p = await prepare(spec, pre.binaries, tree, run, (m) => new RehearseError(m));
     const { state, out, assets } = p;
-    notes.push(`binaries served from ${pre.binaries}; from the Debian tree: ${p.fromTree.join(', ')}`);
+    notes.push(pre.binaries ? `binaries served from ${pre.binaries}; from the Debian tree: ${p.fromTree.join(', ')}` : `no Kubernetes binaries served (--no-kubernetes): from the Debian tree ${p.fromTree.join(', ')}; not offered: ${p.absent.join(', ')} (their units are skipped on the machines and listed per machine)`);
     const accel = kvmWorks(join(image, 'vmlinuz')) ? 'kvm' : 'tcg';
     notes.push(`VMs run under ${accel === 'kvm' ? 'KVM' : 'TCG (software emulation: KVM did not run a guest here)'}, 1 vCPU each`);
-    place(join(image, 'vmlinuz'), join(assets, 'os/vmlinuz'));
-    place(join(image, 'initrd.img'), join(assets, 'os/initrd.img'));
-    notes.push(`OS: the Debian stand-in ${image} (no Flatcar image offline); its kernel and initramfs served as os/vmlinuz and os/initrd.img`);
+    // The OS reaches the machines as a bundle's does: its kernel and initramfs are the
+    // os/ entries of a bundle that serve --bundle offers (with the test images).
+    const bundle = join(run, 'bundle.tar');
+    await writeRehearsalBundle(bundle, { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, versionProfile(spec.kubernetesVersion).pauseImage, {
+      name: 'debian-stand-in', channel: 'rehearsal', version: basename(image),
+      files: [{ path: 'os/vmlinuz', source: join(image, 'vmlinuz'), name: 'stand-in kernel' }, { path: 'os/initrd.img', source: join(image, 'initrd.img'), name: 'stand-in initramfs (the real Ignition)' }],
+    });
+    notes.push(`OS: the Debian stand-in ${image} (no Flatcar image offline); its kernel and initramfs are the os/ entries of the rehearsal's bundle, served by serve --bundle as a Flatcar bundle's are; each VM's disk is an overlay of its disk.img`);
     phase('prepare');
 
     let token: string;
-    ({ lab, token } = await openLab(spec, o.file, p, run, log));
+    ({ lab, token } = await openLab(spec, o.file, p, run, log, ['--bundle', bundle], { consolePort: o.consolePort }));
     phase('lab');
 
     spec.machines.forEach((m, i) => {
@@ -118,7 +122,12 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       // --fault NAME=wrong-mac: the VM's NIC is not the one the file names.
       const nic = o.faults?.[m.name] === 'wrong-mac' ? { ...m, mac: `52:54:00:ff:${m.mac.slice(-5)}` } : m;
       if (nic !== m) notes.push(`fault injected: ${m.name}'s NIC has MAC ${nic.mac}, the file says ${m.mac}`);
-      const vm = new VmMachine({ machine: nic, hub: lab!.hub, dir, baseDisk: join(image, 'disk.img'), memoryMiB: hasRole(m, 'control-plane') ? 1536 : 1024, tap: `vmtap${i}` });
+      // --fault NAME=failing-unit: a dirty disk, where the binaries directory is a file.
+      // (the directory of the first binary the provisioner offers it)
+      const strayFileAt = o.faults?.[m.name] === 'failing-unit' ? dirname(binariesFor(m, spec.network.cni).find(([, name]) => !p.absent.includes(name))![0]) : undefined;
+      if (strayFileAt) notes.push(`fault injected: ${m.name}'s disk holds a stray file at ${strayFileAt}, where its binaries go`);
+      const memoryMiB = hasRole(m, 'control-plane') && !o.noKubernetes ? 1536 : 1024;
+      const vm = new VmMachine({ machine: nic, hub: lab!.hub, dir, baseDisk: join(image, 'disk.img'), memoryMiB, tap: `vmtap${i}`, strayFileAt });
       vm.prepare();
       vms.push(vm);
     });
@@ -150,7 +159,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
     if (o.signal?.aborted) throw new RehearseError('interrupted');
 
     const checks = new Checks({
-      lab, spec, out, kubectl: join(pre.binaries, 'kubectl'), etcdctl: pre.etcdctl, log,
+      lab, spec, out, kubectl: pre.binaries ? join(pre.binaries, 'kubectl') : 'kubectl', etcdctl: pre.etcdctl, log,
       smoke: { ref: SMOKE_IMAGE, port: SMOKE_PORT, body: SMOKE_BODY },
       requestTimeoutSeconds: 60,
       signal: o.signal,
@@ -203,15 +212,20 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
         const p = await lab!.exec('/bin/busybox', ['ping', '-c', '3', '-W', '2', vm.m.ip], 20_000);
         if (p.code !== 0) silent.push(vm.m.name);
       }
-      await lab!.startServe({ file: o.file, state, assets, logFile: join(run, 'serve.log') });
+      await lab!.startServe({ file: o.file, state, assets, args: ['--bundle', bundle], logFile: join(run, 'serve.log') });
       return silent.length ? { result: 'failed', detail: `with the provisioner (DHCP) stopped, no answer from ${silent.join(', ')}` } : { result: 'ok', detail: `with the provisioner (DHCP included) stopped for 10 s, every machine still answered on its static address` };
     });
 
-    for (const vm of vms) if (vm.running && !silentReasons.has(vm.m.name)) failed.set(vm.m.name, await failedUnits(vm));
+    for (const vm of vms) {
+      if (!vm.running || silentReasons.has(vm.m.name)) continue;
+      failed.set(vm.m.name, await failedUnits(vm));
+      units.set(vm.m.name, await unitStates(vm, renderedUnits(out, vm.m, spec)));
+    }
 
     await check('reboot-from-disk', async () => {
-      const vm = vms.filter((v) => v.running && !silentReasons.has(v.m.name)).at(-1);
-      if (!vm) return { result: 'failed', detail: 'no machine running' };
+      // an installed machine: serve sends those to their disk (a failed one installs again)
+      const vm = vms.filter((v) => v.running && !silentReasons.has(v.m.name) && progress!.installed(v.m.name)).at(-1);
+      if (!vm) return { result: 'failed', detail: 'no installed machine running' };
       const before = vm.serial().length;
       await vm.reset();
       const t = Date.now();
@@ -227,6 +241,10 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
     // apiservers may not answer in time; that is reported as not-run with the evidence
     // (units active), never ok. Under KVM a silent API is a failure.
     await check('api-via-vip', async () => {
+      const skipped = [...units].filter(([, us]) => us.some((u) => u.unit === 'kube-apiserver.service' && u.state === 'not-started')).map(([n]) => n);
+      if (skipped.length && skipped.length === [...units.values()].filter((us) => us.some((u) => u.unit === 'kube-apiserver.service')).length) {
+        return { result: 'not-run', detail: `kube-apiserver.service was not started on ${skipped.join(', ')}: ${BIN}/kube-apiserver is not in the provisioner's assets${o.noKubernetes ? ' (--no-kubernetes)' : ''}` };
+      }
       const r = await checks.apiViaVip(accel === 'kvm' ? 300_000 : 180_000);
       if (r.result === 'ok' || accel === 'kvm') return r;
       const active: string[] = [];
@@ -261,6 +279,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       seconds: progress?.times.get(m.name) ?? {},
       poweredOff: (!silentReasons.has(m.name) && vms.find((v) => v.m.name === m.name)?.stopped) || undefined,
       failedUnits: failed.get(m.name) ?? [],
+      units: units.get(m.name),
     }));
     if (o.keep) {
       lab?.keep();
@@ -284,6 +303,40 @@ async function vipHolderByArp(lab: Lab, spec: Spec, vms: VmMachine[]): Promise<s
   const n = await lab.exec('ip', ['neigh', 'show', 'to', vip], 5_000);
   const mac = /lladdr (\S+)/.exec(n.stdout)?.[1]?.toLowerCase();
   return vms.find((v) => v.m.mac.toLowerCase() === mac && v.running && !v.stopped)?.m.name;
+}
+
+/** The units Slipway rendered for a machine (and the OS's haproxy/keepalived it configures). */
+function renderedUnits(out: string, m: Machine, spec: Spec): { unit: string; binary?: string }[] {
+  const dir = join(out, 'machines', m.name, 'root', UNITS.slice(1));
+  const list: { unit: string; binary?: string }[] = readdirSorted(dir)
+    .filter((e) => e.isFile() && e.name.endsWith('.service') && !e.name.includes('@'))
+    .map((e) => ({ unit: e.name, binary: /^ConditionFileIsExecutable=(\S+)$/m.exec(readFileSync(join(dir, e.name), 'utf8'))?.[1] }));
+  if (spec.controlPlane.vip && hasRole(m, 'control-plane')) list.push({ unit: 'haproxy.service' }, { unit: 'keepalived.service' });
+  return list;
+}
+
+/** Each unit's state on the machine: active, failed, not-started (its binary is absent), or systemd's own word. */
+async function unitStates(vm: VmMachine, list: { unit: string; binary?: string }[]): Promise<UnitState[]> {
+  try {
+    const props = 'ActiveState,SubState,Result,ConditionResult';
+    const text = await vm.shell(`for u in ${list.map((u) => u.unit).join(' ')}; do echo "U $u" $(systemctl show -p ${props} $u); done`, 60_000);
+    const got = new Map(text.split('\n').filter((l) => l.startsWith('U ')).map((l) => {
+      const [, unit, ...kv] = l.trim().split(/\s+/);
+      const p = Object.fromEntries(kv.map((x) => x.split('=') as [string, string]));
+      return [unit!, { active: p.ActiveState ?? '?', sub: p.SubState ?? '?', result: p.Result ?? '?', condition: p.ConditionResult ?? '?' }];
+    }));
+    return list.map(({ unit, binary }): UnitState => {
+      const g = got.get(unit);
+      if (!g) return { unit, state: 'unknown', detail: 'no answer from the machine' };
+      if (g.condition === 'no') return { unit, state: 'not-started', detail: binary ? `${binary} absent: the provisioner does not offer it` : 'a start condition failed' };
+      // a one-shot or finished script that ended well
+      if (g.active === 'inactive' && g.result === 'success') return { unit, state: 'done' };
+      if (g.active === 'active' || g.active === 'failed') return { unit, state: g.active, detail: g.active === 'failed' ? g.result : undefined };
+      return { unit, state: g.active, detail: `${g.sub}${g.result !== 'success' ? `, ${g.result}` : ''}` };
+    });
+  } catch (e) {
+    return list.map(({ unit }) => ({ unit, state: 'unknown', detail: (e as Error).message.split('\n')[0]! }));
+  }
 }
 
 async function failedUnits(vm: VmMachine): Promise<{ unit: string; logs: string }[]> {

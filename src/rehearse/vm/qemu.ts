@@ -5,9 +5,9 @@
 // (and is the root shell the checks look inside with); its monitor is a unix socket,
 // so a check can power it off (`quit`) or press reset (`system_reset`).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Machine } from '../../spec/types.ts';
 import type { Netns } from '../lab/netns.ts';
 import { BRIDGE } from '../lab/lab.ts';
@@ -49,6 +49,11 @@ export interface VmOptions {
   baseDisk: string;
   memoryMiB: number;
   tap: string;
+  /**
+   * A fault: a stray regular file at this path of the disk's root filesystem (where the
+   * image has an empty directory), as a disk left dirty by an earlier installation.
+   */
+  strayFileAt?: string;
 }
 
 export class VmMachine {
@@ -77,12 +82,43 @@ export class VmMachine {
 
   /** The overlay disk and the tap; nothing runs yet. */
   prepare(): void {
-    const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.o.baseDisk, '-F', 'raw', this.disk], { encoding: 'utf8', timeout: 60_000 });
+    const base = this.o.strayFileAt ? this.dirtyCopy(this.o.strayFileAt) : this.o.baseDisk;
+    const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', this.disk], { encoding: 'utf8', timeout: 60_000 });
     if (r.status !== 0) throw new Error(`${this.m.name}: qemu-img create: ${r.stderr}`);
     const { hub, tap } = this.o;
     hub.ip('tuntap', 'add', tap, 'mode', 'tap');
     hub.setMaster(tap, BRIDGE);
     hub.up(tap);
+  }
+
+  /**
+   * A sparse copy of the base disk with a stray file planted by debugfs on its root
+   * filesystem (the partition labelled ROOT; no mounting): the fault `failing-unit`.
+   */
+  private dirtyCopy(path: string): string {
+    const copy = join(this.o.dir, 'dirty-base.raw');
+    const run = (cmd: string, args: string[]) => {
+      const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
+      if (r.status !== 0) throw new Error(`${this.m.name}: ${cmd} ${args.join(' ')}: ${r.stderr || r.stdout}`);
+      return r.stdout;
+    };
+    run('cp', ['--sparse=always', this.o.baseDisk, copy]);
+    const table = JSON.parse(run('sfdisk', ['-J', copy])) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } };
+    const root = table.partitiontable.partitions.find((p) => p.type === '83');
+    if (!root) throw new Error(`${this.m.name}: no Linux partition in ${this.o.baseDisk}`);
+    const fs = `${copy}?offset=${root.start * (table.partitiontable.sectorsize ?? 512)}`;
+    const stray = join(this.o.dir, 'stray');
+    writeFileSync(stray, 'left on this disk by an earlier installation\n');
+    // what the image has there (the CNI plugins' directory holds Debian's symlinks) goes first
+    const entries = run('debugfs', ['-R', `ls -p ${path}`, fs]).split('\n').map((l) => l.split('/')).filter((f) => f.length >= 6 && f[5] !== '.' && f[5] !== '..');
+    if (entries.some((f) => f[2]!.startsWith('04'))) throw new Error(`${this.m.name}: ${path} on the image holds directories`);
+    const cmds = [...entries.map((f) => `rm ${path}/${f[5]}`), `rmdir ${path}`, `write ${stray} ${path}`];
+    writeFileSync(join(this.o.dir, 'debugfs.cmds'), cmds.join('\n') + '\n');
+    run('debugfs', ['-w', '-f', join(this.o.dir, 'debugfs.cmds'), fs]);
+    if (!/^\s*\d+\s+100644/m.test(run('debugfs', ['-R', `ls -l ${dirname(path)}`, fs]).split('\n').filter((l) => l.trim().endsWith(` ${basename(path)}`)).join('\n'))) {
+      throw new Error(`${this.m.name}: could not plant a stray file at ${path}`);
+    }
+    return copy;
   }
 
   /** Power on, under `accel` (see kvmWorks). */
@@ -189,7 +225,7 @@ export class VmMachine {
       const text = this.serial();
       const b = text.lastIndexOf(begin);
       const e = text.lastIndexOf(end);
-      if (b >= 0 && e > b) return text.slice(b + begin.length, e).replace(/^\n/, '').trimEnd();
+      if (b >= 0 && e > b) return text.slice(b + begin.length, e).replace(/\r\n/g, '\n').replace(/^\n/, '').trimEnd();
       if (!this.running) throw new Error(`${this.m.name} is off`);
       await sleep(250);
     }
