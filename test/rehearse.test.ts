@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT } from './helpers/cli.ts';
-import { leftovers, run } from './helpers/rehearse.ts';
+import { leftoverProcesses, leftovers, run } from './helpers/rehearse.ts';
 
 const K8S = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes/v1.20.2`;
 const SKIP = !existsSync(`${K8S}/.complete`) ? `no v1.20.2 binaries in ${K8S}: run scripts/build-kubernetes.sh (.ci/run does)` : false;
@@ -242,3 +242,20 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
     assert.equal(qemu, '', 'qemu processes left running');
   }
 });
+
+// --- Ctrl-C: the rehearsal stops and removes everything it made, in the middle of the
+// machines' install (containers booting; VMs network-booting).
+for (const engine of ['containers', 'vm'] as const) {
+  test(`rehearse --engine ${engine}: Ctrl-C while the machines install stops, removes everything, exit 1`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
+    const before = leftovers();
+    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, ...(engine === 'vm' ? ['--no-kubernetes'] : [])], 8 * 60_000, process.env, /config-fetched \(http\)/);
+    const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
+    assert.match(r.stderr, /SIGINT: stopping and cleaning up/, context);
+    assert.equal(r.code, 1, context);
+    assert.match(r.stdout, /error: interrupted/, context);
+    assert.deepEqual(leftovers(), before, `Ctrl-C left namespaces, mounts or run directories behind\n${context}`);
+    assert.equal(leftoverProcesses(), '', 'Ctrl-C left VMs or containers running');
+    const cgroups = readdirSync(existsSync('/sys/fs/cgroup/unified') ? '/sys/fs/cgroup/unified' : '/sys/fs/cgroup').filter((d) => d.startsWith('slipway-rehearsal-'));
+    assert.deepEqual(cgroups, [], 'cgroups left behind');
+  });
+}

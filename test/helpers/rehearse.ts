@@ -11,7 +11,16 @@ export function leftovers(): { netns: string[]; mounts: string[]; runDirs: strin
   return { netns: netns.sort(), mounts, runDirs: runDirs.sort() };
 }
 
-export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Leftover processes of a rehearsal: its QEMU VMs and systemd-nspawn containers (matched by the run directory). */
+export function leftoverProcesses(): string {
+  return spawnSync('pgrep', ['-a', '-f', '(qemu-system-x86_64|systemd-nspawn).*slipway-rehearsal-'], { encoding: 'utf8' }).stdout.trim();
+}
+
+/**
+ * `slipway rehearse ARGS`, bounded by `timeoutMs` (then SIGINT, then SIGKILL). With
+ * `interruptWhen`, SIGINT as the operator's Ctrl-C once stderr matches it.
+ */
+export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = process.env, interruptWhen?: RegExp): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -20,6 +29,10 @@ export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = 
     child.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
       if (process.env.SLIPWAY_TEST_VERBOSE) process.stderr.write(d);
+      if (interruptWhen?.test(stderr)) {
+        interruptWhen = undefined;
+        child.kill('SIGINT');
+      }
     });
     // SIGINT first: the rehearsal cleans up on it; SIGKILL if it does not finish.
     const timer = setTimeout(() => {
