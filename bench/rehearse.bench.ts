@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { printRehearsal, printTable } from './print.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const runs = Number(process.env.RUNS ?? 1);
@@ -42,13 +43,10 @@ try {
       rep.ok && r.status === 0 ? 'all checks ok' : `FAILED (exit ${r.status})`,
     ]);
     if (i === 1) {
-      console.log('per machine (seconds from power-on):');
-      for (const m of rep.machines) console.log(`  ${m.name.padEnd(6)} ${JSON.stringify(m.seconds)}`);
-      console.log('checks:', rep.checks.map((c) => `${c.name} ${c.result} ${c.seconds}s`).join(', '));
+      printRehearsal(rep);
     }
   }
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  for (const r of rows) console.log(r.map((v, c) => v.padEnd(widths[c]!)).join('  '));
+  printTable(rows);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

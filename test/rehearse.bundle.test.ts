@@ -1,4 +1,4 @@
-// The rehearsal's bundle (src/rehearse/containers/images.ts): the images it builds and,
+// The rehearsal's bundle (src/rehearse/bundle.ts): the images it builds and,
 // for the VM engine, the stand-in OS's kernel and initramfs as os/ entries, in the format
 // `bundle create` writes: `bundle verify` re-checks every digest, `bundle inspect` names
 // the OS. (The VM rehearsal boots its machines from those os/ files through serve --bundle:
@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeRehearsalBundle } from '../src/rehearse/containers/images.ts';
+import { writeRehearsalBundle } from '../src/rehearse/bundle.ts';
 import { slipway } from './helpers/cli.ts';
 
 test('the VM rehearsal bundle carries the OS under os/ and passes bundle verify', async () => {

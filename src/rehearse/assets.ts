@@ -19,9 +19,9 @@ export function place(src: string, dest: string): void {
   }
 }
 
-/** Names the machines fetch that only the Kubernetes binaries directory can provide. */
-const fromTree: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
-const inTree = (name: string) => name in fromTree || name.startsWith('cni/');
+/** Where the Debian tree has the binaries it can provide (the CNI plugins: usr/lib/cni). */
+const TREE_PATHS: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr/bin/etcdctl' };
+const inTree = (name: string) => name in TREE_PATHS || name.startsWith('cni/');
 
 /**
  * What the machines' download unit fetches, under assets/bin/ named as binariesFor()
@@ -37,7 +37,7 @@ export function stageAssets(spec: Spec, binaries: string | undefined, tree: stri
   const absent: string[] = [];
   for (const name of needed) {
     const candidates = binaries ? [join(binaries, name)] : [];
-    if (fromTree[name]) candidates.push(join(tree, fromTree[name]!));
+    if (TREE_PATHS[name]) candidates.push(join(tree, TREE_PATHS[name]!));
     if (name.startsWith('cni/')) candidates.push(join(tree, 'usr/lib/cni', name.slice(4)));
     const src = candidates.find((c) => existsSync(c));
     if (!src && !binaries && !inTree(name)) {

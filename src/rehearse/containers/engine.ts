@@ -16,7 +16,7 @@ import { Progress, round } from '../progress.ts';
 import { ADJUSTMENTS } from './adjustments.ts';
 import { ContainerMachine } from './machine.ts';
 import { preflight, rehearsalTree, RehearseError, type RehearseOptions } from '../preflight.ts';
-import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from './images.ts';
+import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from '../bundle.ts';
 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

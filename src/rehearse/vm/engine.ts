@@ -20,7 +20,7 @@ import { Checks, type CheckName, type CheckResult, type CheckOutcome } from '../
 import { Progress, round } from '../progress.ts';
 import { phaseTimer, reportOk, type Report, type UnitState } from '../report.ts';
 import { preflight, rehearsalTree, RehearseError, type RehearseOptions } from '../preflight.ts';
-import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from '../containers/images.ts';
+import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from '../bundle.ts';
 import { versionProfile } from '../../plan/versions.ts';
 import { kvmWorks, VmMachine } from './qemu.ts';
 import { BIN, UNITS } from '../../plan/paths.ts';

@@ -1,16 +1,16 @@
-// The two container images a rehearsal needs and cannot download: the pod sandbox
-// ("pause") under the name the rendered containerd config asks for, and a tiny HTTP
-// server for guide 02's smoke test. Both are built here from Debian's busybox-static
-// (one static binary) and written as a Slipway bundle (manifest + OCI layout, the format
-// `bundle create` writes), so `slipway serve --bundle` offers them as the provisioner's
-// registry and the machines' containerd pulls them through its rendered mirror config,
-// exactly as it would pull from a real bundle. Nothing is fetched.
+// The rehearsal's bundle, written in the format `bundle create` writes (manifest + OCI
+// layout) and offered by `slipway serve --bundle` as any bundle is. It carries what a
+// rehearsal needs and cannot download: the pod sandbox ("pause") under the name the
+// rendered containerd config asks for and a tiny HTTP server for guide 02's smoke test,
+// both built here from Debian's busybox-static (the machines' containerd pulls them
+// through its rendered mirror config), and for the VM engine the stand-in OS's kernel
+// and initramfs as os/ entries, where a Flatcar bundle has Flatcar's. Nothing is fetched.
 import { createHash } from 'node:crypto';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import tar from 'tar-stream';
-import { MANIFEST_PATH, OCI_DIR, blobPath, type BundleFile, type BundleImage, type BundleManifest } from '../../bundle/manifest.ts';
-import { layoutIndex, OCI_LAYOUT } from '../../bundle/oci/layout.ts';
+import { MANIFEST_PATH, OCI_DIR, blobPath, type BundleFile, type BundleImage, type BundleManifest } from '../bundle/manifest.ts';
+import { layoutIndex, OCI_LAYOUT } from '../bundle/oci/layout.ts';
 
 export const BUSYBOX = '/bin/busybox';
 /** The smoke test's image (the rendered smoke-test.yaml names nginx, which is not here). */
