@@ -13,7 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT } from './helpers/cli.ts';
-import { leftoverProcesses, leftovers, run } from './helpers/rehearse.ts';
+import { leftoverCgroups, leftoverProcesses, leftovers, run } from './helpers/rehearse.ts';
 
 const K8S = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes/v1.20.2`;
 const SKIP = !existsSync(`${K8S}/.complete`) ? `no v1.20.2 binaries in ${K8S}: run scripts/build-kubernetes.sh (.ci/run does)` : false;
@@ -171,8 +171,7 @@ test('rehearse --engine containers: the HA example comes up from its rendered fi
   } finally {
     rmSync(dir, { recursive: true, force: true });
     assert.deepEqual(leftovers(), before, 'the rehearsal left namespaces, mounts or run directories behind');
-    const cgroups = readdirSync(existsSync('/sys/fs/cgroup/unified') ? '/sys/fs/cgroup/unified' : '/sys/fs/cgroup').filter((d) => d.startsWith('slipway-rehearsal-'));
-    assert.deepEqual(cgroups, [], 'cgroups left behind');
+    assert.deepEqual(leftoverCgroups(), [], 'cgroups left behind');
   }
 });
 
@@ -244,18 +243,33 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
 });
 
 // --- Ctrl-C: the rehearsal stops and removes everything it made, in the middle of the
-// machines' install (containers booting; VMs network-booting).
+// machines' install (containers booting; VMs network-booting). A second Ctrl-C exits at
+// once, and what is left is removed on the way out (synchronously: processes by PID,
+// mounts lazily, cgroups, namespaces, the run directory).
 for (const engine of ['containers', 'vm'] as const) {
-  test(`rehearse --engine ${engine}: Ctrl-C while the machines install stops, removes everything, exit 1`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
-    const before = leftovers();
-    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, ...(engine === 'vm' ? ['--no-kubernetes'] : [])], 8 * 60_000, process.env, /config-fetched \(http\)/);
-    const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
-    assert.match(r.stderr, /SIGINT: stopping and cleaning up/, context);
-    assert.equal(r.code, 1, context);
-    assert.match(r.stdout, /error: interrupted/, context);
-    assert.deepEqual(leftovers(), before, `Ctrl-C left namespaces, mounts or run directories behind\n${context}`);
-    assert.equal(leftoverProcesses(), '', 'Ctrl-C left VMs or containers running');
-    const cgroups = readdirSync(existsSync('/sys/fs/cgroup/unified') ? '/sys/fs/cgroup/unified' : '/sys/fs/cgroup').filter((d) => d.startsWith('slipway-rehearsal-'));
-    assert.deepEqual(cgroups, [], 'cgroups left behind');
-  });
+  for (const twice of [false, true]) {
+    test(`rehearse --engine ${engine}: ${twice ? 'Ctrl-C twice' : 'Ctrl-C'} while the machines install stops, removes everything, exit ${twice ? 130 : 1}`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
+      const before = leftovers();
+      const when = engine === 'vm' ? /booting \(http\)/ : /config-fetched \(http\)/;
+      const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, ...(engine === 'vm' ? ['--no-kubernetes'] : [])], 8 * 60_000, process.env, when, twice);
+      const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
+      assert.match(r.stderr, /SIGINT: stopping and cleaning up/, context);
+      if (twice) {
+        assert.equal(r.code, 130, context);
+      } else {
+        assert.equal(r.code, 1, context);
+        assert.match(r.stdout, /error: interrupted/, context);
+      }
+      // the kernel reaps killed processes and empties their cgroups a moment later
+      let left = leftoverProcesses();
+      for (let i = 0; i < 50 && left; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        left = leftoverProcesses();
+      }
+      assert.equal(left, '', 'VMs or containers left running');
+      assert.deepEqual(leftovers(), before, `namespaces, mounts or run directories left behind\n${context}`);
+      assert.deepEqual(leftoverCgroups(), [], 'cgroups left behind');
+      assert.equal(spawnSync('pgrep', ['-f', 'bin/slipway.js serve .*slipway-rehearsal-'], { encoding: 'utf8' }).stdout.trim(), '', 'serve left running');
+    });
+  }
 }

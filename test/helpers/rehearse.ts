@@ -1,6 +1,7 @@
 // Running `slipway rehearse` from tests, and what a rehearsal could leave behind.
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BIN } from './cli.ts';
 
 /** What a rehearsal could leave behind, to compare before and after. */
@@ -11,6 +12,18 @@ export function leftovers(): { netns: string[]; mounts: string[]; runDirs: strin
   return { netns: netns.sort(), mounts, runDirs: runDirs.sort() };
 }
 
+/**
+ * Cgroups a rehearsal's containers were given: below this process's own cgroup (the
+ * rehearsal shares it) in the cgroup2 hierarchy and, on a hybrid host, where systemd
+ * mirrors them in the v1 name=systemd one.
+ */
+export function leftoverCgroups(): string[] {
+  const roots = existsSync('/sys/fs/cgroup/cgroup.controllers') ? ['/sys/fs/cgroup'] : ['/sys/fs/cgroup/unified', '/sys/fs/cgroup/systemd'];
+  const self = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
+  const dirs = [...new Set(roots.flatMap((r) => [r, join(r, self)]))];
+  return dirs.flatMap((d) => (existsSync(d) ? readdirSync(d) : []).filter((e) => e.startsWith('slipway-rehearsal-')).map((e) => join(d, e)));
+}
+
 /** Leftover processes of a rehearsal: its QEMU VMs and systemd-nspawn containers (matched by the run directory). */
 export function leftoverProcesses(): string {
   return spawnSync('pgrep', ['-a', '-f', '(qemu-system-x86_64|systemd-nspawn).*slipway-rehearsal-'], { encoding: 'utf8' }).stdout.trim();
@@ -18,9 +31,10 @@ export function leftoverProcesses(): string {
 
 /**
  * `slipway rehearse ARGS`, bounded by `timeoutMs` (then SIGINT, then SIGKILL). With
- * `interruptWhen`, SIGINT as the operator's Ctrl-C once stderr matches it.
+ * `interruptWhen`, SIGINT as the operator's Ctrl-C once stderr matches it (`twice`: a
+ * second one 200 ms later, the impatient operator's).
  */
-export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = process.env, interruptWhen?: RegExp): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = process.env, interruptWhen?: RegExp, twice = false): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -32,6 +46,7 @@ export function run(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = 
       if (interruptWhen?.test(stderr)) {
         interruptWhen = undefined;
         child.kill('SIGINT');
+        if (twice) setTimeout(() => child.kill('SIGINT'), 200).unref();
       }
     });
     // SIGINT first: the rehearsal cleans up on it; SIGKILL if it does not finish.

@@ -43,6 +43,14 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     rmSync(run, { recursive: true, force: true });
   };
   let kept = false;
+  // A second Ctrl-C exits at once: what can be undone synchronously is, on the way out
+  // (the lab's namespaces and what runs in them go by their own exit hook).
+  const onExit = () => {
+    if (kept) return;
+    for (const m of machines) m.destroyNow();
+    rmSync(run, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
   // The lifecycle poller runs from install to the end; it must stop on every path out.
   let progress: Progress | undefined;
   const failed = new Map<string, { unit: string; logs: string }[]>();
@@ -163,6 +171,7 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
       failedUnits: failed.get(m.name) ?? [],
     }));
     if (!kept) await cleanup();
+    process.off('exit', onExit);
     report.seconds = round(Date.now() - t0);
   }
   return report;

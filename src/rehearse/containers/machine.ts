@@ -178,6 +178,27 @@ export class ContainerMachine {
     }
   }
 
+  /**
+   * destroy(), synchronously, for the exit hook (a second Ctrl-C exits at once): kill,
+   * give the kernel a moment to empty the cgroup, unmount (lazily), remove the cgroup.
+   */
+  destroyNow(): void {
+    if (this.running) {
+      // the container's PID 1 first: killing nspawn alone would leave it running
+      const leader = this.leader ?? findLeader(this.nspawn!.pid!);
+      if (leader) tryKill(leader, 'SIGKILL');
+      this.nspawn!.kill('SIGKILL');
+    }
+    if (this.mounted) {
+      spawnSync('umount', ['-l', this.root], { timeout: 10_000 });
+      this.mounted = false;
+    }
+    for (let i = 0; this.cgroup && i < 20; i++) {
+      if (removeCgroup(this.cgroup)) this.cgroup = undefined;
+      else spawnSync('sleep', ['0.1']);
+    }
+  }
+
   private async waitExit(ms: number): Promise<void> {
     if (!this.nspawnExit || !this.running) return;
     await Promise.race([this.nspawnExit, sleep(ms)]);
@@ -199,13 +220,23 @@ function ownCgroup(name: string): string {
   return dir;
 }
 
-/** Remove a cgroup tree, deepest first (only empty cgroups can go; what still holds a process stays). */
-function removeCgroup(dir: string): void {
+/**
+ * Remove a machine's cgroup: its cgroup2 tree and, on a hybrid host, the tree systemd
+ * mirrors it to in the v1 name=systemd hierarchy (same path below /sys/fs/cgroup/systemd).
+ */
+function removeCgroup(dir: string): boolean {
+  const hybrid = dir.startsWith('/sys/fs/cgroup/unified/') ? [`/sys/fs/cgroup/systemd/${dir.slice('/sys/fs/cgroup/unified/'.length)}`] : [];
+  return [dir, ...hybrid].map(removeTree).every(Boolean);
+}
+
+/** A cgroup tree, deepest first (only empty cgroups can go; what still holds a process stays). */
+function removeTree(dir: string): boolean {
   try {
-    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeCgroup(join(dir, e.name));
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) removeTree(join(dir, e.name));
     rmdirSync(dir);
-  } catch {
-    // busy or gone
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT'; // else busy: still holds a process
   }
 }
 

@@ -28,15 +28,20 @@ export interface ExecResult {
 const IP = 'ip';
 const DEFAULT_TIMEOUT_MS = 30_000;
 
-/** Namespaces this process created and has not deleted yet, for the exit hook. */
-const live = new Set<string>();
+/** Namespaces this process created and has not deleted (or kept) yet, for the exit hook. */
+const live = new Map<string, Netns>();
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  // Last resort when a test crashes past its finally: only synchronous work is possible here.
+  // Last resort when a test crashes past its finally, or an operator's second Ctrl-C
+  // exits at once: only synchronous work is possible here. What runs in a namespace
+  // (serve, say) is killed by PID first: deleting a namespace's name does not end it.
   process.on('exit', () => {
-    for (const name of live) spawnSync(IP, ['netns', 'delete', name], { timeout: 5_000 });
+    for (const [name, ns] of live) {
+      ns.killAllNow();
+      spawnSync(IP, ['netns', 'delete', name], { timeout: 5_000 });
+    }
   });
 }
 
@@ -67,8 +72,8 @@ export class Netns {
     const name = `${prefix}-${randomBytes(4).toString('hex')}`;
     installExitHook();
     must(IP, ['netns', 'add', name]);
-    live.add(name);
     const ns = new Netns(name);
+    live.set(name, ns);
     try {
       ns.ip('link', 'set', 'lo', 'up');
     } catch (e) {
@@ -201,6 +206,11 @@ export class Netns {
   }
 
   /** Leave this namespace and its processes in place when this process exits (`rehearse --keep`). */
+  /** SIGKILL every process spawned here, now (the exit hook). */
+  killAllNow(): void {
+    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+
   keep(): void {
     live.delete(this.name);
     this.closed = true;

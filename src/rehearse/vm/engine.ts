@@ -96,6 +96,12 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
   const failed = new Map<string, { unit: string; logs: string }[]>();
   const units = new Map<string, UnitState[]>();
   const silentReasons = new Map<string, string>();
+  // A second Ctrl-C exits at once: QEMU dies with this process (pdeathsig), the lab's
+  // namespaces by their own exit hook; the run directory goes here.
+  const onExit = () => {
+    if (!o.keep) rmSync(run, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
   try {
     const p = await prepare(spec, pre.binaries, tree, run, (m) => new RehearseError(m));
     const { state, out, assets } = p;
@@ -289,6 +295,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       await lab?.close();
       rmSync(run, { recursive: true, force: true });
     }
+    process.off('exit', onExit);
     report.seconds = round(Date.now() - t0);
   }
   return report;
