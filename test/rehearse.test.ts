@@ -273,3 +273,48 @@ for (const engine of ['containers', 'vm'] as const) {
     });
   }
 }
+
+// --- --keep: nothing is removed, not even on Ctrl-C (keeping a failed rehearsal to look
+// into is what it is for), and the README it leaves is enough to remove it all by hand.
+for (const engine of ['containers', 'vm'] as const) {
+  test(`rehearse --engine ${engine} --keep: Ctrl-C leaves the lab and machines running, and the README's PIDs and paths remove them`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
+    const before = leftovers();
+    const when = engine === 'vm' ? /booting \(http\)/ : /config-fetched \(http\)/;
+    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, '--keep', ...(engine === 'vm' ? ['--no-kubernetes'] : [])], 8 * 60_000, process.env, when);
+    const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
+    const run_ = leftovers().runDirs.filter((d) => !before.runDirs.includes(d));
+    assert.equal(run_.length, 1, `one run directory kept\n${context}`);
+    const dir = join('/var/tmp', run_[0]!);
+    try {
+      assert.equal(r.code, 1, context);
+      assert.match(r.stderr, /kept: the lab and (the VMs|machines) keep running/, context);
+      const readme = readFileSync(join(dir, 'README'), 'utf8');
+      assert.match(readme, new RegExp(`kept at ${dir}`));
+      // five machines still running, as the README says
+      const pids = [...readme.matchAll(/(?:qemu pid|systemd-nspawn pid|PID 1 pid) (\d+)/g)].map((m) => Number(m[1]));
+      assert.equal(pids.length, engine === 'vm' ? 5 : 10, readme);
+      for (const pid of pids) assert.ok(existsSync(`/proc/${pid}`), `pid ${pid} from the README is not running\n${readme}`);
+      assert.ok(leftovers().netns.length > before.netns.length, 'the lab namespace was kept');
+    } finally {
+      // remove it all as the README says (by PID; never by name)
+      const readme = existsSync(join(dir, 'README')) ? readFileSync(join(dir, 'README'), 'utf8') : '';
+      const kill = (pid: number) => {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      };
+      for (const m of readme.matchAll(/PID 1 pid (\d+)/g)) kill(Number(m[1]));
+      for (const m of readme.matchAll(/(?:qemu pid|systemd-nspawn pid|slipway serve, pid) (\d+)/g)) kill(Number(m[1]));
+      await new Promise((res) => setTimeout(res, 2000));
+      for (const m of readme.matchAll(/root (\S+?),/g)) spawnSync('umount', ['-l', m[1]!]);
+      for (const m of readme.matchAll(/namespace:? (slipway-rh-\S+?)[,\s]/g)) spawnSync('ip', ['netns', 'delete', m[1]!]);
+      for (const cg of /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ') ?? []) spawnSync('find', [cg, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';']);
+      rmSync(dir, { recursive: true, force: true });
+      assert.deepEqual(leftovers(), before, 'the README\'s steps did not remove everything');
+      assert.equal(leftoverProcesses(), '');
+      assert.deepEqual(leftoverCgroups(), []);
+    }
+  });
+}

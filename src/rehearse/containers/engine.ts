@@ -146,13 +146,6 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     report.checks = results;
     report.ok = reportOk(results);
     if (etcdMembers(spec).length === 0) notes.push('no etcd machines in the file');
-    if (o.keep) {
-      kept = true;
-      lab.keep();
-      for (const m of machines) m.keep();
-      writeFileSync(join(run, 'README'), keptReadme(run, lab, machines));
-      log(`kept: the lab and machines keep running; see ${join(run, 'README')}`);
-    }
   } catch (e) {
     report.error = (e as Error).message;
     if (e instanceof RehearseError && !lab) throw e;
@@ -170,6 +163,14 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
       poweredOff: machines.find((c) => c.m.name === m.name)?.stopped || undefined,
       failedUnits: failed.get(m.name) ?? [],
     }));
+    // --keep keeps everything, a failed or interrupted rehearsal's too: that is what it is for.
+    if (o.keep && lab) {
+      kept = true;
+      lab.keep();
+      for (const m of machines) m.keep();
+      writeFileSync(join(run, 'README'), keptReadme(run, lab, machines));
+      log(`kept: the lab and machines keep running; see ${join(run, 'README')}`);
+    }
     if (!kept) await cleanup();
     process.off('exit', onExit);
     report.seconds = round(Date.now() - t0);
@@ -184,10 +185,13 @@ function keptReadme(run: string, lab: Lab, machines: ContainerMachine[]): string
     `admin kubeconfig: ${run}/out/cluster/admin.conf`,
     '',
     'machines (look inside with: nsenter --target <PID 1> --all):',
-    ...machines.map((m) => `  ${m.m.name}: namespace ${m.ns.name}, root ${m.root}`),
+    ...machines.map((m) => `  ${m.m.name}: namespace ${m.ns.name}, root ${m.root}${m.pid ? `, systemd-nspawn pid ${m.pid}, its PID 1 pid ${m.leaderPid ?? '?'}` : ''}`),
     '',
-    'to remove everything: kill the systemd-nspawn and slipway serve processes, umount the roots,',
-    `ip netns delete each namespace above, then rm -rf ${run}`,
+    `cgroups: ${machines.flatMap((m) => m.cgroupDirs).join(' ')}`,
+    '',
+    'to remove everything: kill each PID 1 (that ends its container), then systemd-nspawn and',
+    'slipway serve; umount the roots; ip netns delete each namespace above; rmdir the cgroups',
+    `(deepest first); rm -rf ${run}`,
   ];
   return lines.join('\n') + '\n';
 }

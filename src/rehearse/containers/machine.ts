@@ -111,6 +111,22 @@ export class ContainerMachine {
     this.nspawn?.unref();
   }
 
+  /** systemd-nspawn's PID, while it runs */
+  get pid(): number | undefined {
+    return this.running ? this.nspawn!.pid : undefined;
+  }
+
+  /** Its cgroup2 directory (and, on a hybrid host, systemd's v1 mirror of it) */
+  get cgroupDirs(): string[] {
+    if (!this.cgroup) return [];
+    return this.cgroup.startsWith('/sys/fs/cgroup/unified/') ? [this.cgroup, `/sys/fs/cgroup/systemd/${this.cgroup.slice('/sys/fs/cgroup/unified/'.length)}`] : [this.cgroup];
+  }
+
+  /** The container's PID 1 (its systemd) as seen from the host, while it runs */
+  get leaderPid(): number | undefined {
+    return this.running ? (this.leader ?? findLeader(this.nspawn!.pid!)) : undefined;
+  }
+
   get running(): boolean {
     return !!this.nspawn && this.nspawn.exitCode === null && this.nspawn.signalCode === null;
   }
@@ -168,7 +184,7 @@ export class ContainerMachine {
       await this.waitExit(5_000);
     }
     if (this.cgroup && !this.running) {
-      removeCgroup(this.cgroup);
+      removeCgroup(this.cgroupDirs);
       this.cgroup = undefined;
     }
     if (this.mounted) {
@@ -194,7 +210,7 @@ export class ContainerMachine {
       this.mounted = false;
     }
     for (let i = 0; this.cgroup && i < 20; i++) {
-      if (removeCgroup(this.cgroup)) this.cgroup = undefined;
+      if (removeCgroup(this.cgroupDirs)) this.cgroup = undefined;
       else spawnSync('sleep', ['0.1']);
     }
   }
@@ -224,9 +240,8 @@ function ownCgroup(name: string): string {
  * Remove a machine's cgroup: its cgroup2 tree and, on a hybrid host, the tree systemd
  * mirrors it to in the v1 name=systemd hierarchy (same path below /sys/fs/cgroup/systemd).
  */
-function removeCgroup(dir: string): boolean {
-  const hybrid = dir.startsWith('/sys/fs/cgroup/unified/') ? [`/sys/fs/cgroup/systemd/${dir.slice('/sys/fs/cgroup/unified/'.length)}`] : [];
-  return [dir, ...hybrid].map(removeTree).every(Boolean);
+function removeCgroup(dirs: string[]): boolean {
+  return dirs.map(removeTree).every(Boolean);
 }
 
 /** A cgroup tree, deepest first (only empty cgroups can go; what still holds a process stays). */

@@ -138,7 +138,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       vms.push(vm);
     });
     progress = new Progress(lab, token, spec.machines.map((m) => m.name), log);
-    for (const vm of vms) vm.start(accel);
+    for (const vm of vms) vm.start(accel, o.keep);
     progress.startPolling();
 
     // --- wait: every machine installed (or failed), bounded ---------------------------
@@ -288,8 +288,12 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       units: units.get(m.name),
     }));
     if (o.keep) {
+      // everything stays, a failed or interrupted rehearsal's too: that is what --keep is for
+      const serve = lab?.serve?.pid;
       lab?.keep();
-      writeFileSync(join(run, 'README'), `VM rehearsal kept at ${run}: lab namespace ${lab?.hub.name}; serial logs in machines/*/serial.log\n`);
+      for (const v of vms) v.keep();
+      writeFileSync(join(run, 'README'), keptReadme(run, lab, serve, vms));
+      log(`kept: the lab and the VMs keep running; see ${join(run, 'README')}`);
     } else {
       await Promise.all(vms.map((v) => v.destroy()));
       await lab?.close();
@@ -299,6 +303,23 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
     report.seconds = round(Date.now() - t0);
   }
   return report;
+}
+
+function keptReadme(run: string, lab: Lab | undefined, serve: number | undefined, vms: VmMachine[]): string {
+  const running = vms.filter((v) => v.pid);
+  return [
+    `VM rehearsal kept at ${run}`,
+    `lab namespace: ${lab?.hub.name ?? '-'} (slipway serve, pid ${serve ?? '-'}; its log: ${run}/serve.log)`,
+    `admin kubeconfig and every machine's rendered files: ${run}/out/`,
+    '',
+    'VMs (serial console: socat - UNIX-CONNECT:<dir>/serial.sock; QEMU monitor: <dir>/monitor.sock):',
+    ...vms.map((v) => `  ${v.m.name}: ${v.pid ? `qemu pid ${v.pid}` : 'powered off'}, ${run}/machines/${v.m.name}/ (serial.log)`),
+    '',
+    'to remove everything:',
+    `  kill ${[...running.map((v) => v.pid), ...(serve ? [serve] : [])].join(' ') || '(nothing running)'}`,
+    ...(lab ? [`  ip netns delete ${lab.hub.name}`] : []),
+    `  rm -rf ${run}`,
+  ].join('\n') + '\n';
 }
 
 /** Which VM answers ARP for the VIP, seen from the lab. */

@@ -121,10 +121,13 @@ export class VmMachine {
     return copy;
   }
 
-  /** Power on, under `accel` (see kvmWorks). */
-  start(accel: 'kvm' | 'tcg'): void {
+  /**
+   * Power on, under `accel` (see kvmWorks). The VM dies with this process unless
+   * `outlive` (`rehearse --keep`: the VMs stay up for the operator to look into).
+   */
+  start(accel: 'kvm' | 'tcg', outlive = false): void {
     const args = [
-      '--pdeathsig', 'KILL', 'qemu-system-x86_64',
+      ...(outlive ? [] : ['--pdeathsig', 'KILL']), 'qemu-system-x86_64',
       '-accel', accel, '-machine', 'q35', '-m', String(this.o.memoryMiB), '-smp', '1', '-name', this.m.name,
       // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
       '-nographic',
@@ -136,10 +139,21 @@ export class VmMachine {
       '-drive', `file=${this.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2',
     ];
     // setpriv execs qemu (so the PID is qemu's) and has the kernel kill it if we die.
-    const child = this.o.hub.spawn('setpriv', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = this.o.hub.spawn('setpriv', args, { stdio: ['ignore', 'ignore', outlive ? 'ignore' : 'pipe'] });
     this.child = child;
     this.exit = new Promise((r) => child.once('exit', () => r()));
     this.startedAt = Date.now();
+  }
+
+  /** Leave it running after this process exits (`rehearse --keep`). */
+  keep(): void {
+    this.console?.destroy();
+    this.child?.unref();
+  }
+
+  /** qemu's PID, while it runs */
+  get pid(): number | undefined {
+    return this.running ? this.child!.pid : undefined;
   }
 
   get running(): boolean {
