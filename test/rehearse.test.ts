@@ -246,12 +246,18 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
 // machines' install (containers booting; VMs network-booting). A second Ctrl-C exits at
 // once, and what is left is removed on the way out (synchronously: processes by PID,
 // mounts lazily, cgroups, namespaces, the run directory).
+/** The HA example's rehearsal, and the progress line that says its machines are installing (VMs booting, containers fetching their configs). */
+const installing = (engine: 'containers' | 'vm') => ({
+  args: ['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, ...(engine === 'vm' ? ['--no-kubernetes'] : [])],
+  when: engine === 'vm' ? /booting \(http\)/ : /config-fetched \(http\)/,
+});
+
 for (const engine of ['containers', 'vm'] as const) {
   for (const twice of [false, true]) {
     test(`rehearse --engine ${engine}: ${twice ? 'Ctrl-C twice' : 'Ctrl-C'} while the machines install stops, removes everything, exit ${twice ? 130 : 1}`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
       const before = leftovers();
-      const when = engine === 'vm' ? /booting \(http\)/ : /config-fetched \(http\)/;
-      const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, ...(engine === 'vm' ? ['--no-kubernetes'] : [])], 8 * 60_000, process.env, when, twice);
+      const { args, when } = installing(engine);
+      const r = await run(args, 8 * 60_000, process.env, when, twice);
       const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
       assert.match(r.stderr, /SIGINT: stopping and cleaning up/, context);
       if (twice) {
@@ -279,8 +285,8 @@ for (const engine of ['containers', 'vm'] as const) {
 for (const engine of ['containers', 'vm'] as const) {
   test(`rehearse --engine ${engine} --keep: Ctrl-C leaves the lab and machines running, and the README's PIDs and paths remove them`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
     const before = leftovers();
-    const when = engine === 'vm' ? /booting \(http\)/ : /config-fetched \(http\)/;
-    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', engine, '--keep', ...(engine === 'vm' ? ['--no-kubernetes'] : [])], 8 * 60_000, process.env, when);
+    const { args, when } = installing(engine);
+    const r = await run([...args, '--keep'], 8 * 60_000, process.env, when);
     const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
     const run_ = leftovers().runDirs.filter((d) => !before.runDirs.includes(d));
     assert.equal(run_.length, 1, `one run directory kept\n${context}`);

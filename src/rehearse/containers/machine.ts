@@ -201,7 +201,7 @@ export class ContainerMachine {
   destroyNow(): void {
     if (this.running) {
       // the container's PID 1 first: killing nspawn alone would leave it running
-      const leader = this.leader ?? findLeader(this.nspawn!.pid!);
+      const leader = this.leaderPid;
       if (leader) tryKill(leader, 'SIGKILL');
       this.nspawn!.kill('SIGKILL');
     }
