@@ -40,8 +40,9 @@ export interface RehearseOptions {
 
 /**
  * wrong-mac: the machine's NIC has another MAC than the file says (a typo in the file).
- * failing-unit: the machine's disk holds a stray file where the binaries go (/opt/bin),
- * so its slipway-binaries.service fails, as on a machine with a dirty disk.
+ * failing-unit: the machine's disk holds a stray file where its binaries go (the
+ * directory of the first one the provisioner offers it: /opt/bin or /opt/cni/bin), so
+ * its slipway-binaries.service fails, as on a machine with a dirty disk.
  */
 export type Fault = 'wrong-mac' | 'failing-unit';
 export const FAULTS: Fault[] = ['wrong-mac', 'failing-unit'];
@@ -64,7 +65,8 @@ const TOOLS: Tool[] = [
   { cmd: 'nsenter', pkg: 'util-linux', why: 'looks inside the containers' },
 ];
 
-function which(cmd: string): string | undefined {
+/** The command's path (an absolute one: if it exists), or undefined. */
+export function which(cmd: string): string | undefined {
   if (cmd.startsWith('/')) return existsSync(cmd) ? cmd : undefined;
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : undefined;

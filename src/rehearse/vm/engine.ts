@@ -19,7 +19,7 @@ import { openLab, prepare } from '../setup.ts';
 import { Checks, type CheckName, type CheckResult, type CheckOutcome } from '../checks.ts';
 import { Progress, round } from '../progress.ts';
 import { phaseTimer, reportOk, type Report, type UnitState } from '../report.ts';
-import { preflight, rehearsalTree, RehearseError, type RehearseOptions } from '../preflight.ts';
+import { preflight, rehearsalTree, RehearseError, which, type RehearseOptions } from '../preflight.ts';
 import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT, writeRehearsalBundle } from '../bundle.ts';
 import { versionProfile } from '../../plan/versions.ts';
 import { kvmWorks, VmMachine } from './qemu.ts';
@@ -43,8 +43,7 @@ const VM_TOOLS: { cmd: string; pkg: string }[] = [
 ];
 
 function vmPreflight(): void {
-  const has = (c: string) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0;
-  const missing = VM_TOOLS.filter((t) => !has(t.cmd)).map((t) => `${t.cmd} (${t.pkg})`);
+  const missing = VM_TOOLS.filter((t) => !which(t.cmd)).map((t) => `${t.cmd} (${t.pkg})`);
   if (!existsSync('/usr/share/qemu/efi-virtio.rom') && !existsSync('/usr/lib/ipxe/qemu/efi-virtio.rom')) missing.push("iPXE ROM for virtio-net (ipxe-qemu)");
   if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun (the tun driver)');
   if (missing.length) throw new RehearseError(`the VM engine needs: ${missing.join(', ')}`);
