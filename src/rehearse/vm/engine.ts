@@ -137,7 +137,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       vms.push(vm);
     });
     progress = new Progress(lab, token, spec.machines.map((m) => m.name), log);
-    for (const vm of vms) vm.start(accel, o.keep);
+    for (const vm of vms) await vm.start(accel, o.keep);
     progress.startPolling();
 
     // --- wait: every machine installed (or failed), bounded ---------------------------

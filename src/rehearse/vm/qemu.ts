@@ -1,8 +1,8 @@
 // One machine of the VM rehearsal: qemu-system-x86_64 (KVM when /dev/kvm works, else
 // TCG) with the machine's MAC on a virtio NIC whose tap is a port of the lab bridge, and
 // a copy-on-write overlay of the rehearsal disk image. It network-boots through the
-// NIC's iPXE ROM exactly as the rack machine would. Its serial console goes to a file
-// (and is the root shell the checks look inside with); its monitor is a unix socket,
+// NIC's iPXE ROM exactly as the rack machine would. Its serial console is a socket we
+// read from power-on (and the root shell the checks look inside with); its monitor is a unix socket,
 // so a check can power it off (`quit`) or press reset (`system_reset`).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -66,7 +66,9 @@ export class VmMachine {
   private readonly monitor: string;
   private readonly serialSock: string;
   private console?: Socket;
-  private out = '';
+  /** everything the serial console sent since power on, exactly once (see start) */
+  private raw = '';
+  private plainCache = { length: -1, text: '' };
   /** set when a check powered it off */
   stopped = false;
   startedAt = 0;
@@ -124,15 +126,20 @@ export class VmMachine {
   /**
    * Power on, under `accel` (see kvmWorks). The VM dies with this process unless
    * `outlive` (`rehearse --keep`: the VMs stay up for the operator to look into).
+   * Resolves once we are connected to its serial console, before the guest runs.
    */
-  start(accel: 'kvm' | 'tcg', outlive = false): void {
+  async start(accel: 'kvm' | 'tcg', outlive = false): Promise<void> {
     const args = [
       ...(outlive ? [] : ['--pdeathsig', 'KILL']), 'qemu-system-x86_64',
       '-accel', accel, '-machine', 'q35', '-m', String(this.o.memoryMiB), '-smp', '1', '-name', this.m.name,
       // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
       '-nographic',
-      // The serial console: a socket we type into and read from, and a log of all of it.
-      '-chardev', `socket,id=ser0,path=${this.serialSock},server=on,wait=off,logfile=${this.serialLog}`, '-serial', 'chardev:ser0',
+      // The serial console: a socket we type into and read from. wait=on: the guest runs
+      // only once we are connected, so we read all of it. What we parse is what the socket
+      // delivered, not QEMU's logfile: when the reader is slow (EAGAIN) QEMU logs the
+      // character and the UART sends it again, so the log can show it twice ("slippway").
+      // The logfile stays for people, and for a kept VM after we are gone.
+      '-chardev', `socket,id=ser0,path=${this.serialSock},server=on,wait=on,logfile=${this.serialLog}`, '-serial', 'chardev:ser0',
       '-monitor', `unix:${this.monitor},server=on,wait=off`,
       '-netdev', `tap,id=n0,ifname=${this.o.tap},script=no,downscript=no`,
       '-device', `virtio-net-pci,netdev=n0,mac=${this.m.mac},bootindex=1`,
@@ -143,6 +150,27 @@ export class VmMachine {
     this.child = child;
     this.exit = new Promise((r) => child.once('exit', () => r()));
     this.startedAt = Date.now();
+    await this.connectConsole();
+  }
+
+  /** Connect to the serial console socket (QEMU makes it as it starts: bounded retries). */
+  private async connectConsole(): Promise<void> {
+    const deadline = Date.now() + 20_000;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.console = await new Promise<Socket>((resolve, reject) => {
+          const sock = connect(this.serialSock);
+          sock.once('connect', () => resolve(sock));
+          sock.once('error', reject);
+        });
+        break;
+      } catch (e) {
+        if (!this.running || Date.now() > deadline || attempt > 200) throw new Error(`${this.m.name}: cannot connect to the serial console ${this.serialSock}: ${(e as Error).message}`);
+        await sleep(100);
+      }
+    }
+    this.console.setEncoding('latin1').on('data', (d: string) => (this.raw += d));
+    this.console.on('error', () => {});
   }
 
   /** Leave it running after this process exits (`rehearse --keep`). */
@@ -160,13 +188,10 @@ export class VmMachine {
     return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** The serial console since power on (from its log: complete even before we connected). */
+  /** The serial console since power on, escape sequences removed. */
   serial(): string {
-    try {
-      return plain(readFileSync(this.serialLog, 'latin1'));
-    } catch {
-      return plain(this.out);
-    }
+    if (this.plainCache.length !== this.raw.length) this.plainCache = { length: this.raw.length, text: plain(this.raw) };
+    return this.plainCache.text;
   }
 
   /** Wait until the serial console (from character `from` on) matches `re`. */
@@ -246,17 +271,9 @@ export class VmMachine {
     throw new Error(`${this.m.name}: no answer on the serial console to ${command.slice(0, 60)} in ${timeoutMs} ms`);
   }
 
-  /** Type on the serial console (connecting to its socket the first time; what comes back is drained). */
+  /** Type on the serial console. */
   private async consoleWrite(text: string): Promise<void> {
-    if (!this.console || this.console.destroyed) {
-      this.console = await new Promise<Socket>((resolve, reject) => {
-        const sock = connect(this.serialSock);
-        sock.once('connect', () => resolve(sock));
-        sock.once('error', reject);
-      });
-      this.console.setEncoding('latin1').on('data', (d: string) => (this.out = (this.out + d).slice(-100_000)));
-      this.console.on('error', () => {});
-    }
+    if (!this.console || this.console.destroyed) throw new Error(`${this.m.name}: not connected to its serial console`);
     this.console.write(text);
   }
 
