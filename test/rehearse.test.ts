@@ -280,19 +280,20 @@ for (const engine of ['containers', 'vm'] as const) {
   }
 }
 
-// --- --keep: nothing is removed, not even on Ctrl-C (keeping a failed rehearsal to look
-// into is what it is for), and the README it leaves is enough to remove it all by hand.
-for (const engine of ['containers', 'vm'] as const) {
-  test(`rehearse --engine ${engine} --keep: Ctrl-C leaves the lab and machines running, and the README's PIDs and paths remove them`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
+// --- --keep: nothing is removed, not even on Ctrl-C, once or twice (keeping a failed
+// rehearsal to look into is what it is for), and the README it leaves is enough to remove
+// it all by hand.
+for (const [engine, twice] of [['containers', false], ['vm', false], ['containers', true], ['vm', true]] as const) {
+  test(`rehearse --engine ${engine} --keep: ${twice ? 'Ctrl-C twice' : 'Ctrl-C'} leaves the lab and machines running, and the README's PIDs and paths remove them`, { skip: SKIP, timeout: 10 * 60_000 }, async () => {
     const before = leftovers();
     const { args, when } = installing(engine);
-    const r = await run([...args, '--keep'], 8 * 60_000, process.env, when);
+    const r = await run([...args, '--keep'], 8 * 60_000, process.env, when, twice);
     const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-4000)}`;
     const run_ = leftovers().runDirs.filter((d) => !before.runDirs.includes(d));
     assert.equal(run_.length, 1, `one run directory kept\n${context}`);
     const dir = join('/var/tmp', run_[0]!);
     try {
-      assert.equal(r.code, 1, context);
+      assert.equal(r.code, twice ? 130 : 1, context);
       assert.match(r.stderr, /kept: the lab and (the VMs|machines) keep running/, context);
       const readme = readFileSync(join(dir, 'README'), 'utf8');
       assert.match(readme, new RegExp(`kept at ${dir}`));

@@ -43,14 +43,24 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     rmSync(run, { recursive: true, force: true });
   };
   let kept = false;
+  // synchronous: it also runs on the way out
+  const keepAll = () => {
+    kept = true;
+    lab?.keep();
+    for (const m of machines) m.keep();
+    writeFileSync(join(run, 'README'), keptReadme(run, lab, machines));
+    log(`kept: the lab and machines keep running; see ${join(run, 'README')}`);
+  };
   // A second Ctrl-C exits at once: what can be undone synchronously is, on the way out
-  // (the lab's namespaces and what runs in them go by their own exit hook).
+  // (the lab's namespaces and what runs in them go by their own exit hook). Under --keep
+  // all of it stays, as after one Ctrl-C (prepended: before the namespaces' hook).
   const onExit = () => {
     if (kept) return;
+    if (o.keep) return keepAll();
     for (const m of machines) m.destroyNow();
     rmSync(run, { recursive: true, force: true });
   };
-  process.on('exit', onExit);
+  process.prependListener('exit', onExit);
   // The lifecycle poller runs from install to the end; it must stop on every path out.
   let progress: Progress | undefined;
   const failed = new Map<string, { unit: string; logs: string }[]>();
@@ -164,13 +174,7 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
       failedUnits: failed.get(m.name) ?? [],
     }));
     // --keep keeps everything, a failed or interrupted rehearsal's too: that is what it is for.
-    if (o.keep && lab) {
-      kept = true;
-      lab.keep();
-      for (const m of machines) m.keep();
-      writeFileSync(join(run, 'README'), keptReadme(run, lab, machines));
-      log(`kept: the lab and machines keep running; see ${join(run, 'README')}`);
-    }
+    if (o.keep) keepAll();
     if (!kept) await cleanup();
     process.off('exit', onExit);
     report.seconds = round(Date.now() - t0);
@@ -178,10 +182,10 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   return report;
 }
 
-function keptReadme(run: string, lab: Lab, machines: ContainerMachine[]): string {
+function keptReadme(run: string, lab: Lab | undefined, machines: ContainerMachine[]): string {
   const lines = [
     `Rehearsal kept at ${run}`,
-    `lab namespace: ${lab.hub.name} (slipway serve, pid ${lab.serve?.pid})`,
+    lab ? `lab namespace: ${lab.hub.name} (slipway serve, pid ${lab.serve?.pid})` : 'lab namespace: - (not made yet)',
     `admin kubeconfig: ${run}/out/cluster/admin.conf`,
     '',
     'machines (look inside with: nsenter --target <PID 1> --all):',

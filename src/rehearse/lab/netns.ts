@@ -205,12 +205,12 @@ export class Netns {
     }
   }
 
-  /** Leave this namespace and its processes in place when this process exits (`rehearse --keep`). */
   /** SIGKILL every process spawned here, now (the exit hook). */
   killAllNow(): void {
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   }
 
+  /** Leave this namespace and its processes in place when this process exits (`rehearse --keep`). */
   keep(): void {
     live.delete(this.name);
     this.closed = true;

@@ -96,11 +96,21 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
   const units = new Map<string, UnitState[]>();
   const silentReasons = new Map<string, string>();
   // A second Ctrl-C exits at once: QEMU dies with this process (pdeathsig), the lab's
-  // namespaces by their own exit hook; the run directory goes here.
+  // namespaces by their own exit hook; the run directory goes here. Under --keep all of
+  // it stays, as after one Ctrl-C (prepended: before the namespaces' hook would delete them).
   const onExit = () => {
-    if (!o.keep) rmSync(run, { recursive: true, force: true });
+    if (o.keep) keepAll();
+    else rmSync(run, { recursive: true, force: true });
   };
-  process.on('exit', onExit);
+  // synchronous: it also runs on the way out
+  const keepAll = () => {
+    const serve = lab?.serve?.pid;
+    lab?.keep();
+    for (const v of vms) v.keep();
+    writeFileSync(join(run, 'README'), keptReadme(run, lab, serve, vms));
+    log(`kept: the lab and the VMs keep running; see ${join(run, 'README')}`);
+  };
+  process.prependListener('exit', onExit);
   try {
     const p = await prepare(spec, pre.binaries, tree, run, (m) => new RehearseError(m));
     const { state, out, assets } = p;
@@ -288,11 +298,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
     }));
     if (o.keep) {
       // everything stays, a failed or interrupted rehearsal's too: that is what --keep is for
-      const serve = lab?.serve?.pid;
-      lab?.keep();
-      for (const v of vms) v.keep();
-      writeFileSync(join(run, 'README'), keptReadme(run, lab, serve, vms));
-      log(`kept: the lab and the VMs keep running; see ${join(run, 'README')}`);
+      keepAll();
     } else {
       await Promise.all(vms.map((v) => v.destroy()));
       await lab?.close();
