@@ -102,7 +102,7 @@ describe('machines that must not install', { skip, concurrency: true }, () => {
     const vm = await startVm(t, CP1.name, CP1.mac);
     const told = await vm.waitFor(/Slipway: cp1 is installed: booting from local disk/, BOOT_MS);
     // iPXE ran "exit": the firmware goes on to its next boot device (the VM has no disk)
-    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 30_000);
+    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 120_000);
     await vm.stop();
     const serial = vm.serial();
     assert.ok(!serial.includes('vmlinuz'), 'no kernel was fetched');
@@ -163,7 +163,7 @@ describe('serve --unknown local --loader pxelinux', { skip, concurrency: true },
     const vm = await startVm(t, 'unknown', UNKNOWN_MAC);
     // iPXE identifies itself, so even in PXELINUX mode it gets the iPXE script
     await vm.waitFor(/Slipway: unknown machine 52:54:00:99:99:99: booting from local disk/, BOOT_MS);
-    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 30_000);
+    await vm.waitFor(/Booting from Hard Disk|No bootable device/, 120_000);
     await vm.stop();
     assert.ok(!vm.serial().includes('vmlinuz'));
   });

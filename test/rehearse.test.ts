@@ -297,9 +297,11 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
       assert.match(r.stderr, /kept: the lab and (the VMs|machines) keep running/, context);
       const readme = readFileSync(join(dir, 'README'), 'utf8');
       assert.match(readme, new RegExp(`kept at ${dir}`));
-      // five machines still running, as the README says
+      // five machines still running, as the README says (after a second Ctrl-C a container
+      // may not have its PID 1 yet: its cgroup is what removes it then)
       const pids = [...readme.matchAll(/(?:qemu pid|systemd-nspawn pid|PID 1 pid) (\d+)/g)].map((m) => Number(m[1]));
-      assert.equal(pids.length, engine === 'vm' ? 5 : 10, readme);
+      assert.equal([...readme.matchAll(/(?:qemu pid|systemd-nspawn pid) (\d+)/g)].length, 5, readme);
+      if (engine === 'containers' && !twice) assert.equal(pids.length, 10, readme);
       for (const pid of pids) assert.ok(existsSync(`/proc/${pid}`), `pid ${pid} from the README is not running\n${readme}`);
       assert.ok(leftovers().netns.length > before.netns.length, 'the lab namespace was kept');
     } finally {
@@ -312,12 +314,13 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
           // gone
         }
       };
-      for (const m of readme.matchAll(/PID 1 pid (\d+)/g)) kill(Number(m[1]));
+      const cgroups = /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ').filter(Boolean) ?? [];
+      for (const cg of cgroups) if (existsSync(join(cg, 'cgroup.kill'))) writeFileSync(join(cg, 'cgroup.kill'), '1');
       for (const m of readme.matchAll(/(?:qemu pid|systemd-nspawn pid|slipway serve, pid) (\d+)/g)) kill(Number(m[1]));
       await new Promise((res) => setTimeout(res, 2000));
       for (const m of readme.matchAll(/root (\S+?),/g)) spawnSync('umount', ['-l', m[1]!]);
       for (const m of readme.matchAll(/namespace:? (slipway-rh-\S+?)[,\s]/g)) spawnSync('ip', ['netns', 'delete', m[1]!]);
-      for (const cg of /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ') ?? []) spawnSync('find', [cg, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';']);
+      for (const cg of cgroups) spawnSync('find', [cg, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';']);
       rmSync(dir, { recursive: true, force: true });
       assert.deepEqual(leftovers(), before, 'the README\'s steps did not remove everything');
       assert.equal(leftoverProcesses(), '');

@@ -21,7 +21,7 @@ export function leftoverCgroups(): string[] {
   const roots = existsSync('/sys/fs/cgroup/cgroup.controllers') ? ['/sys/fs/cgroup'] : ['/sys/fs/cgroup/unified', '/sys/fs/cgroup/systemd'];
   const self = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1] ?? '/';
   const dirs = [...new Set(roots.flatMap((r) => [r, join(r, self)]))];
-  return dirs.flatMap((d) => (existsSync(d) ? readdirSync(d) : []).filter((e) => e.startsWith('slipway-rehearsal-')).map((e) => join(d, e)));
+  return [...new Set(dirs.flatMap((d) => (existsSync(d) ? readdirSync(d) : []).filter((e) => e.startsWith('slipway-rehearsal-')).map((e) => join(d, e))))];
 }
 
 /** Leftover processes of a rehearsal: its QEMU VMs and systemd-nspawn containers (matched by the run directory). */

@@ -193,9 +193,12 @@ function keptReadme(run: string, lab: Lab | undefined, machines: ContainerMachin
     '',
     `cgroups: ${machines.flatMap((m) => m.cgroupDirs).join(' ')}`,
     '',
-    'to remove everything: kill each PID 1 (that ends its container), then systemd-nspawn and',
-    'slipway serve; umount the roots; ip netns delete each namespace above; rmdir the cgroups',
-    `(deepest first); rm -rf ${run}`,
+    // A container still starting when the rehearsal exited has no PID 1 to name yet; its
+    // cgroup (made before nspawn starts) holds every process it will have.
+    'to remove everything: kill each container with all its processes (a PID 1 not named',
+    'above included): echo 1 > <dir>/cgroup.kill for each cgroup2 directory above (the ones',
+    'not under /sys/fs/cgroup/systemd/); kill slipway serve; umount the roots; ip netns',
+    `delete each namespace above; rmdir the cgroups (deepest first); rm -rf ${run}`,
   ];
   return lines.join('\n') + '\n';
 }
