@@ -44,7 +44,7 @@ const K8S = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes/${V
 const BINARIES = `${K8S}/bin`;
 const W1 = { name: 'w1', mac: '52:54:00:20:30:21', ip: '10.20.30.21' };
 /** One TCG boot of the image through iPXE to a reported state: ~60 s here. */
-const BOOT_MS = 240_000;
+const BOOT_MS = 360_000;
 
 function missing(): string[] {
   const out = missingForQemu();

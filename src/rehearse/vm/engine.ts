@@ -200,7 +200,7 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       const checked = vms.filter((v) => v.running && !silentReasons.has(v.m.name));
       for (const vm of checked) {
         const want = renderedDigest(join(out, 'machines', vm.m.name, 'root'));
-        await vm.waitFor(new RegExp(`root@${vm.m.name}`), 120_000);
+        await vm.waitFor(new RegExp(`root@${vm.m.name}`), 300_000);
         // One digest over every file's sha256 line: a short answer the console cannot garble.
         const digest = createHash('sha256').update(want.lines.join('\n') + '\n').digest('hex');
         // The path list goes over in pieces: a terminal line holds at most 4095 characters.
