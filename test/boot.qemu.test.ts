@@ -46,7 +46,10 @@ async function startVm(t: TestContext, name: string, mac: string, opts: { firmwa
  * the rendered root, the machine's state and its events; return the server's timeline.
  */
 async function installs(vm: Vm, machine: string, what: string): Promise<BootTimeline> {
-  const report = await vm.waitFor(REPORTED, BOOT_MS);
+  // On failure, the server's side of the story too: its log says what it got, and when.
+  const report = await vm.waitFor(REPORTED, BOOT_MS).catch((e: Error) => {
+    throw new Error(`${e.message}\n--- slipway serve log (last 60 lines) ---\n${q.lab.log.split('\n').slice(-60).join('\n')}`);
+  });
   const [, digest, files] = vm.serial().match(DIGEST) ?? assert.fail(`${machine} printed no digest line\n${vm.tail()}`);
   const want = q.expected(machine);
   assert.equal(digest, want.digest, `${machine} applied other files than its rendered root (${files} vs ${want.files} entries)\n${vm.tail()}`);

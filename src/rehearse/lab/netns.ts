@@ -118,10 +118,16 @@ export class Netns {
     (peerNs ?? this).up(peer);
   }
 
-  /** A bridge in this namespace, up; attach links with setMaster(). */
+  /**
+   * A bridge in this namespace, up; attach links with setMaster(). Its MAC address is
+   * set, not inherited: a bridge left to itself takes the lowest MAC of its ports and
+   * changes it as ports come and go, so a VM's tap joining or leaving would move the
+   * provisioner's address to a new MAC, and every machine holding the old one in its
+   * ARP cache would lose the provisioner for the cache's lifetime (~30 s).
+   */
   addBridge(name: string): void {
     checkIfname(name);
-    this.ip('link', 'add', name, 'type', 'bridge');
+    this.ip('link', 'add', name, 'address', localMac(), 'type', 'bridge');
     this.up(name);
   }
 
@@ -239,4 +245,11 @@ export async function withNetns<T>(fn: (ns: Netns) => Promise<T> | T, prefix?: s
   } finally {
     await ns.close();
   }
+}
+
+/** A random locally administered unicast MAC, "02:xx:xx:xx:xx:xx"-style. */
+function localMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
