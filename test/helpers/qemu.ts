@@ -18,6 +18,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import type { Netns } from './netns.ts';
+import { plainConsole } from '../../src/rehearse/vm/console-text.ts';
 import { Lab } from './serve.ts';
 import { EXAMPLE_HA, slipway } from './cli.ts';
 import { IGNITION_BIN, installBootImage, testBootImage, treeDigest, type BootImage } from './initramfs.ts';
@@ -44,8 +45,6 @@ export interface VmOptions {
   disk?: string;
 }
 
-/** Strip the escape sequences and bare CRs iPXE and SeaBIOS draw with, for matching and reading. */
-export const plain = (s: string): string => s.replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, '').replace(/\r(?!\n)/g, '\n');
 
 let tapCount = 0;
 
@@ -134,7 +133,7 @@ export class Vm {
 
   /** The serial console so far, escape sequences removed. */
   serial(): string {
-    return plain(this.out);
+    return plainConsole(this.out); // as a terminal shows it: iPXE's progress backspaces over itself
   }
 
   get exited(): boolean {

@@ -11,10 +11,9 @@ import { basename, dirname, join } from 'node:path';
 import type { Machine } from '../../spec/types.ts';
 import type { Netns } from '../lab/netns.ts';
 import { BRIDGE } from '../lab/lab.ts';
+import { plainConsole as plain } from './console-text.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Escape sequences and bare CRs the firmware and iPXE draw with. */
-const plain = (s: string) => s.replace(/\x1b\[[0-9;?=]*[A-Za-z]/g, '').replace(/\r(?!\n)/g, '\n');
 
 let kvmProbe: boolean | undefined;
 
