@@ -41,6 +41,19 @@ async function startVm(t: TestContext, name: string, mac: string, opts: { firmwa
   return vm;
 }
 
+/** Did serve's TFTP server log a completed transfer of `file` to `client`? */
+function tftpSent(file: string, client: string): boolean {
+  return q.lab.log.split('\n').some((line) => {
+    if (!line.includes('"tftp sent"')) return false;
+    try {
+      const r = JSON.parse(line) as { file?: string; client?: string };
+      return r.file === file && r.client === client;
+    } catch {
+      return false; // the kept log's first line may be cut
+    }
+  });
+}
+
 /**
  * Wait for `vm` to install `machine` and power off; check the reported digest against
  * the rendered root, the machine's state and its events; return the server's timeline.
@@ -185,14 +198,18 @@ describe('serve --unknown local --loader pxelinux', { skip, concurrency: true },
     const tl = await installs(vm, 'cp1', 'cp1 again (PXELINUX, TFTP)');
     const serial = vm.serial();
     assert.match(serial, /tftp:\/\/10\.20\.30\.2\/pxelinux\.0\.\.\. ok/);
-    assert.match(serial, /PXELINUX \d/);
-    assert.match(serial, /Loading os\/vmlinuz\.\.\. ok/);
-    assert.match(serial, /Loading os\/initrd\.img\.\.\.ok/);
+    // What PXELINUX prints ("PXELINUX 6.04", "Loading os/vmlinuz... ok") reaches the
+    // serial console only as SeaBIOS's mirror of the VGA screen, cursor moves and all,
+    // which cut it up on a busy host ("P\rXELINUX"): the proof is the kernel's own line,
+    // with the BOOT_IMAGE= and initrd= PXELINUX put on it, and serve's record of every
+    // file it sent cp1 by TFTP.
+    assert.match(serial, /Command line: BOOT_IMAGE=os\/vmlinuz initrd=os\/initrd\.img ignition\.firstboot [^\n]*ignition\.config\.url=http:\/\/10\.20\.30\.2:8080\/machines\/cp1\/ignition\.json/);
+    for (const file of ['pxelinux.0', 'ldlinux.c32', 'pxelinux.cfg/01-52-54-00-20-30-11', 'os/vmlinuz', 'os/initrd.img'])
+      assert.ok(tftpSent(file, '10.20.30.11'), `serve's log has no "tftp sent" of ${file} to cp1\n${q.lab.log.split('\n').filter((l) => l.includes('tftp')).slice(-20).join('\n')}`);
     assert.ok(!serial.includes('http://10.20.30.2:8080/assets/'), 'nothing came over HTTP but the config');
     const booting = (await q.machine('cp1')).events.filter((e) => e.to === 'booting').at(-1)!;
     assert.equal(booting.source, 'tftp');
     assert.equal(booting.detail?.path, 'pxelinux.cfg/01-52-54-00-20-30-11');
-    assert.match(q.lab.log, /"file":"os\/initrd\.img","client":"10\.20\.30\.11"[^\n]*"msg":"tftp sent"/);
     t.diagnostic(formatTimeline(tl));
   });
 });

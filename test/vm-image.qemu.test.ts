@@ -286,9 +286,10 @@ test('the rehearsal VM image installs w1 through serve + Ignition, boots systemd
   vms.push(vm2);
   t.after(() => vm2.stop());
   const told = await vm2.waitFor(/Slipway: w1 is installed: booting from local disk/, BOOT_MS);
-  // SYSLINUX writes to the UART itself and gives up on a character the host is slow to
-  // take: once in CI (two VM test files sharing two cores) its line never showed whole.
-  // The initramfs's own line, from the disk, is the proof; SYSLINUX's is timed when seen.
+  // SYSLINUX's lines reach the serial console twice, interleaved: from SYSLINUX itself
+  // (SERIAL 0) and from SeaBIOS mirroring the VGA screen ("Loading /vmlinuz...Loading
+  // /vmlinuz...  ookk" in a serial.log), so a line may never show whole (once in CI). The
+  // initramfs's own line, from the disk, is the proof; SYSLINUX's is timed when seen.
   const syslinux = await vm2.waitFor(/SYSLINUX: booting the installed Slipway rehearsal system from disk|slipway-initrd: \S+ started .*not a first boot/, BOOT_MS);
   await vm2.waitFor(/slipway-initrd: \S+ started .*not a first boot: booting the installed system/, BOOT_MS);
   assert.match(vm2.serial(), /SYSLINUX|booting the installed Slipway/, 'SYSLINUX printed nothing');

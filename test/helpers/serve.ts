@@ -40,7 +40,7 @@ export class Lab {
   async start(args: string[] = []): Promise<void> {
     const child = this.hub.spawn(process.execPath, [BIN, 'serve', '-f', this.file, '--state', this.state, ...args]);
     this.serve = child;
-    const add = (d: Buffer) => (this.log = (this.log + d.toString()).slice(-50_000));
+    const add = (d: Buffer) => (this.log = (this.log + d.toString()).slice(-2_000_000));
     child.stdout?.on('data', add);
     child.stderr?.on('data', add);
     await this.hub.waitFor('slipway serve /readyz', async () => {
