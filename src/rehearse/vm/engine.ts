@@ -29,6 +29,8 @@ import { binariesFor } from '../../plan/phases/node.ts';
 const cpus = () => availableParallelism();
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A VM that has not asked for an address this long after power on never will. */
+const SILENT_MS = 120_000;
 
 const VM_TOOLS: { cmd: string; pkg: string }[] = [
   { cmd: 'qemu-system-x86_64', pkg: 'qemu-system-x86' },
@@ -151,18 +153,16 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
     progress.startPolling();
 
     // --- wait: every machine installed (or failed), bounded ---------------------------
-    // A machine the provisioner never hears from gets a grace period once the others are
-    // done, then is failed with what the provisioner did see (an unknown MAC, say).
-    const deadline = Date.now() + o.timeoutSeconds * 1000;
+    // A machine the provisioner never hears from is failed, with what the provisioner did
+    // see (an unknown MAC, say), once the others are done and SILENT_MS have passed since
+    // power on: DHCP is the firmware's first step (~3 s here, 32 s seen on a loaded host).
+    const poweredOn = Date.now();
+    const deadline = poweredOn + o.timeoutSeconds * 1000;
     const finished = (n: string) => progress!.installed(n) || progress!.states.get(n)?.state === 'failed';
-    let othersDoneAt: number | undefined;
     while (Date.now() < deadline && !o.signal?.aborted) {
       if (spec.machines.every((m) => finished(m.name))) break;
       const silent = spec.machines.filter((m) => !progress!.times.get(m.name)?.dhcp);
-      if (silent.length && spec.machines.every((m) => finished(m.name) || silent.includes(m))) {
-        othersDoneAt ??= Date.now();
-        if (Date.now() - othersDoneAt > 60_000) break;
-      }
+      if (silent.length && Date.now() - poweredOn > SILENT_MS && spec.machines.every((m) => finished(m.name) || silent.includes(m))) break;
       await sleep(2_000);
     }
     const seen = (await lab.api<{ discovered?: { mac: string }[] }>('/api/v1/machines', token))?.discovered ?? [];
