@@ -175,7 +175,7 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
     }));
     // --keep keeps everything, a failed or interrupted rehearsal's too: that is what it is for.
     if (o.keep) keepAll();
-    if (!kept) await cleanup();
+    else await cleanup();
     process.off('exit', onExit);
     report.seconds = round(Date.now() - t0);
   }

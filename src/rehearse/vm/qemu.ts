@@ -257,7 +257,7 @@ export class VmMachine {
     // Kernel messages (dmesg -n 1) and systemd's status lines (SIGRTMIN+21 to PID 1) on
     // the console would land inside the output.
     const line = `dmesg -n 1; kill -s RTMIN+21 1; echo "@@B""${id}@@"; ( ${command} ) 2>&1; echo "@@E""${id}@@"\n`;
-    await this.consoleWrite(line);
+    this.consoleWrite(line);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       const text = this.serial();
@@ -271,7 +271,7 @@ export class VmMachine {
   }
 
   /** Type on the serial console. */
-  private async consoleWrite(text: string): Promise<void> {
+  private consoleWrite(text: string): void {
     if (!this.console || this.console.destroyed) throw new Error(`${this.m.name}: not connected to its serial console`);
     this.console.write(text);
   }
