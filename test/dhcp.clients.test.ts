@@ -103,7 +103,9 @@ function clientDir(name: string): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const script = join(dir, 'hook.sh');
-  writeFileSync(script, '#!/bin/sh\nenv > "$(dirname "$0")/env.${reason:-$1}"\n', { mode: 0o755 });
+  // written aside and renamed: the test reads the file as soon as it exists (CI once
+  // read it between the shell's truncating open and env's write: no new_ip_address)
+  writeFileSync(script, '#!/bin/sh\nd=$(dirname "$0"); r=${reason:-$1}\nenv > "$d/.env.$r.tmp" && mv "$d/.env.$r.tmp" "$d/env.$r"\n', { mode: 0o755 });
   return dir;
 }
 
