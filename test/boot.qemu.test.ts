@@ -17,6 +17,7 @@ import { test, describe, before, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { QemuLab, Vm, formatTimeline, missingForQemu, type BootTimeline } from './helpers/qemu.ts';
+import { heavyTestTurn } from './helpers/vm-lock.ts';
 
 const MISSING = missingForQemu();
 const skip = MISSING.length ? `missing ${MISSING.join(', ')}` : false;
@@ -82,8 +83,11 @@ async function installs(vm: Vm, machine: string, what: string): Promise<BootTime
   return t;
 }
 
+let release: (() => void) | undefined;
+
 before(async () => {
   if (skip) return;
+  release = await heavyTestTurn('boot.qemu');
   q = await QemuLab.create();
   await q.serve();
 });
@@ -91,6 +95,7 @@ before(async () => {
 after(async () => {
   for (const vm of vms) await vm.stop();
   await q?.close();
+  release?.();
   if (timelines.length) {
     console.log('\nboot timings (seconds from power on, by the server event times; TCG):');
     for (const { what, t } of timelines) console.log(`  ${what.padEnd(28)} ${formatTimeline(t)}`);

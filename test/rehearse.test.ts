@@ -14,9 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT } from './helpers/cli.ts';
 import { leftoverCgroups, leftoverProcesses, leftovers, run } from './helpers/rehearse.ts';
+import { heavyTestTurn } from './helpers/vm-lock.ts';
 
 const K8S = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes/v1.20.2`;
 const SKIP = !existsSync(`${K8S}/.complete`) ? `no v1.20.2 binaries in ${K8S}: run scripts/build-kubernetes.sh (.ci/run does)` : false;
+/** The two full rehearsals wait at most this long (minutes) for the other heavy test files (test/helpers/vm-lock.ts). */
+const TURN_MIN = 20;
 const CHECKS = ['etcd-healthy', 'api-via-vip', 'leader-election', 'csr-auto-approved', 'nodes-ready', 'smoke-nodeport', 'vip-failover', 'etcd-member-loss'];
 
 // --- bad input: a clear message, a non-zero exit, nothing left behind. In this file so
@@ -130,7 +133,8 @@ test('usage errors: exit 2', () => {
 
 // --- the rehearsal itself
 
-test('rehearse --engine containers: the HA example comes up from its rendered files and passes every check', { skip: SKIP, timeout: 20 * 60_000 }, async () => {
+test('rehearse --engine containers: the HA example comes up from its rendered files and passes every check', { skip: SKIP, timeout: (TURN_MIN + 20) * 60_000 }, async () => {
+  const release = await heavyTestTurn('rehearse --engine containers', TURN_MIN * 60_000);
   const before = leftovers();
   const dir = mkdtempSync(join(tmpdir(), 'slipway-rehearse-'));
   try {
@@ -169,6 +173,7 @@ test('rehearse --engine containers: the HA example comes up from its rendered fi
     assert.equal(r.code, 0, context);
     assert.match(r.stdout, /rehearsal \(containers, Kubernetes v1\.20\.2\): OK/);
   } finally {
+    release();
     rmSync(dir, { recursive: true, force: true });
     assert.deepEqual(leftovers(), before, 'the rehearsal left namespaces, mounts or run directories behind');
     assert.deepEqual(leftoverCgroups(), [], 'cgroups left behind');
@@ -187,7 +192,8 @@ test('rehearse --engine containers: the HA example comes up from its rendered fi
 
 const VM_CHECKS = ['files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
 
-test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: 35 * 60_000 }, async () => {
+test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
+  const release = await heavyTestTurn('rehearse --engine vm', TURN_MIN * 60_000);
   const before = leftovers();
   const dir = mkdtempSync(join(tmpdir(), 'slipway-rehearse-vm-'));
   try {
@@ -235,6 +241,7 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
     assert.equal(report.ok, false);
     assert.equal(r.code, 1, context);
   } finally {
+    release();
     rmSync(dir, { recursive: true, force: true });
     assert.deepEqual(leftovers(), before, 'the VM rehearsal left namespaces, mounts or run directories behind');
     const qemu = spawnSync('pgrep', ['-f', 'qemu-system-x86_64.*slipway-rehearsal-'], { encoding: 'utf8' }).stdout.trim();

@@ -32,6 +32,7 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { QemuLab, Vm, formatTimeline, missingForQemu, qemuClusterFile } from './helpers/qemu.ts';
 import { ROOT } from './helpers/cli.ts';
+import { heavyTestTurn } from './helpers/vm-lock.ts';
 import { parseClusterFile } from '../src/spec/parse.ts';
 import { stageAssets } from '../src/rehearse/assets.ts';
 
@@ -179,8 +180,11 @@ async function waitState(name: string, done: (s: string) => boolean, timeoutMs: 
   }
 }
 
+let release: (() => void) | undefined;
+
 before(async () => {
   if (skip) return;
+  release = await heavyTestTurn('vm-image');
   image = buildImage();
   q = await QemuLab.create(qemuClusterFile(CLUSTER));
   // the image's kernel and initramfs replace the test initramfs as the OS boot files
@@ -204,6 +208,7 @@ after(async () => {
     console.log(`serial consoles: ${keep}/`);
   }
   await q?.close();
+  release?.();
   if (timings.length) console.log(`\nvm-image timings (TCG, 1 vCPU):\n${timings.map((t) => `  ${t}`).join('\n')}`);
 });
 
