@@ -180,75 +180,6 @@ test('rehearse --engine containers: the HA example comes up from its rendered fi
   }
 });
 
-// --- the VM engine: the HA example as QEMU VMs booting through DHCP, iPXE and Ignition,
-// with no Kubernetes binaries served (`--no-kubernetes`: software emulation of five VMs
-// on two cores cannot run the control plane; test/vm-image.qemu.test.ts boots a VM with
-// the real kubelet and kube-proxy, and the containers engine above proves Kubernetes)
-// and two machines broken on purpose: w1 with a typo in its MAC (`wrong-mac`) and w2
-// with a dirty disk that fails its slipway-binaries.service (`failing-unit`). The
-// control plane installs and passes every check; w1 and w2 are failed with the reason
-// while the others finish. In this file so it never runs beside the containers
-// rehearsal: both want both cores.
-
-const VM_CHECKS = ['files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
-
-test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
-  const release = await heavyTestTurn('rehearse --engine vm', TURN_MIN * 60_000);
-  const before = leftovers();
-  const dir = mkdtempSync(join(tmpdir(), 'slipway-rehearse-vm-'));
-  try {
-    const reportFile = join(dir, 'report.json');
-    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', 'vm', '--no-kubernetes', '--fault', 'w1=wrong-mac', '--fault', 'w2=failing-unit', '--report', reportFile], 30 * 60_000);
-    const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-6000)}`;
-    assert.ok(existsSync(reportFile), `no report written:\n${context}`);
-    const report = JSON.parse(readFileSync(reportFile, 'utf8'));
-    process.stdout.write(r.stdout);
-    assert.equal(report.engine, 'vm');
-    assert.equal(report.error, undefined, context);
-    const byName = new Map<string, { result: string; detail: string }>(report.checks.map((c: { name: string }) => [c.name, c]));
-    for (const name of VM_CHECKS) assert.equal(byName.get(name)?.result, 'ok', `${name}: ${byName.get(name)?.detail}\n${context}`);
-    const api = byName.get('api-via-vip')!;
-    assert.equal(api.result, 'not-run');
-    assert.equal(api.detail, "kube-apiserver.service was not started on cp1, cp2, cp3: /opt/bin/kube-apiserver is not in the provisioner's assets (--no-kubernetes)");
-    // w1 and w2 are not installed, and the report says why
-    const installed = byName.get('installed')!;
-    assert.equal(installed.result, 'failed');
-    assert.match(installed.detail, /^not installed: w1 \(never asked the provisioner for an address; it saw unknown MAC\(s\) 52:54:00:ff:30:21 on the segment: is w1's mac \(52:54:00:20:30:21\) in the file right\?\); w2 \(failed: (binaries could not be fetched|unit slipway-binaries\.service failed)\)$/);
-    type M = { name: string; state: string; reason?: string; seconds: Record<string, number>; failedUnits: { unit: string; logs: string }[]; units?: { unit: string; state: string; detail?: string }[] };
-    const machines = new Map<string, M>(report.machines.map((m: M) => [m.name, m]));
-    assert.equal(machines.get('w1')!.state, 'failed');
-    // w2: its own unit failed, with the logs that say why
-    const w2 = machines.get('w2')!;
-    assert.equal(w2.state, 'failed');
-    const fetch = w2.failedUnits.find((u) => u.unit === 'slipway-binaries.service');
-    assert.ok(fetch, `w2's failed units: ${JSON.stringify(w2.failedUnits)}`);
-    assert.match(fetch.logs, /^install: cannot create directory '\/opt\/(cni\/)?bin': Not a directory$/m);
-    assert.equal(w2.units?.find((u) => u.unit === 'slipway-binaries.service')?.state, 'failed');
-    for (const name of ['cp1', 'cp2', 'cp3']) {
-      const m = machines.get(name)!;
-      assert.ok(m.seconds.installed! > m.seconds.configFetched! && m.seconds.configFetched! > m.seconds.dhcp!, `${name}: ${JSON.stringify(m.seconds)}`);
-      assert.equal(m.state, 'installed');
-      const state = new Map(m.units!.map((u) => [u.unit, u]));
-      for (const u of ['etcd.service', 'haproxy.service', 'keepalived.service', 'slipway-binaries.service']) assert.equal(state.get(u)?.state, 'active', `${name} ${u}: ${JSON.stringify(state.get(u))}`);
-      // every Kubernetes unit says plainly that it did not start, and why
-      for (const [u, bin] of [['kube-apiserver', 'kube-apiserver'], ['kube-controller-manager', 'kube-controller-manager'], ['kube-scheduler', 'kube-scheduler'], ['kubelet', 'kubelet'], ['kube-proxy', 'kube-proxy'], ['slipway-addons', 'kubectl']]) {
-        assert.deepEqual(state.get(`${u}.service`), { unit: `${u}.service`, state: 'not-started', detail: `/opt/bin/${bin} absent: the provisioner does not offer it` });
-      }
-      assert.deepEqual(m.failedUnits, [], `${name} has failed units`);
-    }
-    assert.match(r.stdout, /not started: kube-apiserver\.service \(\/opt\/bin\/kube-apiserver absent: the provisioner does not offer it\)/);
-    assert.match(r.stderr, /web console: http:\/\/127\.0\.0\.1:\d+\//);
-    assert.equal(report.ok, false);
-    assert.equal(r.code, 1, context);
-  } finally {
-    release();
-    rmSync(dir, { recursive: true, force: true });
-    assert.deepEqual(leftovers(), before, 'the VM rehearsal left namespaces, mounts or run directories behind');
-    const qemu = spawnSync('pgrep', ['-f', 'qemu-system-x86_64.*slipway-rehearsal-'], { encoding: 'utf8' }).stdout.trim();
-    assert.equal(qemu, '', 'qemu processes left running');
-  }
-});
-
 // --- Ctrl-C: the rehearsal stops and removes everything it made, in the middle of the
 // machines' install (containers booting; VMs network-booting). A second Ctrl-C exits at
 // once, and what is left is removed on the way out (synchronously: processes by PID,
@@ -335,3 +266,74 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
     }
   });
 }
+
+// --- the VM engine: the HA example as QEMU VMs booting through DHCP, iPXE and Ignition,
+// with no Kubernetes binaries served (`--no-kubernetes`: software emulation of five VMs
+// on two cores cannot run the control plane; test/vm-image.qemu.test.ts boots a VM with
+// the real kubelet and kube-proxy, and the containers engine above proves Kubernetes)
+// and two machines broken on purpose: w1 with a typo in its MAC (`wrong-mac`) and w2
+// with a dirty disk that fails its slipway-binaries.service (`failing-unit`). The
+// control plane installs and passes every check; w1 and w2 are failed with the reason
+// while the others finish. In this file so it never runs beside the containers
+// rehearsal: both want both cores. Last in the file: the heavy test files take turns
+// (test/helpers/vm-lock.ts), and test/vm-image.qemu.test.ts, which starts late, then
+// runs beside the Ctrl-C and --keep tests above instead of holding this one up.
+
+const VM_CHECKS = ['files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
+
+test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
+  const release = await heavyTestTurn('rehearse --engine vm', TURN_MIN * 60_000);
+  const before = leftovers();
+  const dir = mkdtempSync(join(tmpdir(), 'slipway-rehearse-vm-'));
+  try {
+    const reportFile = join(dir, 'report.json');
+    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', 'vm', '--no-kubernetes', '--fault', 'w1=wrong-mac', '--fault', 'w2=failing-unit', '--report', reportFile], 30 * 60_000);
+    const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-6000)}`;
+    assert.ok(existsSync(reportFile), `no report written:\n${context}`);
+    const report = JSON.parse(readFileSync(reportFile, 'utf8'));
+    process.stdout.write(r.stdout);
+    assert.equal(report.engine, 'vm');
+    assert.equal(report.error, undefined, context);
+    const byName = new Map<string, { result: string; detail: string }>(report.checks.map((c: { name: string }) => [c.name, c]));
+    for (const name of VM_CHECKS) assert.equal(byName.get(name)?.result, 'ok', `${name}: ${byName.get(name)?.detail}\n${context}`);
+    const api = byName.get('api-via-vip')!;
+    assert.equal(api.result, 'not-run');
+    assert.equal(api.detail, "kube-apiserver.service was not started on cp1, cp2, cp3: /opt/bin/kube-apiserver is not in the provisioner's assets (--no-kubernetes)");
+    // w1 and w2 are not installed, and the report says why
+    const installed = byName.get('installed')!;
+    assert.equal(installed.result, 'failed');
+    assert.match(installed.detail, /^not installed: w1 \(never asked the provisioner for an address; it saw unknown MAC\(s\) 52:54:00:ff:30:21 on the segment: is w1's mac \(52:54:00:20:30:21\) in the file right\?\); w2 \(failed: (binaries could not be fetched|unit slipway-binaries\.service failed)\)$/);
+    type M = { name: string; state: string; reason?: string; seconds: Record<string, number>; failedUnits: { unit: string; logs: string }[]; units?: { unit: string; state: string; detail?: string }[] };
+    const machines = new Map<string, M>(report.machines.map((m: M) => [m.name, m]));
+    assert.equal(machines.get('w1')!.state, 'failed');
+    // w2: its own unit failed, with the logs that say why
+    const w2 = machines.get('w2')!;
+    assert.equal(w2.state, 'failed');
+    const fetch = w2.failedUnits.find((u) => u.unit === 'slipway-binaries.service');
+    assert.ok(fetch, `w2's failed units: ${JSON.stringify(w2.failedUnits)}`);
+    assert.match(fetch.logs, /^install: cannot create directory '\/opt\/(cni\/)?bin': Not a directory$/m);
+    assert.equal(w2.units?.find((u) => u.unit === 'slipway-binaries.service')?.state, 'failed');
+    for (const name of ['cp1', 'cp2', 'cp3']) {
+      const m = machines.get(name)!;
+      assert.ok(m.seconds.installed! > m.seconds.configFetched! && m.seconds.configFetched! > m.seconds.dhcp!, `${name}: ${JSON.stringify(m.seconds)}`);
+      assert.equal(m.state, 'installed');
+      const state = new Map(m.units!.map((u) => [u.unit, u]));
+      for (const u of ['etcd.service', 'haproxy.service', 'keepalived.service', 'slipway-binaries.service']) assert.equal(state.get(u)?.state, 'active', `${name} ${u}: ${JSON.stringify(state.get(u))}`);
+      // every Kubernetes unit says plainly that it did not start, and why
+      for (const [u, bin] of [['kube-apiserver', 'kube-apiserver'], ['kube-controller-manager', 'kube-controller-manager'], ['kube-scheduler', 'kube-scheduler'], ['kubelet', 'kubelet'], ['kube-proxy', 'kube-proxy'], ['slipway-addons', 'kubectl']]) {
+        assert.deepEqual(state.get(`${u}.service`), { unit: `${u}.service`, state: 'not-started', detail: `/opt/bin/${bin} absent: the provisioner does not offer it` });
+      }
+      assert.deepEqual(m.failedUnits, [], `${name} has failed units`);
+    }
+    assert.match(r.stdout, /not started: kube-apiserver\.service \(\/opt\/bin\/kube-apiserver absent: the provisioner does not offer it\)/);
+    assert.match(r.stderr, /web console: http:\/\/127\.0\.0\.1:\d+\//);
+    assert.equal(report.ok, false);
+    assert.equal(r.code, 1, context);
+  } finally {
+    release();
+    rmSync(dir, { recursive: true, force: true });
+    assert.deepEqual(leftovers(), before, 'the VM rehearsal left namespaces, mounts or run directories behind');
+    const qemu = spawnSync('pgrep', ['-f', 'qemu-system-x86_64.*slipway-rehearsal-'], { encoding: 'utf8' }).stdout.trim();
+    assert.equal(qemu, '', 'qemu processes left running');
+  }
+});

@@ -138,13 +138,15 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
       mkdirSync(dir, { recursive: true });
       // --fault NAME=wrong-mac: the VM's NIC is not the one the file names.
       const nic = o.faults?.[m.name] === 'wrong-mac' ? { ...m, mac: `52:54:00:ff:${m.mac.slice(-5)}` } : m;
-      if (nic !== m) notes.push(`fault injected: ${m.name}'s NIC has MAC ${nic.mac}, the file says ${m.mac}`);
+      // It is a new machine, so its disk is blank: it boots nothing (the image's OS would
+      // otherwise boot from it, unasked, and take a core while the others install).
+      if (nic !== m) notes.push(`fault injected: ${m.name}'s NIC has MAC ${nic.mac}, the file says ${m.mac}; its disk is blank, as a new machine's`);
       // --fault NAME=failing-unit: a dirty disk, where the binaries directory is a file.
       // (the directory of the first binary the provisioner offers it)
       const strayFileAt = o.faults?.[m.name] === 'failing-unit' ? dirname(binariesFor(m, spec.network.cni).find(([, name]) => !p.absent.includes(name))![0]) : undefined;
       if (strayFileAt) notes.push(`fault injected: ${m.name}'s disk holds a stray file at ${strayFileAt}, where its binaries go`);
       const memoryMiB = hasRole(m, 'control-plane') && !o.noKubernetes ? 1536 : 1024;
-      const vm = new VmMachine({ machine: nic, hub: lab!.hub, dir, baseDisk: join(image, 'disk.img'), memoryMiB, tap: `vmtap${i}`, strayFileAt });
+      const vm = new VmMachine({ machine: nic, hub: lab!.hub, dir, baseDisk: join(image, 'disk.img'), memoryMiB, tap: `vmtap${i}`, strayFileAt, blankDisk: nic !== m });
       vm.prepare();
       vms.push(vm);
     });

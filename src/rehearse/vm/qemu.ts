@@ -5,7 +5,7 @@
 // read from power-on (and the root shell the checks look inside with); its monitor is a unix socket,
 // so a check can power it off (`quit`) or press reset (`system_reset`).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Machine } from '../../spec/types.ts';
@@ -53,6 +53,8 @@ export interface VmOptions {
    * image has an empty directory), as a disk left dirty by an earlier installation.
    */
   strayFileAt?: string;
+  /** A blank disk of the same size instead of the image: a new machine nothing was installed on. */
+  blankDisk?: boolean;
 }
 
 export class VmMachine {
@@ -84,7 +86,8 @@ export class VmMachine {
   /** The overlay disk and the tap; nothing runs yet. */
   prepare(): void {
     const base = this.o.strayFileAt ? this.dirtyCopy(this.o.strayFileAt) : this.o.baseDisk;
-    const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', this.disk], { encoding: 'utf8', timeout: 60_000 });
+    const args = this.o.blankDisk ? [this.disk, String(statSync(this.o.baseDisk).size)] : ['-b', base, '-F', 'raw', this.disk];
+    const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...args], { encoding: 'utf8', timeout: 60_000 });
     if (r.status !== 0) throw new Error(`${this.m.name}: qemu-img create: ${r.stderr}`);
     const { hub, tap } = this.o;
     hub.ip('tuntap', 'add', tap, 'mode', 'tap');
