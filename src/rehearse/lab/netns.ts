@@ -15,6 +15,7 @@
 // or `await withNetns(async (ns) => { ... })`. Every wait is bounded.
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { randomLocalMac } from '../../lib/mac.ts';
 
 export interface ExecResult {
   code: number | null;
@@ -127,7 +128,7 @@ export class Netns {
    */
   addBridge(name: string): void {
     checkIfname(name);
-    this.ip('link', 'add', name, 'address', localMac(), 'type', 'bridge');
+    this.ip('link', 'add', name, 'address', randomLocalMac(), 'type', 'bridge');
     this.up(name);
   }
 
@@ -245,11 +246,4 @@ export async function withNetns<T>(fn: (ns: Netns) => Promise<T> | T, prefix?: s
   } finally {
     await ns.close();
   }
-}
-
-/** A random locally administered unicast MAC, "02:xx:xx:xx:xx:xx"-style. */
-function localMac(): string {
-  const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfc) | 0x02;
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }

@@ -14,6 +14,7 @@
 // are other ProxyDHCP servers (`proxy`) and servers that hand out a boot file.
 import { createSocket, type Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { randomLocalMac } from '../../lib/mac.ts';
 import { BOOTREQUEST, BROADCAST_FLAG, LIMITED_BROADCAST, MessageType, Opt, ZERO, chaddrOf, decode, encode, macOf, messageType, optIp, optString, strOpt, type Packet } from './packet.ts';
 
 export interface RivalOptions {
@@ -49,12 +50,6 @@ export interface RivalReport {
   mac: string;
   /** set when the check could not run (port 68 taken by a DHCP client on this host, …) */
   error?: string;
-}
-
-function randomMac(): string {
-  const b = randomBytes(6);
-  b[0] = (b[0]! & 0xfc) | 0x02; // unicast, locally administered: no real NIC has it
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 function discover(mac: string, xid: number, pxe: boolean): Buffer {
@@ -115,7 +110,7 @@ function asRival(msg: Buffer, from: string, xid: number, mac: string): RivalOffe
 }
 
 export async function detectRivalDhcp(opts: RivalOptions = {}): Promise<RivalReport> {
-  const mac = randomMac();
+  const mac = randomLocalMac();
   const xid = randomBytes(4).readUInt32BE(0);
   const clientPort = opts.ports?.client ?? 68;
   const serverPort = opts.ports?.server ?? 67;
