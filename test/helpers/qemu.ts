@@ -45,7 +45,6 @@ export interface VmOptions {
   disk?: string;
 }
 
-
 let tapCount = 0;
 
 export class Vm {
@@ -131,9 +130,9 @@ export class Vm {
     }
   }
 
-  /** The serial console so far, escape sequences removed. */
+  /** The serial console so far, as a terminal shows it (escape sequences gone, backspaces applied). */
   serial(): string {
-    return plainConsole(this.out); // as a terminal shows it: iPXE's progress backspaces over itself
+    return plainConsole(this.out);
   }
 
   get exited(): boolean {
