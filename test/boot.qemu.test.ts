@@ -26,9 +26,13 @@ const CP1 = { name: 'cp1', mac: '52:54:00:20:30:11' };
 const UNKNOWN_MAC = '52:54:00:99:99:99';
 /** How long one TCG boot may take here before the test gives up (a normal one: ~30 s). */
 const BOOT_MS = 150_000;
-/** The initramfs prints this last, after the server accepted the report. */
-const REPORTED = /SLIPWAY-E2E: \S+ reported machine=(\S+) state=(\S+)/;
-const DIGEST = /SLIPWAY-E2E: \S+ digest ([0-9a-f]{64}) files (\d+)/;
+/**
+ * The initramfs prints this last, after the server accepted the report. Both patterns
+ * end at the line's end: the serial text arrives in chunks, and a chunk can end inside
+ * a line (CI saw `state=i` of `state=installed`).
+ */
+const REPORTED = /SLIPWAY-E2E: \S+ reported machine=(\S+) state=(\S+)\r?\n/;
+const DIGEST = /SLIPWAY-E2E: \S+ digest ([0-9a-f]{64}) files (\d+)\r?\n/;
 
 let q: QemuLab;
 const vms: Vm[] = [];
