@@ -22,7 +22,7 @@
 // runs as a child process (this file with --serve) so it competes with its client the
 // way the peers do. Files live in tmpfs, so the disk is not measured. Each output is
 // checked by sha256: a fast wrong transfer does not count.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

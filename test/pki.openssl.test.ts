@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadOrCreateSecrets } from '../src/secrets/store.ts';
@@ -12,6 +12,7 @@ import { certList, type CertDef } from '../src/secrets/certlist.ts';
 import type { Secrets } from '../src/secrets/types.ts';
 import type { KeyAlgorithm, Spec } from '../src/spec/types.ts';
 import { haSpec, machine } from './helpers/spec.ts';
+import { snapshot } from './helpers/fs-snapshot.ts';
 
 const OPENSSL = '/usr/bin/openssl';
 const openssl = (...args: string[]): string => execFileSync(OPENSSL, args, { encoding: 'utf8' });
@@ -23,17 +24,6 @@ async function tempState(t: { after: (fn: () => Promise<void>) => void }): Promi
 }
 
 const withAlg = (alg: KeyAlgorithm, spec = haSpec()): Spec => ({ ...spec, pki: { ...spec.pki, keyAlgorithm: alg } });
-
-/** path -> mode, bytes and mtime of every file under dir: equal snapshots mean nothing was touched. */
-async function snapshot(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    const p = join(e.parentPath, e.name);
-    const st = await stat(p);
-    out[p] = `${(st.mode & 0o777).toString(8)} ${st.mtimeMs} ${e.isFile() ? await readFile(p, 'utf8') : '<dir>'}`;
-  }
-  return out;
-}
 
 const mode = async (p: string): Promise<number> => (await stat(p)).mode & 0o777;
 const crt = (state: string, id: string) => join(state, 'pki', `${id}.crt`);

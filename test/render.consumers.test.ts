@@ -8,7 +8,7 @@ import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, re
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { slipway, EXAMPLE_HA, EXAMPLE_SINGLE } from './helpers/cli.ts';
+import { slipway, EXAMPLE_HA } from './helpers/cli.ts';
 
 const IGNITION_BIN = '/usr/lib/dracut/modules.d/30ignition/ignition';
 const MACHINES = ['cp1', 'cp2', 'cp3', 'w1', 'w2'];

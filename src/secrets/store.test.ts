@@ -2,28 +2,19 @@
 // refusals that must leave everything as it was, repairs, tokens, and plan's dry run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, copyFile, mkdtemp, readFile, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { loadOrCreateSecrets, previewSecrets } from './store.ts';
 import { randomString, reconcileTokens } from './tokens.ts';
 import { haSpec } from '../../test/helpers/spec.ts';
+import { snapshot } from '../../test/helpers/fs-snapshot.ts';
 
 async function tempState(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'slipway-store-'));
   t.after(() => rm(root, { recursive: true, force: true }));
   return join(root, 'state');
-}
-
-async function snapshot(dir: string): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    const p = join(e.parentPath, e.name);
-    const st = await stat(p);
-    out[p] = `${(st.mode & 0o777).toString(8)} ${st.mtimeMs} ${e.isFile() ? await readFile(p, 'utf8') : '<dir>'}`;
-  }
-  return out;
 }
 
 const pki = (state: string, file: string) => join(state, 'pki', file);

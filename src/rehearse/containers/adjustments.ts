@@ -79,7 +79,7 @@ ExecStart=/bin/mount -o remount,bind,ro /sys
 WantedBy=sysinit.target
 `;
 
-export function applyFileAdjustments(root: string, m: Machine, ctx: AdjustmentContext): void {
+export function applyFileAdjustments(root: string, ctx: AdjustmentContext): void {
   writeFileSync(join(root, UNITS, 'slipway-rehearsal-sysfs.service'), SYSFS_UNIT);
   want(root, 'sysinit.target', 'slipway-rehearsal-sysfs.service', UNITS);
   want(root, 'multi-user.target', 'systemd-networkd.service');

@@ -4,9 +4,9 @@
 //
 //   preflight (no side effects) → prepare (tree, render, assets, images) → lab + serve
 //   → install (DHCP, ignition.json, Ignition) → boot → wait for Ready → checks → report
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { etcdMembers, type Spec } from '../../spec/types.ts';
+import { etcdMembers } from '../../spec/types.ts';
 import { versionProfile } from '../../plan/versions.ts';
 import { Lab } from '../lab/lab.ts';
 import { openLab, prepare } from '../setup.ts';

@@ -82,7 +82,7 @@ export class ContainerMachine {
     rmSync(config, { force: true }); // it holds the machine's keys; the machine has them now
     // The installer's address goes away: the machine's own network file configures it.
     this.ns.ip('-4', 'addr', 'flush', 'dev', this.ifname); // IPv4 only: networkd waits for the IPv6 link-local address
-    applyFileAdjustments(this.root, this.m, this.o.adjust);
+    applyFileAdjustments(this.root, this.o.adjust);
   }
 
   /** Start systemd in the container; resolves once its PID 1 exists. */

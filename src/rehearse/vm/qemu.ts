@@ -4,7 +4,7 @@
 // NIC's iPXE ROM exactly as the rack machine would. Its serial console is a socket we
 // read from power-on (and the root shell the checks look inside with); its monitor is a unix socket,
 // so a check can power it off (`quit`) or press reset (`system_reset`).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
