@@ -182,14 +182,19 @@ export async function rehearseContainers(o: RehearseOptions): Promise<Report> {
   return report;
 }
 
-function keptReadme(run: string, lab: Lab | undefined, machines: ContainerMachine[]): string {
+/** What a kept rehearsal's README needs of the lab and of each machine. */
+type KeptLab = { hub: { name: string }; serve?: { pid?: number } };
+type KeptMachine = Pick<ContainerMachine, 'm' | 'root' | 'pid' | 'leaderPid' | 'cgroupDirs'> & { ns: { name: string } };
+
+/** The README of a kept rehearsal: everything left running or mounted, and how to remove it. */
+export function keptReadme(run: string, lab: KeptLab | undefined, machines: KeptMachine[]): string {
   const lines = [
     `Rehearsal kept at ${run}`,
     lab ? `lab namespace: ${lab.hub.name} (slipway serve, pid ${lab.serve?.pid})` : 'lab namespace: - (not made yet)',
     `admin kubeconfig: ${run}/out/cluster/admin.conf`,
     '',
     'machines (look inside with: nsenter --target <PID 1> --all):',
-    ...machines.map((m) => `  ${m.m.name}: namespace ${m.ns.name}, root ${m.root}${m.pid ? `, systemd-nspawn pid ${m.pid}, its PID 1 pid ${m.leaderPid ?? '?'}` : ''}`),
+    ...machines.map((m) => `  ${m.m.name}: namespace ${m.ns.name}, root ${m.root}, ${m.pid ? `systemd-nspawn pid ${m.pid}, its PID 1 pid ${m.leaderPid ?? '?'}` : 'systemd-nspawn not running (not started yet when the rehearsal exited, or stopped)'}`),
     '',
     `cgroups: ${machines.flatMap((m) => m.cgroupDirs).join(' ')}`,
     '',
