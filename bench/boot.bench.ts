@@ -14,14 +14,13 @@
 // three VMs at once about 14 s. iPXE configures IPv4 and IPv6 together and fetches its
 // script only when both are done, so without a router advertisement it waits for IPv6 to
 // time out. Slipway sends 175.176 but no router advertisements (a Node process has no
-// raw ICMPv6 socket), so the "+RA" rows add one from dnsmasq in RA-only mode (no DHCPv4,
-// TFTP or HTTP: the router a LAN usually has) to show what that wait costs.
+// raw ICMPv6 socket), so the "+RA" rows add them from radvd, as the VM rehearsal's lab
+// and the boot tests do (no prefix, not a default router: the router a LAN usually
+// has), to show what that wait costs.
 //
 // Env: RUNS=n repeats each scenario (default 1); ONLY=bios1,bios3,uefi1,ra,pxelinux picks.
 // Needs root (namespaces, taps) and the packages test/helpers/qemu.ts missingForQemu() names.
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { QemuLab, Vm, missingForQemu, type BootTimeline } from '../test/helpers/qemu.ts';
 
 const RUNS = Number(process.env.RUNS ?? 1);
@@ -43,9 +42,9 @@ if (missing.length) {
   process.exit(1);
 }
 
-const q = await QemuLab.create();
+// no router advertisements but in the +RA rows: the others measure the wait without
+const q = await QemuLab.create(undefined, { routerAdverts: false });
 const vms: Vm[] = [];
-let ra: ChildProcess | undefined;
 const rows: string[] = [];
 const s = (ms?: number) => (ms === undefined ? '-' : (ms / 1000).toFixed(1));
 const row = (scenario: string, t: BootTimeline, note = '') =>
@@ -79,27 +78,6 @@ async function boot(scenario: string, names: Name[], opts: { firmware?: 'bios' |
   }
 }
 
-/** An IPv6 router advertisement on br0, and nothing else: dnsmasq with DNS, DHCP and TFTP off. */
-async function startRouterAdvertisements(): Promise<void> {
-  q.lab.hub.addAddress('br0', 'fd00:20:30::2/64');
-  const conf = join(q.lab.dir, 'ra.conf');
-  writeFileSync(conf, 'port=0\ninterface=br0\nbind-interfaces\nenable-ra\ndhcp-range=::,constructor:br0,ra-only\n');
-  ra = q.lab.hub.spawn('dnsmasq', ['-k', '-C', conf, '--log-facility=-', `--pid-file=${join(q.lab.dir, 'ra.pid')}`, '--user=root']);
-  ra.stdout?.resume();
-  let log = '';
-  ra.stderr?.setEncoding('utf8').on('data', (d: string) => (log += d));
-  await q.lab.hub.waitFor('dnsmasq router advertisements', () => {
-    if (ra!.exitCode !== null) throw new Error(`dnsmasq exited: ${log}`);
-    return /IPv6 router advertisement enabled/.test(log);
-  }, 10_000, 100);
-}
-
-async function stopRouterAdvertisements(): Promise<void> {
-  if (ra) await q.lab.hub.kill(ra);
-  ra = undefined;
-  q.lab.hub.ip('address', 'del', 'fd00:20:30::2/64', 'dev', 'br0');
-}
-
 try {
   console.log(`boot image: kernel ${q.image.release}, key ${q.image.key}, ${q.image.built ? `built in ${q.image.buildMs} ms (cold cache)` : `from the cache in ${q.image.buildMs} ms`}`);
   await q.serve();
@@ -108,13 +86,13 @@ try {
     if (want('bios3')) await boot('BIOS iPXE HTTP, 3 at once', ['cp2', 'cp3', 'w1']);
     if (want('uefi1')) await boot('UEFI iPXE HTTP', ['w2'], { firmware: 'uefi' });
     if (want('ra')) {
-      await startRouterAdvertisements();
+      q.advertiseRouter();
       try {
         await boot('+RA BIOS iPXE HTTP', ['cp1']);
         await boot('+RA BIOS, 3 at once', ['cp2', 'cp3', 'w1']);
         await boot('+RA UEFI iPXE HTTP', ['w2'], { firmware: 'uefi' });
       } finally {
-        await stopRouterAdvertisements();
+        await q.stopAdvertisingRouter();
       }
     }
   }
@@ -124,7 +102,7 @@ try {
   }
 } finally {
   for (const vm of vms) await vm.stop();
-  if (ra) await q.lab.hub.kill(ra);
+  await q.stopAdvertisingRouter();
   await q.close();
 }
 

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import type { Netns } from './netns.ts';
 import { plainConsole } from '../../src/rehearse/vm/console-text.ts';
+import { RADVD, startRouterAdverts, type RouterAdverts } from '../../src/rehearse/lab/router-adverts.ts';
 import { Lab } from './serve.ts';
 import { EXAMPLE_HA, slipway } from './cli.ts';
 import { IGNITION_BIN, installBootImage, testBootImage, treeDigest, type BootImage } from './initramfs.ts';
@@ -314,6 +315,7 @@ export class QemuLab {
   readonly assets: string;
   readonly rendered: string;
   readonly image: BootImage;
+  private ra?: RouterAdverts;
 
   private constructor(lab: Lab, image: BootImage) {
     this.lab = lab;
@@ -326,11 +328,12 @@ export class QemuLab {
    * Build (or take from the cache) the boot image, create the lab for `clusterYaml`
    * (default: examples/lab.yaml + a pool), render. Serve is not started.
    */
-  static async create(clusterYaml = qemuClusterFile()): Promise<QemuLab> {
+  static async create(clusterYaml = qemuClusterFile(), o: { routerAdverts?: boolean } = {}): Promise<QemuLab> {
     const image = testBootImage();
     const lab = Lab.create(clusterYaml);
     try {
       const q = new QemuLab(lab, image);
+      if (o.routerAdverts ?? true) q.advertiseRouter();
       installBootImage(image, q.assets);
       // render creates the state (PKI, tokens) serve will then load: the same files
       const r = slipway(['render', '-f', lab.file, '-o', q.rendered, '--state', lab.state]);
@@ -340,6 +343,22 @@ export class QemuLab {
       await lab.close();
       throw e;
     }
+  }
+
+  /**
+   * IPv6 router advertisements on the bridge (radvd), as a VM rehearsal's lab has them:
+   * iPXE then fetches its script at once instead of waiting ~16 s for IPv6 to give up.
+   * On by default (create's `routerAdverts`); the boot bench measures both.
+   */
+  advertiseRouter(): void {
+    if (this.ra) return;
+    this.ra = startRouterAdverts(this.lab.hub, 'br0', this.lab.dir);
+    if (!this.ra) console.error(`boot tests: no ${RADVD} (apt-get install radvd): each network boot waits ~16 s for IPv6 to give up`);
+  }
+
+  async stopAdvertisingRouter(): Promise<void> {
+    if (this.ra) await this.lab.hub.kill(this.ra.child);
+    this.ra = undefined;
   }
 
   /** (Re)start `slipway serve` with the assets and `args`. */

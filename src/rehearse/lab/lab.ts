@@ -10,6 +10,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Spec } from '../../spec/types.ts';
 import { Netns } from './netns.ts';
+import { startRouterAdverts } from './router-adverts.ts';
 
 export const BRIDGE = 'br0';
 const SLIPWAY_BIN = fileURLToPath(new URL('../../../bin/slipway.js', import.meta.url));
@@ -140,6 +141,18 @@ export class Lab {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * IPv6 router advertisements on the bridge, as a segment with a router has them
+   * (router-adverts.ts): iPXE then starts at once instead of waiting ~16 s for IPv6 to
+   * give up. False when radvd is not installed. Under --keep it stops with this process.
+   */
+  advertiseRouter(dir: string): boolean {
+    const ra = startRouterAdverts(this.hub, BRIDGE, dir);
+    if (!ra) return false;
+    this.own({ close: () => this.hub.kill(ra.child), closeNow: () => void ra.child.kill('SIGKILL') });
+    return true;
   }
 
   /** Leave the lab running after this process exits. */

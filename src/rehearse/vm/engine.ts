@@ -16,6 +16,7 @@ import { availableParallelism } from 'node:os';
 import { hasRole, type Machine, type Spec } from '../../spec/types.ts';
 import { Lab } from '../lab/lab.ts';
 import { openLab, prepare } from '../setup.ts';
+import { RADVD } from '../lab/router-adverts.ts';
 import { Checks, type CheckName, type CheckResult, type CheckOutcome } from '../checks.ts';
 import { Progress, round } from '../progress.ts';
 import { phaseTimer, reportOk, type Report, type UnitState } from '../report.ts';
@@ -131,6 +132,9 @@ export async function rehearseVms(o: RehearseOptions): Promise<Report> {
 
     let token: string;
     ({ lab, token } = await openLab(spec, o.file, p, run, log, ['--bundle', bundle], { consolePort: o.consolePort }));
+    notes.push(lab.advertiseRouter(run)
+      ? 'the lab network sends IPv6 router advertisements (radvd: no prefix, not a default router), as a segment with a router does: iPXE fetches its script at once instead of waiting ~16 s for one'
+      : `no IPv6 router advertisements in the lab (${RADVD} is not installed: apt-get install radvd): each network boot waits ~16 s in iPXE for IPv6 to give up`);
     phase('lab');
 
     spec.machines.forEach((m, i) => {
