@@ -313,6 +313,8 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
     process.stdout.write(r.stdout);
     assert.equal(report.engine, 'vm');
     assert.equal(report.error, undefined, context);
+    // the lab answers iPXE's router solicitation (.ci/run installs radvd)
+    assert.ok(report.notes.some((n: string) => n.startsWith('the lab network sends IPv6 router advertisements (radvd')), context);
     const byName = new Map<string, { result: string; detail: string }>(report.checks.map((c: { name: string }) => [c.name, c]));
     for (const name of VM_CHECKS) assert.equal(byName.get(name)?.result, 'ok', `${name}: ${byName.get(name)?.detail}\n${context}`);
     const api = byName.get('api-via-vip')!;
