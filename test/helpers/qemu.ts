@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import type { Netns } from './netns.ts';
 import { plainConsole } from '../../src/rehearse/vm/console-text.ts';
-import { RADVD, startRouterAdverts, type RouterAdverts } from '../../src/rehearse/lab/router-adverts.ts';
+import { RADVD, startRouterAdverts } from '../../src/rehearse/lab/router-adverts.ts';
 import { Lab } from './serve.ts';
 import { EXAMPLE_HA, slipway } from './cli.ts';
 import { IGNITION_BIN, installBootImage, testBootImage, treeDigest, type BootImage } from './initramfs.ts';
@@ -315,7 +315,7 @@ export class QemuLab {
   readonly assets: string;
   readonly rendered: string;
   readonly image: BootImage;
-  private ra?: RouterAdverts;
+  private radvd?: ChildProcess;
 
   private constructor(lab: Lab, image: BootImage) {
     this.lab = lab;
@@ -351,14 +351,14 @@ export class QemuLab {
    * On by default (create's `routerAdverts`); the boot bench measures both.
    */
   advertiseRouter(): void {
-    if (this.ra) return;
-    this.ra = startRouterAdverts(this.lab.hub, 'br0', this.lab.dir);
-    if (!this.ra) console.error(`boot tests: no ${RADVD} (apt-get install radvd): each network boot waits ~16 s for IPv6 to give up`);
+    if (this.radvd) return;
+    this.radvd = startRouterAdverts(this.lab.hub, 'br0', this.lab.dir);
+    if (!this.radvd) console.error(`boot tests: no ${RADVD} (apt-get install radvd): each network boot waits ~16 s for IPv6 to give up`);
   }
 
   async stopAdvertisingRouter(): Promise<void> {
-    if (this.ra) await this.lab.hub.kill(this.ra.child);
-    this.ra = undefined;
+    if (this.radvd) await this.lab.hub.kill(this.radvd);
+    this.radvd = undefined;
   }
 
   /** (Re)start `slipway serve` with the assets and `args`. */

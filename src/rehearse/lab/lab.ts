@@ -149,9 +149,9 @@ export class Lab {
    * give up. False when radvd is not installed. Under --keep it stops with this process.
    */
   advertiseRouter(dir: string): boolean {
-    const ra = startRouterAdverts(this.hub, BRIDGE, dir);
-    if (!ra) return false;
-    this.own({ close: () => this.hub.kill(ra.child), closeNow: () => void ra.child.kill('SIGKILL') });
+    const radvd = startRouterAdverts(this.hub, BRIDGE, dir);
+    if (!radvd) return false;
+    this.own({ close: () => this.hub.kill(radvd), closeNow: () => void radvd.kill('SIGKILL') });
     return true;
   }
 

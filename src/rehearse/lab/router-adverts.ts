@@ -9,7 +9,7 @@
 // (the M and O flags are off).
 //
 // The lab only: a real network has its router's advertisements or none. serve never sends
-// them (docs/architecture.md, "Network boot").
+// them (the README's network boot notes).
 import { closeSync, existsSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -34,18 +34,12 @@ export function radvdConf(iface: string): string {
   ].join('\n');
 }
 
-export interface RouterAdverts {
-  child: ChildProcess;
-  conf: string;
-  log: string;
-}
-
 /**
- * Start radvd in `hub` on `iface` (config and log in `dir`). Undefined when radvd is not
+ * Start radvd in `hub` on `iface` (radvd.conf and radvd.log in `dir`). Undefined when radvd is not
  * installed: the lab works without it, network boots just wait for IPv6 to give up.
  * The process is the namespace's: Netns.close() (or its exit hook) kills it by PID.
  */
-export function startRouterAdverts(hub: Netns, iface: string, dir: string): RouterAdverts | undefined {
+export function startRouterAdverts(hub: Netns, iface: string, dir: string): ChildProcess | undefined {
   if (!existsSync(RADVD)) return undefined;
   const conf = join(dir, 'radvd.conf');
   const log = join(dir, 'radvd.log');
@@ -54,8 +48,7 @@ export function startRouterAdverts(hub: Netns, iface: string, dir: string): Rout
   try {
     // -n: stay in the foreground, so the PID is radvd's own (its privilege-separation
     // helper exits when radvd does)
-    const child = hub.spawn(RADVD, ['--nodaemon', '--config', conf, '--pidfile', join(dir, 'radvd.pid'), '--logmethod', 'stderr'], { stdio: ['ignore', fd, fd] });
-    return { child, conf, log };
+    return hub.spawn(RADVD, ['--nodaemon', '--config', conf, '--pidfile', join(dir, 'radvd.pid'), '--logmethod', 'stderr'], { stdio: ['ignore', fd, fd] });
   } finally {
     closeSync(fd);
   }
