@@ -4,7 +4,7 @@
 // from the manifest's digests, so a machine's fetch script checks each binary against
 // the digest recorded when the bundle was made, without the provisioner hashing anything.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Handler } from '../serve/http/server.ts';
+import { BAD_ENCODING, decodePath, type Handler } from '../serve/http/server.ts';
 import { sendRanged } from '../serve/http/assets.ts';
 import type { Bundle } from './reader.ts';
 import type { TarEntry } from './tarindex.ts';
@@ -34,11 +34,11 @@ export function bundleAssetRoutes(bundle: Bundle): Handler {
   const lastModified = new Date(bundle.manifest.created).toUTCString();
   return async (req, res, url) => {
     if ((req.method !== 'GET' && req.method !== 'HEAD') || !url.pathname.startsWith('/assets/')) return false;
-    let rel: string;
-    try {
-      rel = decodeURIComponent(url.pathname.slice('/assets/'.length));
-    } catch {
-      return false;
+    const rel = decodePath(url.pathname.slice('/assets/'.length));
+    if (rel === undefined) {
+      res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(BAD_ENCODING), 'Cache-Control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : BAD_ENCODING);
+      return true;
     }
     const dir = SERVED.find((d) => rel.startsWith(d));
     if (!dir) return false;

@@ -12,7 +12,7 @@
 //   - directly, without it: /v2/pause/... finds the one registry that has "pause"
 //     (tried in MIRRORED_REGISTRIES order), /v2/nginx/... Docker Hub's library/nginx.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Handler } from '../serve/http/server.ts';
+import { decodePath, type Handler } from '../serve/http/server.ts';
 import { MIRRORED_REGISTRIES } from '../plan/phases/node.ts';
 import { sendEntry } from './assets.ts';
 import { blobPath } from './manifest.ts';
@@ -154,12 +154,8 @@ export function registryRoutes(bundle: Bundle, index: RegistryIndex): Handler {
     }
     m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
     if (!m) return error(req, res, 404, 'UNSUPPORTED', 'not a registry API path');
-    let reference: string;
-    try {
-      reference = decodeURIComponent(m[3]!);
-    } catch {
-      return error(req, res, 400, 'DIGEST_INVALID', 'bad reference encoding');
-    }
+    const reference = decodePath(m[3]!);
+    if (reference === undefined) return error(req, res, 400, 'DIGEST_INVALID', 'malformed percent-encoding in the reference', { reference: m[3] });
     const repo = resolve(m[1]!, ns);
     if (!repo) return error(req, res, 404, 'NAME_UNKNOWN', 'repository name not known to registry', { name: m[1], ...(ns ? { ns } : {}) });
     return m[2] === 'manifests' ? manifest(req, res, repo, reference) : blob(req, res, repo, reference);

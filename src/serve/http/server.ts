@@ -30,6 +30,17 @@ export type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => P
 
 export const clientIp = (req: IncomingMessage): string => (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
 
+/** decodeURIComponent, or undefined for malformed percent-encoding ("%E0%A4%A", "%"), which must not be a 500. */
+export function decodePath(s: string): string | undefined {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return undefined;
+  }
+}
+
+export const BAD_ENCODING = 'malformed percent-encoding in the URL path\n';
+
 function send(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): true {
   res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
   res.end(res.req.method === 'HEAD' ? undefined : body);
@@ -90,7 +101,8 @@ export function coreRoutes(ctx: HttpContext): Handler {
       return send(res, 200, site.file(`machines/${machine.name}/${m[2]}`)!, type);
     }
     if (path.startsWith('/assets/') && ctx.assets) {
-      const rel = decodeURIComponent(path.slice('/assets/'.length));
+      const rel = decodePath(path.slice('/assets/'.length));
+      if (rel === undefined) return send(res, 400, BAD_ENCODING);
       if (rel.endsWith('SHA256SUMS') && !(await ctx.assets.resolve(rel))) {
         const sums = await ctx.assets.sha256sums(rel.slice(0, -'SHA256SUMS'.length) || '.');
         return sums === undefined ? false : send(res, 200, sums);
@@ -129,6 +141,12 @@ export async function startHttpServer(opts: { address?: string; port: number; ha
       for (const h of opts.handlers) if (await h(req, res, url)) return;
       send(res, 404, 'not found\n');
     } catch (e) {
+      // a handler's decodeURIComponent on a malformed path: the client's mistake
+      if (e instanceof URIError) {
+        opts.log.debug({ err: e.message, path: url.pathname }, 'malformed percent-encoding');
+        if (!res.headersSent) send(res, 400, BAD_ENCODING);
+        return;
+      }
       opts.log.error({ err: (e as Error).message, path: url.pathname }, 'http handler failed');
       if (!res.headersSent) send(res, 500, 'internal error\n');
       else res.destroy();
