@@ -1,7 +1,7 @@
 // The embedded store: Node's built-in SQLite (no server to install), WAL journal with
 // synchronous=FULL so an acknowledged transition survives kill -9 and power loss.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { chmodSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import type { State } from '../lifecycle/states.ts';
 import type { Discovered, MachineRecord, Store, StoredEvent } from './store.ts';
 
@@ -46,13 +46,23 @@ const toEvent = (r: EventRow): StoredEvent => ({
 });
 const toMachine = (r: MachineRow): MachineRecord => ({ name: r.name, state: r.state as State, since: r.since, ...(r.reason ? { reason: r.reason } : {}) });
 
+/**
+ * A database in the state directory and its journals are 0600 like every other file
+ * there: created 0600 before SQLite opens it (SQLite gives -wal/-shm the database's own
+ * mode when it creates them), and tightened when an older slipway left them 0644.
+ */
+export function makeDbPrivate(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) if (existsSync(f)) chmodSync(f, 0o600);
+}
+
 export class SqliteStore implements Store {
   private readonly db: DatabaseSync;
   private readonly q: Record<string, StatementSync>;
 
   constructor(path: string) {
+    if (path !== ':memory:') makeDbPrivate(path);
     this.db = new DatabaseSync(path);
-    if (path !== ':memory:') chmodSync(path, 0o600);
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
     this.db.exec(SCHEMA);
     this.q = {

@@ -11,6 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { makeDbPrivate } from '../../store/sqlite.ts';
 
 export const SCHEMA_VERSION = 1;
 
@@ -39,6 +40,7 @@ function transaction(d: DatabaseSync, fn: () => void): void {
 
 function open(file: string): StoredRow[] {
   mkdirSync(dirname(file), { recursive: true });
+  makeDbPrivate(file); // 0600 before the first byte, like the rest of the state directory
   const d = new DatabaseSync(file);
   try {
     // EXCLUSIVE: a second server on the same state directory fails here instead of
