@@ -93,6 +93,11 @@ test('malformed, oversized and replayed reports are refused and change nothing',
   assert.equal(await post('{"state":"exploded","seq":50}'), '400');
   assert.equal(await post('{"state":"failed","seq":51}'), '400', 'failed needs a reason');
   assert.equal(await post(JSON.stringify({ state: 'ready', seq: 52, detail: { logs: 'x'.repeat(70_000) } })), '413');
+  // Nested 4,300 levels under 64 KiB: refused up front, naming the limit, and its seq stays unused.
+  const deep = `{"state":"installed","seq":60,"detail":${'{"a":'.repeat(4300)}1${'}'.repeat(4300)}}`;
+  const refused = await curl(cp1, ['-w', '\n%{http_code}', '-X', 'POST', '-H', `Authorization: Bearer ${mtoken}`, '--data-binary', deep, `${BASE}/api/v1/report`]);
+  assert.match(refused.stdout, /detail is nested deeper than 8 levels"\n\}\n+400$/);
+  assert.equal(await post('{"state":"installed","seq":60,"detail":{"unit":"a.service","logs":"fine"}}'), '200', 'seq 60 was not used by the refused report');
   const state = JSON.parse((await curl(cp1, ['-H', `Authorization: Bearer ${lab.apiToken()}`, `${BASE}/api/v1/machines/cp1`])).stdout) as { state: string };
   assert.equal(state.state, 'installed');
 });

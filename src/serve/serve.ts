@@ -24,7 +24,7 @@ import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, 
 import { stageTftpRoot } from './tftp-root.ts';
 import { LOCAL_BOOT_PXELINUX } from './site.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
-import { apiRoutes } from './http/api.ts';
+import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { consoleRoutes } from './http/console.ts';
 import { serveBundle } from '../bundle/serve.ts';
 import { randomBytes } from 'node:crypto';
@@ -146,6 +146,14 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     });
   let inventory = makeInventory();
   const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir };
+  // Unknown MACs age out, and their number is capped (anyone on the segment can make up MACs).
+  const pruneDiscovered = () => {
+    const gone = store.pruneDiscovered(new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), DISCOVERED_MAX);
+    if (gone) log.info({ forgotten: gone }, 'forgot unknown MACs not seen for a while');
+  };
+  pruneDiscovered();
+  const pruner = setInterval(pruneDiscovered, 10 * 60_000);
+  pruner.unref();
   // Loaders are also served over HTTP at /assets/ipxe/ (UEFI HTTP boot fetches ipxe.efi).
   const tftpRoot = await stageTftpRoot(opts.stateDir, opts.assetsDir, log);
   const loaders = new Assets(tftpRoot, 'ipxe/');
@@ -223,6 +231,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     },
     async close() {
       if (timer) clearInterval(timer);
+      clearInterval(pruner);
       await Promise.all([http.close(), tftp.close(), dhcp?.close()]);
       await bundle?.close();
       store.close();

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS discovered (
   via        TEXT NOT NULL,
   detail     TEXT
 );
+CREATE INDEX IF NOT EXISTS discovered_last_seen ON discovered(last_seen);
 `;
 
 interface EventRow { id: number; machine: string; from: string; to: string; at: string; source: string; reason: string | null; detail: string | null }
@@ -73,7 +74,12 @@ export class SqliteStore implements Store {
       acceptSeq: this.db.prepare('INSERT INTO report_seq(machine, seq) VALUES (?, ?) ON CONFLICT(machine) DO UPDATE SET seq = excluded.seq WHERE excluded.seq > report_seq.seq'),
       resetSeq: this.db.prepare('DELETE FROM report_seq WHERE machine = ?'),
       discover: this.db.prepare('INSERT INTO discovered(mac, first_seen, last_seen, via, detail) VALUES (?, ?, ?, ?, ?) ON CONFLICT(mac) DO UPDATE SET last_seen = excluded.last_seen, via = excluded.via, detail = excluded.detail'),
-      discovered: this.db.prepare('SELECT mac, first_seen, last_seen, via, detail FROM discovered ORDER BY first_seen, mac'),
+      discovered: this.db.prepare('SELECT mac, first_seen, last_seen, via, detail FROM discovered WHERE last_seen >= ? AND mac > ? ORDER BY mac LIMIT ?'),
+      pruneOld: this.db.prepare('DELETE FROM discovered WHERE last_seen < ?'),
+      pruneExtra: this.db.prepare('DELETE FROM discovered WHERE mac IN (SELECT mac FROM discovered ORDER BY last_seen DESC, mac LIMIT -1 OFFSET ?)'),
+      recentSizes: this.db.prepare('SELECT id, length(detail) AS size FROM events WHERE machine = ? AND id < ? ORDER BY id DESC LIMIT ?'),
+      eventsFrom: this.db.prepare('SELECT id, machine, "from", "to", at, source, reason, detail FROM events WHERE machine = ? AND id >= ? AND id < ? ORDER BY id'),
+      eventsFromBare: this.db.prepare('SELECT id, machine, "from", "to", at, source, reason, NULL AS detail FROM events WHERE machine = ? AND id >= ? AND id < ? ORDER BY id'),
     };
   }
 
@@ -119,6 +125,22 @@ export class SqliteStore implements Store {
     return (this.db.prepare(sql).all(...args, opts.limit ?? 10_000) as unknown as EventRow[]).map(toEvent);
   }
 
+  recentEvents(machine: string, opts: { beforeId?: number; limit: number; maxDetailBytes: number; withDetail?: boolean }): { events: StoredEvent[]; more: boolean } {
+    const before = opts.beforeId ?? Number.MAX_SAFE_INTEGER;
+    // Sizes first (no detail read), newest first, one more than asked to tell whether older ones exist.
+    const sizes = this.q.recentSizes!.all(machine, before, opts.limit + 1) as unknown as { id: number; size: number | null }[];
+    let bytes = 0;
+    let n = 0;
+    for (const r of sizes.slice(0, opts.limit)) {
+      if (opts.withDetail !== false) bytes += r.size ?? 0;
+      if (n > 0 && bytes > opts.maxDetailBytes) break;
+      n++;
+    }
+    if (n === 0) return { events: [], more: false };
+    const events = ((opts.withDetail === false ? this.q.eventsFromBare! : this.q.eventsFrom!).all(machine, sizes[n - 1]!.id, before) as unknown as EventRow[]).map(toEvent);
+    return { events, more: sizes.length > n };
+  }
+
   acceptSeq(machine: string, seq: number): boolean {
     return Number(this.q.acceptSeq!.run(machine, seq).changes) === 1;
   }
@@ -132,10 +154,14 @@ export class SqliteStore implements Store {
     this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null);
   }
 
-  discovered(): Discovered[] {
-    return (this.q.discovered!.all() as unknown as { mac: string; first_seen: string; last_seen: string; via: string; detail: string | null }[]).map((r) => ({
+  discovered(opts: { seenSince?: string; after?: string; limit?: number } = {}): Discovered[] {
+    return (this.q.discovered!.all(opts.seenSince ?? '', opts.after ?? '', opts.limit ?? -1) as unknown as { mac: string; first_seen: string; last_seen: string; via: string; detail: string | null }[]).map((r) => ({
       mac: r.mac, firstSeen: r.first_seen, lastSeen: r.last_seen, via: r.via, ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
     }));
+  }
+
+  pruneDiscovered(seenBefore: string, keep: number): number {
+    return Number(this.q.pruneOld!.run(seenBefore).changes) + Number(this.q.pruneExtra!.run(keep).changes);
   }
 
   close(): void {

@@ -44,8 +44,15 @@ export interface Store {
    * undefined when the move was not allowed.
    */
   transition(name: string, to: State, source: string, allowed: (from: State) => boolean, extra?: { reason?: string; detail?: Record<string, unknown>; at?: string }): StoredEvent | undefined;
-  /** events in id order, optionally for one machine and/or after an id */
+  /** events in id order, optionally for one machine and/or after an id; at most `limit` (default 10,000) */
   events(opts?: { machine?: string; afterId?: number; limit?: number }): StoredEvent[];
+  /**
+   * A machine's newest events before `beforeId` (all when unset), in id order: at most
+   * `limit`, and no more than fit in `maxDetailBytes` of stored detail (always at least
+   * one), so what an API response carries is bounded. `more`: older ones exist.
+   * `withDetail: false` leaves every detail out (and unread).
+   */
+  recentEvents(machine: string, opts: { beforeId?: number; limit: number; maxDetailBytes: number; withDetail?: boolean }): { events: StoredEvent[]; more: boolean };
   /**
    * Accept a machine report's sequence number only if it is higher than every one that
    * machine used before (replay protection); atomic.
@@ -54,6 +61,9 @@ export interface Store {
   /** forget a machine's report sequence (reprovisioned: its new install counts from 1) */
   resetSeq(machine: string): void;
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void;
-  discovered(): Discovered[];
+  /** unknown MACs seen at or after `seenSince` (ISO time), by MAC, after the MAC `after`; at most `limit` */
+  discovered(opts?: { seenSince?: string; after?: string; limit?: number }): Discovered[];
+  /** forget MACs last seen before `seenBefore` (ISO time), then all but the `keep` seen most recently; returns how many went */
+  pruneDiscovered(seenBefore: string, keep: number): number;
   close(): void;
 }

@@ -6,12 +6,27 @@ import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isState, type State } from '../../lifecycle/states.ts';
-import type { StoredEvent } from '../../store/store.ts';
+import type { MachineRecord, StoredEvent } from '../../store/store.ts';
 import type { ServeContext } from '../serve.ts';
 import { counter } from '../metrics.ts';
 import { clientIp, type Handler } from './server.ts';
+import { checkDetail } from './report-limits.ts';
 
 export const MAX_REPORT_BYTES = 64 * 1024;
+/** GET /api/v1/machines/{name}: at most this many events, and no more detail than MACHINE_DETAIL_BYTES; `?before=` pages back */
+export const MACHINE_EVENTS = 100;
+export const MACHINE_DETAIL_BYTES = 1024 * 1024;
+/** GET /api/v1/machines: discovered MACs per page (`?limit=` up to DISCOVERED_PAGE_MAX, `?after=<mac>`) */
+export const DISCOVERED_PAGE = 100;
+export const DISCOVERED_PAGE_MAX = 1000;
+/** an unknown MAC not seen for this long is forgotten */
+export const DISCOVERED_TTL_MS = 24 * 3600_000;
+/** at most this many unknown MACs are kept (the most recently seen) */
+export const DISCOVERED_MAX = 10_000;
+/** live event streams at once; one more gets 503 */
+export const MAX_EVENT_STREAMS = 64;
+/** events replayed per page of an event stream's catch-up (each carries up to 64 KiB of detail) */
+const REPLAY_PAGE = 50;
 /** States a machine may report about itself; the servers observe the earlier ones. */
 const REPORTABLE: State[] = ['installing', 'installed', 'joined', 'ready', 'failed'];
 const OPENAPI = new URL('../../../docs/openapi.yaml', import.meta.url);
@@ -81,17 +96,43 @@ export function artifactList(ctx: ServeContext, name: string) {
   return out;
 }
 
-export function machineView(ctx: ServeContext, name: string, withDetail: boolean) {
+/**
+ * One machine for the API. The list view's lastEvent leaves out its detail (up to 64 KiB
+ * each, times every machine); the detail view has the newest events, bounded in number
+ * and bytes (`moreEvents`: older ones exist, ask again with `before=<first event id>`).
+ */
+export function machineView(ctx: ServeContext, name: string, withDetail: boolean, opts: { before?: number; records?: Map<string, MachineRecord> } = {}) {
   const m = ctx.site().machine(name);
   if (!m) return undefined;
-  const rec = ctx.lifecycle.list().find((r) => r.name === name);
-  const last = ctx.store.events({ machine: name }).at(-1);
+  const rec = (opts.records ?? new Map(ctx.lifecycle.list().map((r) => [r.name, r]))).get(name);
+  const last = ctx.store.recentEvents(name, { limit: 1, maxDetailBytes: 0, withDetail: false }).events[0];
+  const recent = withDetail ? ctx.store.recentEvents(name, { beforeId: opts.before, limit: MACHINE_EVENTS, maxDetailBytes: MACHINE_DETAIL_BYTES }) : undefined;
   return {
     name, mac: m.mac, ip: m.ip, roles: m.roles,
     state: rec?.state ?? 'unknown', since: rec?.since || undefined, reason: rec?.reason,
     lastEvent: last,
-    ...(withDetail ? { events: ctx.store.events({ machine: name }), artifacts: artifactList(ctx, name) } : {}),
+    ...(recent ? { events: recent.events, moreEvents: recent.more, artifacts: artifactList(ctx, name) } : {}),
   };
+}
+
+/** Resolves when the client took what was written (or went away). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/** A positive integer query parameter, or undefined when absent; NaN when malformed. */
+function intParam(url: URL, name: string): number | undefined {
+  const v = url.searchParams.get(name);
+  if (v === null) return undefined;
+  return /^[0-9]{1,15}$/.test(v) ? Number(v) : NaN;
 }
 
 export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
@@ -108,6 +149,13 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
   const operator = (req: IncomingMessage) => {
     const t = bearer(req) ?? cookie(req, SESSION_COOKIE);
     return t !== undefined && sameToken(t, opts.operatorToken);
+  };
+
+  // One lifecycle listener fans out to every stream (so no MaxListenersExceeded
+  // however many watch), and the streams are capped: each holds a socket and a buffer.
+  const streams = new Set<(ev: StoredEvent) => void>();
+  const fanOut = (ev: StoredEvent) => {
+    for (const s of streams) s(ev);
   };
 
   return async (req, res, url) => {
@@ -135,11 +183,23 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       return json(res, 200, { name: spec.name, kubernetesVersion: spec.kubernetesVersion, machines: spec.machines.length, states: counts });
     }
     if (p === '/api/v1/machines' && req.method === 'GET') {
-      return json(res, 200, { machines: ctx.site().spec.machines.map((m) => machineView(ctx, m.name, false)), discovered: ctx.store.discovered() });
+      // Every machine of the file (the file bounds them); unknown MACs a page at a time.
+      const limit = intParam(url, 'limit') ?? DISCOVERED_PAGE;
+      const after = url.searchParams.get('after') ?? '';
+      if (!(limit >= 1 && limit <= DISCOVERED_PAGE_MAX)) return problem(res, 400, `limit must be an integer from 1 to ${DISCOVERED_PAGE_MAX}`);
+      const page = ctx.store.discovered({ seenSince: new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), after, limit: limit + 1 });
+      const records = new Map(ctx.lifecycle.list().map((r) => [r.name, r]));
+      return json(res, 200, {
+        machines: ctx.site().spec.machines.map((m) => machineView(ctx, m.name, false, { records })),
+        discovered: page.slice(0, limit),
+        ...(page.length > limit ? { discoveredNext: page[limit - 1]!.mac } : {}),
+      });
     }
     let m = /^\/api\/v1\/machines\/([a-z0-9-]+)$/.exec(p);
     if (m && req.method === 'GET') {
-      const v = machineView(ctx, m[1]!, true);
+      const before = intParam(url, 'before');
+      if (Number.isNaN(before)) return problem(res, 400, 'before must be an event id');
+      const v = machineView(ctx, m[1]!, true, { before });
       return v ? json(res, 200, v) : problem(res, 404, `no machine ${m[1]}`);
     }
     m = /^\/api\/v1\/machines\/([a-z0-9-]+)\/reprovision$/.exec(p);
@@ -155,16 +215,49 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
 
   /** Server-Sent Events: every transition, live; `Last-Event-ID` (or ?after=) resumes. */
   function events(req: IncomingMessage, res: ServerResponse, url: URL): true {
+    if (streams.size >= MAX_EVENT_STREAMS) {
+      res.setHeader('Retry-After', '5');
+      return problem(res, 503, `too many event streams (at most ${MAX_EVENT_STREAMS}); close one or retry later`);
+    }
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
-    const send = (ev: StoredEvent) => res.write(`id: ${ev.id}\nevent: transition\ndata: ${JSON.stringify(ev)}\n\n`);
+    let closed = false;
+    let last = 0; // highest id sent: the catch-up and live events meet without gaps or repeats
+    const send = (ev: StoredEvent) => {
+      if (ev.id <= last || closed) return;
+      last = ev.id;
+      res.write(`id: ${ev.id}\nevent: transition\ndata: ${JSON.stringify(ev)}\n\n`);
+    };
     const after = Number(req.headers['last-event-id'] ?? url.searchParams.get('after') ?? NaN);
-    if (Number.isFinite(after)) for (const ev of ctx.store.events({ afterId: after })) send(ev);
-    res.write(': connected\n\n');
-    ctx.lifecycle.on('event', send);
+    const held: StoredEvent[] = [];
+    let live: (ev: StoredEvent) => void = (ev) => void held.push(ev); // held while catching up
+    const listener = (ev: StoredEvent) => live(ev);
+    streams.add(listener);
+    if (streams.size === 1) ctx.lifecycle.on('event', fanOut);
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.on('close', () => {
+      closed = true;
       clearInterval(ping);
-      ctx.lifecycle.off('event', send);
+      streams.delete(listener);
+      if (streams.size === 0) ctx.lifecycle.off('event', fanOut);
+    });
+    // The catch-up goes a page at a time, yielding between pages and waiting for the
+    // client to take what it was sent: a long history is neither built in one go nor
+    // buffered whole.
+    void (async () => {
+      if (Number.isFinite(after)) {
+        last = after;
+        for (let page = ctx.store.events({ afterId: after, limit: REPLAY_PAGE }); page.length && !closed; page = ctx.store.events({ afterId: last, limit: REPLAY_PAGE })) {
+          for (const ev of page) send(ev);
+          await (res.writableNeedDrain ? drained(res) : new Promise((r) => setImmediate(r)));
+        }
+      }
+      if (closed) return;
+      res.write(': connected\n\n');
+      for (const ev of held.splice(0)) send(ev);
+      live = send;
+    })().catch((e: Error) => {
+      ctx.log.warn({ err: e.message }, 'event stream failed');
+      res.destroy();
     });
     return true;
   }
@@ -194,7 +287,10 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     if (typeof r.state !== 'string' || !isState(r.state) || !REPORTABLE.includes(r.state)) return bad(`state must be one of ${REPORTABLE.join(', ')}`);
     if (typeof r.seq !== 'number' || !Number.isSafeInteger(r.seq) || r.seq < 1) return bad('seq must be a positive integer, increasing with every report');
     if (r.reason !== undefined && (typeof r.reason !== 'string' || r.reason.length > 2000)) return bad('reason must be a string of at most 2000 characters');
-    if (r.detail !== undefined && (typeof r.detail !== 'object' || r.detail === null || Array.isArray(r.detail))) return bad('detail must be an object');
+    // Bounded shape before anything is stored, and before the seq is used: a refused
+    // report changes nothing, so the machine's next report may use the same seq.
+    const why = r.detail === undefined ? undefined : checkDetail(r.detail);
+    if (why) return bad(why);
     if (r.state === 'failed' && !r.reason) return bad('a failed report needs a reason');
     // Replays (an old report sent again) carry a seq the machine already used.
     if (!ctx.store.acceptSeq(name, r.seq)) return bad(`seq ${r.seq} was already used: replayed report`);
