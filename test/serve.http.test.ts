@@ -102,13 +102,28 @@ test('malformed, oversized and replayed reports are refused and change nothing',
   assert.equal(state.state, 'installed');
 });
 
-test('an installed machine boots from disk and is not served its config; reprovision re-opens it', { timeout: 60_000 }, async () => {
+test('an installed machine boots from disk and is not served its config; reprovision re-opens it with a new report token', { timeout: 60_000 }, async () => {
   assert.match((await curl(cp1, [`${BASE}/ipxe/mac/52-54-00-20-30-11.ipxe`])).stdout, /^#!ipxe\n.*local disk\nexit\n$/s);
   assert.equal(await status(cp1, `${BASE}/machines/cp1/ignition.json`), '404');
+  const tokenFile = join(rendered, 'machines/cp1/root/etc/slipway/report-token');
+  const oldToken = readFileSync(tokenFile, 'utf8').trim();
   const auth = ['-H', `Authorization: Bearer ${lab.apiToken()}`];
   assert.equal(await status(cp1, `${BASE}/api/v1/machines/cp1/reprovision`, ['-X', 'POST', ...auth]), '200');
-  assert.equal(await status(cp1, `${BASE}/machines/cp1/ignition.json`), '200');
+  const ign = await curl(cp1, ['-f', `${BASE}/machines/cp1/ignition.json`]);
+  assert.equal(ign.code, 0, ign.out);
   assert.match((await curl(cp1, [`${BASE}/ipxe/mac/52-54-00-20-30-11.ipxe`])).stdout, /cp1\.ipxe/);
+  // The configuration served now carries a new token, the one tokens.json (and so a render) has.
+  const files = (JSON.parse(ign.stdout) as { storage: { files: { path: string; contents: { source: string } }[] } }).storage.files;
+  const served = Buffer.from(files.find((f) => f.path === '/etc/slipway/report-token')!.contents.source.split(',')[1]!, 'base64').toString().trim();
+  const saved = (JSON.parse(readFileSync(join(lab.state, 'tokens.json'), 'utf8')) as { machineTokens: Record<string, string> }).machineTokens.cp1;
+  assert.notEqual(served, oldToken);
+  assert.equal(served, saved);
+  // The previous install's token is refused: its reports cannot be replayed into this one.
+  const post = (token: string, body: string) => status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${token}`, '--data', body]);
+  assert.equal(await post(oldToken, '{"state":"installing","seq":1}'), '401');
+  const r = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readFileSync(tokenFile, 'utf8').trim(), served, 'a render gives the machine the token serve serves');
 });
 
 test('a failure report carries its reason', { timeout: 60_000 }, async () => {

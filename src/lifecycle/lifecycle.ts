@@ -53,7 +53,11 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
     return this.observe(name, 'failed', source, { reason, detail });
   }
 
-  /** The operator's way back: the next network boot installs the machine again. */
+  /**
+   * The operator's way back: the next network boot installs the machine again. Its report
+   * seq restarts (a fresh disk's counter starts at 1); the old install's reports cannot be
+   * replayed because serve gives the machine a new token first (ServeContext.reprovision).
+   */
   reprovision(name: string, by = 'operator'): StoredEvent | undefined {
     if (!this.machines.has(name)) return undefined;
     const ev = this.store.transition(name, 'unknown', by, () => true, { reason: 'reprovision' });

@@ -12,7 +12,7 @@ import type { Spec } from '../spec/types.ts';
 import type { Secrets } from './types.ts';
 import { certList } from './certlist.ts';
 import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type LoadedCa, type Log } from './pki.ts';
-import { checkTokens, parseTokens, reconcileTokens, formatTokens, type Tokens } from './tokens.ts';
+import { checkTokens, parseTokens, reconcileTokens, formatTokens, newMachineToken, type Tokens } from './tokens.ts';
 import { SECRET_MODE, dryRunWriter, diskWriter, readIfExists, type Writer } from './fs.ts';
 
 export interface StoreOptions {
@@ -78,4 +78,23 @@ export function loadOrCreateSecrets(stateDir: string, spec: Spec, opts: StoreOpt
  */
 export function previewSecrets(stateDir: string, spec: Spec, opts: StoreOptions = {}): Promise<Secrets> {
   return reconcileState(dryRunWriter, stateDir, spec, opts);
+}
+
+/**
+ * Gives `machine` a new report token, saved in tokens.json (atomically, 0600) before it
+ * is returned. A reprovisioned machine gets it with its next configuration, and anything
+ * signed with the old one (a replay of the previous install's reports, whose seq
+ * counter restarts on a fresh disk) is refused. Every other secret is kept as it is.
+ */
+export async function rotateMachineToken(stateDir: string, machine: string): Promise<string> {
+  const file = join(stateDir, 'tokens.json');
+  const text = await readIfExists(file);
+  const raw = parseTokens(text, file);
+  checkTokens(raw, file);
+  const tokens = raw as Partial<Tokens>;
+  if (!tokens.bootstrapToken || !tokens.encryptionKey || !tokens.machineTokens || !Object.hasOwn(tokens.machineTokens, machine))
+    throw new Error(`${file} has no report token for ${machine} to replace (render or serve the cluster file first)`);
+  const token = newMachineToken();
+  await diskWriter.write(file, formatTokens({ ...(tokens as Tokens), machineTokens: { ...tokens.machineTokens, [machine]: token } }), SECRET_MODE);
+  return token;
 }

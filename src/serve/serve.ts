@@ -25,6 +25,9 @@ import { stageTftpRoot } from './tftp-root.ts';
 import { LOCAL_BOOT_PXELINUX } from './site.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
+import { rotateMachineToken } from '../secrets/store.ts';
+import { renderOffThread } from './render-worker.ts';
+import type { StoredEvent } from '../store/store.ts';
 import { consoleRoutes } from './http/console.ts';
 import { serveBundle } from '../bundle/serve.ts';
 import { randomBytes } from 'node:crypto';
@@ -79,6 +82,12 @@ export interface ServeContext {
   registry: Registry;
   log: Logger;
   stateDir: string;
+  /**
+   * The operator's reprovision: a new report token for the machine (saved, and carried
+   * by its next configuration; the old one is refused from then on), then back to the
+   * start, so its next network boot installs again.
+   */
+  reprovision(name: string, by: string): Promise<StoredEvent | undefined>;
 }
 
 export interface Serving extends ServeContext {
@@ -120,7 +129,7 @@ async function renderSite(file: string, stateDir: string, log: Logger): Promise<
   for (const p of problems) (p.severity === 'error' ? log.error.bind(log) : log.warn.bind(log))(formatProblem(p));
   if (!spec) throw new InvalidClusterFile(`${file} is invalid (${problems.filter((p) => p.severity === 'error').length} errors)`);
   const secrets = await loadOrCreateSecrets(stateDir, spec, { log: (msg) => log.info(msg) });
-  return new Site(spec, planTree(buildPlan(spec, secrets)), secrets.machineTokens);
+  return new Site(spec, planTree(buildPlan(spec, secrets)), secrets);
 }
 
 export async function startServe(opts: ServeOptions): Promise<Serving> {
@@ -145,7 +154,24 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       },
     });
   let inventory = makeInventory();
-  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir };
+  // Whatever replaces the site (a reload, a reprovision's new token) runs one at a time.
+  let swapping: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = swapping.then(fn, fn);
+    swapping = run.catch(() => {});
+    return run;
+  };
+  const reprovision = (name: string, by: string) =>
+    exclusive(async () => {
+      // Token first (on disk), then the render carrying it, then the state: by the time the
+      // machine may fetch its configuration again, that configuration has the new token.
+      const base = site;
+      const token = await rotateMachineToken(opts.stateDir, name);
+      const secrets = { ...base.secrets, machineTokens: { ...base.secrets.machineTokens, [name]: token } };
+      site = new Site(base.spec, await renderOffThread(base.spec, secrets), secrets);
+      return lifecycle.reprovision(name, by);
+    });
+  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision };
   // Unknown MACs age out, and their number is capped (anyone on the segment can make up MACs).
   const pruneDiscovered = () => {
     const gone = store.pruneDiscovered(new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), DISCOVERED_MAX);
@@ -211,7 +237,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   return {
     ...ctx,
     http,
-    async reload() {
+    reload: () => exclusive(async () => {
       try {
         const next = await renderSite(opts.file, opts.stateDir, log);
         const addressPlanChanged = JSON.stringify(dhcpConfigFromSpec(next.spec)) !== JSON.stringify(dhcpConfigFromSpec(site.spec));
@@ -228,7 +254,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
         log.error({ err: (e as Error).message }, 'reload failed: still serving the previous cluster file');
         return false;
       }
-    },
+    }),
     async close() {
       if (timer) clearInterval(timer);
       clearInterval(pruner);

@@ -2,19 +2,23 @@
 // `slipway render` writes), looked up by the servers. Replaced whole on SIGHUP.
 import type { Spec, Machine } from '../spec/types.ts';
 import type { Tree } from '../render/tree.ts';
+import type { Secrets } from '../secrets/types.ts';
 import { macHyphen } from '../plan/phases/pxe/boot.ts';
 
 export class Site {
   readonly spec: Spec;
   readonly tree: Tree;
+  /** what the tree was rendered from (a reprovision renders again with one token changed) */
+  readonly secrets: Secrets;
   /** machine name → the token its progress reports must carry */
   readonly machineTokens: Record<string, string>;
   private readonly byName: Map<string, Machine>;
 
-  constructor(spec: Spec, tree: Tree, machineTokens: Record<string, string>) {
+  constructor(spec: Spec, tree: Tree, secrets: Secrets) {
     this.spec = spec;
     this.tree = tree;
-    this.machineTokens = machineTokens;
+    this.secrets = secrets;
+    this.machineTokens = secrets.machineTokens;
     this.byName = new Map(spec.machines.map((m) => [m.name, m]));
   }
 

@@ -205,8 +205,14 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     m = /^\/api\/v1\/machines\/([a-z0-9-]+)\/reprovision$/.exec(p);
     if (m && req.method === 'POST') {
       if (!ctx.site().machine(m[1]!)) return problem(res, 404, `no machine ${m[1]}`);
-      const ev = ctx.lifecycle.reprovision(m[1]!, 'operator');
-      ctx.log.info({ machine: m[1] }, 'reprovision requested');
+      let ev: StoredEvent | undefined;
+      try {
+        ev = await ctx.reprovision(m[1]!, 'operator');
+      } catch (e) {
+        ctx.log.error({ machine: m[1], err: (e as Error).message }, 'reprovision failed');
+        return problem(res, 500, `reprovision of ${m[1]} failed: ${(e as Error).message}`);
+      }
+      ctx.log.info({ machine: m[1] }, 'reprovisioned: new report token, next network boot installs');
       return json(res, 200, { event: ev });
     }
     if (p === '/api/v1/events' && req.method === 'GET') return events(req, res, url);
