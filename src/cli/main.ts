@@ -12,7 +12,7 @@ import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { readTree, writeTreeAtomic } from '../render/write.ts';
 import { diffTrees } from '../render/diff.ts';
-import { loadOrCreateSecrets, previewSecrets } from '../secrets/store.ts';
+import { stageSecrets, previewSecrets } from '../secrets/store.ts';
 
 class UsageError extends Error {}
 /** `plan` found changes to make (as `terraform plan -detailed-exitcode` does, on a code of its own). */
@@ -116,8 +116,11 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     const r = await renderInputs(argv);
     if (!r) return 1;
     const { spec, dir } = r;
-    const secrets = await loadOrCreateSecrets(r.stateDir, spec, { log: err });
-    const tree = planTree(buildPlan(spec, secrets));
+    // The whole plan first, the state directory after: a file that cannot be rendered
+    // must not leave a CA or tokens behind (a CA is never replaced silently later).
+    const staged = await stageSecrets(r.stateDir, spec, { log: err });
+    const tree = planTree(buildPlan(spec, staged.secrets));
+    await staged.commit();
     await writeTreeAtomic(dir, tree);
     out(`rendered ${spec.machines.length} machines (${tree.size} files) into ${dir}`);
     return 0;

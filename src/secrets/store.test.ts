@@ -6,7 +6,7 @@ import { chmod, copyFile, mkdtemp, rm, stat, unlink, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
-import { loadOrCreateSecrets, previewSecrets } from './store.ts';
+import { loadOrCreateSecrets, previewSecrets, stageSecrets } from './store.ts';
 import { randomString, reconcileTokens } from './tokens.ts';
 import { haSpec } from '../../test/helpers/spec.ts';
 import { snapshot } from '../../test/helpers/fs-snapshot.ts';
@@ -136,4 +136,30 @@ test('previewSecrets computes the same secrets without writing anything', async 
   assert.notEqual(preview.certs.apiserver!.cert, saved.certs.apiserver!.cert);
   assert.deepEqual(preview.certs.admin, saved.certs.admin);
   assert.deepEqual(await snapshot(state), before);
+});
+
+test('staged secrets write nothing until committed, then exactly what loadOrCreateSecrets would', async (t) => {
+  const state = await tempState(t);
+  const said: string[] = [];
+  const staged = await stageSecrets(state, haSpec(), { log: (m) => said.push(m) });
+  // a render that fails after this point (a writer refusing a value) commits nothing
+  await assert.rejects(stat(state), { code: 'ENOENT' });
+  assert.equal(said.length, 0, 'nothing reported as created before the commit');
+  await staged.commit();
+  assert.ok(said.some((m) => m.startsWith('created a new ecdsa-p256 PKI')), said.join('\n'));
+  assert.equal((await stat(state)).mode & 0o777, 0o700);
+  assert.equal((await stat(join(state, 'tokens.json'))).mode & 0o777, 0o600);
+  // the committed state is the staged one: reading it back gives the same secrets
+  assert.deepEqual(await loadOrCreateSecrets(state, haSpec()), staged.secrets);
+
+  // on an existing state, a staged change (a new machine's token and certificates) is
+  // invisible until committed
+  const before = await snapshot(state);
+  const spec = haSpec();
+  spec.machines.push({ ...spec.machines[4]!, name: 'w3', mac: '52:54:00:20:30:23', ip: '10.20.30.23' });
+  const grown = await stageSecrets(state, spec);
+  assert.ok(grown.secrets.machineTokens.w3);
+  assert.deepEqual(await snapshot(state), before);
+  await grown.commit();
+  assert.deepEqual((await loadOrCreateSecrets(state, spec)).machineTokens, grown.secrets.machineTokens);
 });

@@ -13,6 +13,7 @@ import type { Secrets } from './types.ts';
 import { certList } from './certlist.ts';
 import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type LoadedCa, type Log } from './pki.ts';
 import { checkTokens, parseTokens, reconcileTokens, formatTokens, newMachineToken, type Tokens } from './tokens.ts';
+import { stat } from 'node:fs/promises';
 import { SECRET_MODE, dryRunWriter, diskWriter, readIfExists, type Writer } from './fs.ts';
 
 export interface StoreOptions {
@@ -61,14 +62,80 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   return { certs, serviceAccount, ...tokens };
 }
 
+/** Others may read it (0077 bits set); false when it does not exist. */
+async function loose(path: string): Promise<boolean> {
+  try {
+    return ((await stat(path)).mode & 0o077) !== 0;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/** A Writer that only records, in order, what it would do; `replay` then does it on disk. */
+function recordingWriter(): { writer: Writer; replay: () => Promise<void> } {
+  const ops: (() => Promise<unknown>)[] = [];
+  const writer: Writer = {
+    write: async (path, data, mode) => void ops.push(() => diskWriter.write(path, data, mode)),
+    remove: async (path) => void ops.push(() => diskWriter.remove(path)),
+    prune: async (dir) => void ops.push(() => diskWriter.prune(dir)),
+    tighten: async (path) => {
+      const is = await loose(path);
+      if (is) ops.push(() => diskWriter.tighten(path));
+      return is;
+    },
+    privateDir: async (dir) => {
+      ops.push(() => diskWriter.privateDir(dir));
+      return loose(dir);
+    },
+  };
+  return {
+    writer,
+    replay: async () => {
+      for (const op of ops.splice(0)) await op();
+    },
+  };
+}
+
+export interface StagedSecrets {
+  /** what the state directory will hold once committed */
+  secrets: Secrets;
+  /** write what was created or changed (and print what the log was told); once */
+  commit(): Promise<void>;
+}
+
+/**
+ * The secrets for this cluster file, with nothing written yet: `render` and `serve` build
+ * the whole plan from them first and commit only when it succeeded, so a file that cannot
+ * be rendered leaves the state directory exactly as it was (a CA, once written, can
+ * never be replaced silently, so it must not be written for a render that then fails).
+ */
+export async function stageSecrets(stateDir: string, spec: Spec, opts: StoreOptions = {}): Promise<StagedSecrets> {
+  const { writer, replay } = recordingWriter();
+  const said: string[] = [];
+  const secrets = await reconcileState(writer, stateDir, spec, { ...opts, log: (msg) => said.push(msg) });
+  let done = false;
+  return {
+    secrets,
+    async commit() {
+      if (done) return;
+      done = true;
+      await replay();
+      for (const msg of said) opts.log?.(msg);
+    },
+  };
+}
+
 /**
  * The secrets for this cluster file: read from stateDir, with whatever is missing or
  * stale created and saved first. Calling it again with the same spec returns
  * byte-identical Secrets. Throws, changing nothing, rather than replace a CA or the
  * service-account key.
  */
-export function loadOrCreateSecrets(stateDir: string, spec: Spec, opts: StoreOptions = {}): Promise<Secrets> {
-  return reconcileState(diskWriter, stateDir, spec, opts);
+export async function loadOrCreateSecrets(stateDir: string, spec: Spec, opts: StoreOptions = {}): Promise<Secrets> {
+  const staged = await stageSecrets(stateDir, spec, opts);
+  await staged.commit();
+  return staged.secrets;
 }
 
 /**

@@ -86,13 +86,15 @@ export interface Issuer {
   keyId: string;
   key: CryptoKey;
   alg: KeyAlgorithm;
+  /** the CA's own end: no certificate it signs may outlive it */
+  notAfter: Date;
 }
 
 export function issuerFrom(certPem: string, key: CryptoKey, alg: KeyAlgorithm): Issuer {
   const cert = new x509.X509Certificate(certPem);
   const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
   if (!ski) throw new Error(`CA certificate "${cert.subject}" has no subject key identifier`);
-  return { name: cert.subjectName, keyId: ski.keyId, key, alg };
+  return { name: cert.subjectName, keyId: ski.keyId, key, alg, notAfter: cert.notAfter };
 }
 
 export interface Issued {
@@ -120,13 +122,15 @@ export async function issue(def: CertDef, alg: KeyAlgorithm, issuer?: Issuer, no
     ...sanExtension(def),
   ];
   const subject = new x509.Name(subjectOf(def));
+  const wanted = wholeSeconds(now + def.validityDays * DAY_MS);
+  const notAfter = issuer && issuer.notAfter < wanted ? issuer.notAfter : wanted;
   const cert = await x509.X509CertificateGenerator.create(
     {
       serialNumber: serialNumber(),
       subject,
       issuer: issuer ? issuer.name : subject,
       notBefore: wholeSeconds(now - BACKDATE_MS),
-      notAfter: wholeSeconds(now + def.validityDays * DAY_MS),
+      notAfter,
       publicKey: keys.publicKey,
       signingKey: issuer ? issuer.key : keys.privateKey,
       signingAlgorithm: signingAlgorithm(alg),
@@ -136,6 +140,6 @@ export async function issue(def: CertDef, alg: KeyAlgorithm, issuer?: Issuer, no
   );
   const certPem = cert.toString('pem') + '\n';
   const result: Issued = { cert: certPem, key: privateKeyPem(keys.privateKey) };
-  if (def.isCA) result.issuer = { name: subject, keyId: ski.keyId, key: keys.privateKey, alg };
+  if (def.isCA) result.issuer = { name: subject, keyId: ski.keyId, key: keys.privateKey, alg, notAfter };
   return result;
 }

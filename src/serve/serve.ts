@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 import { parseClusterFile } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import type { Spec } from '../spec/types.ts';
-import { loadOrCreateSecrets } from '../secrets/store.ts';
+import { stageSecrets } from '../secrets/store.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { Lifecycle } from '../lifecycle/lifecycle.ts';
@@ -128,8 +128,11 @@ async function renderSite(file: string, stateDir: string, log: Logger): Promise<
   const { spec, problems } = parseClusterFile(await readFile(file, 'utf8'), file);
   for (const p of problems) (p.severity === 'error' ? log.error.bind(log) : log.warn.bind(log))(formatProblem(p));
   if (!spec) throw new InvalidClusterFile(`${file} is invalid (${problems.filter((p) => p.severity === 'error').length} errors)`);
-  const secrets = await loadOrCreateSecrets(stateDir, spec, { log: (msg) => log.info(msg) });
-  return new Site(spec, planTree(buildPlan(spec, secrets)), secrets);
+  // committed only once the whole render succeeded (a reload with a bad file changes nothing)
+  const staged = await stageSecrets(stateDir, spec, { log: (msg) => log.info(msg) });
+  const site = new Site(spec, planTree(buildPlan(spec, staged.secrets)), staged.secrets);
+  await staged.commit();
+  return site;
 }
 
 export async function startServe(opts: ServeOptions): Promise<Serving> {
