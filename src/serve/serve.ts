@@ -15,6 +15,7 @@ import { Lifecycle } from '../lifecycle/lifecycle.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 import type { Store } from '../store/store.ts';
 import { newRegistry } from './metrics.ts';
+import { ensureFdLimit } from './fdlimit.ts';
 import type { Logger } from './log.ts';
 import { SpecInventory, type Inventory } from './inventory.ts';
 import { Site } from './site.ts';
@@ -137,6 +138,8 @@ async function renderSite(file: string, stateDir: string, log: Logger): Promise<
 
 export async function startServe(opts: ServeOptions): Promise<Serving> {
   const { log } = opts;
+  // HTTP and TFTP are sized from the open-file limit, so neither runs the other out of descriptors
+  const fds = await ensureFdLimit(log);
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
   let site = await renderSite(opts.file, opts.stateDir, log);
   // opened before anything binds a port, so a bad bundle is reported at once
@@ -197,7 +200,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry, ready: () => ready })];
   /** /readyz answers 200 once TFTP and DHCP serve too (HTTP comes up first) */
   let ready = false;
-  const http = await startHttpServer({ address: opts.bind, port: opts.httpPort ?? site.spec.provisioner.httpPort, handlers, log, registry });
+  const http = await startHttpServer({ address: opts.bind, port: opts.httpPort ?? site.spec.provisioner.httpPort, handlers, log, registry, maxConnections: fds.httpConnections });
   log.info({ port: http.port, machines: site.spec.machines.length }, 'http serving');
 
   // DHCP and TFTP ask the current inventory through this, so a reload needs no restart
@@ -217,6 +220,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     inventory: liveInventory,
     log: log.child({ svc: 'tftp' }),
     registry,
+    maxTransfers: fds.tftpTransfers,
   });
   const startDhcp = async (): Promise<DhcpServer | undefined> => {
     const cfg = dhcpConfigFromSpec(site.spec);

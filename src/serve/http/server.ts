@@ -12,6 +12,19 @@ import { counter, histogram } from '../metrics.ts';
 import { LOCAL_BOOT_IPXE, type Site } from '../site.ts';
 import { Assets } from './assets.ts';
 import { arpTableMac, type MacOf } from './neighbors.ts';
+import { guardConnections } from './connections.ts';
+
+/**
+ * A client that has not sent a whole request head in this long is closed (408): real
+ * clients send it in one packet. Node checks every connectionsCheckingInterval, so a
+ * slow one goes within HEADERS_TIMEOUT_MS + CHECK_INTERVAL_MS.
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** The whole request, body included (reports are at most 64 KiB); only receiving it: responses (downloads, SSE) are not bounded. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+export const CHECK_INTERVAL_MS = 1_000;
+/** A connection with no traffic either way for this long is closed: a stalled download's client. SSE sends a ping every 15 s. */
+export const IDLE_SOCKET_TIMEOUT_MS = 120_000;
 
 export interface HttpContext {
   site: () => Site;
@@ -119,11 +132,19 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-export async function startHttpServer(opts: { address?: string; port: number; handlers: Handler[]; log: Logger; registry: Registry }): Promise<HttpServer> {
+export async function startHttpServer(opts: {
+  address?: string;
+  port: number;
+  handlers: Handler[];
+  log: Logger;
+  registry: Registry;
+  /** open connections before idle or slow ones are closed for new ones (connections.ts); default: no cap */
+  maxConnections?: number;
+}): Promise<HttpServer> {
   const requests = counter(opts.registry, 'slipway_http_requests_total', 'HTTP requests by route class and status', ['class', 'status']);
   const latency = histogram(opts.registry, 'slipway_http_request_duration_seconds', 'HTTP request handling time', ['class']);
   const classOf = (p: string) => (/^\/(api|assets|machines|ipxe|metrics|healthz|readyz|v2)\b/.exec(p)?.[1] ?? (p === '/boot.ipxe' ? 'ipxe' : 'other'));
-  const server = createServer(async (req, res) => {
+  const server = createServer({ connectionsCheckingInterval: CHECK_INTERVAL_MS }, async (req, res) => {
     const t0 = performance.now();
     let url: URL;
     try {
@@ -153,6 +174,10 @@ export async function startHttpServer(opts: { address?: string; port: number; ha
     }
   });
   server.keepAliveTimeout = 5_000;
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.timeout = IDLE_SOCKET_TIMEOUT_MS;
+  guardConnections(server, { cap: opts.maxConnections, registry: opts.registry, log: opts.log });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.address ?? '0.0.0.0', () => resolve());

@@ -1,7 +1,7 @@
 // The TFTP server's Prometheus metrics (slipway_tftp_*). Label values come from small
 // fixed sets (refusal and drop reasons, failure kinds), never from clients' input.
 import { Gauge, type Registry } from 'prom-client';
-import { counter, histogram } from '../metrics.ts';
+import { counter, gauge, histogram } from '../metrics.ts';
 
 export function tftpMetrics(r: Registry) {
   return {
@@ -19,6 +19,7 @@ export function tftpMetrics(r: Registry) {
     cache: counter(r, 'slipway_tftp_cache_lookups_total', 'File cache lookups for cacheable files, by result (hit, miss)', ['result']),
     duration: histogram(r, 'slipway_tftp_transfer_duration_seconds', 'Time from request to final acknowledgement of completed transfers'),
     active: (r.getSingleMetric('slipway_tftp_active_transfers') as Gauge | undefined) ?? new Gauge({ name: 'slipway_tftp_active_transfers', help: 'Transfers in progress', registers: [r] }),
+    limit: gauge(r, 'slipway_tftp_transfer_limit', 'Concurrent transfers before requests get "Server busy" (serve: from the open-file limit)'),
   };
 }
 

@@ -31,6 +31,8 @@ export type RefusalReason =
   | 'not-found'
   | 'permission'
   | 'busy'
+  | 'no-descriptors'
+  | 'socket-error'
   | 'bad-option'
   | 'hook-error';
 
@@ -88,6 +90,11 @@ export async function locate(realRoot: string, rel: string): Promise<RootedFile 
 export function fsRefusal(e: unknown): Refusal {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return refusal('not-found', ERROR_CODE.FILE_NOT_FOUND, 'File not found');
+  // The process (or the system) is out of descriptors: not the file's fault, and not a
+  // missing file either (PXELINUX would fall back to another menu); the client may retry.
+  if (code === 'EMFILE' || code === 'ENFILE') return noDescriptors;
   // ELOOP: a symlink cycle, which only a hostile or broken root contains.
   return refusal('permission', ERROR_CODE.ACCESS_VIOLATION, 'Access violation');
 }
+
+export const noDescriptors: Refusal = refusal('no-descriptors', ERROR_CODE.NOT_DEFINED, 'Out of file descriptors');

@@ -33,7 +33,7 @@ import {
   type ParseReason,
   type RequestPacket,
 } from './packet.ts';
-import { cleanPath, fsRefusal, isRefusal, locate, refusal, type Refusal } from './paths.ts';
+import { cleanPath, fsRefusal, isRefusal, locate, noDescriptors, refusal, type Refusal } from './paths.ts';
 import { FileCache, bufferReader, netasciiBlocks, octetBlocks, type BlockSource, type ByteReader, type CacheLimits } from './source.ts';
 import { Transfer, type TransferResult } from './transfer.ts';
 import { tftpMetrics, type TftpMetrics } from './metrics.ts';
@@ -179,6 +179,7 @@ class Server {
     this.limits = limits;
     this.log = opts.log;
     this.m = tftpMetrics(opts.registry);
+    this.m.limit.set(limits.maxTransfers);
     this.cache = new FileCache(opts.cache);
     this.socket = createSocket(isIPv6(address) ? 'udp6' : 'udp4');
   }
@@ -304,7 +305,9 @@ class Server {
     } catch (e) {
       await opened.reader.close().catch(() => {});
       this.log.warn({ err: (e as Error).message }, 'tftp cannot open a transfer socket');
-      return this.refuse(refusal('busy', ERROR_CODE.NOT_DEFINED, 'Server busy'), req, from);
+      // "Server busy" is kept for maxTransfers: running out of descriptors is another problem
+      const code = (e as NodeJS.ErrnoException).code;
+      return this.refuse(code === 'EMFILE' || code === 'ENFILE' ? noDescriptors : refusal('socket-error', ERROR_CODE.NOT_DEFINED, 'Internal error'), req, from);
     }
     if (this.closed) {
       socket.close();
