@@ -3,6 +3,10 @@
 // person reading the unit on the machine sees exactly what runs.
 
 import { BIN } from './paths.ts';
+import { oneLine, Unrenderable, word } from './guard.ts';
+
+/** The line continuation `command` writes between flags; the only line break a value may hold. */
+const CONTINUATION = ' \\\n  ';
 
 export type UnitValue = string | number | boolean | undefined | (string | number)[];
 export type Section = Record<string, UnitValue>;
@@ -33,7 +37,11 @@ export function unitFile(unit: Unit): string {
     out.push(`[${name}]`);
     for (const [k, v] of Object.entries(section)) {
       if (v === undefined) continue;
-      for (const item of Array.isArray(v) ? v : [v]) out.push(`${k}=${item === true ? 'yes' : item === false ? 'no' : item}`);
+      for (const item of Array.isArray(v) ? v : [v]) {
+        const text = String(item === true ? 'yes' : item === false ? 'no' : item);
+        for (const line of text.split(CONTINUATION)) oneLine(line, `the unit's ${name}.${k}=`);
+        out.push(`${k}=${text}`);
+      }
     }
   }
   return out.join('\n') + '\n';
@@ -43,10 +51,15 @@ export type Flags = Record<string, string | number | boolean | undefined | strin
 
 /** `binary --flag=value ...` split over lines; undefined flags are left out, lists joined by commas. */
 export function command(binary: string, flags: Flags): string {
-  const parts = [binary];
+  const parts = [word(binary, 'a unit\'s command')];
   for (const [k, v] of Object.entries(flags)) {
     if (v === undefined) continue;
-    parts.push(`--${k}=${Array.isArray(v) ? v.join(',') : String(v)}`);
+    const where = `${binary}'s --${k}`;
+    // A list is joined by commas, so no item may hold one; systemd would expand % and $.
+    const items = (Array.isArray(v) ? v : [String(v)]).map((item) => word(item, where));
+    for (const item of items) if (/[%$\\"']/.test(item)) throw new Unrenderable(where, item, 'systemd would expand or unquote % $ \\ " \'');
+    if (Array.isArray(v) && items.some((item) => item.includes(','))) throw new Unrenderable(where, items.find((i) => i.includes(','))!, 'list items cannot hold a comma');
+    parts.push(`--${k}=${items.join(',')}`);
   }
   return parts.join(' \\\n  ');
 }

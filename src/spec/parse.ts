@@ -1,7 +1,7 @@
 // Cluster file text → Spec, or every problem at once with its line and column.
 // Three passes: YAML syntax, the JSON Schema (shape and types), then semantic rules
 // (validate.ts). Defaults are filled in only when all three pass.
-import { LineCounter, parseDocument } from 'yaml';
+import { LineCounter, parseDocument, visit, type Node } from 'yaml';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { ClusterFileSchema, type ClusterFile } from './schema.ts';
@@ -12,7 +12,10 @@ import type { Spec } from './types.ts';
 
 // ajv-formats is CommonJS with a default export; under nodenext it arrives wrapped.
 const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: Ajv) => Ajv;
-const ajv = addFormats(new Ajv({ allErrors: true, strict: false }));
+// verbose: errors carry the offending value, so a message can show it (escaped).
+const ajv = addFormats(new Ajv({ allErrors: true, strict: false, verbose: true }));
+/** yaml's own default: more alias expansions than this is taken as an alias bomb. */
+const MAX_ALIAS_COUNT = 100;
 const checkShape = ajv.compile<ClusterFile>(ClusterFileSchema);
 
 export interface LoadResult {
@@ -33,8 +36,24 @@ export function parseClusterFile(text: string, file: string): LoadResult {
       }),
     };
   }
-  const raw: unknown = doc.toJS();
-  const shape: Problem[] = checkShape(raw) ? [] : dedupe((checkShape.errors ?? []).map(fromAjv));
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (e) {
+    // yaml refuses an alias bomb (a few lines expanding to millions of nodes) while
+    // converting, with no position: point at the first alias, where the expansion starts.
+    let at = 0;
+    visit(doc, {
+      Alias(_, node: Node) {
+        at = node.range?.[0] ?? 0;
+        return visit.BREAK;
+      },
+    });
+    const { line, col } = lc.linePos(at);
+    const why = e instanceof ReferenceError ? `aliases expand to too much data (more than ${MAX_ALIAS_COUNT} alias uses: an alias bomb?)` : (e as Error).message;
+    return { problems: [{ severity: 'error', path: [], message: `YAML: ${why}`, file, line, col }] };
+  }
+  const shape: Problem[] = checkShape(raw) ? [] : dedupe((checkShape.errors ?? []).flatMap(fromAjv));
   if (hasErrors(shape)) return { problems: locate(shape, doc, lc, file) };
   const cf = raw as ClusterFile;
   const problems = locate(semanticProblems(cf), doc, lc, file);
@@ -50,27 +69,46 @@ function pointerToPath(pointer: string): PathSeg[] {
     .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
 }
 
+/** A value as the message shows it: JSON-escaped (a newline reads as \n), long ones cut. */
+function shown(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 77)}..."` : s;
+}
+
 /** Ajv's messages rewritten for people who edit YAML, not JSON Schema. */
-function fromAjv(e: ErrorObject): Problem {
+function fromAjv(e: ErrorObject): Problem[] {
   const path = pointerToPath(e.instancePath);
   const p = e.params as Record<string, unknown>;
   const schema = e.parentSchema as { description?: string } | undefined;
+  const expected = schema?.description ? `: expected ${schema.description}` : '';
+  // A key that fails `propertyNames` (label keys): Ajv reports the inner failure with the
+  // key in `propertyName`, then a summary without detail, which adds nothing.
+  if (e.keyword === 'propertyNames') return [];
+  if (e.propertyName !== undefined)
+    return [{ severity: 'error', path: [...path, e.propertyName], atKey: true, message: `key ${shown(e.propertyName)} is not valid${expected}` }];
   switch (e.keyword) {
     case 'required':
-      return { severity: 'error', path, message: `missing required field "${String(p.missingProperty)}"` };
+      return [{ severity: 'error', path, message: `missing required field "${String(p.missingProperty)}"` }];
     case 'additionalProperties':
-      return { severity: 'error', path: [...path, String(p.additionalProperty)], atKey: true, message: `unknown field "${String(p.additionalProperty)}"` };
+      return [{ severity: 'error', path: [...path, String(p.additionalProperty)], atKey: true, message: `unknown field "${String(p.additionalProperty)}"` }];
     case 'const':
-      return { severity: 'error', path, message: `must be "${String(p.allowedValue)}"` };
+      return [{ severity: 'error', path, message: `must be "${String(p.allowedValue)}"` }];
     case 'enum':
-      return { severity: 'error', path, message: `must be one of: ${(p.allowedValues as unknown[]).join(', ')}` };
+      return [{ severity: 'error', path, message: `must be one of: ${(p.allowedValues as unknown[]).join(', ')}` }];
     case 'type':
-      return { severity: 'error', path, message: `must be ${String(p.type)}` };
+      return [{ severity: 'error', path, message: `must be ${String(p.type)}` }];
     case 'pattern':
     case 'format':
-      return { severity: 'error', path, message: `invalid value${schema?.description ? `: expected ${schema.description}` : ''}` };
+      return [{ severity: 'error', path, message: `${shown(e.data)} is not valid${expected || ': invalid value'}` }];
+    case 'maximum':
+    case 'minimum':
+      return [{ severity: 'error', path, message: `${shown(e.data)} is out of range: ${e.message ?? ''}${expected ? ` (${schema!.description})` : ''}` }];
+    case 'maxLength':
+    case 'maxProperties':
+    case 'maxItems':
+      return [{ severity: 'error', path, message: `too long: ${e.message ?? e.keyword}` }];
     default:
-      return { severity: 'error', path, message: e.message ?? e.keyword };
+      return [{ severity: 'error', path, message: e.message ?? e.keyword }];
   }
 }
 

@@ -20,7 +20,10 @@ export interface LocatedProblem extends Problem {
 
 export function formatPath(path: PathSeg[]): string {
   let out = '';
-  for (const seg of path) out += typeof seg === 'number' ? `[${seg}]` : out ? `.${seg}` : seg;
+  // A key that is not a plain word (a label key with a space or a newline) is shown quoted
+  // and escaped, so the message stays one line and says exactly which key.
+  for (const seg of path)
+    out += typeof seg === 'number' ? `[${seg}]` : !/^[A-Za-z0-9_./-]+$/.test(seg) ? `[${JSON.stringify(seg)}]` : out ? `.${seg}` : seg;
   return out || '(file)';
 }
 

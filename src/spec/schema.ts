@@ -11,6 +11,22 @@ const CIDR = Type.String({
 });
 const Port = Type.Integer({ minimum: 1, maximum: 65535 });
 
+// Every string that reaches a rendered file is held to what its consumer accepts, here,
+// so `validate` says so with the line; the writers in plan/ refuse it again (plan/guard.ts).
+/** Linux interface names (dev_valid_name: at most 15 bytes, no '/', ':' or whitespace, not "." or ".."); what networkd's Name=, keepalived and dnsmasq take. */
+export const IFNAME_PATTERN = '^(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,15}$';
+const IfName = (description: string) => Type.String({ pattern: IFNAME_PATTERN, description: `${description}: a Linux interface name, 1-15 letters, digits, "-", "_" or "." (e.g. eno1)` });
+/** A device path under /dev, one path segment at a time, none of them "." or "..". */
+export const DISK_PATTERN = '^/dev(/(?!\\.{1,2}(/|$))[A-Za-z0-9._:+@=,-]+)+$';
+/** Kubernetes label keys: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters. */
+export const LABEL_KEY_PATTERN = '^((?=[a-z0-9.-]{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$';
+/** Kubernetes label values: empty, or at most 63 characters, alphanumeric at both ends. */
+export const LABEL_VALUE_PATTERN = '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$';
+/** One line of printable text: no control characters (a newline would start another line of authorized_keys). */
+export const ONE_LINE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+/** Certificates' days: X.509 dates end in 9999, and a century is more than any cluster needs. */
+export const MAX_VALIDITY_DAYS = 36500;
+
 export const ROLES = ['control-plane', 'etcd', 'worker'] as const;
 
 // A plain JSON Schema `enum` (TypeBox unions of literals become anyOf, whose errors
@@ -28,9 +44,21 @@ const Machine = Type.Object(
       description: 'static address after install, with prefix length (10.20.30.11/24); the prefix defaults to the DHCP subnet\'s',
     }),
     roles: Type.Array(Type.String(), { minItems: 1, description: `any of: ${ROLES.join(', ')}` }),
-    interface: Type.Optional(Type.String({ description: 'NIC name for the static network config (default: the NIC with this MAC)' })),
-    disk: Type.Optional(Type.String({ description: 'install disk (default /dev/sda)' })),
-    labels: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'extra node labels' })),
+    interface: Type.Optional(IfName('NIC name for the static network config (default: the NIC with this MAC)')),
+    disk: Type.Optional(
+      Type.String({ pattern: DISK_PATTERN, maxLength: 255, description: 'install disk: a device path under /dev (/dev/sda, /dev/nvme0n1, /dev/disk/by-id/..., /dev/disk/by-path/...; default /dev/sda)' }),
+    ),
+    labels: Type.Optional(
+      Type.Record(
+        Type.String(),
+        Type.String({ pattern: LABEL_VALUE_PATTERN, description: 'a Kubernetes label value: at most 63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit (or empty)' }),
+        {
+          description: 'extra node labels',
+          maxProperties: 64,
+          propertyNames: { pattern: LABEL_KEY_PATTERN, description: 'a Kubernetes label key: [prefix/]name, the prefix a DNS subdomain, the name at most 63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit' },
+        },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -51,7 +79,7 @@ export const ClusterFileSchema = Type.Object(
         controlPlane: Type.Optional(
           Type.Object(
             {
-              endpoint: Type.Optional(Type.String({ description: 'DNS name clients use; goes into certificates, kubeconfigs and /etc/hosts' })),
+              endpoint: Type.Optional(Type.String({ maxLength: 253, description: 'DNS name clients use; goes into certificates, kubeconfigs and /etc/hosts' })),
               vip: Type.Optional(IPv4),
               port: Type.Optional(Port),
               vrid: Type.Optional(Type.Integer({ minimum: 1, maximum: 255, description: 'VRRP virtual router id (default 51)' })),
@@ -64,7 +92,7 @@ export const ClusterFileSchema = Type.Object(
             {
               serviceCIDR: Type.Optional(CIDR),
               podCIDR: Type.Optional(CIDR),
-              dnsDomain: Type.Optional(Type.String()),
+              dnsDomain: Type.Optional(Type.String({ maxLength: 253, description: 'the cluster\'s DNS domain, a DNS name (default cluster.local)' })),
               cni: Type.Optional(
                 StringEnum(
                   ['flannel', 'bridge'],
@@ -85,7 +113,7 @@ export const ClusterFileSchema = Type.Object(
                 subnet: CIDR,
                 router: Type.Optional(IPv4),
                 dns: Type.Optional(Type.Array(IPv4)),
-                interface: Type.Optional(Type.String({ description: 'interface the DHCP configs name (default eth0)' })),
+                interface: Type.Optional(IfName('interface the DHCP configs name (default eth0)')),
                 pool: Type.Optional(
                   Type.Object({ start: IPv4, end: IPv4 }, { additionalProperties: false, description: 'addresses leased to unknown machines' }),
                 ),
@@ -99,14 +127,21 @@ export const ClusterFileSchema = Type.Object(
           Type.Object(
             {
               keyAlgorithm: Type.Optional(StringEnum(['ecdsa-p256', 'rsa-2048'])),
-              caValidityDays: Type.Optional(Type.Integer({ minimum: 1 })),
-              certValidityDays: Type.Optional(Type.Integer({ minimum: 1 })),
+              caValidityDays: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_VALIDITY_DAYS, description: `days the CAs are valid, 1..${MAX_VALIDITY_DAYS}` })),
+              certValidityDays: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_VALIDITY_DAYS, description: `days leaf certificates are valid, 1..${MAX_VALIDITY_DAYS}, at most caValidityDays` })),
             },
             { additionalProperties: false },
           ),
         ),
         ssh: Type.Optional(
-          Type.Object({ authorizedKeys: Type.Optional(Type.Array(Type.String())) }, { additionalProperties: false }),
+          Type.Object(
+            {
+              authorizedKeys: Type.Optional(
+                Type.Array(Type.String({ pattern: ONE_LINE_PATTERN, maxLength: 16384, description: 'one OpenSSH public key on one line ("ssh-ed25519 AAAA... comment")' })),
+              ),
+            },
+            { additionalProperties: false },
+          ),
         ),
         machines: Type.Array(Machine, { minItems: 1 }),
       },

@@ -1,7 +1,7 @@
 // Rules a schema cannot express: uniqueness, address plans that must fit together,
 // and the shape of a sound cluster (etcd quorum, a VIP for HA). Runs on a file that
 // already has the right shape; returns every problem, never stops at the first.
-import { contains, overlaps, parseCidr, parseIp, type Ipv4Net } from '../lib/ipv4.ts';
+import { broadcast, contains, overlaps, parseCidr, parseIp, type Ipv4Net } from '../lib/ipv4.ts';
 import { isSupported, OLDEST_MINOR, NEWEST_MINOR } from '../plan/versions.ts';
 import type { ClusterFile } from './schema.ts';
 import { ROLES } from './schema.ts';
@@ -12,6 +12,27 @@ import { POD_SLICE_PREFIX, sliceCount } from '../plan/pod-slices.ts';
 export const MAC_RE = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/;
 export const normalizeMac = (mac: string): string => mac.toLowerCase().replace(/-/g, ':');
 const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * The kubelet refuses to start with a --node-labels key in the kubernetes.io or k8s.io
+ * namespaces unless it is one of these (NodeRestriction; since Kubernetes 1.16).
+ */
+const KUBELET_ALLOWED_LABELS = new Set([
+  'kubernetes.io/hostname', 'kubernetes.io/arch', 'kubernetes.io/os',
+  'beta.kubernetes.io/arch', 'beta.kubernetes.io/os', 'beta.kubernetes.io/instance-type', 'node.kubernetes.io/instance-type',
+  'failure-domain.beta.kubernetes.io/region', 'failure-domain.beta.kubernetes.io/zone',
+  'topology.kubernetes.io/region', 'topology.kubernetes.io/zone',
+]);
+const KUBELET_ALLOWED_NAMESPACES = ['kubelet.kubernetes.io', 'node.kubernetes.io'];
+
+function kubeletRefusesLabel(key: string): boolean {
+  const slash = key.indexOf('/');
+  if (slash < 0) return false;
+  const ns = key.slice(0, slash);
+  const restricted = ['kubernetes.io', 'k8s.io'].some((d) => ns === d || ns.endsWith(`.${d}`));
+  if (!restricted || KUBELET_ALLOWED_LABELS.has(key)) return false;
+  return !KUBELET_ALLOWED_NAMESPACES.some((d) => ns === d || ns.endsWith(`.${d}`));
+}
 
 export function semanticProblems(cf: ClusterFile): Problem[] {
   const out: Problem[] = [];
@@ -44,8 +65,13 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
       if (overlaps(nets[i]!.net, nets[j]!.net))
         err(nets[j]!.path, `${nets[j]!.name} ${nets[j]!.net.cidr} overlaps the ${nets[i]!.name} ${nets[i]!.net.cidr}`);
 
+  // An address inside the subnet must also be usable by a host: not the subnet's network
+  // or broadcast address (on /31 and /32 there are none).
   const inSubnet = (path: PathSeg[], what: string, ip: string) => {
-    if (subnet && !contains(subnet, ip)) err(path, `${what} ${ip} is outside the DHCP subnet ${subnet.cidr}`);
+    if (!subnet) return;
+    if (!contains(subnet, ip)) err(path, `${what} ${ip} is outside the DHCP subnet ${subnet.cidr}`);
+    else if (subnet.prefix <= 30 && parseIp(ip) === subnet.base) err(path, `${what} ${ip} is the network address of the DHCP subnet ${subnet.cidr}, not a host address`);
+    else if (subnet.prefix <= 30 && ip === broadcast(subnet)) err(path, `${what} ${ip} is the broadcast address of the DHCP subnet ${subnet.cidr}, not a host address`);
   };
   const prov = s.provisioner;
   inSubnet(['spec', 'provisioner', 'address'], 'provisioner address', prov.address);
@@ -55,12 +81,16 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
     inSubnet(['spec', 'provisioner', 'dhcp', 'pool', 'start'], 'pool start', start);
     inSubnet(['spec', 'provisioner', 'dhcp', 'pool', 'end'], 'pool end', end);
     if (parseIp(start)! > parseIp(end)!) err(['spec', 'provisioner', 'dhcp', 'pool'], `pool start ${start} is after its end ${end}`);
+    const inPool = (ip: string) => parseIp(ip)! >= parseIp(start)! && parseIp(ip)! <= parseIp(end)!;
+    if (inPool(prov.address)) err(['spec', 'provisioner', 'dhcp', 'pool'], `the pool ${start}-${end} holds the provisioner address ${prov.address}`);
+    if (prov.dhcp.router && inPool(prov.dhcp.router)) err(['spec', 'provisioner', 'dhcp', 'pool'], `the pool ${start}-${end} holds the router ${prov.dhcp.router}`);
   }
   if (prov.dhcp.mode === 'proxy' && prov.dhcp.pool) warn(['spec', 'provisioner', 'dhcp', 'pool'], 'ignored in proxy mode: ProxyDHCP never hands out addresses');
 
   // Machines: unique names, MACs and IPs; addresses inside the subnet.
   const seen = { name: new Map<string, number>(), mac: new Map<string, number>(), ip: new Map<string, number>() };
   const taken = new Map<string, string>([[prov.address, 'the provisioner address']]);
+  if (prov.dhcp.router && prov.dhcp.router !== prov.address) taken.set(prov.dhcp.router, 'the router (spec.provisioner.dhcp.router)');
   const pool = prov.dhcp.pool ? { start: parseIp(prov.dhcp.pool.start)!, end: parseIp(prov.dhcp.pool.end)! } : undefined;
   s.machines.forEach((m, i) => {
     const at = (f: string): PathSeg[] => ['spec', 'machines', i, f];
@@ -70,7 +100,7 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
       else seen[kind].set(key, i);
     };
     dup('name', m.name);
-    if (!MAC_RE.test(m.mac)) err(at('mac'), `"${m.mac}" is not a MAC address (six hex pairs: 52:54:00:20:30:11)`);
+    if (!MAC_RE.test(m.mac)) err(at('mac'), `${JSON.stringify(m.mac)} is not a MAC address (six hex pairs: 52:54:00:20:30:11)`);
     else {
       const mac = normalizeMac(m.mac);
       if (parseInt(mac.slice(0, 2), 16) & 1) err(at('mac'), `${m.mac} is a multicast address, not a NIC`);
@@ -90,9 +120,12 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
       if (pool && ip >= pool.start && ip <= pool.end) err(at('ip'), `${addr} lies inside the DHCP pool ${prov.dhcp.pool!.start}-${prov.dhcp.pool!.end}`);
     }
     m.roles.forEach((r, j) => {
-      if (!(ROLES as readonly string[]).includes(r)) err(['spec', 'machines', i, 'roles', j], `unknown role "${r}" (roles: ${ROLES.join(', ')})`);
+      if (!(ROLES as readonly string[]).includes(r)) err(['spec', 'machines', i, 'roles', j], `unknown role ${JSON.stringify(r)} (roles: ${ROLES.join(', ')})`);
     });
     if (new Set(m.roles).size !== m.roles.length) warn(at('roles'), 'a role is listed twice');
+    for (const key of Object.keys(m.labels ?? {}))
+      if (kubeletRefusesLabel(key))
+        err(['spec', 'machines', i, 'labels', key], `the kubelet refuses node labels in the kubernetes.io and k8s.io namespaces (except ${KUBELET_ALLOWED_NAMESPACES.map((n) => `${n}/`).join(', ')} and the well-known topology, os and arch labels): use your own prefix, e.g. example.com/${key.slice(key.indexOf('/') + 1)}`);
   });
 
   // cni: bridge: one fixed /24 of podCIDR per machine (plan/pod-slices.ts), reached through
@@ -124,6 +157,7 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
     const owner = s.machines.find((m) => m.ip.split('/')[0] === cp.vip);
     if (owner) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} is also the address of machine ${owner.name}`);
     if (cp.vip === prov.address) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} is also the provisioner address`);
+    if (cp.vip === prov.dhcp.router) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} is also the router (spec.provisioner.dhcp.router)`);
     if (pool && parseIp(cp.vip)! >= pool.start && parseIp(cp.vip)! <= pool.end) err(['spec', 'controlPlane', 'vip'], `vip ${cp.vip} lies inside the DHCP pool`);
   }
   if (cp?.vip)
@@ -131,8 +165,12 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
       if (m.roles.includes('control-plane') && !m.interface)
         warn(['spec', 'machines', i], `keepalived must name the NIC that carries the vip: set "interface" (eth0 is assumed)`);
     });
-  if (cp?.endpoint && !DNS_NAME_RE.test(cp.endpoint)) err(['spec', 'controlPlane', 'endpoint'], `"${cp.endpoint}" is not a DNS name`);
-  if (s.network?.dnsDomain && !DNS_NAME_RE.test(s.network.dnsDomain)) err(['spec', 'network', 'dnsDomain'], `"${s.network.dnsDomain}" is not a DNS name`);
+  const pki = s.pki ?? {};
+  const caDays = pki.caValidityDays ?? DEFAULTS.caValidityDays;
+  if ((pki.certValidityDays ?? DEFAULTS.certValidityDays) > caDays)
+    err(['spec', 'pki', pki.certValidityDays === undefined ? 'caValidityDays' : 'certValidityDays'], `certValidityDays (${pki.certValidityDays ?? DEFAULTS.certValidityDays}) is longer than caValidityDays (${caDays}): a certificate cannot outlive the CA that signs it`);
+  if (cp?.endpoint && !DNS_NAME_RE.test(cp.endpoint)) err(['spec', 'controlPlane', 'endpoint'], `${JSON.stringify(cp.endpoint)} is not a DNS name (letters, digits, "-" and ".", e.g. k8s-api.lab.local)`);
+  if (s.network?.dnsDomain && !DNS_NAME_RE.test(s.network.dnsDomain)) err(['spec', 'network', 'dnsDomain'], `${JSON.stringify(s.network.dnsDomain)} is not a DNS name (letters, digits, "-" and ".", e.g. cluster.local)`);
   s.ssh?.authorizedKeys?.forEach((k, i) => {
     if (!/^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+/.test(k.trim()))
       warn(['spec', 'ssh', 'authorizedKeys', i], 'does not look like an OpenSSH public key ("ssh-ed25519 AAAA... comment")');

@@ -6,6 +6,7 @@
 //
 // Every machine runs haproxy all the time, bound to the VIP whether it holds it or not
 // (ip_nonlocal_bind), so a VIP move only needs a gratuitous ARP, not a haproxy restart.
+import { ifname } from '../guard.ts';
 import { createHash } from 'node:crypto';
 import { controlPlanes, hasRole, type Machine, type Spec } from '../../spec/types.ts';
 import type { File, Phase } from '../types.ts';
@@ -46,7 +47,7 @@ export const vrrpAuthPass = (spec: Spec): string =>
   createHash('sha256').update(`slipway/${spec.name}/${spec.controlPlane.vrid}`).digest('hex').slice(0, 8);
 
 /** keepalived needs an interface name; systemd-networkd can match by MAC, keepalived cannot. */
-export const vrrpInterface = (m: Machine): string => m.interface ?? 'eth0';
+export const vrrpInterface = (m: Machine): string => ifname(m.interface ?? 'eth0', `keepalived.conf's interface (${m.name})`);
 
 export function haproxyCfg(spec: Spec): string {
   const vip = spec.controlPlane.vip!;

@@ -3,6 +3,7 @@
 // Kubernetes networking needs, swap off, and the operators' SSH keys.
 import { apiHost, controlPlanes, type Machine } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
+import { ifname, oneLine } from '../guard.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { UNITS } from '../paths.ts';
 import { podSlices } from '../pod-slices.ts';
@@ -10,7 +11,7 @@ import { podSlices } from '../pod-slices.ts';
 function networkFile(ctx: PhaseContext, m: Machine): string {
   const d = ctx.spec.provisioner.dhcp;
   const lines = ['# Static address from the cluster file; DHCP is only for installing.', '[Match]'];
-  lines.push(m.interface ? `Name=${m.interface}` : `MACAddress=${m.mac}`);
+  lines.push(m.interface ? `Name=${ifname(m.interface, `${m.name}'s networkd [Match] Name=`)}` : `MACAddress=${m.mac}`);
   lines.push('', '[Network]', `Address=${m.ip}/${m.prefix}`);
   if (d.router) lines.push(`Gateway=${d.router}`);
   for (const dns of d.dns) lines.push(`DNS=${dns}`);
@@ -63,7 +64,7 @@ export const hostPhase: Phase = {
       },
     ];
     if (ctx.spec.ssh.authorizedKeys.length)
-      files.push({ path: '/root/.ssh/authorized_keys', mode: 0o600, contents: ctx.spec.ssh.authorizedKeys.map((k) => k.trim()).join('\n') + '\n' });
+      files.push({ path: '/root/.ssh/authorized_keys', mode: 0o600, contents: ctx.spec.ssh.authorizedKeys.map((k, i) => oneLine(k.trim(), `authorized_keys (key ${i + 1})`)).join('\n') + '\n' });
     return files;
   },
 };

@@ -6,6 +6,7 @@ import { formatIp, netmask } from '../../../lib/ipv4.ts';
 import type { Spec } from '../../../spec/types.ts';
 import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, LOADERS, TFTP_ROOT, bootUrls } from './boot.ts';
 import { dnsmasqValue as v } from './text.ts';
+import { ifname } from '../../guard.ts';
 
 export function dnsmasqConf(spec: Spec): string {
   const d = spec.provisioner.dhcp;
@@ -20,7 +21,7 @@ export function dnsmasqConf(spec: Spec): string {
     '',
     '# DHCP and TFTP only: port=0 turns the DNS server off.',
     'port=0',
-    `interface=${v(d.interface)}`,
+    `interface=${ifname(d.interface, 'dnsmasq.conf\'s interface=')}`,
     'bind-dynamic',
     'log-dhcp',
     '',

@@ -7,6 +7,7 @@
 import { broadcast } from '../../../lib/ipv4.ts';
 import type { Spec } from '../../../spec/types.ts';
 import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, LOADERS, bootUrls } from './boot.ts';
+import { ifname } from '../../guard.ts';
 
 const arch = (n: number) => `option[93].hex == 0x${n.toString(16).padStart(4, '0')}`;
 /** a Kea expression string literal (single quotes, no escapes in Kea's grammar) */
@@ -25,7 +26,7 @@ export function keaConfig(spec: Spec): object {
   return {
     Dhcp4: {
       comment: `Kea DHCPv4 configuration for cluster "${spec.name}", written by Slipway (DHCP mode ${d.mode}). Check with: kea-dhcp4 -t kea-dhcp4.json`,
-      'interfaces-config': { interfaces: [d.interface] },
+      'interfaces-config': { interfaces: [ifname(d.interface, 'kea-dhcp4.json\'s interfaces-config')] },
       // The default lease file in Kea's state directory: newer Kea releases refuse lease
       // files anywhere else.
       'lease-database': { type: 'memfile', persist: true, 'lfc-interval': 3600 },
