@@ -29,6 +29,7 @@ const CASES: [string, [string | RegExp, string][], string[]][] = [
   ['unknown role', [['roles: [worker]', 'roles: [wrker]']], ['49:15: spec.machines[3].roles[0]: unknown role "wrker"']],
   ['unsupported Kubernetes version', [['v1.34.2 ', 'v1.19.3 ']], ['8:22: spec.kubernetesVersion: Kubernetes v1.19.3 is not supported']],
   ['unknown field', [['    port: 6443 ', '    foo: bar\n    port: 6443 ']], ['12:5: spec.controlPlane.foo: unknown field "foo"']],
+  ['misspelt field', [['    port: 6443 ', '    prot: 6443 ']], ['12:5: spec.controlPlane.prot: unknown field "prot": did you mean "port"?']],
   ['wrong type', [['httpPort: 8080', 'httpPort: eighty']], ['20:15: spec.provisioner.httpPort: must be integer']],
   ['missing required field', [[/ {6}subnet: .*\n/, '']], ['22:7: spec.provisioner.dhcp: missing required field "subnet"']],
   ['value not in the enum', [['mode: full ', 'mode: fulll ']], ['22:13: spec.provisioner.dhcp.mode: must be one of: full, proxy, off']],
@@ -69,6 +70,21 @@ test('an even number of etcd members is a warning, not an error', () => {
     const r = slipway(['validate', '-f', file]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /even\.yaml:31:5: spec\.machines: warning: 4 etcd members tolerate no more failures than 3/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a patch release Slipway does not know is a warning that says which release the files are for', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'slipway-warn-'));
+  try {
+    const file = join(dir, 'patch.yaml');
+    writeFileSync(file, edit([['v1.34.2 ', 'v1.34.99 ']]));
+    const r = slipway(['validate', '-f', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /patch\.yaml:8:22: spec\.kubernetesVersion: warning: Slipway knows v1\.34\.2 of this minor line, not v1\.34\.99: files are rendered as for v1\.34\.2/);
+    writeFileSync(file, edit([]));
+    assert.doesNotMatch(slipway(['validate', '-f', file]).stderr, /kubernetesVersion/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -58,6 +58,12 @@ export function parseVersion(v: string): { major: number; minor: number; patch: 
   return m ? { major: Number(m[1]), minor: Number(m[2]), patch: Number(m[3]) } : undefined;
 }
 
+/** The release of v's minor line that Slipway knows (its profile was checked against it), or undefined. */
+export function knownRelease(v: string): string | undefined {
+  const p = parseVersion(v);
+  return p && KNOWN_VERSIONS.find((k) => parseVersion(k)!.minor === p.minor && p.major === 1);
+}
+
 export function isSupported(v: string): boolean {
   const p = parseVersion(v);
   return !!p && p.major === 1 && p.minor >= OLDEST_MINOR && p.minor <= NEWEST_MINOR;

@@ -75,6 +75,29 @@ function shown(v: unknown): string {
   return s.length > 80 ? `${s.slice(0, 77)}..."` : s;
 }
 
+/** Edit distance counting a swap of two neighbours as one edit (optimal string alignment). */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  return d[a.length]![b.length]!;
+}
+
+/** The known field a misspelt one most likely meant: close in spelling, or the same ignoring case. */
+function closest(field: string, known: string[]): string | undefined {
+  const limit = Math.max(1, Math.floor(field.length / 3));
+  let best: { name: string; d: number } | undefined;
+  for (const name of known) {
+    const d = name.toLowerCase() === field.toLowerCase() ? 0 : distance(field, name);
+    if (d <= limit && (!best || d < best.d)) best = { name, d };
+  }
+  return best?.name;
+}
+
 /** Ajv's messages rewritten for people who edit YAML, not JSON Schema. */
 function fromAjv(e: ErrorObject): Problem[] {
   const path = pointerToPath(e.instancePath);
@@ -89,8 +112,12 @@ function fromAjv(e: ErrorObject): Problem[] {
   switch (e.keyword) {
     case 'required':
       return [{ severity: 'error', path, message: `missing required field "${String(p.missingProperty)}"` }];
-    case 'additionalProperties':
-      return [{ severity: 'error', path: [...path, String(p.additionalProperty)], atKey: true, message: `unknown field "${String(p.additionalProperty)}"` }];
+    case 'additionalProperties': {
+      const field = String(p.additionalProperty);
+      const known = Object.keys((e.parentSchema as { properties?: object } | undefined)?.properties ?? {});
+      const near = closest(field, known);
+      return [{ severity: 'error', path: [...path, field], atKey: true, message: `unknown field ${shown(field)}${near ? `: did you mean "${near}"?` : known.length ? ` (fields here: ${known.join(', ')})` : ''}` }];
+    }
     case 'const':
       return [{ severity: 'error', path, message: `must be "${String(p.allowedValue)}"` }];
     case 'enum':

@@ -2,7 +2,7 @@
 // and the shape of a sound cluster (etcd quorum, a VIP for HA). Runs on a file that
 // already has the right shape; returns every problem, never stops at the first.
 import { broadcast, contains, overlaps, parseCidr, parseIp, type Ipv4Net } from '../lib/ipv4.ts';
-import { isSupported, OLDEST_MINOR, NEWEST_MINOR } from '../plan/versions.ts';
+import { isSupported, knownRelease, OLDEST_MINOR, NEWEST_MINOR } from '../plan/versions.ts';
 import type { ClusterFile } from './schema.ts';
 import { ROLES } from './schema.ts';
 import type { PathSeg, Problem } from './problems.ts';
@@ -43,6 +43,10 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
   const version = s.kubernetesVersion ?? DEFAULTS.kubernetesVersion;
   if (!isSupported(version)) {
     err(['spec', 'kubernetesVersion'], `Kubernetes ${version} is not supported (supported: v1.${OLDEST_MINOR}.x to v1.${NEWEST_MINOR}.x)`);
+  } else if (knownRelease(version) !== version) {
+    // The profile is per minor line; say which release it was checked against rather than
+    // pretend to know a patch release (v1.34.99 does not exist; bundle create would fail).
+    warn(['spec', 'kubernetesVersion'], `Slipway knows ${knownRelease(version)} of this minor line, not ${version}: files are rendered as for ${knownRelease(version)} (flags and config APIs are per minor), and the binaries must be ${version}'s; use ${knownRelease(version)} unless you mean ${version}`);
   }
 
   // Networks: each must parse, and none may overlap another.
