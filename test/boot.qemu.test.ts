@@ -3,7 +3,8 @@
 // Each VM (qemu, TCG) has an inventory MAC and a virtio NIC on the lab bridge, and boots
 // through the NIC's iPXE option ROM: Slipway's DHCP → /boot.ipxe → /ipxe/mac/<mac>.ipxe
 // → /ipxe/<name>.ipxe → kernel + initrd over HTTP (or, guide 01's way, PXELINUX and
-// everything over Slipway's TFTP). The kernel is Debian's; the initramfs
+// everything over Slipway's TFTP; or, last, by OVMF's own UEFI HTTP boot, no ROM, which
+// fetches ipxe.efi over HTTP). The kernel is Debian's; the initramfs
 // (test/helpers/initramfs.ts, test/fixtures/initramfs/init) runs the real Ignition:
 // `-platform metal -stage fetch` fetches the ignition.config.url Slipway put on the
 // command line, `ignition-apply` writes it into a scratch root, and the machine reports
@@ -39,7 +40,7 @@ const vms: Vm[] = [];
 const timelines: { what: string; t: BootTimeline }[] = [];
 
 /** A VM that is killed when the test `t` ends, whatever happened (and at the end, as a last resort). */
-async function startVm(t: TestContext, name: string, mac: string, opts: { firmware?: 'bios' | 'uefi' } = {}): Promise<Vm> {
+async function startVm(t: TestContext, name: string, mac: string, opts: { firmware?: 'bios' | 'uefi'; httpBoot?: boolean } = {}): Promise<Vm> {
   const vm = await Vm.start(q.lab.hub, { name: `${name}-${vms.length}`, mac, dir: join(q.lab.dir, 'vms'), ...opts });
   vms.push(vm);
   t.after(() => vm.stop());
@@ -60,6 +61,22 @@ function tftpSentTo(client: string): Set<string> {
   }
   return files;
 }
+
+/** serve's log lines about TFTP from `client` since `sinceMs` (Date.now() time): requests, transfers, refusals. */
+function tftpLinesFrom(client: string, sinceMs: number): string[] {
+  return q.lab.log.split('\n').filter((line) => {
+    if (!line.includes('"tftp ')) return false;
+    try {
+      const r = JSON.parse(line) as { client?: string; time?: string | number };
+      return r.client === client && (r.time === undefined || new Date(r.time).getTime() >= sinceMs);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** TFTP read/write requests serve received, all clients (slipway_tftp_requests_total, every op). */
+const tftpRequests = (metrics: string) => [...metrics.matchAll(/^slipway_tftp_requests_total(?:\{[^}]*\})? (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
 
 /**
  * Wait for `vm` to install `machine` and power off; check the reported digest against
@@ -197,7 +214,7 @@ describe('serve --unknown local --loader pxelinux', { skip, concurrency: true },
 
   test('PXELINUX over TFTP (guide 01): a BIOS PXE client gets pxelinux.0, its pxelinux.cfg/01-<mac>, kernel and initrd from Slipway', { timeout: BOOT_MS + 30_000 }, async (t) => {
     // cp1 installs again: the operator reprovisions it
-    await q.api('/api/v1/machines/cp1/reprovision', 'POST');
+    await q.reprovision('cp1');
     const vm = await startVm(t, CP1.name, CP1.mac);
     // QEMU's only PXE ROMs are iPXE, which Slipway (rightly) hands its script. A plain
     // BIOS PXE ROM sends no "iPXE" user class: make this one ask like that, from its own
@@ -224,4 +241,29 @@ describe('serve --unknown local --loader pxelinux', { skip, concurrency: true },
     assert.equal(booting.detail?.path, 'pxelinux.cfg/01-52-54-00-20-30-11');
     t.diagnostic(formatTimeline(tl));
   });
+});
+
+// The firmware's own UEFI HTTP boot, no iPXE ROM and no TFTP: OVMF's HttpBootDxe asks
+// DHCP as "HTTPClient" (arch 16), is given http://…/assets/ipxe/ipxe.efi (Debian ships
+// it as a symlink to /boot/ipxe.efi, which serve must stage as the real file: issue 14),
+// and that iPXE goes on as every other. Last, alone: the TFTP request count must be its.
+test('UEFI HTTP boot (OVMF, no option ROM, no PXE): w2 again fetches ipxe.efi over HTTP and installs, and no TFTP is used', { skip, timeout: BOOT_MS + 30_000 }, async (t) => {
+  await q.reprovision('w2');
+  const tftpBefore = tftpRequests(await q.metrics());
+  const vm = await startVm(t, 'w2', '52:54:00:20:30:22', { firmware: 'uefi', httpBoot: true });
+  // Fail at once when the firmware cannot load ipxe.efi (it would go on to its shell).
+  const loaded = await vm.waitFor(/iPXE initialising devices|BdsDxe: failed to load Boot0001[^\n]*\n/, BOOT_MS);
+  assert.ok(loaded.match[0].startsWith('iPXE'), `OVMF's HTTP boot did not start ipxe.efi\n${vm.tail(30)}`);
+  const tl = await installs(vm, 'w2', 'w2 (UEFI HTTP boot)');
+  const serial = vm.serial();
+  for (const step of ['Start HTTP Boot over IPv4', 'Station IP address is 10.20.30.22', 'URI: http://10.20.30.2:8080/assets/ipxe/ipxe.efi', 'Downloading...100%', 'starting Boot0001 "UEFI HTTPv4', 'http://10.20.30.2:8080/ipxe/mac/52-54-00-20-30-22.ipxe... ok', 'http://10.20.30.2:8080/ipxe/w2.ipxe... ok'])
+    assert.ok(serial.includes(step), `the boot did not print ${step}\n${vm.tail(80)}`);
+  assert.ok(!/PXE over IPv|tftp:\/\//.test(serial), `the firmware tried PXE or TFTP\n${vm.tail(80)}`);
+  assert.match(serial, /Features: [^\n]*\bEFI\b/, 'the EFI build of iPXE ran');
+  const dhcp = (await q.machine('w2')).events.find((e) => e.to === 'dhcp' && Date.parse(e.at) >= vm.wallStart);
+  assert.equal(dhcp?.detail?.arch, 16, `the first DHCP of this boot was UEFI HTTP boot's: ${JSON.stringify(dhcp)}`);
+  assert.match(String(dhcp?.detail?.vendorClass), /^HTTPClient/);
+  assert.deepEqual(tftpLinesFrom('10.20.30.22', vm.wallStart), [], 'serve logged TFTP from w2');
+  assert.equal(tftpRequests(await q.metrics()), tftpBefore, 'serve received TFTP requests during the HTTP boot');
+  t.diagnostic(formatTimeline(tl));
 });

@@ -39,6 +39,12 @@ export interface VmOptions {
   memory?: number;
   firmware?: 'bios' | 'uefi';
   /**
+   * UEFI HTTP boot by the firmware itself (uefi only): the NIC gets no option ROM, so
+   * OVMF's own virtio-net driver and network stack (HttpBootDxe) boot it, and OVMF's PXE
+   * is switched off (fw_cfg) so the NIC's boot options are HTTP only: no TFTP at all.
+   */
+  httpBoot?: boolean;
+  /**
    * A disk image (qcow2, e.g. a copy-on-write overlay of the rehearsal VM image) as a
    * virtio disk that boots after the NIC: when iPXE exits ("boot from local disk"), the
    * firmware goes on to it.
@@ -99,7 +105,8 @@ export class Vm {
         '-chardev', `stdio,id=ser0,signal=off,logfile=${log}`,
         '-serial', 'chardev:ser0',
         '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-        '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1`,
+        // romfile= (empty): no iPXE ROM; the firmware's own driver runs the NIC
+        '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1${o.httpBoot ? ',romfile=' : ''}`,
         ...(o.disk ? ['-drive', `file=${o.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2'] : []),
         // A guest that powers off (the test initramfs does when it is done) ends qemu; a
         // reset ends it too instead of booting, and installing, a second time.
@@ -113,7 +120,9 @@ export class Vm {
           '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
           '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
         );
-      }
+        // OvmfPkg/RUNTIME_CONFIG.md: without PXE the NIC's first boot option is UEFI HTTPv4
+        if (o.httpBoot) args.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=no', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=no');
+      } else if (o.httpBoot) throw new Error('httpBoot needs firmware: uefi');
       const startedAt = performance.now();
       const wallStart = Date.now();
       // setpriv --pdeathsig: if this process dies without stopping the VM (a runner's
@@ -313,15 +322,28 @@ export interface BootTimeline {
 export class QemuLab {
   readonly lab: Lab;
   readonly assets: string;
-  readonly rendered: string;
+  /** the latest render (a reprovision renders again, into a new directory) */
+  rendered: string;
   readonly image: BootImage;
   private radvd?: ChildProcess;
+  private renders = 0;
 
   private constructor(lab: Lab, image: BootImage) {
     this.lab = lab;
     this.image = image;
     this.assets = join(lab.dir, 'assets');
     this.rendered = join(lab.dir, 'rendered');
+  }
+
+  /**
+   * Render the cluster with the lab's state. A new directory each time after the first,
+   * switched to only once complete: a concurrent expected() reads one whole render.
+   */
+  private render(): void {
+    const out = this.renders++ === 0 ? this.rendered : join(this.lab.dir, `rendered-${this.renders}`);
+    const r = slipway(['render', '-f', this.lab.file, '-o', out, '--state', this.lab.state]);
+    if (r.code !== 0) throw new Error(`slipway render failed: ${r.stderr}`);
+    this.rendered = out;
   }
 
   /**
@@ -336,8 +358,7 @@ export class QemuLab {
       if (o.routerAdverts ?? true) q.advertiseRouter();
       installBootImage(image, q.assets);
       // render creates the state (PKI, tokens) serve will then load: the same files
-      const r = slipway(['render', '-f', lab.file, '-o', q.rendered, '--state', lab.state]);
-      if (r.code !== 0) throw new Error(`slipway render failed: ${r.stderr}`);
+      q.render();
       return q;
     } catch (e) {
       await lab.close();
@@ -365,6 +386,15 @@ export class QemuLab {
   async serve(args: string[] = []): Promise<void> {
     await this.lab.stop();
     await this.lab.start(['--assets', this.assets, ...args]);
+  }
+
+  /**
+   * The operator's reprovision. serve gives the machine a new report token (in the state's
+   * tokens.json) before it answers, so its files change: render again to know them.
+   */
+  async reprovision(machine: string): Promise<void> {
+    await this.api(`/api/v1/machines/${machine}/reprovision`, 'POST');
+    this.render();
   }
 
   /** The digest a machine's initramfs must report: over its rendered root. */
