@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadOrCreateSecrets } from '../src/secrets/store.ts';
-import { certList, type CertDef } from '../src/secrets/certlist.ts';
+import { CA_IDS, certList, type CertDef, type CertId } from '../src/secrets/certlist.ts';
 import type { Secrets } from '../src/secrets/types.ts';
 import type { KeyAlgorithm, Spec } from '../src/spec/types.ts';
 import { haSpec, machine } from './helpers/spec.ts';
@@ -169,9 +169,9 @@ test('adding a control-plane machine reissues only the apiserver certificate and
   const grown = haSpec({ machines: [...spec.machines.slice(0, 3), machine('cp4', '10.20.30.14', ['control-plane', 'etcd']), ...spec.machines.slice(3)] });
   const logs: string[] = [];
   const s2 = await loadOrCreateSecrets(state, grown, { log: (m) => logs.push(m) });
-  const changed = Object.keys(s2.certs).filter((id) => s1.certs[id]?.cert !== s2.certs[id]!.cert || s1.certs[id]?.key !== s2.certs[id]!.key);
+  const changed = (Object.keys(s2.certs) as CertId[]).filter((id) => s1.certs[id]?.cert !== s2.certs[id]!.cert || s1.certs[id]?.key !== s2.certs[id]!.key);
   assert.deepEqual(changed, ['apiserver', 'etcd/server/cp4', 'etcd/peer/cp4']);
-  for (const ca of ['ca', 'front-proxy-ca', 'etcd/ca']) assert.deepEqual(s2.certs[ca], s1.certs[ca], `${ca} kept`);
+  for (const ca of CA_IDS) assert.deepEqual(s2.certs[ca], s1.certs[ca], `${ca} kept`);
   assert.deepEqual(s2.serviceAccount, s1.serviceAccount);
   assert.deepEqual(s2.bootstrapToken, s1.bootstrapToken);
   assert.equal(s2.encryptionKey, s1.encryptionKey);
@@ -223,6 +223,6 @@ test('leaves about to expire are reissued, the CAs are kept', async (t) => {
     assert.ok(inspect(crt(state, d.id)).notAfter > Date.now() + 300 * 86_400_000, `${d.id} has a fresh year`);
     assert.equal(verify(crt(state, d.ca!), crt(state, d.id)), `${crt(state, d.id)}: OK`);
   }
-  for (const ca of ['ca', 'front-proxy-ca', 'etcd/ca']) assert.deepEqual(renewed.certs[ca], old.certs[ca]);
+  for (const ca of CA_IDS) assert.deepEqual(renewed.certs[ca], old.certs[ca]);
   assert.equal(logs.filter((l) => /reissued .*: expires on /.test(l)).length, leaves.length, logs.join('\n'));
 });

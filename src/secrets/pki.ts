@@ -5,7 +5,7 @@
 import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { KeyAlgorithm } from '../spec/types.ts';
-import type { CertKey } from './types.ts';
+import type { CertKey, Certs } from './types.ts';
 import type { CertDef } from './certlist.ts';
 import { generateKeyPair, importSigningKey, issue, issuerFrom, privateKeyPem, publicKeyPem, type Issuer } from './x509.ts';
 import { PUBLIC_MODE, SECRET_MODE, readIfExists, type Writer } from './fs.ts';
@@ -265,7 +265,7 @@ export async function reconcilePki(
   alg: KeyAlgorithm,
   now: number,
   log: Log,
-): Promise<Record<string, CertKey>> {
+): Promise<Certs> {
   const caDefs = defs.filter((d) => d.isCA);
   const leafDefs = defs.filter((d) => !d.isCA);
   const { index: oldIndex, text: oldIndexText } = await readIndex(pki, log);
@@ -301,8 +301,9 @@ export async function reconcilePki(
     certs[def.id] = { cert: ca.cert, key: ca.key };
   }
   leafDefs.forEach((def, i) => (certs[def.id] = leaves[i]!.pair));
-  // Same order as the certificate list, whatever order the work finished in.
-  return Object.fromEntries(defs.map((d) => [d.id, certs[d.id]!]));
+  // Same order as the certificate list, whatever order the work finished in. Every
+  // cluster row of certlist.ts is in defs, so this is a whole Certs.
+  return Object.fromEntries(defs.map((d) => [d.id, certs[d.id]!])) as Certs;
 }
 
 // ---------------------------------------------------------------- service account

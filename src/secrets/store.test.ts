@@ -8,6 +8,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { loadOrCreateSecrets, previewSecrets, stageSecrets } from './store.ts';
 import { randomString, reconcileTokens } from './tokens.ts';
+import { CA_IDS, type CertId } from './certlist.ts';
+import type { CertKey } from './types.ts';
 import { haSpec } from '../../test/helpers/spec.ts';
 import { snapshot } from '../../test/helpers/fs-snapshot.ts';
 
@@ -58,7 +60,7 @@ test('a deleted CA is created again (never replaced), and only its leaves are re
   await unlink(pki(state, 'front-proxy-ca.key'));
   const logs: string[] = [];
   const s2 = await loadOrCreateSecrets(state, haSpec(), { log: (m) => logs.push(m) });
-  const changed = Object.keys(s2.certs).filter((id) => s2.certs[id]!.cert !== s1.certs[id]!.cert);
+  const changed = (Object.keys(s2.certs) as CertId[]).filter((id) => s2.certs[id]!.cert !== s1.certs[id]!.cert);
   assert.deepEqual(changed, ['front-proxy-ca', 'front-proxy-client']);
   assert.deepEqual(logs, [
     `created CA ${pki(state, 'front-proxy-ca.crt')}`,
@@ -89,8 +91,8 @@ test('changing certValidityDays reissues every leaf, never a CA', async (t) => {
   const state = await tempState(t);
   const s1 = await loadOrCreateSecrets(state, haSpec());
   const s2 = await loadOrCreateSecrets(state, haSpec({ pki: { keyAlgorithm: 'ecdsa-p256', caValidityDays: 100, certValidityDays: 90 } }));
-  for (const [id, ck] of Object.entries(s2.certs)) {
-    const isCa = id === 'ca' || id === 'front-proxy-ca' || id === 'etcd/ca';
+  for (const [id, ck] of Object.entries(s2.certs) as [CertId, CertKey][]) {
+    const isCa = (CA_IDS as readonly CertId[]).includes(id);
     assert.equal(ck.cert === s1.certs[id]!.cert, isCa, id);
   }
 });

@@ -1,6 +1,8 @@
 // The cluster's secrets as the planner sees them: PEM strings and tokens, already
 // loaded from (or created in) the state directory by secrets/store.ts.
 
+import type { ClusterCertId, MemberCertId } from './certlist.ts';
+
 export interface CertKey {
   /** PEM certificate */
   cert: string;
@@ -8,9 +10,12 @@ export interface CertKey {
   key: string;
 }
 
+/** Every cluster-wide certificate, and each etcd member's pair by its id (certlist.ts). */
+export type Certs = Record<ClusterCertId, CertKey> & { [id: MemberCertId]: CertKey | undefined };
+
 export interface Secrets {
   /** by certificate id from certlist.ts: 'ca', 'apiserver', 'etcd/ca', 'etcd/server/cp1', ... */
-  certs: Record<string, CertKey>;
+  certs: Certs;
   /** service-account signing key pair (kubeadm sa.key / sa.pub), PEM */
   serviceAccount: { key: string; pub: string };
   /** kubelet TLS bootstrap token: id [a-z0-9]{6}, secret [a-z0-9]{16} */

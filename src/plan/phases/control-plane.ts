@@ -6,6 +6,7 @@ import { apiHost, etcdMembers, hasRole, type Machine, type Spec } from '../../sp
 import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
+import type { ClusterCertId } from '../../secrets/certlist.ts';
 import { APISERVER_PORT, BIN, ETCD_PKI, K8S, PKI, UNITS } from '../paths.ts';
 import { ETCD_CLIENT_PORT } from './etcd.ts';
 import { POD_SLICE_PREFIX } from '../pod-slices.ts';
@@ -129,12 +130,12 @@ const AUDIT_POLICY = {
 function machineFiles(ctx: PhaseContext, m: Machine): File[] {
   if (!hasRole(m, 'control-plane')) return [];
   const { spec, secrets, version } = ctx;
-  const ca = secrets.certs.ca!.cert;
+  const ca = secrets.certs.ca.cert;
   // Local components talk to their own apiserver, so a control-plane machine keeps
   // working while the VIP moves.
   const local = `https://${m.ip}:${apiserverPort(spec)}`;
-  const conf = (user: string, id: string) =>
-    kubeconfig({ cluster: spec.name, server: local, caCert: ca, user: { name: user, clientCert: secrets.certs[id]!.cert, clientKey: secrets.certs[id]!.key } });
+  const conf = (user: string, id: ClusterCertId) =>
+    kubeconfig({ cluster: spec.name, server: local, caCert: ca, user: { name: user, clientCert: secrets.certs[id].cert, clientKey: secrets.certs[id].key } });
   const encryption = {
     apiVersion: 'apiserver.config.k8s.io/v1',
     kind: 'EncryptionConfiguration',
@@ -187,7 +188,7 @@ function clusterFiles(ctx: PhaseContext): File[] {
       path: 'admin.conf',
       mode: 0o600,
       secret: true,
-      contents: kubeconfig({ cluster: spec.name, server, caCert: secrets.certs.ca!.cert, user: { name: 'kubernetes-admin', clientCert: secrets.certs.admin!.cert, clientKey: secrets.certs.admin!.key } }),
+      contents: kubeconfig({ cluster: spec.name, server, caCert: secrets.certs.ca.cert, user: { name: 'kubernetes-admin', clientCert: secrets.certs.admin.cert, clientKey: secrets.certs.admin.key } }),
     },
   ];
 }

@@ -148,7 +148,7 @@ function kubeletFiles(ctx: PhaseContext, m: Machine): File[] {
       mode: 0o600,
       secret: true,
       contents: once(ctx, 'bootstrap-kubeconfig', () =>
-        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'kubelet-bootstrap', token } })),
+        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca.cert, user: { name: 'kubelet-bootstrap', token } })),
     },
     { path: `${UNITS}/kubelet.service`, mode: 0o644, contents: unit },
   ];
@@ -166,14 +166,14 @@ function kubeProxyFiles(ctx: PhaseContext, m: Machine): File[] {
     hostnameOverride: m.name,
     bindAddress: '0.0.0.0',
   };
-  const kp = secrets.certs['kube-proxy']!;
+  const kp = secrets.certs['kube-proxy'];
   return [
     {
       path: conf,
       mode: 0o600,
       secret: true,
       contents: once(ctx, 'kube-proxy-kubeconfig', () =>
-        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca!.cert, user: { name: 'system:kube-proxy', clientCert: kp.cert, clientKey: kp.key } })),
+        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca.cert, user: { name: 'system:kube-proxy', clientCert: kp.cert, clientKey: kp.key } })),
     },
     { path: '/var/lib/kube-proxy/config.yaml', mode: 0o644, contents: stringify(config) },
     {

@@ -3,14 +3,15 @@
 // cluster CA certificate, etcd members only their own server/peer keys, and the CA and
 // service-account keys go only to control-plane machines.
 import { hasRole, type Machine, type Role } from '../../spec/types.ts';
+import { clusterCert, MEMBER_FILES, type CertId, type ClusterCertId, type FileCertId } from '../../secrets/certlist.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
-import { ETCD_PKI, PKI } from '../paths.ts';
+import { PKI } from '../paths.ts';
 
 interface Row {
   /** certificate id in the secrets (per-member ids take the machine) */
-  id: (m: Machine) => string;
-  /** path on the machine without the .crt/.key extension */
-  path: string;
+  id: (m: Machine) => CertId;
+  /** its file under PKI, without .crt/.key: from the certificate list, the one place names live */
+  file: string;
   /** roles whose machines receive the certificate */
   cert: Role[] | 'all';
   /** roles whose machines also receive the private key */
@@ -18,16 +19,17 @@ interface Row {
 }
 
 const ALL: Role[] = ['control-plane', 'etcd', 'worker'];
+const cluster = (id: FileCertId, cert: Row['cert'], key: Role[]): Row => ({ id: () => id, file: clusterCert(id).file, cert, key });
 const TABLE: Row[] = [
-  { id: () => 'ca', path: `${PKI}/ca`, cert: 'all', key: ['control-plane'] }, // controller-manager signs kubelet CSRs
-  { id: () => 'front-proxy-ca', path: `${PKI}/front-proxy-ca`, cert: ['control-plane'], key: [] },
-  { id: () => 'etcd/ca', path: `${ETCD_PKI}/ca`, cert: ['control-plane', 'etcd'], key: [] },
-  { id: () => 'apiserver', path: `${PKI}/apiserver`, cert: ['control-plane'], key: ['control-plane'] },
-  { id: () => 'apiserver-kubelet-client', path: `${PKI}/apiserver-kubelet-client`, cert: ['control-plane'], key: ['control-plane'] },
-  { id: () => 'front-proxy-client', path: `${PKI}/front-proxy-client`, cert: ['control-plane'], key: ['control-plane'] },
-  { id: () => 'apiserver-etcd-client', path: `${PKI}/apiserver-etcd-client`, cert: ['control-plane'], key: ['control-plane'] },
-  { id: (m) => `etcd/server/${m.name}`, path: `${ETCD_PKI}/server`, cert: ['etcd'], key: ['etcd'] },
-  { id: (m) => `etcd/peer/${m.name}`, path: `${ETCD_PKI}/peer`, cert: ['etcd'], key: ['etcd'] },
+  cluster('ca', 'all', ['control-plane']), // controller-manager signs kubelet CSRs
+  cluster('front-proxy-ca', ['control-plane'], []),
+  cluster('etcd/ca', ['control-plane', 'etcd'], []),
+  cluster('apiserver', ['control-plane'], ['control-plane']),
+  cluster('apiserver-kubelet-client', ['control-plane'], ['control-plane']),
+  cluster('front-proxy-client', ['control-plane'], ['control-plane']),
+  cluster('apiserver-etcd-client', ['control-plane'], ['control-plane']),
+  { id: (m) => `etcd/server/${m.name}`, file: MEMBER_FILES.server, cert: ['etcd'], key: ['etcd'] },
+  { id: (m) => `etcd/peer/${m.name}`, file: MEMBER_FILES.peer, cert: ['etcd'], key: ['etcd'] },
 ];
 
 const receives = (m: Machine, roles: Role[] | 'all') => (roles === 'all' ? ALL : roles).some((r) => hasRole(m, r));
@@ -38,8 +40,9 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
     if (!receives(m, row.cert)) continue;
     const pair = ctx.secrets.certs[row.id(m)];
     if (!pair) throw new Error(`secrets have no certificate ${row.id(m)} (state directory out of date?)`);
-    files.push({ path: `${row.path}.crt`, mode: 0o644, contents: pair.cert });
-    if (receives(m, row.key)) files.push({ path: `${row.path}.key`, mode: 0o600, contents: pair.key, secret: true });
+    const path = `${PKI}/${row.file}`;
+    files.push({ path: `${path}.crt`, mode: 0o644, contents: pair.cert });
+    if (receives(m, row.key)) files.push({ path: `${path}.key`, mode: 0o600, contents: pair.key, secret: true });
   }
   if (hasRole(m, 'control-plane')) {
     files.push({ path: `${PKI}/sa.key`, mode: 0o600, contents: ctx.secrets.serviceAccount.key, secret: true });
@@ -48,8 +51,8 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
   return files;
 }
 
-/** The operator's copy in DIR/cluster/pki, with kubeadm's file names. */
-const CLUSTER_IDS = [
+/** The operator's copy in DIR/cluster/pki, with kubeadm's file names (the ids). */
+const CLUSTER_IDS: ClusterCertId[] = [
   'ca', 'apiserver', 'apiserver-kubelet-client', 'front-proxy-ca', 'front-proxy-client',
   'apiserver-etcd-client', 'etcd/ca', 'etcd/healthcheck-client',
 ];
@@ -57,7 +60,7 @@ const CLUSTER_IDS = [
 function clusterFiles(ctx: PhaseContext): File[] {
   const files: File[] = [];
   for (const id of CLUSTER_IDS) {
-    const pair = ctx.secrets.certs[id]!;
+    const pair = ctx.secrets.certs[id];
     files.push({ path: `pki/${id}.crt`, mode: 0o644, contents: pair.cert });
     files.push({ path: `pki/${id}.key`, mode: 0o600, contents: pair.key, secret: true });
   }
