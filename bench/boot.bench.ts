@@ -52,7 +52,8 @@ const row = (scenario: string, t: BootTimeline, note = '') =>
 
 /** Boot `names` at once (each reprovisioned first, so each installs); their timelines. */
 async function boot(scenario: string, names: Name[], opts: { firmware?: 'bios' | 'uefi'; pxelinux?: boolean } = {}): Promise<void> {
-  for (const n of names) await q.api(`/api/v1/machines/${n}/reprovision`, 'POST');
+  // reprovision rotates the machine's report token: q.reprovision renders again, so the digest compared below is the new one
+  for (const n of names) await q.reprovision(n);
   const t0 = performance.now();
   const started = await Promise.all(names.map((n) => Vm.start(q.lab.hub, { name: `${n}-${vms.length}`, mac: MACHINES[n], dir: join(q.lab.dir, 'vms'), ...(opts.firmware ? { firmware: opts.firmware } : {}) })));
   vms.push(...started);
