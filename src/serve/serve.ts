@@ -23,7 +23,7 @@ import { Assets } from './http/assets.ts';
 import { startTftpServer } from './tftp/server.ts';
 import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, type DhcpPorts } from './dhcp/index.ts';
 import { stageTftpRoot } from './tftp-root.ts';
-import { LOCAL_BOOT_PXELINUX } from './site.ts';
+import { bootAnswer } from './boot-answers.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { rotateMachineToken } from '../secrets/store.ts';
@@ -106,11 +106,11 @@ function pxelinuxMenu(path: string, site: () => Site, inventory: Inventory, life
     const file = path === 'pxelinux.cfg/default' ? site().file('pxe/pxelinux.cfg/default') : undefined;
     return file === undefined ? undefined : Buffer.from(file);
   }
-  const { machine, action } = inventory.getByMac(m[1]!);
-  if (!machine) return action === 'local' ? Buffer.from(LOCAL_BOOT_PXELINUX(`unknown machine ${m[1]}`)) : undefined;
-  if (action !== 'install') return Buffer.from(LOCAL_BOOT_PXELINUX(`${machine.name} is installed`));
-  lifecycle.observe(machine.name, 'booting', 'tftp', { detail: { path } });
-  return Buffer.from(site().pxelinuxConfig(machine.mac)!);
+  const answer = bootAnswer('pxelinux', m[1]!, inventory.getByMac(m[1]!));
+  if (answer.kind === 'none') return undefined;
+  if (answer.kind === 'local') return Buffer.from(answer.body);
+  lifecycle.observe(answer.machine.name, 'booting', 'tftp', { detail: { path } });
+  return Buffer.from(site().pxelinuxConfig(answer.machine.mac)!);
 }
 
 /** Guide 03's Q&A: a second DHCP server on the segment breaks installs in confusing ways. */

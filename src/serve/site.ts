@@ -35,7 +35,3 @@ export class Site {
     return this.file(`pxe/pxelinux.cfg/01-${macHyphen(mac)}`);
   }
 }
-
-/** What a machine that must not install gets: back to the firmware, which boots the disk. */
-export const LOCAL_BOOT_IPXE = (why: string) => `#!ipxe\necho Slipway: ${why}: booting from local disk\nexit\n`;
-export const LOCAL_BOOT_PXELINUX = (why: string) => `# Slipway: ${why}\nDEFAULT local\nLABEL local\n  LOCALBOOT 0\n`;

@@ -7,9 +7,8 @@
 import { copyFile, link, lstat, mkdir, realpath, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './log.ts';
-import { LOADERS, PXELINUX_INITRD, PXELINUX_KERNEL } from '../plan/phases/pxe/boot.ts';
+import { LOADERS, PXELINUX_INITRD, PXELINUX_KERNEL, PXELINUX } from '../plan/phases/pxe/boot.ts';
 
-export const PXELINUX = 'pxelinux.0';
 
 /** name in the TFTP root → where Debian's packages put it (ipxe.efi: a symlink to /boot/ipxe.efi) */
 export const DEBIAN_LOADERS: Record<string, string> = {

@@ -13,10 +13,9 @@
 // Relays (RFC 2131 §4.3.1, RFC 3046): the segment is chosen by giaddr, the reply goes back
 // to the relay (server.ts), and option 82 is echoed.
 import { broadcast, contains, formatIp, netmask, parseCidr, type Ipv4Net } from '../../lib/ipv4.ts';
-import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, LOADERS, type BootUrls } from '../../plan/phases/pxe/boot.ts';
+import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, bootRuleFor, type BootUrls } from '../../plan/phases/pxe/boot.ts';
 import type { Machine } from '../../spec/types.ts';
 import type { Inventory, Lookup } from '../inventory.ts';
-import { PXELINUX } from '../tftp-root.ts';
 import type { LeaseStore, Pool } from './leases.ts';
 import {
   BOOTREPLY,
@@ -153,13 +152,10 @@ export interface BootChoice {
   vendorClass?: string;
 }
 
-/** The loader for a kind of client: dhcpd.conf's if/elsif chain, in the same order. */
+/** The loader for a kind of client: the first of BOOT_RULES that fits, as every export decides. */
 export function bootFor(c: ClientInfo, urls: PolicyContext['bootUrls'], loader: PolicyContext['loader'] = 'ipxe'): BootChoice {
-  // iPXE first: it sends option 93 too, and a loader again would chain-load forever.
-  if (c.ipxe) return { file: urls.bootScript, tftp: false };
-  if (c.arch === ARCH.efiX64Http) return { file: urls.httpBootLoader, tftp: false, vendorClass: HTTP_CLIENT_CLASS };
-  if (c.arch === ARCH.efiBC || c.arch === ARCH.efiX64) return { file: LOADERS.efi, tftp: true };
-  return { file: loader === 'pxelinux' ? PXELINUX : LOADERS.bios, tftp: true };
+  const rule = bootRuleFor(c);
+  return { file: rule.file(urls, loader), tftp: rule.tftp, ...(rule.vendorClass ? { vendorClass: rule.vendorClass } : {}) };
 }
 
 // --- entry point -----------------------------------------------------------------------

@@ -9,7 +9,8 @@ import type { Inventory } from '../inventory.ts';
 import { normalizeMac } from '../inventory.ts';
 import type { Lifecycle } from '../../lifecycle/lifecycle.ts';
 import { counter, histogram } from '../metrics.ts';
-import { LOCAL_BOOT_IPXE, type Site } from '../site.ts';
+import type { Site } from '../site.ts';
+import { bootAnswer } from '../boot-answers.ts';
 import { Assets } from './assets.ts';
 import { arpTableMac, type MacOf } from './neighbors.ts';
 import { guardConnections } from './connections.ts';
@@ -79,10 +80,10 @@ export function coreRoutes(ctx: HttpContext): Handler {
       const mac = normalizeMac(m[1]!);
       const inv = ctx.inventory();
       inv.seen(mac, 'http', { path });
-      const { machine, action } = inv.getByMac(mac);
-      if (!machine) return action === 'local' ? send(res, 200, LOCAL_BOOT_IPXE(`unknown machine ${mac}`)) : send(res, 404, `unknown machine ${mac}\n`);
-      if (action !== 'install') return send(res, 200, LOCAL_BOOT_IPXE(`${machine.name} is installed`));
-      ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
+      const answer = bootAnswer('ipxe', mac, inv.getByMac(mac));
+      if (answer.kind === 'none') return send(res, 404, `unknown machine ${mac}\n`);
+      if (answer.kind === 'local') return send(res, 200, answer.body);
+      ctx.lifecycle.observe(answer.machine.name, 'booting', 'http', { detail: { path } });
       const body = site.file(`pxe/ipxe/mac/${m[1]!.toLowerCase()}.ipxe`);
       return body ? send(res, 200, body) : false;
     }
@@ -90,7 +91,8 @@ export function coreRoutes(ctx: HttpContext): Handler {
     if (m) {
       const machine = site.machine(m[1]!);
       if (!machine) return false;
-      if (ctx.lifecycle.bootAction(machine.name) !== 'install') return send(res, 200, LOCAL_BOOT_IPXE(`${machine.name} is installed`));
+      const answer = bootAnswer('ipxe', machine.mac, { machine, action: ctx.lifecycle.bootAction(machine.name) });
+      if (answer.kind === 'local') return send(res, 200, answer.body); // a known machine is never 'none'
       ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
       return send(res, 200, site.file(`pxe/ipxe/${machine.name}.ipxe`)!);
     }

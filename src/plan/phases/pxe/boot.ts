@@ -46,6 +46,68 @@ export const IPXE_USER_CLASS = 'iPXE';
 /** UEFI HTTP boot clients only accept offers that echo this vendor class (option 60). */
 export const HTTP_CLIENT_CLASS = 'HTTPClient';
 
+/** PXELINUX itself, relative to TFTP_ROOT: what BIOS clients get instead of iPXE with `serve --loader pxelinux`. */
+export const PXELINUX = 'pxelinux.0';
+
+/**
+ * Firmware and loader → what it is handed, in order: the first rule whose match fits
+ * wins. The DHCP policy (serve/dhcp/policy.ts) and the dhcpd, Kea and dnsmasq exports
+ * all render from this one table; the real-DHCP-server tests prove they agree.
+ */
+export interface BootRule {
+  /** the kind of client: Kea's class name, dnsmasq's tag */
+  name: 'ipxe' | 'efi-http' | 'efi-x64' | 'bios';
+  /**
+   * iPXE by its user class (option 77), firmware by its architecture (option 93);
+   * undefined: every client no earlier rule took (arch 0, or no option 93 at all)
+   */
+  match: { userClass: string } | { arch: readonly number[] } | undefined;
+  /** what it is handed: a URL (fetched by HTTP) or a loader on the TFTP server */
+  file: (urls: Pick<BootUrls, 'bootScript' | 'httpBootLoader'>, loader: 'ipxe' | 'pxelinux') => string;
+  tftp: boolean;
+  /** an option 60 the offer must echo, or the client ignores it */
+  vendorClass?: string;
+  /** why, for the rendered configs' comments */
+  comment: string;
+}
+
+export const BOOT_RULES: readonly BootRule[] = [
+  {
+    name: 'ipxe',
+    match: { userClass: IPXE_USER_CLASS },
+    file: (u) => u.bootScript,
+    tftp: false,
+    comment: 'iPXE itself: give it the per-MAC dispatcher, never a loader again (it also sends option 93, and a loader would chain-load iPXE forever).',
+  },
+  {
+    name: 'efi-http',
+    match: { arch: [ARCH.efiX64Http] },
+    file: (u) => u.httpBootLoader,
+    tftp: false,
+    vendorClass: HTTP_CLIENT_CLASS,
+    comment: `UEFI HTTP boot: the firmware fetches the URL itself, and ignores offers that do not echo vendor class ${HTTP_CLIENT_CLASS}.`,
+  },
+  {
+    name: 'efi-x64',
+    match: { arch: [ARCH.efiBC, ARCH.efiX64] },
+    file: () => LOADERS.efi,
+    tftp: true,
+    comment: 'UEFI x64 PXE (firmware sends 7 or 9): iPXE over the firmware SNP driver, by TFTP.',
+  },
+  {
+    name: 'bios',
+    match: undefined,
+    file: (_, loader) => (loader === 'pxelinux' ? PXELINUX : LOADERS.bios),
+    tftp: true,
+    comment: 'Everything else is BIOS PXE (arch 0 or no option 93): iPXE over UNDI, by TFTP.',
+  },
+];
+
+/** The rule for a client: iPXE (it said so by user class) or its firmware architecture. */
+export function bootRuleFor(client: { userClasses: readonly string[]; arch?: number }): BootRule {
+  return BOOT_RULES.find((r) => !r.match || ('userClass' in r.match ? client.userClasses.includes(r.match.userClass) : client.arch !== undefined && r.match.arch.includes(client.arch)))!;
+}
+
 /** PXELINUX paths, relative to TFTP_ROOT (the directory pxelinux.0 lives in). */
 export const PXELINUX_KERNEL = 'os/vmlinuz';
 export const PXELINUX_INITRD = 'os/initrd.img';

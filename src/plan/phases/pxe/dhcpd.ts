@@ -5,7 +5,7 @@
 // machines to get their planned addresses while installing.
 import { netmask, broadcast, formatIp } from '../../../lib/ipv4.ts';
 import type { Spec } from '../../../spec/types.ts';
-import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, LOADERS, bootUrls } from './boot.ts';
+import { BOOT_RULES, bootUrls } from './boot.ts';
 import { dhcpdString, hex16 } from './text.ts';
 
 export function dhcpdConf(spec: Spec): string {
@@ -28,20 +28,20 @@ export function dhcpdConf(spec: Spec): string {
     '# Option 93: the client\'s firmware architecture (RFC 4578).',
     'option arch code 93 = unsigned integer 16;',
     '',
-    '# The loader each kind of client gets. iPXE is asked first: it also sends option 93,',
-    '# and handing it a loader again would chain-load iPXE forever.',
-    `if exists user-class and option user-class = ${q(IPXE_USER_CLASS)} {`,
-    `  filename ${q(u.bootScript)};`,
-    `} elsif option arch = ${hex16(ARCH.efiX64Http)} {`,
-    '  # UEFI HTTP boot: the firmware fetches the URL itself, and ignores offers that do',
-    `  # not echo vendor class ${HTTP_CLIENT_CLASS}.`,
-    `  option vendor-class-identifier ${q(HTTP_CLIENT_CLASS)};`,
-    `  filename ${q(u.httpBootLoader)};`,
-    `} elsif option arch = ${hex16(ARCH.efiBC)} or option arch = ${hex16(ARCH.efiX64)} {`,
-    `  filename ${q(LOADERS.efi)};`,
-    '} else {',
-    '  # BIOS PXE (arch 0, or no option 93 at all)',
-    `  filename ${q(LOADERS.bios)};`,
+    '# The loader each kind of client gets, first match wins (the same table serve answers from).',
+    ...BOOT_RULES.flatMap((r, i) => {
+      const cond = !r.match
+        ? undefined
+        : 'userClass' in r.match
+          ? `exists user-class and option user-class = ${q(r.match.userClass)}`
+          : r.match.arch.map((a) => `option arch = ${hex16(a)}`).join(' or ');
+      return [
+        i === 0 ? `if ${cond} {` : cond ? `} elsif ${cond} {` : '} else {',
+        `  # ${r.comment}`,
+        ...(r.vendorClass ? [`  option vendor-class-identifier ${q(r.vendorClass)};`] : []),
+        `  filename ${q(r.file(u, 'ipxe'))};`,
+      ];
+    }),
     '}',
     '# TFTP server for the loaders',
     `next-server ${spec.provisioner.address};`,

@@ -4,7 +4,10 @@
 // where it is an example for your own server) it is a complete DHCP + TFTP service.
 import { formatIp, netmask } from '../../../lib/ipv4.ts';
 import type { Spec } from '../../../spec/types.ts';
-import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, LOADERS, TFTP_ROOT, bootUrls } from './boot.ts';
+import { ARCH, BOOT_RULES, TFTP_ROOT, bootUrls } from './boot.ts';
+
+/** dnsmasq's names for the PXE client system types a ProxyDHCP pxe-service line takes, by option-93 arch. */
+const PROXY_CSA: Record<number, string> = { [ARCH.bios]: 'x86PC', [ARCH.efiBC]: 'BC_EFI', [ARCH.efiX64]: 'x86-64_EFI' };
 import { dnsmasqValue as v } from './text.ts';
 import { ifname } from '../../guard.ts';
 
@@ -25,14 +28,13 @@ export function dnsmasqConf(spec: Spec): string {
     'bind-dynamic',
     'log-dhcp',
     '',
-    '# Tags for the kinds of client. iPXE announces itself by user class (and option 175).',
-    `dhcp-userclass=set:ipxe,${v(IPXE_USER_CLASS)}`,
-    'dhcp-match=set:ipxe,175',
-    `dhcp-match=set:efi-x86_64,option:client-arch,${ARCH.efiBC}`,
-    `dhcp-match=set:efi-x86_64,option:client-arch,${ARCH.efiX64}`,
-    `dhcp-match=set:efi-http,option:client-arch,${ARCH.efiX64Http}`,
+    '# Tags for the kinds of client (BOOT_RULES: iPXE by its user class, firmware by option 93).',
+    ...BOOT_RULES.flatMap((r) =>
+      !r.match ? [] : 'userClass' in r.match ? [`dhcp-userclass=set:${r.name},${v(r.match.userClass)}`] : r.match.arch.map((a) => `dhcp-match=set:${r.name},option:client-arch,${a}`),
+    ),
     '',
   ];
+  const ipxe = BOOT_RULES.find((r) => r.name === 'ipxe')!;
   if (proxy) {
     out.push(
       '# ProxyDHCP: the existing DHCP server keeps handing out addresses; dnsmasq answers',
@@ -41,13 +43,12 @@ export function dnsmasqConf(spec: Spec): string {
       `dhcp-range=${net},proxy,${mask}`,
       '# one service per architecture: boot it at once instead of showing a menu',
       'pxe-prompt="Slipway",0',
-      `pxe-service=tag:!ipxe,x86PC,"Slipway: iPXE (BIOS)",${v(LOADERS.bios)}`,
-      `pxe-service=tag:!ipxe,BC_EFI,"Slipway: iPXE (UEFI)",${v(LOADERS.efi)}`,
-      `pxe-service=tag:!ipxe,x86-64_EFI,"Slipway: iPXE (UEFI)",${v(LOADERS.efi)}`,
+      // the TFTP rules, per PXE client system type (the last rule, no match, is BIOS: arch 0)
+      ...BOOT_RULES.filter((r) => r.tftp).flatMap((r) =>
+        (r.match && 'arch' in r.match ? r.match.arch : [ARCH.bios]).map((a) => `pxe-service=tag:!${ipxe.name},${PROXY_CSA[a]},"Slipway: iPXE (${a === ARCH.bios ? 'BIOS' : 'UEFI'})",${v(r.file(u, 'ipxe'))}`),
+      ),
       '# iPXE asks again; send it the per-MAC dispatcher (a loader again would loop).',
-      `pxe-service=tag:ipxe,x86PC,"Slipway",${v(u.bootScript)}`,
-      `pxe-service=tag:ipxe,BC_EFI,"Slipway",${v(u.bootScript)}`,
-      `pxe-service=tag:ipxe,x86-64_EFI,"Slipway",${v(u.bootScript)}`,
+      ...Object.values(PROXY_CSA).map((csa) => `pxe-service=tag:${ipxe.name},${csa},"Slipway",${v(ipxe.file(u, 'ipxe'))}`),
       '# UEFI HTTP boot needs a full DHCP server naming the URL; it is not served by ProxyDHCP.',
     );
   } else {
@@ -63,14 +64,16 @@ export function dnsmasqConf(spec: Spec): string {
     for (const m of spec.machines) out.push(`dhcp-host=${m.mac},${m.ip},${v(m.name)}`);
     out.push(
       '',
-      '# Boot files, one kind of client each (the tags are exclusive, so the order of these',
-      '# lines does not matter). iPXE gets the per-MAC dispatcher; a loader again would loop.',
-      `dhcp-boot=tag:ipxe,${v(u.bootScript)}`,
-      `# UEFI HTTP boot fetches the URL itself and needs vendor class ${HTTP_CLIENT_CLASS} echoed.`,
-      `dhcp-option-force=tag:!ipxe,tag:efi-http,option:vendor-class,${HTTP_CLIENT_CLASS}`,
-      `dhcp-boot=tag:!ipxe,tag:efi-http,${v(u.httpBootLoader)}`,
-      `dhcp-boot=tag:!ipxe,tag:efi-x86_64,${v(LOADERS.efi)},,${prov}`,
-      `dhcp-boot=tag:!ipxe,tag:!efi-x86_64,tag:!efi-http,${v(LOADERS.bios)},,${prov}`,
+      '# Boot files, one kind of client each (BOOT_RULES in order: each excludes the tags',
+      '# before it, so the tags are exclusive and the order of these lines does not matter).',
+      ...BOOT_RULES.flatMap((r, i) => {
+        const tags = [...BOOT_RULES.slice(0, i).map((e) => `tag:!${e.name}`), ...(r.match ? [`tag:${r.name}`] : [])].join(',');
+        return [
+          `# ${r.comment}`,
+          ...(r.vendorClass ? [`dhcp-option-force=${tags},option:vendor-class,${r.vendorClass}`] : []),
+          `dhcp-boot=${tags},${v(r.file(u, 'ipxe'))}${r.tftp ? `,,${prov}` : ''}`,
+        ];
+      }),
     );
   }
   out.push('', '# The loaders (and PXELINUX, for pxelinux.cfg/) are served from here.', 'enable-tftp', `tftp-root=${TFTP_ROOT}`);

@@ -6,7 +6,7 @@
 // so the explanations live in "comment" fields, which Kea keeps as user context.
 import { broadcast } from '../../../lib/ipv4.ts';
 import type { Spec } from '../../../spec/types.ts';
-import { ARCH, HTTP_CLIENT_CLASS, IPXE_USER_CLASS, LOADERS, bootUrls } from './boot.ts';
+import { BOOT_RULES, bootUrls } from './boot.ts';
 import { ifname } from '../../guard.ts';
 
 const arch = (n: number) => `option[93].hex == 0x${n.toString(16).padStart(4, '0')}`;
@@ -19,7 +19,6 @@ const lit = (s: string): string => {
 export function keaConfig(spec: Spec): object {
   const d = spec.provisioner.dhcp;
   const u = bootUrls(spec);
-  const notIpxe = "not member('ipxe')";
   const optionData: object[] = [{ name: 'broadcast-address', data: broadcast(d.subnet) }];
   if (d.router) optionData.push({ name: 'routers', data: d.router });
   if (d.dns.length) optionData.push({ name: 'domain-name-servers', data: d.dns.join(', ') });
@@ -35,33 +34,22 @@ export function keaConfig(spec: Spec): object {
       'renew-timer': 900,
       'rebind-timer': 1800,
       authoritative: d.mode === 'full',
-      'client-classes': [
-        {
-          name: 'ipxe',
-          comment: 'iPXE itself: give it the per-MAC dispatcher, never a loader again (that would loop).',
-          test: `substring(option[77].hex,0,${IPXE_USER_CLASS.length}) == ${lit(IPXE_USER_CLASS)}`,
-          'boot-file-name': u.bootScript,
-        },
-        {
-          name: 'efi-http',
-          comment: `UEFI HTTP boot: fetches the URL itself and only accepts offers echoing vendor class ${HTTP_CLIENT_CLASS}.`,
-          test: `${arch(ARCH.efiX64Http)} and ${notIpxe}`,
-          'boot-file-name': u.httpBootLoader,
-          'option-data': [{ name: 'vendor-class-identifier', data: HTTP_CLIENT_CLASS, 'always-send': true }],
-        },
-        {
-          name: 'efi-x64',
-          comment: 'UEFI x64 PXE (firmware sends 7 or 9): iPXE over the firmware SNP driver, by TFTP.',
-          test: `(${arch(ARCH.efiBC)} or ${arch(ARCH.efiX64)}) and ${notIpxe}`,
-          'boot-file-name': LOADERS.efi,
-        },
-        {
-          name: 'bios',
-          comment: 'Everything else is BIOS PXE (arch 0 or no option 93): iPXE over UNDI, by TFTP.',
-          test: `${notIpxe} and not member('efi-http') and not member('efi-x64')`,
-          'boot-file-name': LOADERS.bios,
-        },
-      ],
+      // BOOT_RULES in order; Kea evaluates every class, so each also excludes the ones before.
+      'client-classes': BOOT_RULES.map((r, i) => {
+        const earlier = BOOT_RULES.slice(0, i).map((e) => `not member(${lit(e.name)})`);
+        const own = !r.match
+          ? []
+          : 'userClass' in r.match
+            ? [`substring(option[77].hex,0,${r.match.userClass.length}) == ${lit(r.match.userClass)}`]
+            : [r.match.arch.length > 1 ? `(${r.match.arch.map(arch).join(' or ')})` : arch(r.match.arch[0]!)];
+        return {
+          name: r.name,
+          comment: r.comment,
+          test: [...own, ...earlier].join(' and '),
+          'boot-file-name': r.file(u, 'ipxe'),
+          ...(r.vendorClass ? { 'option-data': [{ name: 'vendor-class-identifier', data: r.vendorClass, 'always-send': true }] } : {}),
+        };
+      }),
       subnet4: [
         {
           id: 1,
