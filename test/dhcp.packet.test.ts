@@ -2,6 +2,7 @@
 // helpers, and a bounded fuzz run (random and mutated packets: decode either returns a
 // packet that survives encode/decode unchanged, or throws DhcpParseError; nothing else,
 // and nothing slow).
+import { parseIp } from '../src/lib/ipv4.ts';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -21,7 +22,6 @@ import {
   encode,
   encodeSubOptions,
   ipOpt,
-  ipToInt,
   macOf,
   messageType,
   optIp,
@@ -211,12 +211,14 @@ describe('parse errors', () => {
 });
 
 describe('addresses', () => {
-  test('ipToInt reads dotted quads and refuses anything else', () => {
-    assert.equal(ipToInt('10.20.30.2'), 0x0a141e02);
-    assert.equal(ipToInt('255.255.255.255'), 0xffffffff);
-    assert.equal(ipToInt('0.0.0.0'), 0);
-    for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.0.0.1', '1..2.3', 'a.b.c.d', '1.2.3.4 ', '1234.1.1.1', '1.2.3.'])
-      assert.equal(ipToInt(bad), undefined, JSON.stringify(bad));
+  test('parseIp (the one IPv4 parser, lib/ipv4.ts) reads dotted quads and refuses anything else', () => {
+    assert.equal(parseIp('10.20.30.2'), 0x0a141e02);
+    assert.equal(parseIp('255.255.255.255'), 0xffffffff);
+    assert.equal(parseIp('0.0.0.0'), 0);
+    assert.equal(parseIp('10.0.100.0'), 0x0a006400);
+    // a leading zero is octal to inet_aton and decimal to others: refused, as the cluster file's addresses are
+    for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.0.0.1', '1..2.3', 'a.b.c.d', '1.2.3.4 ', '1234.1.1.1', '1.2.3.', '010.0.0.1', '1.2.3.00', '1.02.3.4'])
+      assert.equal(parseIp(bad), undefined, JSON.stringify(bad));
     assert.throws(() => ipOpt('10.20.30.256'), RangeError);
   });
 });

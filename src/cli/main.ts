@@ -7,7 +7,7 @@ import { parseClusterFile, hasErrors } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import { ClusterFileSchema } from '../spec/schema.ts';
 import { EXAMPLES, type ExampleShape } from '../spec/examples.ts';
-import type { Spec } from '../spec/types.ts';
+import { provisionerURL, type Spec } from '../spec/types.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { readTree, writeTreeAtomic } from '../render/write.ts';
@@ -214,7 +214,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     const timeout = a.timeout === undefined ? 0 : Number(a.timeout);
     if (!Number.isFinite(timeout) || timeout < 0) throw new UsageError('--timeout must be a number of seconds');
     return status({
-      server: a.server ?? `http://${spec.provisioner.address}:${spec.provisioner.httpPort}`,
+      server: a.server ?? provisionerURL(spec),
       tokenFile: a['token-file'] ?? defaultTokenFile(stateDirFor(file, a.state)),
       watch: a.watch ?? false,
       out: process.stdout,

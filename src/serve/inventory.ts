@@ -3,6 +3,7 @@
 // inventory knows the cluster file's machines and, through a state source, whether a
 // machine still has to be installed or should boot from its disk.
 import type { Machine, Spec } from '../spec/types.ts';
+import { normalizeMac } from '../lib/mac.ts';
 
 /** What a machine's next network boot does. */
 export type BootAction = 'install' | 'local' | 'ignore';
@@ -30,7 +31,6 @@ export interface InventoryOptions {
   onSeen?: (mac: string, via: Protocol, machine: Machine | undefined, detail?: Record<string, unknown>) => void;
 }
 
-export const normalizeMac = (mac: string): string => mac.toLowerCase().replace(/-/g, ':');
 
 export class SpecInventory implements Inventory {
   private readonly byMac = new Map<string, Machine>();

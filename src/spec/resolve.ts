@@ -1,5 +1,6 @@
 // Fill in every default of a valid cluster file, producing the Spec the planner reads.
 import { parseCidr } from '../lib/ipv4.ts';
+import { normalizeMac } from '../lib/mac.ts';
 import { NEWEST_VERSION } from '../plan/versions.ts';
 import type { ClusterFile } from './schema.ts';
 import type { Role, Spec } from './types.ts';
@@ -61,7 +62,7 @@ export function resolve(cf: ClusterFile): Spec {
       const [ip, prefix] = m.ip.split('/');
       return {
         name: m.name,
-        mac: m.mac.toLowerCase().replace(/-/g, ':'),
+        mac: normalizeMac(m.mac),
         ip: ip!,
         prefix: prefix === undefined ? subnet.prefix : Number(prefix),
         roles: [...new Set(m.roles)] as Role[],

@@ -67,3 +67,6 @@ export function apiHost(s: Spec): string {
 export function apiServerURL(s: Spec): string {
   return `https://${s.controlPlane.endpoint ?? apiHost(s)}:${s.controlPlane.port}`;
 }
+
+/** Where `slipway serve` answers: boot scripts, machine files, assets, the API. */
+export const provisionerURL = (s: Spec): string => `http://${s.provisioner.address}:${s.provisioner.httpPort}`;

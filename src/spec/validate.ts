@@ -2,6 +2,7 @@
 // and the shape of a sound cluster (etcd quorum, a VIP for HA). Runs on a file that
 // already has the right shape; returns every problem, never stops at the first.
 import { broadcast, contains, overlaps, parseCidr, parseIp, type Ipv4Net } from '../lib/ipv4.ts';
+import { MAC_RE, normalizeMac } from '../lib/mac.ts';
 import { isSupported, knownRelease, OLDEST_MINOR, NEWEST_MINOR } from '../plan/versions.ts';
 import type { ClusterFile } from './schema.ts';
 import { ROLES } from './schema.ts';
@@ -9,8 +10,6 @@ import type { PathSeg, Problem } from './problems.ts';
 import { DEFAULTS } from './resolve.ts';
 import { POD_SLICE_PREFIX, sliceCount } from '../plan/pod-slices.ts';
 
-export const MAC_RE = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/;
-export const normalizeMac = (mac: string): string => mac.toLowerCase().replace(/-/g, ':');
 const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 
 /**

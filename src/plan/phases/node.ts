@@ -5,7 +5,7 @@
 // fixed pod /24 (routes to the other machines' /24s are in host.ts's networkd file).
 import { stringify } from 'yaml';
 import { nthHost } from '../../lib/ipv4.ts';
-import { apiServerURL, hasRole, type Cni, type Machine } from '../../spec/types.ts';
+import { apiServerURL, hasRole, provisionerURL, type Cni, type Machine } from '../../spec/types.ts';
 import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
@@ -28,8 +28,6 @@ export function binariesFor(m: Machine, cni: Cni = 'flannel'): [string, string][
   for (const p of [...CNI_PLUGINS, ...(cni === 'flannel' ? ['flannel'] : [])]) out.push([`/opt/cni/bin/${p}`, `cni/${p}`]);
   return out;
 }
-
-export const assetsURL = (ctx: PhaseContext) => `http://${ctx.spec.provisioner.address}:${ctx.spec.provisioner.httpPort}`;
 
 /** Where fetch-binaries.sh keeps what it learnt: the last SHA256SUMS, and what was missing. */
 export const FETCH_STATE = '/var/lib/slipway';
@@ -72,7 +70,7 @@ echo "\${missing# }" > "$STATE/binaries-missing"
 `;
 
 function containerdFiles(ctx: PhaseContext): File[] {
-  const mirror = assetsURL(ctx);
+  const mirror = provisionerURL(ctx.spec);
   // Version 2 config: read by containerd 1.6/1.7 and migrated by 2.x.
   const config = `version = 2
 
@@ -281,7 +279,7 @@ function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
   const list = binariesFor(m, ctx.spec.network.cni).map(([dest, name]) => `${dest} ${name}`).join('\n') + '\n';
   return [
     { path: `${SLIPWAY}/binaries.list`, mode: 0o644, contents: list },
-    { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: once(ctx, 'fetch-script', () => FETCH_SCRIPT(assetsURL(ctx))) },
+    { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: once(ctx, 'fetch-script', () => FETCH_SCRIPT(provisionerURL(ctx.spec))) },
     {
       path: `${UNITS}/slipway-binaries.service`,
       mode: 0o644,

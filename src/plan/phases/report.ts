@@ -2,11 +2,11 @@
 // machine was done only when it called home): a small script and units that report
 // installing → installed → joined → ready, and every failed unit with its last log
 // lines, to POST /api/v1/report, authenticated by the machine's own token.
-import { apiServerURL } from '../../spec/types.ts';
+import { apiServerURL, provisionerURL } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { BIN, KUBELET_CLIENT_CERT, PKI, SLIPWAY, UNITS } from '../paths.ts';
-import { assetsURL, MISSING_LIST } from './node.ts';
+import { MISSING_LIST } from './node.ts';
 
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
 export const FAILURE_UNIT = 'slipway-report-failure@.service';
@@ -16,7 +16,7 @@ export const FAILURE_UNIT = 'slipway-report-failure@.service';
 const script = (ctx: PhaseContext, name: string) => `#!/bin/sh
 # Report this machine's provisioning progress to Slipway: report.sh STATE [REASON] [UNIT]
 set -u
-URL="${assetsURL(ctx)}/api/v1/report"
+URL="${provisionerURL(ctx.spec)}/api/v1/report"
 TOKEN=$(cat ${SLIPWAY}/report-token)
 SEQ_FILE=/var/lib/slipway/report-seq
 state=$1; reason=\${2:-}; unit=\${3:-}

@@ -21,7 +21,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Change, WorkerReply, WorkerRequest } from './leases-worker.ts';
 import { formatIp } from '../../lib/ipv4.ts';
-import { ipToInt } from './packet.ts';
+import { parseIp } from '../../lib/ipv4.ts';
 
 export type LeaseState = 'offered' | 'bound' | 'declined';
 
@@ -84,7 +84,7 @@ interface OfferHold {
 }
 
 const toInt = (ip: string): number => {
-  const n = ipToInt(ip);
+  const n = parseIp(ip);
   if (n === undefined) throw new RangeError(`not an IPv4 address: ${ip}`);
   return n;
 };
@@ -133,7 +133,7 @@ export class MemoryLeaseStore implements LeaseStore {
     const usable = (ip: number) => ip >= lo && ip <= hi && !opts.exclude(formatIp(ip)) && !this.heldByOther(ip, mac, opts.now);
     // RFC 2131 §4.3.1's order: the client's current or previous address, the one it asks for, then a new one.
     const previous = this.offers.get(mac)?.ip ?? this.rowByMac.get(mac);
-    const requested = opts.requested !== undefined ? ipToInt(opts.requested) : undefined;
+    const requested = opts.requested !== undefined ? parseIp(opts.requested) : undefined;
     let ip: number | undefined;
     if (previous !== undefined && usable(previous)) ip = previous;
     else if (requested !== undefined && usable(requested) && !this.rows.has(requested)) ip = requested;

@@ -8,6 +8,7 @@
 // resolved: options carried in the `file` and `sname` fields are merged in the order
 // RFC 3396 §7 gives (options field, then file, then sname) and the fields read as empty.
 // On encode, values longer than 255 bytes are split the same way.
+import { parseIp } from '../../lib/ipv4.ts';
 
 export const BOOTREQUEST = 1;
 export const BOOTREPLY = 2;
@@ -128,35 +129,8 @@ export class DhcpParseError extends Error {
 export const ZERO = '0.0.0.0';
 export const LIMITED_BROADCAST = '255.255.255.255';
 
-/**
- * Dotted quad → 32-bit number; undefined when malformed. A character loop rather than
- * split/map: every reply carries a dozen addresses, and this was a measurable share of
- * the server's CPU.
- */
-export function ipToInt(ip: string): number | undefined {
-  let n = 0;
-  let part = 0;
-  let digits = 0;
-  let dots = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c === 46 /* . */) {
-      if (digits === 0 || ++dots > 3) return undefined;
-      n = n * 256 + part;
-      part = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57 && digits < 3) {
-      part = part * 10 + (c - 48);
-      digits++;
-      if (part > 255) return undefined;
-    } else return undefined;
-  }
-  if (dots !== 3 || digits === 0) return undefined;
-  return n * 256 + part;
-}
-
 function ipInt(ip: string): number {
-  const n = ipToInt(ip);
+  const n = parseIp(ip);
   if (n === undefined) throw new RangeError(`not an IPv4 address: ${ip}`);
   return n;
 }

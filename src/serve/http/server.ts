@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log.ts';
 import type { Inventory } from '../inventory.ts';
-import { normalizeMac } from '../inventory.ts';
+import { normalizeMac } from '../../lib/mac.ts';
 import type { Lifecycle } from '../../lifecycle/lifecycle.ts';
 import { counter, histogram } from '../metrics.ts';
 import type { Site } from '../site.ts';

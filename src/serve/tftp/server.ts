@@ -19,6 +19,7 @@ import { realpath, stat } from 'node:fs/promises';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log.ts';
 import type { Inventory } from '../inventory.ts';
+import { normalizeMac } from '../../lib/mac.ts';
 import {
   DEFAULT_BLKSIZE,
   ERROR_CODE,
@@ -147,7 +148,7 @@ const ANSWERED_PARSE_ERRORS: ReadonlySet<string> = new Set<ParseReason>(['bad-mo
 /** A MAC in a request path: PXELINUX's pxelinux.cfg/01-<mac> and GRUB's grub.cfg-01-<mac>. */
 export function macInPath(path: string): string | undefined {
   const m = /(?:^|[/-])01-((?:[0-9a-f]{2}-){5}[0-9a-f]{2})$/i.exec(path);
-  return m ? m[1]!.toLowerCase().replace(/-/g, ':') : undefined;
+  return m ? normalizeMac(m[1]!) : undefined;
 }
 
 /** An open file ready to send: its reader, size and where it came from (for logs). */

@@ -22,7 +22,7 @@
 //   /machines/<name>/ignition.json  machines/<name>/ignition.json
 //   /machines/<name>/cloud-config.yml
 //   /assets/os/vmlinuz, /assets/os/initrd.img, /assets/ipxe/ipxe.efi
-import type { Machine, Spec } from '../../../spec/types.ts';
+import { provisionerURL, type Machine, type Spec } from '../../../spec/types.ts';
 
 /** Where the TFTP server's root is on the provisioner (dnsmasq's tftp-root). */
 export const TFTP_ROOT = '/var/lib/slipway/tftp';
@@ -130,7 +130,7 @@ export interface BootUrls {
 export const macHyphen = (mac: string): string => mac.toLowerCase().replace(/:/g, '-');
 
 export function bootUrls(spec: Spec): BootUrls {
-  const base = `http://${spec.provisioner.address}:${spec.provisioner.httpPort}`;
+  const base = provisionerURL(spec);
   return {
     base,
     bootScript: `${base}/boot.ipxe`,
