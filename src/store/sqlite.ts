@@ -142,7 +142,24 @@ export class SqliteStore implements Store {
   }
 
   acceptSeq(machine: string, seq: number): boolean {
-    return Number(this.q.acceptSeq!.run(machine, seq).changes) === 1;
+    return this.unsynced(() => Number(this.q.acceptSeq!.run(machine, seq).changes) === 1);
+  }
+
+  /**
+   * Run a write that needs to survive a crash of this process but not a power cut, without
+   * the fsync (WAL, synchronous=NORMAL): a machine can send reports that move nothing as
+   * fast as it likes, and an fsync each on this thread would stall DHCP, TFTP and HTTP.
+   * A report's seq is such a write: replaying a report that moved nothing cannot move
+   * anything later either (states only move forward; a reprovision changes the token), and
+   * a report that moves the state is made power-safe by its transition's own commit.
+   */
+  private unsynced<T>(fn: () => T): T {
+    this.db.exec('PRAGMA synchronous = NORMAL');
+    try {
+      return fn();
+    } finally {
+      this.db.exec('PRAGMA synchronous = FULL');
+    }
   }
 
   resetSeq(machine: string): void {
@@ -151,7 +168,8 @@ export class SqliteStore implements Store {
 
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void {
     const now = new Date().toISOString();
-    this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null);
+    // informational, and written for every packet of an unknown MAC: no fsync each
+    this.unsynced(() => this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null));
   }
 
   discovered(opts: { seenSince?: string; after?: string; limit?: number } = {}): Discovered[] {

@@ -15,7 +15,7 @@ import { checkDetail } from './report-limits.ts';
 export const MAX_REPORT_BYTES = 64 * 1024;
 /** GET /api/v1/machines/{name}: at most this many events, and no more detail than MACHINE_DETAIL_BYTES; `?before=` pages back */
 export const MACHINE_EVENTS = 100;
-export const MACHINE_DETAIL_BYTES = 1024 * 1024;
+export const MACHINE_DETAIL_BYTES = 512 * 1024;
 /** GET /api/v1/machines: discovered MACs per page (`?limit=` up to DISCOVERED_PAGE_MAX, `?after=<mac>`) */
 export const DISCOVERED_PAGE = 100;
 export const DISCOVERED_PAGE_MAX = 1000;
@@ -27,6 +27,8 @@ export const DISCOVERED_MAX = 10_000;
 export const MAX_EVENT_STREAMS = 64;
 /** events replayed per page of an event stream's catch-up (each carries up to 64 KiB of detail) */
 const REPLAY_PAGE = 50;
+/** a stream whose client lets more than this pile up unread is closed (it resumes with Last-Event-ID) */
+const MAX_STREAM_BACKLOG = 8 * 1024 * 1024;
 /** States a machine may report about itself; the servers observe the earlier ones. */
 const REPORTABLE: State[] = ['installing', 'installed', 'joined', 'ready', 'failed'];
 const OPENAPI = new URL('../../../docs/openapi.yaml', import.meta.url);
@@ -67,16 +69,31 @@ export function bearer(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
-/** Read a request body up to `limit` bytes; undefined when it is larger. */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > limit) return undefined;
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks);
+/**
+ * Read a request body up to `limit` bytes; undefined when it is larger. Past the limit
+ * it stops reading without destroying the request, so the answer (413) still goes out;
+ * the caller then closes the connection (the rest of the body is never read).
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (v: Buffer | undefined, e?: Error) => {
+      req.off('data', data).off('end', end).off('error', error).off('close', gone);
+      if (e) reject(e);
+      else resolve(v);
+    };
+    const data = (c: Buffer) => {
+      size += c.length;
+      if (size <= limit) return void chunks.push(c);
+      req.pause();
+      done(undefined);
+    };
+    const end = () => done(Buffer.concat(chunks));
+    const error = (e: Error) => done(undefined, e);
+    const gone = () => done(undefined); // the client went away mid-body (req.readableAborted)
+    req.on('data', data).on('end', end).on('error', error).on('close', gone);
+  });
 }
 
 /** Mask every secret file's contents; show the rest (for the API and the console). */
@@ -128,6 +145,28 @@ function drained(res: ServerResponse): Promise<void> {
   });
 }
 
+/**
+ * At most `per` log lines a minute per key (a machine, a client address); the rest are
+ * only counted, and the next line let through says how many were left out. Logging is a
+ * synchronous write, so a flood of bad requests must not turn into a flood of lines.
+ */
+function logBudget(per: number, windowMs = 60_000) {
+  const keys = new Map<string, { start: number; lines: number; dropped: number }>();
+  return (key: string, line: (extra: { suppressed?: number }) => void): void => {
+    const now = Date.now();
+    let b = keys.get(key);
+    let suppressed = 0;
+    if (!b || now - b.start >= windowMs) {
+      suppressed = b?.dropped ?? 0;
+      if (!b && keys.size >= 1024) keys.clear(); // client addresses are keys too: keep the table small
+      b = { start: now, lines: 0, dropped: 0 };
+      keys.set(key, b);
+    }
+    if (b.lines++ < per) line(suppressed ? { suppressed } : {});
+    else b.dropped++;
+  };
+}
+
 /** A positive integer query parameter, or undefined when absent; NaN when malformed. */
 function intParam(url: URL, name: string): number | undefined {
   const v = url.searchParams.get(name);
@@ -138,9 +177,11 @@ function intParam(url: URL, name: string): number | undefined {
 export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
   const unauthorized = counter(ctx.registry, 'slipway_api_unauthorized_total', 'API requests refused for a wrong or missing token', ['endpoint']);
   const reports = counter(ctx.registry, 'slipway_api_reports_total', 'machine reports by outcome', ['outcome']);
+  const quiet = logBudget(10);
   const deny = (req: IncomingMessage, res: ServerResponse, endpoint: string) => {
     unauthorized.inc({ endpoint });
-    ctx.log.warn({ from: clientIp(req), endpoint, hasToken: !!bearer(req) }, 'unauthorized API request');
+    const from = clientIp(req);
+    quiet(`deny ${from}`, (x) => ctx.log.warn({ from, endpoint, hasToken: !!bearer(req), ...x }, 'unauthorized API request'));
     res.setHeader('WWW-Authenticate', 'Bearer realm="slipway"');
     return problem(res, 401, 'missing or wrong bearer token');
   };
@@ -152,10 +193,14 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
   };
 
   // One lifecycle listener fans out to every stream (so no MaxListenersExceeded
-  // however many watch), and the streams are capped: each holds a socket and a buffer.
-  const streams = new Set<(ev: StoredEvent) => void>();
+  // however many watch), each event serialized and encoded once (one Buffer shared by
+  // every socket, never copied per client); the streams are capped, as each holds a
+  // socket and a buffer.
+  const streams = new Set<(ev: StoredEvent, frame: Buffer) => void>();
+  const frameOf = (ev: StoredEvent): Buffer => Buffer.from(`id: ${ev.id}\nevent: transition\ndata: ${JSON.stringify(ev)}\n\n`);
   const fanOut = (ev: StoredEvent) => {
-    for (const s of streams) s(ev);
+    const frame = frameOf(ev);
+    for (const s of streams) s(ev, frame);
   };
 
   return async (req, res, url) => {
@@ -228,15 +273,19 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     let closed = false;
     let last = 0; // highest id sent: the catch-up and live events meet without gaps or repeats
-    const send = (ev: StoredEvent) => {
+    const send = (ev: StoredEvent, frame = frameOf(ev)) => {
       if (ev.id <= last || closed) return;
       last = ev.id;
-      res.write(`id: ${ev.id}\nevent: transition\ndata: ${JSON.stringify(ev)}\n\n`);
+      res.write(frame);
+      if (res.writableLength > MAX_STREAM_BACKLOG) {
+        ctx.log.warn({ from: clientIp(req), unread: res.writableLength }, 'event stream client is not reading: closed');
+        res.destroy();
+      }
     };
     const after = Number(req.headers['last-event-id'] ?? url.searchParams.get('after') ?? NaN);
     const held: StoredEvent[] = [];
-    let live: (ev: StoredEvent) => void = (ev) => void held.push(ev); // held while catching up
-    const listener = (ev: StoredEvent) => live(ev);
+    let live: (ev: StoredEvent, frame: Buffer) => void = (ev) => void held.push(ev); // held while catching up
+    const listener = (ev: StoredEvent, frame: Buffer) => live(ev, frame);
     streams.add(listener);
     if (streams.size === 1) ctx.lifecycle.on('event', fanOut);
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
@@ -279,10 +328,14 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const body = await readBody(req, MAX_REPORT_BYTES);
     const bad = (why: string) => {
       reports.inc({ outcome: 'rejected' });
-      ctx.log.warn({ machine: name, why }, 'report rejected');
+      quiet(`report ${name}`, (x) => ctx.log.warn({ machine: name, why, ...x }, 'report rejected'));
       return problem(res, body === undefined ? 413 : 400, why);
     };
-    if (body === undefined) return bad(`report larger than ${MAX_REPORT_BYTES} bytes`);
+    if (body === undefined && req.readableAborted) return true; // nobody to answer
+    if (body === undefined) {
+      res.setHeader('Connection', 'close'); // the rest of the body is not read: the connection cannot be reused
+      return bad(`report larger than ${MAX_REPORT_BYTES} bytes`);
+    }
     let r: { state?: unknown; seq?: unknown; reason?: unknown; detail?: unknown };
     try {
       r = JSON.parse(body.toString('utf8')) as typeof r;
