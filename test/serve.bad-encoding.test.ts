@@ -11,6 +11,7 @@ import { PassThrough } from 'node:stream';
 import { request } from 'node:http';
 import { startServe, type Serving } from '../src/serve/serve.ts';
 import { newLogger } from '../src/serve/log.ts';
+import { serveBundle } from '../src/bundle/serve.ts';
 import { writeRehearsalBundle } from '../src/rehearse/bundle.ts';
 import { EXAMPLE_HA } from './helpers/cli.ts';
 
@@ -33,6 +34,7 @@ function get(port: number, path: string): Promise<{ status: number; body: string
 }
 
 async function serve(extra: { assetsDir?: string; bundleFile?: string }): Promise<number> {
+  const { bundleFile, ...rest } = extra;
   const state = join(dir, `state-${served.length}`);
   const out = new PassThrough();
   out.setEncoding('utf8').on('data', (d: string) => logs.push(...d.split('\n').filter(Boolean)));
@@ -47,7 +49,8 @@ async function serve(extra: { assetsDir?: string; bundleFile?: string }): Promis
     timeoutSeconds: 0,
     noRivalCheck: true,
     log: newLogger({ level: 'debug', pretty: false, destination: out }),
-    ...extra,
+    ...rest,
+    ...(bundleFile ? { extension: (log) => serveBundle(bundleFile, log) } : {}),
   });
   served.push(s);
   return s.http.port;

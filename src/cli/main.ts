@@ -159,6 +159,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       bundle: { type: 'string' },
     });
     const file = need(a.file, '-f FILE');
+    const bundle = a.bundle;
     const unknown = a.unknown ?? 'ignore';
     if (unknown !== 'ignore' && unknown !== 'local') throw new UsageError('--unknown must be ignore or local');
     const loader = a.loader ?? 'ipxe';
@@ -183,7 +184,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
         unknown,
         loader,
         noRivalCheck: a['no-rival-check'] ?? false,
-        bundleFile: a.bundle,
+        // the bundle's registry and assets plug into serve from here: serve knows no bundle
+        extension: bundle ? async (l) => (await import('../bundle/serve.ts')).serveBundle(bundle, l) : undefined,
         timeoutSeconds: num(a.timeout, '--timeout') ?? 3600,
         log,
       });

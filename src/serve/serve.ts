@@ -30,7 +30,6 @@ import { rotateMachineToken } from '../secrets/store.ts';
 import { renderOffThread } from './render-worker.ts';
 import type { StoredEvent } from '../store/store.ts';
 import { consoleRoutes } from './http/console.ts';
-import { serveBundle } from '../bundle/serve.ts';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 
@@ -71,8 +70,18 @@ export interface ServeOptions {
   log: Logger;
   /** extra HTTP handlers tried before the core routes (API, console) */
   handlers?: (ctx: ServeContext) => Handler[];
-  /** a `slipway bundle create` tar: its bin/ and os/ under /assets/, its images as a registry at /v2/ */
-  bundleFile?: string;
+  /**
+   * Opened after the cluster file checked out and before anything binds a port, so its
+   * failure is reported at once: more routes tried before the core ones, closed with
+   * serve. The CLI plugs `serve --bundle`'s registry and assets in here (serve knows no
+   * bundle: layers import downward only).
+   */
+  extension?: (log: Logger) => Promise<ServeExtension>;
+}
+
+export interface ServeExtension {
+  handlers: Handler[];
+  close(): Promise<void>;
 }
 
 export interface ServeContext {
@@ -142,8 +151,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   const fds = await ensureFdLimit(log);
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
   let site = await renderSite(opts.file, opts.stateDir, log);
-  // opened before anything binds a port, so a bad bundle is reported at once
-  const bundle = opts.bundleFile ? await serveBundle(opts.bundleFile, log) : undefined;
+  const extension = await opts.extension?.(log);
   const store = new SqliteStore(join(opts.stateDir, 'serve.db'));
   const registry = newRegistry();
   const names = (s: Spec) => s.machines.map((m) => m.name);
@@ -196,7 +204,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     apiRoutes(ctx, { operatorToken, machineTokens: () => site.machineTokens }),
     consoleRoutes(),
     ...(opts.handlers?.(ctx) ?? []),
-    ...(bundle?.handlers ?? []),
+    ...(extension?.handlers ?? []),
     coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry, ready: () => ready })];
   /** /readyz answers 200 once TFTP and DHCP serve too (HTTP comes up first) */
   let ready = false;
@@ -266,7 +274,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       if (timer) clearInterval(timer);
       clearInterval(pruner);
       await Promise.all([http.close(), tftp.close(), dhcp?.close()]);
-      await bundle?.close();
+      await extension?.close();
       store.close();
     },
   };
