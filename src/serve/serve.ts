@@ -4,7 +4,6 @@
 // embedded store under the state directory.
 import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Registry } from 'prom-client';
 import { parseClusterFile } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import type { Spec } from '../spec/types.ts';
@@ -13,7 +12,6 @@ import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { Lifecycle } from '../lifecycle/lifecycle.ts';
 import { SqliteStore } from '../store/sqlite.ts';
-import type { Store } from '../store/store.ts';
 import { newRegistry } from './metrics.ts';
 import { ensureFdLimit } from './fdlimit.ts';
 import type { Logger } from './log.ts';
@@ -28,7 +26,7 @@ import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './ht
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { rotateMachineToken } from '../secrets/store.ts';
 import { renderOffThread } from './render-worker.ts';
-import type { StoredEvent } from '../store/store.ts';
+import type { ServeContext } from './context.ts';
 import { consoleRoutes } from './http/console.ts';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -82,22 +80,6 @@ export interface ServeOptions {
 export interface ServeExtension {
   handlers: Handler[];
   close(): Promise<void>;
-}
-
-export interface ServeContext {
-  site: () => Site;
-  inventory: () => Inventory;
-  lifecycle: Lifecycle;
-  store: Store;
-  registry: Registry;
-  log: Logger;
-  stateDir: string;
-  /**
-   * The operator's reprovision: a new report token for the machine (saved, and carried
-   * by its next configuration; the old one is refused from then on), then back to the
-   * start, so its next network boot installs again.
-   */
-  reprovision(name: string, by: string): Promise<StoredEvent | undefined>;
 }
 
 export interface Serving extends ServeContext {

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isState, type State } from '../../lifecycle/states.ts';
 import type { MachineRecord, StoredEvent } from '../../store/store.ts';
-import type { ServeContext } from '../serve.ts';
+import type { ServeContext } from '../context.ts';
 import { counter } from '../metrics.ts';
 import { clientIp, type Handler } from './server.ts';
 import { checkDetail } from './report-limits.ts';

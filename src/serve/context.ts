@@ -1,0 +1,25 @@
+// What the parts of a running `slipway serve` share (the API, the console, extensions):
+// its own module so serve.ts, which builds it, and the routes, which read it, do not
+// import each other.
+import type { Registry } from 'prom-client';
+import type { Lifecycle } from '../lifecycle/lifecycle.ts';
+import type { Store, StoredEvent } from '../store/store.ts';
+import type { Inventory } from './inventory.ts';
+import type { Logger } from './log.ts';
+import type { Site } from './site.ts';
+
+export interface ServeContext {
+  site: () => Site;
+  inventory: () => Inventory;
+  lifecycle: Lifecycle;
+  store: Store;
+  registry: Registry;
+  log: Logger;
+  stateDir: string;
+  /**
+   * The operator's reprovision: a new report token for the machine (saved, and carried
+   * by its next configuration; the old one is refused from then on), then back to the
+   * start, so its next network boot installs again.
+   */
+  reprovision(name: string, by: string): Promise<StoredEvent | undefined>;
+}
