@@ -4,18 +4,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
-import { STATES, type State } from '../lifecycle/states.ts';
-
-export interface MachineRow {
-  name: string;
-  mac: string;
-  ip: string;
-  roles: string[];
-  state: State;
-  since?: string;
-  reason?: string;
-  lastEvent?: { to: string; source: string; reason?: string; at: string };
-}
+import { STATES, type State } from '../store/states.ts';
+import { elapsed, table, type MachineRow } from '../lifecycle/table.ts';
 
 export interface StatusOptions {
   server: string;
@@ -29,22 +19,6 @@ export interface StatusOptions {
 const rank = (s: State) => (s === 'failed' ? STATES.length - 1 : STATES.indexOf(s));
 const allDone = (ms: MachineRow[]) => ms.every((m) => m.state === 'ready' || m.state === 'failed');
 const allReady = (ms: MachineRow[]) => ms.length > 0 && ms.every((m) => m.state === 'ready');
-
-export function elapsed(since: string | undefined, now = Date.now()): string {
-  if (!since) return '-';
-  const s = Math.max(0, Math.round((now - Date.parse(since)) / 1000));
-  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s` : `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-}
-
-export function table(ms: MachineRow[], now = Date.now()): string {
-  const rows = [['NAME', 'MAC', 'IP', 'ROLES', 'STATE', 'ELAPSED', 'LAST EVENT']];
-  for (const m of ms) {
-    const ev = m.lastEvent ? `${m.lastEvent.source}: ${m.lastEvent.to}${m.lastEvent.reason ? ` (${m.lastEvent.reason})` : ''}` : '-';
-    rows.push([m.name, m.mac, m.ip, m.roles.join(','), m.state, elapsed(m.since, now), ev]);
-  }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
-}
 
 async function fetchMachines(opts: StatusOptions, token: string): Promise<MachineRow[]> {
   const res = await fetch(`${opts.server}/api/v1/machines`, { headers: { Authorization: `Bearer ${token}` } });

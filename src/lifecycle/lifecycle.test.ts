@@ -2,7 +2,8 @@
 // is the way back; timeouts fail stuck machines. Runs on the real SQLite store in memory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { canMove, isInstalled, STATES } from './states.ts';
+import { canMove, isInstalled } from './states.ts';
+import { STATES } from '../store/states.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 

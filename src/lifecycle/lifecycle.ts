@@ -2,7 +2,8 @@
 // the store, and tells listeners (SSE, the terminal view) about each one as it happens.
 import { EventEmitter } from 'node:events';
 import type { Store, StoredEvent, MachineRecord } from '../store/store.ts';
-import { canMove, isInstalled, isTerminal, type State } from './states.ts';
+import { canMove, isInstalled, isTerminal } from './states.ts';
+import type { State } from '../store/states.ts';
 
 export interface LifecycleOptions {
   /** a machine stuck longer than this in one (non-terminal) state fails with "timeout in <state>"; 0 = never */

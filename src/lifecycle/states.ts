@@ -1,14 +1,9 @@
-// The provisioning state machine. A machine only moves forward through STATES;
-// `failed` (with a reason) is reachable from any state; the operator's `reprovision`
-// is the one way back to the start.
-//
-//   unknown → discovered → dhcp → booting → config-fetched → installing → installed
-//           → joined → ready                      (any) → failed      failed/any → unknown (reprovision)
-export const STATES = ['unknown', 'discovered', 'dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined', 'ready'] as const;
-export type ProgressState = (typeof STATES)[number];
-export type State = ProgressState | 'failed';
+// The provisioning state machine's rules (the states themselves are store/states.ts: the
+// store persists them). A machine only moves forward through STATES; `failed` (with a
+// reason) is reachable from any state; the operator's `reprovision` is the one way back
+// to the start.
+import { STATES, type State } from '../store/states.ts';
 
-export const isState = (s: string): s is State => s === 'failed' || (STATES as readonly string[]).includes(s);
 const rank = (s: State): number => (s === 'failed' ? -1 : STATES.indexOf(s));
 
 /** May a machine in `from` move to `to` by what the servers or the machine report? */

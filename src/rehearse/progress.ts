@@ -6,8 +6,8 @@
 // end. No redrawing: the output goes to CI logs as much as to terminals, and the engines
 // log to the same stream. The seconds to each milestone are kept for the report.
 import type { Lab } from './lab/lab.ts';
-import { STATES } from '../lifecycle/states.ts';
-import { table, type MachineRow } from '../cli/status.ts';
+import { STATES } from '../store/states.ts';
+import { table, type MachineRow } from '../lifecycle/table.ts';
 import type { MachineReport } from './report.ts';
 
 /** A machine as GET /api/v1/machines lists it (what `slipway status` shows). */

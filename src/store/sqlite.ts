@@ -2,7 +2,7 @@
 // synchronous=FULL so an acknowledged transition survives kill -9 and power loss.
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
-import type { State } from '../lifecycle/states.ts';
+import type { State } from './states.ts';
 import type { Discovered, MachineRecord, Store, StoredEvent } from './store.ts';
 
 const SCHEMA = `

@@ -2,7 +2,7 @@
 // states, their event history, and machines discovered on the network. The embedded
 // backend (sqlite.ts) is the default; a distributed one (etcd) can implement the same
 // interface without touching the rest.
-import type { State } from '../lifecycle/states.ts';
+import type { State } from './states.ts';
 
 export interface MachineRecord {
   name: string;

@@ -5,7 +5,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isState, type State } from '../../lifecycle/states.ts';
+import { isState, type State } from '../../store/states.ts';
 import type { MachineRecord, StoredEvent } from '../../store/store.ts';
 import type { ServeContext } from '../context.ts';
 import { counter } from '../metrics.ts';
