@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseCidr } from '../lib/ipv4.ts';
-import { podSlice, podSliceOf, podSlices, sliceCount, POD_SLICE_PREFIX } from './pod-slices.ts';
+import { podSliceOf, podSlices } from './pod-slices.ts';
+import { podSlice, sliceCount, POD_SLICE_PREFIX } from '../lib/pod-slices.ts';
 import { buildPlan } from './plan.ts';
 import { binariesFor, BRIDGE_CONFLIST, MASQUERADE_UNIT } from './phases/node.ts';
 import type { Cni, Spec } from '../spec/types.ts';

@@ -8,7 +8,7 @@ import type { ClusterFile } from './schema.ts';
 import { ROLES } from './schema.ts';
 import type { PathSeg, Problem } from './problems.ts';
 import { DEFAULTS } from './resolve.ts';
-import { POD_SLICE_PREFIX, sliceCount } from '../plan/pod-slices.ts';
+import { POD_SLICE_PREFIX, sliceCount } from '../lib/pod-slices.ts';
 
 const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 

@@ -9,7 +9,7 @@ import type { File, Phase, PhaseContext } from '../types.ts';
 import type { ClusterCertId } from '../../secrets/certlist.ts';
 import { APISERVER_PORT, BIN, ETCD_PKI, K8S, PKI, UNITS } from '../paths.ts';
 import { ETCD_CLIENT_PORT } from './etcd.ts';
-import { POD_SLICE_PREFIX } from '../pod-slices.ts';
+import { POD_SLICE_PREFIX } from '../../lib/pod-slices.ts';
 
 /** With a VIP, haproxy owns <vip>:<port> and apiservers bind <own ip>:6443; without, the apiserver serves <port> itself. */
 export const apiserverPort = (spec: Spec): number => (spec.controlPlane.vip ? APISERVER_PORT : spec.controlPlane.port);
