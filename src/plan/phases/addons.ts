@@ -19,6 +19,13 @@ const binding = (name: string, role: string, subjects: Obj[]): Obj => ({
   roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
   subjects,
 });
+/** A Deployment of `replicas` pods labelled `labels`, selected by them. */
+const deployment = (name: string, namespace: string, labels: Record<string, string>, replicas: number, pod: Obj): Obj => ({
+  apiVersion: 'apps/v1',
+  kind: 'Deployment',
+  metadata: { name, namespace, labels },
+  spec: { replicas, selector: { matchLabels: labels }, template: { metadata: { labels }, spec: pod } },
+});
 const group = (name: string): Obj => ({ kind: 'Group', apiGroup: 'rbac.authorization.k8s.io', name });
 const user = (name: string): Obj => ({ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name });
 
@@ -113,41 +120,29 @@ function coredns(ctx: PhaseContext): Obj[] {
     },
     binding('system:coredns', 'system:coredns', [{ kind: 'ServiceAccount', name: 'coredns', namespace: 'kube-system' }]),
     { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'coredns', namespace: 'kube-system' }, data: { Corefile: corefile } },
-    {
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      metadata: { name: 'coredns', namespace: 'kube-system', labels },
-      spec: {
-        replicas: 2,
-        selector: { matchLabels: labels },
-        template: {
-          metadata: { labels },
-          spec: {
-            serviceAccountName: 'coredns',
-            priorityClassName: 'system-cluster-critical',
-            tolerations: [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }, { key: 'CriticalAddonsOnly', operator: 'Exists' }],
-            containers: [
-              {
-                name: 'coredns',
-                image: version.coreDNSImage,
-                args: ['-conf', '/etc/coredns/Corefile'],
-                ports: [
-                  { name: 'dns', containerPort: 53, protocol: 'UDP' },
-                  { name: 'dns-tcp', containerPort: 53, protocol: 'TCP' },
-                  { name: 'metrics', containerPort: 9153, protocol: 'TCP' },
-                ],
-                volumeMounts: [{ name: 'config', mountPath: '/etc/coredns', readOnly: true }],
-                securityContext: { allowPrivilegeEscalation: false, capabilities: { add: ['NET_BIND_SERVICE'], drop: ['ALL'] }, readOnlyRootFilesystem: true },
-                livenessProbe: { httpGet: { path: '/health', port: 8080 }, initialDelaySeconds: 60 },
-                readinessProbe: { httpGet: { path: '/ready', port: 8181 } },
-              },
-            ],
-            dnsPolicy: 'Default',
-            volumes: [{ name: 'config', configMap: { name: 'coredns' } }],
-          },
+    deployment('coredns', 'kube-system', labels, 2, {
+      serviceAccountName: 'coredns',
+      priorityClassName: 'system-cluster-critical',
+      tolerations: [{ key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule' }, { key: 'CriticalAddonsOnly', operator: 'Exists' }],
+      containers: [
+        {
+          name: 'coredns',
+          image: version.coreDNSImage,
+          args: ['-conf', '/etc/coredns/Corefile'],
+          ports: [
+            { name: 'dns', containerPort: 53, protocol: 'UDP' },
+            { name: 'dns-tcp', containerPort: 53, protocol: 'TCP' },
+            { name: 'metrics', containerPort: 9153, protocol: 'TCP' },
+          ],
+          volumeMounts: [{ name: 'config', mountPath: '/etc/coredns', readOnly: true }],
+          securityContext: { allowPrivilegeEscalation: false, capabilities: { add: ['NET_BIND_SERVICE'], drop: ['ALL'] }, readOnlyRootFilesystem: true },
+          livenessProbe: { httpGet: { path: '/health', port: 8080 }, initialDelaySeconds: 60 },
+          readinessProbe: { httpGet: { path: '/ready', port: 8181 } },
         },
-      },
-    },
+      ],
+      dnsPolicy: 'Default',
+      volumes: [{ name: 'config', configMap: { name: 'coredns' } }],
+    }),
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -169,16 +164,7 @@ export const SMOKE_NODE_PORT = 30080;
 function smokeTest(): Obj[] {
   const labels = { app: 'slipway-smoke' };
   return [
-    {
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      metadata: { name: 'slipway-smoke', namespace: 'default', labels },
-      spec: {
-        replicas: 2,
-        selector: { matchLabels: labels },
-        template: { metadata: { labels }, spec: { containers: [{ name: 'nginx', image: 'docker.io/library/nginx:1.27-alpine', ports: [{ containerPort: 80 }] }] } },
-      },
-    },
+    deployment('slipway-smoke', 'default', labels, 2, { containers: [{ name: 'nginx', image: 'docker.io/library/nginx:1.27-alpine', ports: [{ containerPort: 80 }] }] }),
     {
       apiVersion: 'v1',
       kind: 'Service',
