@@ -4,9 +4,10 @@
 import { writeFileSync, renameSync } from 'node:fs';
 import type { Spec } from '../spec/types.ts';
 import { summary, type Report } from '../rehearse/report.ts';
-import { rehearseContainers } from '../rehearse/containers/engine.ts';
-import { FAULTS, RehearseError, type Fault } from '../rehearse/preflight.ts';
-import { rehearseVms } from '../rehearse/vm/engine.ts';
+import { ContainersEngine } from '../rehearse/containers/engine.ts';
+import { FAULTS, RehearseError, type Fault, type RehearseOptions } from '../rehearse/preflight.ts';
+import { runRehearsal } from '../rehearse/runner.ts';
+import { VmEngine } from '../rehearse/vm/engine.ts';
 
 export interface RehearseCli {
   file: string;
@@ -52,8 +53,8 @@ export async function rehearse(o: RehearseCli): Promise<number> {
   process.on('SIGTERM', onSignal);
   let report: Report;
   try {
-    const run = o.engine === 'vm' ? rehearseVms : rehearseContainers;
-    report = await run({ file: o.file, spec: o.spec, binaries: o.binaries, keep: o.keep, timeoutSeconds: o.timeoutSeconds, log, signal: abort.signal, faults: o.faults, noKubernetes: o.noKubernetes, consolePort: o.consolePort });
+    const options: RehearseOptions = { file: o.file, spec: o.spec, binaries: o.binaries, keep: o.keep, timeoutSeconds: o.timeoutSeconds, log, signal: abort.signal, faults: o.faults, noKubernetes: o.noKubernetes, consolePort: o.consolePort };
+    report = o.engine === 'vm' ? await runRehearsal(options, new VmEngine()) : await runRehearsal(options, new ContainersEngine());
   } catch (e) {
     if (e instanceof RehearseError) {
       o.err(`slipway rehearse: ${e.message}`);

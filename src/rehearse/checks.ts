@@ -6,11 +6,13 @@
 import { join } from 'node:path';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { parse, parseAllDocuments, stringify } from 'yaml';
+import 'reflect-metadata'; // tsyringe (inside @peculiar/x509) needs the Reflect metadata API loaded first
 import { Pkcs10CertificateRequest } from '@peculiar/x509';
 import { apiHost, controlPlanes, etcdMembers, type Machine, type Spec } from '../spec/types.ts';
 import type { ExecResult } from './lab/netns.ts';
 import type { Lab } from './lab/lab.ts';
 import { SMOKE_NODE_PORT } from '../plan/phases/addons.ts';
+import type { Outcome, Step } from './engine.ts';
 
 export type CheckName =
   | 'etcd-healthy' | 'api-via-vip' | 'leader-election' | 'csr-auto-approved' | 'nodes-ready' | 'smoke-nodeport' | 'vip-failover' | 'etcd-member-loss' | 'dns'
@@ -337,6 +339,23 @@ export class Checks {
     if (put.code !== 0 || get.stdout.trim() !== 'quorum') return { result: 'failed', detail: `${gone} off: write/read failed: ${short(put)} ${short(get)}` };
     return { result: 'ok', detail: `${gone} off: ${rest.length}/${members.length} members healthy and a write was read back` };
   }
+}
+
+/**
+ * The two checks that lose a machine, in order: `vipCheck` powers off the VIP's holder
+ * (vip-failover: the VIP, and with it the API or haproxy, must move), then etcd loses a
+ * member (etcd-member-loss) — that same machine when it was one, so only one is lost.
+ */
+export function lostMachineChecks(checks: Checks, vipCheck: () => Promise<Outcome & { stopped?: string }>, memberLossTimeoutMs?: number): Step[] {
+  let stopped: string | undefined;
+  return [
+    { check: 'vip-failover', run: async () => {
+      const r = await vipCheck();
+      stopped = r.stopped;
+      return r;
+    } },
+    { check: 'etcd-member-loss', run: () => checks.etcdMemberLoss(stopped, memberLossTimeoutMs) },
+  ];
 }
 
 interface Csr {

@@ -9,7 +9,8 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import type { Machine } from '../../spec/types.ts';
 import type { Netns, ExecResult } from '../lab/netns.ts';
-import { applyFileAdjustments, NSPAWN_ENV, nspawnFlags, type AdjustmentContext } from './adjustments.ts';
+import type { RehearsalMachine } from '../engine.ts';
+import { adjustRoot, nspawnCommand, type AdjustmentContext } from './adjustments.ts';
 
 export const IGNITION_BIN = '/usr/lib/dracut/modules.d/30ignition/ignition';
 
@@ -33,7 +34,7 @@ export interface MachineOptions {
   adjust: AdjustmentContext;
 }
 
-export class ContainerMachine {
+export class ContainerMachine implements RehearsalMachine {
   readonly m: Machine;
   readonly ns: Netns;
   readonly root: string;
@@ -58,7 +59,7 @@ export class ContainerMachine {
   }
 
   /** The machine's root: the tree below, this machine's writes in an upper directory. */
-  mount(): void {
+  create(): void {
     const { dir, tree } = this.o;
     for (const d of ['upper', 'work', 'root', 'containerd']) mkdirSync(join(dir, d), { recursive: true });
     run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${tree},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, this.root]);
@@ -82,23 +83,23 @@ export class ContainerMachine {
     rmSync(config, { force: true }); // it holds the machine's keys; the machine has them now
     // The installer's address goes away: the machine's own network file configures it.
     this.ns.ip('-4', 'addr', 'flush', 'dev', this.ifname); // IPv4 only: networkd waits for the IPv6 link-local address
-    applyFileAdjustments(this.root, this.o.adjust);
+    adjustRoot(this.root, this.o.adjust);
   }
 
-  /** Start systemd in the container; resolves once its PID 1 exists. */
-  async boot(): Promise<void> {
-    const args = nspawnFlags({ root: this.root, machine: this.m, netnsPath: `/run/netns/${this.ns.name}`, containerdDir: join(this.o.dir, 'containerd') });
-    // The console goes to a file: the container must outlive this process under --keep.
-    const fd = openSync(join(this.o.dir, 'console.log'), 'a', 0o600);
+  /** Power on: start systemd in the container; resolves once its PID 1 exists. */
+  async powerOn(): Promise<void> {
     // Its own cgroup, joined before nspawn starts (see adjustment nspawn-own-cgroup).
     this.cgroup = ownCgroup(this.m.name);
-    const child = spawn('sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', this.cgroup, 'systemd-nspawn', ...args], { env: { ...process.env, ...NSPAWN_ENV }, stdio: ['ignore', fd, fd] });
+    const { argv, env } = nspawnCommand({ root: this.root, machine: this.m, netnsPath: `/run/netns/${this.ns.name}`, containerdDir: join(this.o.dir, 'containerd'), cgroup: this.cgroup });
+    // The console goes to a file: the container must outlive this process under --keep.
+    const fd = openSync(this.consoleLog, 'a', 0o600);
+    const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
     closeSync(fd);
     this.nspawn = child;
     this.nspawnExit = new Promise((r) => child.once('exit', () => r()));
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`${this.m.name}: systemd-nspawn exited ${child.exitCode} (console: ${join(this.o.dir, 'console.log')})`);
+      if (child.exitCode !== null) throw new Error(`${this.m.name}: systemd-nspawn exited ${child.exitCode} (console: ${this.consoleLog})`);
       this.leader = findLeader(child.pid!);
       if (this.leader) return;
       await sleep(200);
@@ -137,9 +138,23 @@ export class ContainerMachine {
     return execFile('nsenter', ['--target', String(this.leader), '--all', '--', cmd, ...args], timeoutMs);
   }
 
-  /** systemd's view: running, degraded, starting... */
-  async systemState(): Promise<string> {
-    return (await this.inside('systemctl', ['is-system-running'], 10_000)).stdout.trim();
+  /** A shell command line inside the container; its output. */
+  async sh(command: string, timeoutMs = 30_000): Promise<string> {
+    if (!this.running) throw new Error(`${this.m.name} is not running`);
+    return (await this.inside('sh', ['-c', command], timeoutMs)).out.trimEnd();
+  }
+
+  /** What systemd-nspawn printed: the container's console. */
+  console(): string {
+    try {
+      return readFileSync(this.consoleLog, 'latin1');
+    } catch {
+      return '';
+    }
+  }
+
+  private get consoleLog(): string {
+    return join(this.o.dir, 'console.log');
   }
 
   /** Failed units, each with its last log lines. */

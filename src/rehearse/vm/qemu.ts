@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Machine } from '../../spec/types.ts';
 import type { Netns } from '../lab/netns.ts';
+import type { FailedUnit, RehearsalMachine } from '../engine.ts';
 import { BRIDGE } from '../lab/lab.ts';
 import { plainConsole as plain } from './console-text.ts';
 
@@ -55,9 +56,13 @@ export interface VmOptions {
   strayFileAt?: string;
   /** A blank disk of the same size instead of the image: a new machine nothing was installed on. */
   blankDisk?: boolean;
+  /** KVM or software emulation (see kvmWorks) */
+  accel: 'kvm' | 'tcg';
+  /** it outlives this process (`rehearse --keep`: the VMs stay up for the operator to look into) */
+  outlive?: boolean;
 }
 
-export class VmMachine {
+export class VmMachine implements RehearsalMachine {
   readonly m: Machine;
   readonly serialLog: string;
   private readonly o: VmOptions;
@@ -66,8 +71,8 @@ export class VmMachine {
   private readonly disk: string;
   private readonly monitor: string;
   private readonly serialSock: string;
-  private console?: Socket;
-  /** everything the serial console sent since power on, exactly once (see start) */
+  private serialConn?: Socket;
+  /** everything the serial console sent since power on, exactly once (see powerOn) */
   private raw = '';
   private plainCache = { length: -1, text: '' };
   /** set when a check powered it off */
@@ -84,7 +89,7 @@ export class VmMachine {
   }
 
   /** The overlay disk and the tap; nothing runs yet. */
-  prepare(): void {
+  create(): void {
     const base = this.o.strayFileAt ? this.dirtyCopy(this.o.strayFileAt) : this.o.baseDisk;
     const args = this.o.blankDisk ? [this.disk, String(statSync(this.o.baseDisk).size)] : ['-b', base, '-F', 'raw', this.disk];
     const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -125,12 +130,15 @@ export class VmMachine {
     return copy;
   }
 
+  /** Nothing before power on: the VM installs itself by network boot (DHCP → iPXE → Ignition). */
+  async install(): Promise<void> {}
+
   /**
-   * Power on, under `accel` (see kvmWorks). The VM dies with this process unless
-   * `outlive` (`rehearse --keep`: the VMs stay up for the operator to look into).
+   * Power on, under the options' accel. The VM dies with this process unless `outlive`.
    * Resolves once we are connected to its serial console, before the guest runs.
    */
-  async start(accel: 'kvm' | 'tcg', outlive = false): Promise<void> {
+  async powerOn(): Promise<void> {
+    const { accel, outlive } = this.o;
     const args = [
       ...(outlive ? [] : ['--pdeathsig', 'KILL']), 'qemu-system-x86_64',
       '-accel', accel, '-machine', 'q35', '-m', String(this.o.memoryMiB), '-smp', '1', '-name', this.m.name,
@@ -160,7 +168,7 @@ export class VmMachine {
     const deadline = Date.now() + 20_000;
     for (let attempt = 0; ; attempt++) {
       try {
-        this.console = await new Promise<Socket>((resolve, reject) => {
+        this.serialConn = await new Promise<Socket>((resolve, reject) => {
           const sock = connect(this.serialSock);
           sock.once('connect', () => resolve(sock));
           sock.once('error', reject);
@@ -171,13 +179,13 @@ export class VmMachine {
         await sleep(100);
       }
     }
-    this.console.setEncoding('latin1').on('data', (d: string) => (this.raw += d));
-    this.console.on('error', () => {});
+    this.serialConn.setEncoding('latin1').on('data', (d: string) => (this.raw += d));
+    this.serialConn.on('error', () => {});
   }
 
   /** Leave it running after this process exits (`rehearse --keep`). */
   keep(): void {
-    this.console?.destroy();
+    this.serialConn?.destroy();
     this.child?.unref();
   }
 
@@ -191,7 +199,7 @@ export class VmMachine {
   }
 
   /** The serial console since power on, escape sequences removed. */
-  serial(): string {
+  console(): string {
     if (this.plainCache.length !== this.raw.length) this.plainCache = { length: this.raw.length, text: plain(this.raw) };
     return this.plainCache.text;
   }
@@ -200,7 +208,7 @@ export class VmMachine {
   async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (re.test(this.serial().slice(from))) return;
+      if (re.test(this.console().slice(from))) return;
       if (!this.running) throw new Error(`${this.m.name} powered off before ${re}`);
       await sleep(500);
     }
@@ -208,7 +216,7 @@ export class VmMachine {
   }
 
   tail(lines = 30): string {
-    return this.serial().split('\n').slice(-lines).join('\n');
+    return this.console().split('\n').slice(-lines).join('\n');
   }
 
   /** One command to QEMU's monitor. */
@@ -252,7 +260,7 @@ export class VmMachine {
    * Run a shell command on the serial console (the image logs root in there) and return
    * its output, framed by markers so the console's other chatter is left out.
    */
-  async shell(command: string, timeoutMs = 60_000): Promise<string> {
+  async sh(command: string, timeoutMs = 60_000): Promise<string> {
     const id = Math.random().toString(36).slice(2, 8);
     const begin = `@@B${id}@@`;
     const end = `@@E${id}@@`;
@@ -263,7 +271,7 @@ export class VmMachine {
     this.consoleWrite(line);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const text = this.serial();
+      const text = this.console();
       const b = text.lastIndexOf(begin);
       const e = text.lastIndexOf(end);
       if (b >= 0 && e > b) return text.slice(b + begin.length, e).replace(/\r\n/g, '\n').replace(/^\n/, '').trimEnd();
@@ -275,13 +283,30 @@ export class VmMachine {
 
   /** Type on the serial console. */
   private consoleWrite(text: string): void {
-    if (!this.console || this.console.destroyed) throw new Error(`${this.m.name}: not connected to its serial console`);
-    this.console.write(text);
+    if (!this.serialConn || this.serialConn.destroyed) throw new Error(`${this.m.name}: not connected to its serial console`);
+    this.serialConn.write(text);
   }
+
+  /** Failed services, each with its last log lines, read through the serial console. */
+  async failedUnits(): Promise<FailedUnit[]> {
+    try {
+      const list = await this.sh('systemctl list-units --failed --plain --no-legend --no-pager | cut -d" " -f1', 60_000);
+      const out = [];
+      for (const unit of list.split('\n').map((l) => l.trim()).filter((u) => u.endsWith('.service'))) {
+        out.push({ unit, logs: await this.sh(`journalctl -u ${unit} -n 12 --no-pager -o cat`, 60_000) });
+      }
+      return out;
+    } catch {
+      return [];
+    }
+  }
+
+  /** Nothing to do on the way out: QEMU dies with this process (setpriv --pdeathsig), its tap with the lab's namespace. */
+  destroyNow(): void {}
 
   /** Kill qemu (by its PID) and remove its tap. */
   async destroy(): Promise<void> {
-    this.console?.destroy();
+    this.serialConn?.destroy();
     if (this.running) {
       this.child!.kill('SIGKILL');
       await Promise.race([this.exit, sleep(5_000)]);
