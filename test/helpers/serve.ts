@@ -1,24 +1,28 @@
 // Run the real `slipway serve` inside a lab namespace (the provisioner at 10.20.30.2 on
 // a bridge) and add "machines": namespaces with a machine's MAC and IP on that bridge.
+// The lab is the rehearsal's own (src/rehearse/lab/lab.ts), under namespace names of the
+// tests' own (rehearse.test.ts's leftovers checks look for the rehearsal's).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { Netns } from './netns.ts';
-import { BIN, EXAMPLE_HA } from './cli.ts';
+import type { Netns } from './netns.ts';
+import { EXAMPLE_HA } from './cli.ts';
+import { Lab as RehearsalLab } from '../../src/rehearse/lab/lab.ts';
+import { parseClusterFile } from '../../src/spec/parse.ts';
 
 export class Lab {
-  readonly hub: Netns;
+  /** the rehearsal lab underneath: the hub, its bridge, serve, the machines' wires */
+  readonly net: RehearsalLab;
   readonly dir: string;
   readonly file: string;
   readonly state: string;
-  serve?: ChildProcess;
+  /** serve's output (the last 2 MB) */
   log = '';
-  private readonly hosts: Netns[] = [];
-  private vethCount = 0;
+  private hosts = 0;
 
-  private constructor(hub: Netns, dir: string, file: string) {
-    this.hub = hub;
+  private constructor(net: RehearsalLab, dir: string, file: string) {
+    this.net = net;
     this.dir = dir;
     this.file = file;
     this.state = join(dir, 'state');
@@ -29,42 +33,37 @@ export class Lab {
     const dir = mkdtempSync(join(tmpdir(), 'slipway-lab-'));
     const file = join(dir, 'cluster.yaml');
     writeFileSync(file, clusterYaml);
-    const hub = Netns.create('slipway-lab');
-    hub.addBridge('br0');
-    hub.addAddress('br0', '10.20.30.2/24');
-    hub.up('br0');
-    return new Lab(hub, dir, file);
+    const { spec, problems } = parseClusterFile(clusterYaml, file);
+    if (!spec) throw new Error(`the lab's cluster file is invalid: ${JSON.stringify(problems)}`);
+    return new Lab(RehearsalLab.create(spec, 'slipway-lab', 'slipway-host'), dir, file);
+  }
+
+  get hub(): Netns {
+    return this.net.hub;
+  }
+
+  /** serve, while it runs (a test that starts serve its own way sets it: stop() and close() then end it) */
+  get serve(): ChildProcess | undefined {
+    return this.net.serve;
+  }
+
+  set serve(child: ChildProcess | undefined) {
+    this.net.serve = child;
   }
 
   /** Start `slipway serve` in the hub; resolves when /readyz says DHCP, TFTP and HTTP all serve. */
   async start(args: string[] = []): Promise<void> {
-    const child = this.hub.spawn(process.execPath, [BIN, 'serve', '-f', this.file, '--state', this.state, ...args]);
-    this.serve = child;
-    const add = (d: Buffer) => (this.log = (this.log + d.toString()).slice(-2_000_000));
-    child.stdout?.on('data', add);
-    child.stderr?.on('data', add);
-    await this.hub.waitFor('slipway serve /readyz', async () => {
-      if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}:\n${this.log}`);
-      return (await this.hub.exec('curl', ['-fsS', '-m', '2', 'http://10.20.30.2:8080/readyz'], { timeoutMs: 5_000 })).code === 0;
-    }, 30_000, 250);
+    await this.net.startServe({ file: this.file, state: this.state, args, rivalCheck: true, timeoutMs: 30_000, output: (d) => (this.log = (this.log + d).slice(-2_000_000)) });
   }
 
   async stop(): Promise<void> {
-    if (this.serve) await this.hub.kill(this.serve);
-    this.serve = undefined;
+    await this.net.stopServe();
   }
 
   /** A machine on the lab bridge: its own namespace, NIC eth0 with this MAC and IP. */
   host(mac: string, ip: string): Netns {
-    const ns = Netns.create('slipway-host');
-    const v = `h${this.vethCount++}`;
-    this.hub.addVeth(v, 'eth0', ns);
-    this.hub.setMaster(v, 'br0');
-    ns.ip('link', 'set', 'eth0', 'down');
-    ns.ip('link', 'set', 'eth0', 'address', mac);
-    ns.up('eth0');
+    const ns = this.net.attach(`h${this.hosts++}`, mac);
     ns.addAddress('eth0', `${ip}/24`);
-    this.hosts.push(ns);
     return ns;
   }
 
@@ -79,9 +78,7 @@ export class Lab {
   }
 
   async close(): Promise<void> {
-    await this.stop();
-    for (const h of this.hosts) await h.close();
-    await this.hub.close();
+    await this.net.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -5,10 +5,12 @@
 //
 // Nothing touches the host's own namespace: every link and address is created inside
 // namespaces made here, and close() deletes them (processes first, by PID).
+//
+// The tests' lab (test/helpers/serve.ts) is this one, with namespaces of its own names.
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Spec } from '../../spec/types.ts';
+import { provisionerURL, type Spec } from '../../spec/types.ts';
 import { Netns } from './netns.ts';
 import { startRouterAdverts } from './router-adverts.ts';
 
@@ -22,7 +24,11 @@ export interface ServeOptions {
   /** extra `slipway serve` arguments */
   args?: string[];
   /** where serve's log goes (a file, so serve outlives this process under --keep) */
-  logFile: string;
+  logFile?: string;
+  /** instead of a file: serve's output, as it comes (serve then cannot outlive this process) */
+  output?: (text: string) => void;
+  /** serve's start-up check for another DHCP server (off: nothing else is on a lab's network) */
+  rivalCheck?: boolean;
   timeoutMs?: number;
 }
 
@@ -38,20 +44,25 @@ export class Lab {
   readonly spec: Spec;
   serve?: ChildProcess;
   private serveLogFile?: string;
+  /** the end of serve's output, when it goes to `output` rather than a file */
+  private serveOutput = '';
   private readonly machines = new Map<string, Netns>();
   private readonly parts: LabPart[] = [];
   private wires = 0;
+  private readonly machinePrefix: string;
 
-  private constructor(hub: Netns, spec: Spec) {
+  private constructor(hub: Netns, spec: Spec, machinePrefix: string) {
     this.hub = hub;
     this.spec = spec;
+    this.machinePrefix = machinePrefix;
   }
 
   /**
    * The hub namespace, its bridge, the provisioner's (and the router's) address on it.
-   * `nsPrefix` names the namespace (tests pick their own, apart from real rehearsals').
+   * `nsPrefix` names the namespace, `machinePrefix` the machines' (tests pick their own,
+   * apart from real rehearsals').
    */
-  static create(spec: Spec, nsPrefix = 'slipway-rh-lab'): Lab {
+  static create(spec: Spec, nsPrefix = 'slipway-rh-lab', machinePrefix = 'slipway-rh'): Lab {
     const hub = Netns.create(nsPrefix);
     try {
       hub.addBridge(BRIDGE);
@@ -61,7 +72,7 @@ export class Lab {
       // forwards nowhere), so their default route has a live next hop.
       const router = spec.provisioner.dhcp.router;
       if (router && router !== spec.provisioner.address) hub.addAddress(BRIDGE, `${router}/${prefix}`);
-      return new Lab(hub, spec);
+      return new Lab(hub, spec, machinePrefix);
     } catch (e) {
       void hub.close();
       throw e;
@@ -69,15 +80,28 @@ export class Lab {
   }
 
   get provisionerURL(): string {
-    return `http://${this.spec.provisioner.address}:${this.spec.provisioner.httpPort}`;
+    return provisionerURL(this.spec);
   }
 
   /** Start `slipway serve` in the hub; resolves once its /readyz answers. */
   async startServe(o: ServeOptions): Promise<void> {
-    const args = [SLIPWAY_BIN, 'serve', '-f', o.file, '--state', o.state, '--no-rival-check', ...(o.assets ? ['--assets', o.assets] : []), ...(o.args ?? [])];
-    const fd = openSync(o.logFile, 'a', 0o600);
-    const child = this.hub.spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
-    closeSync(fd);
+    const args = [SLIPWAY_BIN, 'serve', '-f', o.file, '--state', o.state, ...(o.rivalCheck ? [] : ['--no-rival-check']), ...(o.assets ? ['--assets', o.assets] : []), ...(o.args ?? [])];
+    let child: ChildProcess;
+    if (o.output) {
+      child = this.hub.spawn(process.execPath, args);
+      const output = o.output;
+      const add = (d: Buffer) => {
+        output(d.toString());
+        this.serveOutput = (this.serveOutput + d.toString()).slice(-4000);
+      };
+      child.stdout?.on('data', add);
+      child.stderr?.on('data', add);
+    } else {
+      if (!o.logFile) throw new Error('startServe: a logFile or an output function');
+      const fd = openSync(o.logFile, 'a', 0o600);
+      child = this.hub.spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
+      closeSync(fd);
+    }
     this.serve = child;
     this.serveLogFile = o.logFile;
     await this.hub.waitFor('slipway serve /readyz', async () => {
@@ -89,7 +113,7 @@ export class Lab {
   /** The end of serve's log, for error messages. */
   serveLogTail(bytes = 4000): string {
     try {
-      return this.serveLogFile ? readFileSync(this.serveLogFile, 'utf8').slice(-bytes) : '';
+      return this.serveLogFile ? readFileSync(this.serveLogFile, 'utf8').slice(-bytes) : this.serveOutput.slice(-bytes);
     } catch {
       return '';
     }
@@ -106,7 +130,7 @@ export class Lab {
    * would on the rack (DHCP while installing, its rendered network file afterwards).
    */
   attach(name: string, mac: string, ifname = 'eth0'): Netns {
-    const ns = Netns.create(`slipway-rh-${name}`.slice(0, 26));
+    const ns = Netns.create(`${this.machinePrefix}-${name}`.slice(0, 26));
     try {
       const hubEnd = `lab${this.wires++}`;
       this.hub.addVeth(hubEnd, ifname, ns);
