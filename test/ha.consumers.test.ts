@@ -15,7 +15,7 @@ import { CHECK_SCRIPT, haPhase } from '../src/plan/phases/ha.ts';
 import { controlPlanes, type Machine, type Spec } from '../src/spec/types.ts';
 import type { File, PhaseContext } from '../src/plan/types.ts';
 import type { Secrets } from '../src/secrets/types.ts';
-import { versionProfile } from '../src/plan/versions.ts';
+import { versionProfile } from '../src/catalog/versions.ts';
 
 const ctxFor = (spec: Spec): PhaseContext => ({ spec, secrets: {} as Secrets, version: versionProfile(spec.kubernetesVersion) });
 const filesOf = (spec: Spec, m: Machine): Map<string, File> => new Map(haPhase.machine!(ctxFor(spec), m).map((f) => [f.path, f]));

@@ -19,7 +19,7 @@ import { pxeFiles, pxePhase } from '../src/plan/phases/pxe.ts';
 import type { Spec } from '../src/spec/types.ts';
 import type { File, PhaseContext } from '../src/plan/types.ts';
 import type { Secrets } from '../src/secrets/types.ts';
-import { versionProfile } from '../src/plan/versions.ts';
+import { versionProfile } from '../src/catalog/versions.ts';
 
 const PROBE = join(dirname(fileURLToPath(import.meta.url)), 'helpers', 'dhcp-probe.ts');
 const PROV = '10.20.30.2';

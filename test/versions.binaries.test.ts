@@ -20,7 +20,7 @@ import { parse } from 'yaml';
 import { slipway, ROOT, EXAMPLE_HA } from './helpers/cli.ts';
 import { Netns } from './helpers/netns.ts';
 import { parseCommand } from '../src/plan/systemd.ts';
-import { versionProfile } from '../src/plan/versions.ts';
+import { versionProfile } from '../src/catalog/versions.ts';
 
 const VERSION = 'v1.20.2';
 const CACHE = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes`;

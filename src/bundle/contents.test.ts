@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { bundleContents, destinations, withOsVersion, type Item } from './contents.ts';
 import { binariesFor } from '../plan/phases/node.ts';
 import { buildPlan } from '../plan/plan.ts';
-import { KNOWN_VERSIONS } from '../plan/versions.ts';
+import { KNOWN_VERSIONS } from '../catalog/versions.ts';
 import { PXELINUX_INITRD, PXELINUX_KERNEL } from '../plan/phases/pxe/boot.ts';
 import type { Spec } from '../spec/types.ts';
 import { haSpec, singleSpec } from '../../test/helpers/spec.ts';

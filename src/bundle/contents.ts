@@ -1,5 +1,5 @@
 // What an offline cluster needs, as data: every file a machine fetches from the
-// provisioner (binaries under bin/ named exactly as binariesFor() asks for them, the OS
+// provisioner (binaries under bin/ named exactly as binaryAssets() lists them, the OS
 // boot image under os/) and every container image its nodes pull, each with its
 // upstream location and where its published checksum lives. Pure: `bundle create`
 // fetches this list, `bundle create --dry-run` prints it, tests check it against the plan.
@@ -8,8 +8,8 @@
 // bare files), the binary is taken from the project's own container image instead, so
 // it is still checked end to end: tag → manifest digest → layer digest → file.
 import type { Spec } from '../spec/types.ts';
-import { binariesFor } from '../plan/phases/node.ts';
-import { versionProfile } from '../plan/versions.ts';
+import { binaryAssets, CNI_PLUGINS } from '../catalog/cluster.ts';
+import { versionProfile } from '../catalog/versions.ts';
 
 export type HashAlgorithm = 'sha256' | 'sha512';
 
@@ -147,8 +147,8 @@ function runtime(k8sMinor: number): Item[] {
     {
       kind: 'archive', name: 'cni-plugins', version: cniPlugins, url: cni, format: 'tar.gz',
       checksum: { algorithm: 'sha256', url: `${cni}.sha256`, entry: cni.slice(cni.lastIndexOf('/') + 1) },
-      // the plugins the rendered conflists chain (binariesFor's cni/ names; flannel's own comes from flannel())
-      members: ['bridge', 'host-local', 'loopback', 'portmap'].map((p) => ({ member: p, dest: `bin/cni/${p}` })),
+      // the plugins the rendered conflists chain (binaryAssets' cni/ names; flannel's own comes from flannel())
+      members: CNI_PLUGINS.map((p) => ({ member: p, dest: `bin/cni/${p}` })),
     },
   ];
 }
@@ -190,8 +190,8 @@ export function bundleContents(spec: Spec, opts: ContentsOptions = {}): BundleCo
   const osVersion = opts.osVersion ?? 'current';
   if (osVersion !== 'current' && !/^\d+\.\d+\.\d+$/.test(osVersion)) throw new Error(`bad Flatcar version "${osVersion}" (like 4081.2.0, or "current")`);
   const profile = versionProfile(spec.kubernetesVersion);
-  // Only what some machine fetches: binariesFor() is the one list the machines read.
-  const needed = new Set(spec.machines.flatMap((m) => binariesFor(m, spec.network.cni).map(([, asset]) => asset)));
+  // Only what some machine fetches: binaryAssets() is the one list the machines read.
+  const needed = new Set(spec.machines.flatMap((m) => binaryAssets(m.roles, spec.network.cni)));
   const items: Item[] = [
     ...kubernetes(spec.kubernetesVersion, needed),
     ...etcd(profile.etcdVersion, needed),

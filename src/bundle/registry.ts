@@ -13,7 +13,7 @@
 //     (tried in MIRRORED_REGISTRIES order), /v2/nginx/... Docker Hub's library/nginx.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { decodePath, type Handler } from '../serve/http/server.ts';
-import { MIRRORED_REGISTRIES } from '../plan/phases/node.ts';
+import { MIRRORED_REGISTRIES } from '../catalog/cluster.ts';
 import { sendEntry } from './assets.ts';
 import { blobPath } from './manifest.ts';
 import type { Bundle } from './reader.ts';

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildPlan } from './plan.ts';
-import { versionProfile, KNOWN_VERSIONS, isSupported } from './versions.ts';
+import { versionProfile, KNOWN_VERSIONS, isSupported } from '../catalog/versions.ts';
 import { haSpec, singleSpec } from '../../test/helpers/spec.ts';
 import { fakeSecrets } from '../../test/helpers/secrets.ts';
 

@@ -3,7 +3,7 @@
 // phases/; this file only runs them in order and checks they don't collide.
 import type { Machine, Spec } from '../spec/types.ts';
 import type { Secrets } from '../secrets/types.ts';
-import { versionProfile } from './versions.ts';
+import { versionProfile } from '../catalog/versions.ts';
 import type { File, Phase, PhaseContext, Plan } from './types.ts';
 import { hostPhase } from './phases/host.ts';
 import { pkiPhase } from './phases/pki.ts';

@@ -3,7 +3,7 @@
 // Ignition and cloud-config, and diffs them for `slipway plan`.
 import type { Spec, Machine } from '../spec/types.ts';
 import type { Secrets } from '../secrets/types.ts';
-import type { VersionProfile } from './versions.ts';
+import type { VersionProfile } from '../catalog/versions.ts';
 
 export interface File {
   /** absolute path on the machine (or relative path under DIR/cluster, DIR/pxe) */

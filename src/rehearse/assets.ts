@@ -1,10 +1,10 @@
 // The provisioner's assets directory for a rehearsal: every binary the machines'
-// download unit asks for (assets/bin/<name>, named as binariesFor() says), from the
+// download unit asks for (assets/bin/<name>, named as binaryAssets() says), from the
 // Kubernetes binaries given and the rehearsal's Debian tree. serve computes SHA256SUMS.
 import { copyFileSync, existsSync, linkSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Spec } from '../spec/types.ts';
-import { binariesFor } from '../plan/phases/node.ts';
+import { binaryAssets } from '../catalog/cluster.ts';
 
 /** A binary the machines need is nowhere to be found. */
 export class AssetsError extends Error {}
@@ -24,7 +24,7 @@ const TREE_PATHS: Record<string, string> = { etcd: 'usr/bin/etcd', etcdctl: 'usr
 const inTree = (name: string) => name in TREE_PATHS || name.startsWith('cni/');
 
 /**
- * What the machines' download unit fetches, under assets/bin/ named as binariesFor()
+ * What the machines' download unit fetches, under assets/bin/ named as binaryAssets()
  * asks: the Kubernetes binaries from `binaries`, etcd and the CNI plugins from the
  * Debian tree (Debian's etcd is 3.4, the series Kubernetes 1.20 was tested with).
  * Without `binaries` the Kubernetes ones are left out (`absent`): the machines skip
@@ -32,7 +32,7 @@ const inTree = (name: string) => name in TREE_PATHS || name.startsWith('cni/');
  */
 export function stageAssets(spec: Spec, binaries: string | undefined, tree: string, assets: string): { fromTree: string[]; absent: string[] } {
   const needed = new Set<string>();
-  for (const m of spec.machines) for (const [, name] of binariesFor(m, spec.network.cni)) needed.add(name);
+  for (const m of spec.machines) for (const name of binaryAssets(m.roles, spec.network.cni)) needed.add(name);
   const taken: string[] = [];
   const absent: string[] = [];
   for (const name of needed) {

@@ -11,7 +11,7 @@ import { Pkcs10CertificateRequest } from '@peculiar/x509';
 import { apiHost, controlPlanes, etcdMembers, type Machine, type Spec } from '../spec/types.ts';
 import type { ExecResult } from './lab/netns.ts';
 import type { Lab } from './lab/lab.ts';
-import { SMOKE_NODE_PORT } from '../plan/phases/addons.ts';
+import { SMOKE_NODE_PORT } from '../catalog/cluster.ts';
 import type { Outcome, Step } from './engine.ts';
 
 export type CheckName =

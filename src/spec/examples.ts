@@ -1,6 +1,6 @@
 // The commented examples `slipway init` prints. `ha` is guide 02's shape: three
 // control-plane + etcd machines behind a keepalived VIP, and two workers.
-import { NEWEST_VERSION } from '../plan/versions.ts';
+import { NEWEST_VERSION } from '../catalog/versions.ts';
 
 const header = (name: string) => `# Slipway cluster file. Check it with: slipway validate -f <this file>
 # Every field is documented in the README ("Cluster file reference").

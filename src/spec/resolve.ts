@@ -1,7 +1,7 @@
 // Fill in every default of a valid cluster file, producing the Spec the planner reads.
 import { parseCidr } from '../lib/ipv4.ts';
 import { normalizeMac } from '../lib/mac.ts';
-import { NEWEST_VERSION } from '../plan/versions.ts';
+import { NEWEST_VERSION } from '../catalog/versions.ts';
 import type { ClusterFile } from './schema.ts';
 import type { Role, Spec } from './types.ts';
 

@@ -2,7 +2,8 @@
 // `slipway schema` prints (for editors) and the validator the parser runs (via Ajv).
 // Semantic rules that JSON Schema cannot express live in validate.ts.
 import { Type, type Static, type TUnsafe } from '@sinclair/typebox';
-import { KNOWN_VERSIONS, NEWEST_VERSION } from '../plan/versions.ts';
+import { KNOWN_VERSIONS, NEWEST_VERSION } from '../catalog/versions.ts';
+import { CNIS, ROLES } from '../catalog/cluster.ts';
 
 const IPv4 = Type.String({ format: 'ipv4', description: 'IPv4 address, e.g. 10.20.30.2' });
 const CIDR = Type.String({
@@ -27,7 +28,6 @@ export const ONE_LINE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
 /** Certificates' days: X.509 dates end in 9999, and a century is more than any cluster needs. */
 export const MAX_VALIDITY_DAYS = 36500;
 
-export const ROLES = ['control-plane', 'etcd', 'worker'] as const;
 
 // A plain JSON Schema `enum` (TypeBox unions of literals become anyOf, whose errors
 // read badly); the type still narrows to the literal union.
@@ -95,7 +95,7 @@ export const ClusterFileSchema = Type.Object(
               dnsDomain: Type.Optional(Type.String({ maxLength: 253, description: 'the cluster\'s DNS domain, a DNS name (default cluster.local)' })),
               cni: Type.Optional(
                 StringEnum(
-                  ['flannel', 'bridge'],
+                  [...CNIS],
                   'flannel (default): vxlan overlay. bridge: no overlay, for machines on one L2 segment: each machine gets the /24 of podCIDR at its position in `machines` (the first machine the first /24), a bridge + host-local CNI config and a route to every other machine\'s /24; appending machines keeps existing slices, reordering or removing machines changes them',
                 ),
               ),

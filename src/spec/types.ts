@@ -2,12 +2,12 @@
 // filled in and addresses already parsed. Everything downstream of spec/ reads this,
 // never the raw YAML.
 import type { Ipv4Net } from '../lib/ipv4.ts';
+import type { Cni, Role } from '../catalog/cluster.ts';
 
-export type Role = 'control-plane' | 'etcd' | 'worker';
+export type { Cni, Role };
+
 export type DhcpMode = 'full' | 'proxy' | 'off';
 export type KeyAlgorithm = 'ecdsa-p256' | 'rsa-2048';
-/** flannel: vxlan overlay; bridge: fixed per-machine /24 slices of podCIDR, routed on one L2 segment */
-export type Cni = 'flannel' | 'bridge';
 
 export interface Machine {
   name: string;

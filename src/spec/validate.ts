@@ -3,9 +3,9 @@
 // already has the right shape; returns every problem, never stops at the first.
 import { broadcast, contains, overlaps, parseCidr, parseIp, type Ipv4Net } from '../lib/ipv4.ts';
 import { MAC_RE, normalizeMac } from '../lib/mac.ts';
-import { isSupported, knownRelease, OLDEST_MINOR, NEWEST_MINOR } from '../plan/versions.ts';
+import { isSupported, knownRelease, OLDEST_MINOR, NEWEST_MINOR } from '../catalog/versions.ts';
 import type { ClusterFile } from './schema.ts';
-import { ROLES } from './schema.ts';
+import { ROLES } from '../catalog/cluster.ts';
 import type { PathSeg, Problem } from './problems.ts';
 import { DEFAULTS } from './resolve.ts';
 import { POD_SLICE_PREFIX, sliceCount } from '../lib/pod-slices.ts';

@@ -8,6 +8,7 @@ import { hasRole } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { ADDONS, BIN, K8S, UNITS } from '../paths.ts';
+import { SMOKE_NODE_PORT } from '../../catalog/cluster.ts';
 
 type Obj = Record<string, unknown>;
 const yamlDocs = (objs: Obj[]) => objs.map((o) => stringify(o)).join('---\n');
@@ -160,7 +161,6 @@ function coredns(ctx: PhaseContext): Obj[] {
   ];
 }
 
-export const SMOKE_NODE_PORT = 30080;
 function smokeTest(): Obj[] {
   const labels = { app: 'slipway-smoke' };
   return [

@@ -11,22 +11,12 @@ import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { once } from '../memo.ts';
 import { BIN, CONTAINERD_SOCK, K8S, KUBELET_CLIENT_CERT, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { binaryAssets, MIRRORED_REGISTRIES } from '../../catalog/cluster.ts';
 import { podSliceOf } from '../pod-slices.ts';
 
-/** Registries whose images the provisioner mirrors (hosts.toml points each at it). */
-export const MIRRORED_REGISTRIES = ['registry.k8s.io', 'docker.io', 'quay.io', 'gcr.io'];
-/** The CNI plugins both configs use (containernetworking/plugins); flannel adds its own. */
-const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap'];
-
-/** The binaries a machine needs, as [path on the machine, asset name under /assets/bin/]. */
+/** The binaries a machine needs (the catalog's list), as [path on the machine, asset name under /assets/bin/]. */
 export function binariesFor(m: Machine, cni: Cni = 'flannel'): [string, string][] {
-  const out: [string, string][] = [];
-  const bin = (name: string) => out.push([`${BIN}/${name}`, name]);
-  if (hasRole(m, 'etcd')) ['etcd', 'etcdctl'].forEach(bin);
-  if (hasRole(m, 'control-plane')) ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].forEach(bin);
-  ['kubelet', 'kube-proxy', ...(cni === 'flannel' ? ['flanneld'] : [])].forEach(bin);
-  for (const p of [...CNI_PLUGINS, ...(cni === 'flannel' ? ['flannel'] : [])]) out.push([`/opt/cni/bin/${p}`, `cni/${p}`]);
-  return out;
+  return binaryAssets(m.roles, cni).map((a) => [a.startsWith('cni/') ? `/opt/cni/bin/${a.slice('cni/'.length)}` : `${BIN}/${a}`, a]);
 }
 
 /** Where fetch-binaries.sh keeps what it learnt: the last SHA256SUMS, and what was missing. */

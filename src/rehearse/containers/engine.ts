@@ -8,7 +8,7 @@
 //   wait for Ready → the cluster's checks
 import { join } from 'node:path';
 import { etcdMembers, type Machine } from '../../spec/types.ts';
-import { versionProfile } from '../../plan/versions.ts';
+import { versionProfile } from '../../catalog/versions.ts';
 import { lostMachineChecks } from '../checks.ts';
 import { preflight, RehearseError, type RehearseOptions } from '../preflight.ts';
 import { writeRehearsalBundle } from '../bundle.ts';

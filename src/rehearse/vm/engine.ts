@@ -18,7 +18,7 @@ import { RADVD } from '../lab/router-adverts.ts';
 import { lostMachineChecks } from '../checks.ts';
 import { preflight, RehearseError, which, type RehearseOptions } from '../preflight.ts';
 import { writeRehearsalBundle } from '../bundle.ts';
-import { versionProfile } from '../../plan/versions.ts';
+import { versionProfile } from '../../catalog/versions.ts';
 import { binariesFor } from '../../plan/phases/node.ts';
 import type { Engine, LabRun, MachinesRun, Preflight, Run, Step } from '../engine.ts';
 import { kvmWorks, VmMachine } from './qemu.ts';
