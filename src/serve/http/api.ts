@@ -69,10 +69,13 @@ export function bearer(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
+/** Past the limit, this much more of a body is read and dropped, so a client still sending it sees the 413 instead of a reset. */
+const DRAIN_BYTES = 1024 * 1024;
+
 /**
- * Read a request body up to `limit` bytes; undefined when it is larger. Past the limit
- * it stops reading without destroying the request, so the answer (413) still goes out;
- * the caller then closes the connection (the rest of the body is never read).
+ * Read a request body up to `limit` bytes; undefined when it is larger. A larger body is
+ * read on and dropped up to DRAIN_BYTES (the client gets its answer instead of EPIPE);
+ * past that reading stops (`req.complete` stays false: the caller closes the connection).
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
@@ -86,10 +89,12 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 
     const data = (c: Buffer) => {
       size += c.length;
       if (size <= limit) return void chunks.push(c);
+      chunks.length = 0;
+      if (size <= limit + DRAIN_BYTES) return;
       req.pause();
       done(undefined);
     };
-    const end = () => done(Buffer.concat(chunks));
+    const end = () => done(size <= limit ? Buffer.concat(chunks) : undefined);
     const error = (e: Error) => done(undefined, e);
     const gone = () => done(undefined); // the client went away mid-body (req.readableAborted)
     req.on('data', data).on('end', end).on('error', error).on('close', gone);
@@ -333,7 +338,7 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     };
     if (body === undefined && req.readableAborted) return true; // nobody to answer
     if (body === undefined) {
-      res.setHeader('Connection', 'close'); // the rest of the body is not read: the connection cannot be reused
+      if (!req.complete) res.setHeader('Connection', 'close'); // the rest of the body was not read: the connection cannot be reused
       return bad(`report larger than ${MAX_REPORT_BYTES} bytes`);
     }
     let r: { state?: unknown; seq?: unknown; reason?: unknown; detail?: unknown };
