@@ -46,7 +46,12 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
   observe(name: string, to: State, source: string, extra: { reason?: string; detail?: Record<string, unknown> } = {}): StoredEvent | undefined {
     if (!this.machines.has(name)) return undefined;
     const ev = this.store.transition(name, to, source, (from) => canMove(from, to), extra);
-    if (ev) this.emit('event', ev);
+    if (ev) {
+      // Synced at once, off this thread; whoever acknowledges it (the report API) awaits
+      // store.durable() itself, and a failed sync fails that from then on.
+      void this.store.durable().catch(() => {});
+      this.emit('event', ev);
+    }
     return ev;
   }
 

@@ -1,7 +1,10 @@
 // What the API reads from the store is bounded: a machine's newest events within a
-// detail budget, unknown MACs a page at a time, aged out and capped.
+// detail budget, unknown MACs a page at a time, aged out and capped; durable() syncs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SqliteStore } from './sqlite.ts';
 
 test('recentEvents: newest first cut to the limit and the detail budget, oldest first in the answer', () => {
@@ -37,4 +40,24 @@ test('discovered: pages by MAC, only those seen recently; prune ages out and cap
   assert.equal(s.discovered().length, 4);
   assert.equal(s.pruneDiscovered(new Date(Date.now() + 60_000).toISOString(), 100), 4, 'aged out');
   s.close();
+});
+
+test('durable(): syncs the WAL off the thread; callers arriving meanwhile share the next sync', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'slipway-durable-'));
+  try {
+    const s = new SqliteStore(join(dir, 'serve.db'));
+    await s.durable();
+    s.transition('w1', 'installing', 'machine', () => true);
+    const all = [s.durable(), s.durable(), s.durable()];
+    s.transition('w1', 'installed', 'machine', () => true);
+    all.push(s.durable());
+    await Promise.all(all);
+    s.close();
+    const again = new SqliteStore(join(dir, 'serve.db'));
+    assert.equal(again.get('w1')?.state, 'installed');
+    again.close();
+    await new SqliteStore(':memory:').durable();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

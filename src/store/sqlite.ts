@@ -1,7 +1,11 @@
-// The embedded store: Node's built-in SQLite (no server to install), WAL journal with
-// synchronous=FULL so an acknowledged transition survives kill -9 and power loss.
+// The embedded store: Node's built-in SQLite (no server to install), WAL journal. A
+// commit is in the WAL (it survives kill -9) as soon as it returns; durable() makes every
+// commit so far power-safe with an fdatasync of the WAL on libuv's thread pool, so what
+// serve acknowledges survives power loss too, and no fsync ever waits on serve's thread
+// (one can take hundreds of ms on a busy disk, and DHCP, TFTP and HTTP share that thread).
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { State } from './states.ts';
 import type { Discovered, MachineRecord, Store, StoredEvent } from './store.ts';
 
@@ -60,11 +64,20 @@ export function makeDbPrivate(file: string): void {
 export class SqliteStore implements Store {
   private readonly db: DatabaseSync;
   private readonly q: Record<string, StatementSync>;
+  private readonly path: string;
+  private wal?: FileHandle;
+  /** the sync running now, and the one that will follow it for commits made meanwhile */
+  private syncing?: Promise<void>;
+  private next?: Promise<void>;
+  /** a failed sync: data may be lost, so every later durable() fails too */
+  private syncError?: Error;
 
   constructor(path: string) {
+    this.path = path;
     if (path !== ':memory:') makeDbPrivate(path);
     this.db = new DatabaseSync(path);
-    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;');
+    // NORMAL: SQLite syncs only at checkpoints; durable() syncs what must be power-safe.
+    this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.db.exec(SCHEMA);
     this.q = {
       get: this.db.prepare('SELECT name, state, reason, since FROM machines WHERE name = ?'),
@@ -142,23 +155,32 @@ export class SqliteStore implements Store {
   }
 
   acceptSeq(machine: string, seq: number): boolean {
-    return this.unsynced(() => Number(this.q.acceptSeq!.run(machine, seq).changes) === 1);
+    return Number(this.q.acceptSeq!.run(machine, seq).changes) === 1;
   }
 
-  /**
-   * Run a write that needs to survive a crash of this process but not a power cut, without
-   * the fsync (WAL, synchronous=NORMAL): a machine can send reports that move nothing as
-   * fast as it likes, and an fsync each on this thread would stall DHCP, TFTP and HTTP.
-   * A report's seq is such a write: replaying a report that moved nothing cannot move
-   * anything later either (states only move forward; a reprovision changes the token), and
-   * a report that moves the state is made power-safe by its transition's own commit.
-   */
-  private unsynced<T>(fn: () => T): T {
-    this.db.exec('PRAGMA synchronous = NORMAL');
+  durable(): Promise<void> {
+    if (this.path === ':memory:') return Promise.resolve();
+    if (this.syncError) return Promise.reject(this.syncError);
+    // Group commit: a sync already running may have started before the caller's commit,
+    // so callers wait for the next one, which all who arrive meanwhile share.
+    if (!this.syncing) return (this.syncing = this.sync().finally(() => (this.syncing = undefined)));
+    this.next ??= this.syncing.catch(() => {}).then(() => {
+      this.next = undefined;
+      return this.durable();
+    });
+    return this.next;
+  }
+
+  private async sync(): Promise<void> {
     try {
-      return fn();
-    } finally {
-      this.db.exec('PRAGMA synchronous = FULL');
+      // The WAL keeps its inode while the database is open (a checkpoint rewinds it, never
+      // replaces it), so one handle serves every sync; fsync works on a read-only one.
+      this.wal ??= await open(`${this.path}-wal`, 'r');
+      await this.wal.datasync();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !this.wal) return; // no WAL: nothing written yet
+      this.syncError = new Error(`${this.path}: could not make the store durable (${(e as Error).message}); restart serve`);
+      throw this.syncError;
     }
   }
 
@@ -168,8 +190,7 @@ export class SqliteStore implements Store {
 
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void {
     const now = new Date().toISOString();
-    // informational, and written for every packet of an unknown MAC: no fsync each
-    this.unsynced(() => this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null));
+    this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null);
   }
 
   discovered(opts: { seenSince?: string; after?: string; limit?: number } = {}): Discovered[] {
@@ -183,6 +204,8 @@ export class SqliteStore implements Store {
   }
 
   close(): void {
+    void this.wal?.close().catch(() => {});
+    this.wal = undefined;
     if (this.db.isOpen) this.db.close();
   }
 }

@@ -40,8 +40,9 @@ export interface Store {
   list(): MachineRecord[];
   /**
    * Move `name` to `to` if `allowed(current)` says so, recording the event, atomically:
-   * either both the state and its event are durable, or neither. Returns the event, or
-   * undefined when the move was not allowed.
+   * either both the state and its event are stored, or neither (a crash of the process
+   * loses neither; a power cut only what durable() has not covered yet). Returns the
+   * event, or undefined when the move was not allowed.
    */
   transition(name: string, to: State, source: string, allowed: (from: State) => boolean, extra?: { reason?: string; detail?: Record<string, unknown>; at?: string }): StoredEvent | undefined;
   /** events in id order, optionally for one machine and/or after an id; at most `limit` (default 10,000) */
@@ -60,6 +61,12 @@ export interface Store {
   acceptSeq(machine: string, seq: number): boolean;
   /** forget a machine's report sequence (reprovisioned: its new install counts from 1) */
   resetSeq(machine: string): void;
+  /**
+   * Resolves once every write so far would survive a power cut (synced off the caller's
+   * thread; concurrent callers share one sync). Call it before acknowledging a write.
+   * Rejects, from then on, once a sync failed.
+   */
+  durable(): Promise<void>;
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void;
   /** unknown MACs seen at or after `seenSince` (ISO time), by MAC, after the MAC `after`; at most `limit` */
   discovered(opts?: { seenSince?: string; after?: string; limit?: number }): Discovered[];

@@ -258,6 +258,7 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       let ev: StoredEvent | undefined;
       try {
         ev = await ctx.reprovision(m[1]!, 'operator');
+        await ctx.store.durable();
       } catch (e) {
         ctx.log.error({ machine: m[1], err: (e as Error).message }, 'reprovision failed');
         return problem(res, 500, `reprovision of ${m[1]} failed: ${(e as Error).message}`);
@@ -360,6 +361,7 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     if (!ctx.store.acceptSeq(name, r.seq)) return bad(`seq ${r.seq} was already used: replayed report`);
     const extra = { reason: r.reason as string | undefined, detail: { ...(r.detail as Record<string, unknown> | undefined), from: clientIp(req), seq: r.seq } };
     const ev = r.state === 'failed' ? ctx.lifecycle.fail(name, extra.reason!, 'machine', extra.detail) : ctx.lifecycle.observe(name, r.state, 'machine', extra);
+    await ctx.store.durable(); // acknowledged means on disk (the fsync runs off this thread)
     reports.inc({ outcome: ev ? 'accepted' : 'ignored' });
     return json(res, 200, { machine: name, state: ctx.lifecycle.state(name), event: ev ?? null });
   }
