@@ -9,8 +9,12 @@
 //
 // The serial console is the VM's only console (-nographic: SeaBIOS mirrors the BIOS
 // console, so SeaBIOS's and iPXE's messages, to it; OVMF and Linux print there anyway).
-// It is QEMU's stdio: output is kept in memory for waitFor() and in a log file for
+// It is a unix socket: output is kept in memory for waitFor() and in a log file for
 // people; input lets a test type at iPXE's prompt (see pressCtrlB).
+//
+// The QEMU process, its tap and its console are the VM rehearsal's own
+// (src/rehearse/vm/qemu.ts); here are what the boot tests add: TCG always, firmware
+// (SeaBIOS or OVMF, UEFI HTTP boot), -no-reboot, and waits that know the test initramfs.
 //
 // The VM runs inside the hub namespace, where br0 and its tap are. stop() kills qemu by
 // its PID and deletes the tap; Netns.close() would kill it too.
@@ -18,13 +22,13 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import type { Netns } from './netns.ts';
-import { plainConsole } from '../../src/rehearse/vm/console-text.ts';
+import { addTap, delTap, Qemu, QEMU } from '../../src/rehearse/vm/qemu.ts';
 import { RADVD, startRouterAdverts } from '../../src/rehearse/lab/router-adverts.ts';
 import { Lab } from './serve.ts';
 import { EXAMPLE_HA, slipway } from './cli.ts';
 import { IGNITION_BIN, installBootImage, testBootImage, treeDigest, type BootImage } from './initramfs.ts';
 
-export const QEMU = 'qemu-system-x86_64';
+export { QEMU };
 /** Debian ovmf: UEFI code (read-only) and the template for a VM's own variable store. */
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
@@ -63,90 +67,71 @@ export class Vm {
   readonly startedAt: number;
   /** the same moment as Date.now(), to compare with the server's event times */
   readonly wallStart: number;
-  readonly child: ChildProcess;
+  /** the QEMU process (the rehearsal's own: src/rehearse/vm/qemu.ts) */
+  readonly qemu: Qemu;
   private readonly hub: Netns;
-  private out = '';
-  private stderr = '';
   private stopped = false;
 
-  private constructor(hub: Netns, child: ChildProcess, o: { name: string; mac: string; log: string; tap: string; startedAt: number; wallStart: number }) {
+  private constructor(hub: Netns, qemu: Qemu, o: { name: string; mac: string; log: string; tap: string; startedAt: number; wallStart: number }) {
     this.hub = hub;
-    this.child = child;
+    this.qemu = qemu;
     this.name = o.name;
     this.mac = o.mac;
     this.log = o.log;
     this.tap = o.tap;
     this.startedAt = o.startedAt;
     this.wallStart = o.wallStart;
-    // Always drained: a full pipe would stop the guest at its next serial write.
-    child.stdout?.setEncoding('latin1').on('data', (d: string) => (this.out += d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-20_000)));
-    child.stdin?.on('error', () => {});
   }
 
   /** Create the tap on br0 and power the VM on; it network-boots at once. */
   static async start(hub: Netns, o: VmOptions): Promise<Vm> {
     // Tap names only need to be unique in the hub namespace, which this process owns.
     const tap = `tap${tapCount++}`;
-    hub.ip('tuntap', 'add', tap, 'mode', 'tap');
+    addTap(hub, tap);
     try {
-      hub.setMaster(tap, 'br0');
-      hub.up(tap);
       mkdirSync(o.dir, { recursive: true });
       const log = join(o.dir, `${o.name}.serial.log`);
-      const args = [
-        '-accel', 'tcg',
-        '-machine', 'q35',
-        '-m', String(o.memory ?? 384),
-        '-smp', '1',
-        '-name', o.name,
-        '-nographic', '-monitor', 'none',
-        // signal=off: a ^C typed at the guest must not kill qemu
-        '-chardev', `stdio,id=ser0,signal=off,logfile=${log}`,
-        '-serial', 'chardev:ser0',
-        '-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`,
-        // romfile= (empty): no iPXE ROM; the firmware's own driver runs the NIC
-        '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1${o.httpBoot ? ',romfile=' : ''}`,
-        ...(o.disk ? ['-drive', `file=${o.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2'] : []),
-        // A guest that powers off (the test initramfs does when it is done) ends qemu; a
-        // reset ends it too instead of booting, and installing, a second time.
-        '-no-reboot',
-      ];
+      // A guest that powers off (the test initramfs does when it is done) ends qemu; a
+      // reset ends it too instead of booting, and installing, a second time.
+      const extraArgs = ['-no-reboot'];
       if (o.firmware === 'uefi') {
         if (!existsSync(OVMF_CODE)) throw new Error(`${OVMF_CODE} missing: install Debian's ovmf`);
         const vars = join(o.dir, `${o.name}.OVMF_VARS.fd`);
         copyFileSync(OVMF_VARS, vars);
-        args.push(
+        extraArgs.push(
           '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
           '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
         );
         // OvmfPkg/RUNTIME_CONFIG.md: without PXE the NIC's first boot option is UEFI HTTPv4
-        if (o.httpBoot) args.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=no', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=no');
+        if (o.httpBoot) extraArgs.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=no', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=no');
       } else if (o.httpBoot) throw new Error('httpBoot needs firmware: uefi');
       const startedAt = performance.now();
       const wallStart = Date.now();
-      // setpriv --pdeathsig: if this process dies without stopping the VM (a runner's
-      // timeout kill), the kernel kills qemu too; setpriv execs qemu, so the PID is qemu's
-      const child = hub.spawn('setpriv', ['--pdeathsig', 'KILL', QEMU, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-      const vm = new Vm(hub, child, { name: o.name, mac: o.mac, log, tap, startedAt, wallStart });
-      await new Promise<void>((resolve, reject) => {
-        child.once('spawn', () => resolve());
-        child.once('error', reject);
+      const qemu = await Qemu.start({
+        hub, name: o.name, mac: o.mac, tap, memoryMiB: o.memory ?? 384, accel: 'tcg',
+        serialSocket: join(o.dir, `${o.name}.serial.sock`), serialLog: log, disk: o.disk,
+        // romfile= (empty): no iPXE ROM; the firmware's own driver runs the NIC
+        nicOptions: o.httpBoot ? ',romfile=' : undefined,
+        extraArgs,
       });
-      return vm;
+      return new Vm(hub, qemu, { name: o.name, mac: o.mac, log, tap, startedAt, wallStart });
     } catch (e) {
       delTap(hub, tap);
       throw e;
     }
   }
 
+  get child(): ChildProcess {
+    return this.qemu.child;
+  }
+
   /** The serial console so far, as a terminal shows it (escape sequences gone, backspaces applied). */
   serial(): string {
-    return plainConsole(this.out);
+    return this.qemu.console();
   }
 
   get exited(): boolean {
-    return this.child.exitCode !== null || this.child.signalCode !== null;
+    return !this.qemu.running;
   }
 
   /** ms since power on */
@@ -168,10 +153,10 @@ export class Vm {
       const failed = /SLIPWAY-E2E: \S+ FAILED .*/.exec(text);
       if (failed) throw new Error(`${this.name}: ${failed[0]}\n${this.tail()}`);
       if (this.exited) {
-        await new Promise((r) => setTimeout(r, 100)); // the last output may still be in the pipe
+        await new Promise((r) => setTimeout(r, 100)); // the last output may still be in the socket
         const last = this.serial().match(re);
         if (last) return { match: last, ms: this.elapsed() };
-        throw new Error(`${this.name}: qemu exited (${this.child.exitCode ?? this.child.signalCode}) before ${re}\n${this.stderr}\n${this.tail()}`);
+        throw new Error(`${this.name}: qemu exited (${this.child.exitCode ?? this.child.signalCode}) before ${re}\n${this.qemu.stderr}\n${this.tail()}`);
       }
       if (performance.now() >= deadline) throw new Error(`${this.name}: no ${re} after ${timeoutMs} ms\n${this.tail()}`);
       await new Promise((r) => setTimeout(r, 100));
@@ -179,20 +164,13 @@ export class Vm {
   }
 
   /** Wait for qemu to exit by itself (the guest powered off); false on timeout. */
-  async waitExit(timeoutMs: number): Promise<boolean> {
-    if (this.exited) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const exited = await Promise.race([
-      new Promise<boolean>((r) => this.child.once('exit', () => r(true))),
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
-    ]);
-    clearTimeout(timer);
-    return exited;
+  waitExit(timeoutMs: number): Promise<boolean> {
+    return this.qemu.waitExit(timeoutMs);
   }
 
   /** Type at the serial console (iPXE reads it through SeaBIOS's serial console). */
   type(text: string): void {
-    this.child.stdin?.write(text);
+    this.qemu.write(text);
   }
 
   /**
@@ -217,10 +195,10 @@ export class Vm {
    */
   async ipxe(command: string): Promise<void> {
     for (const key of command) {
-      const before = this.out.length;
+      const before = this.qemu.rawConsole.length;
       this.type(key);
       const deadline = performance.now() + 10_000;
-      while (!this.out.slice(before).includes(key)) {
+      while (!this.qemu.rawConsole.slice(before).includes(key)) {
         if (performance.now() >= deadline) throw new Error(`${this.name}: iPXE did not echo ${JSON.stringify(key)} of ${JSON.stringify(command)}\n${this.tail()}`);
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -230,23 +208,16 @@ export class Vm {
 
   /** The last lines of the serial console, for failure messages. */
   tail(lines = 40): string {
-    return `--- ${this.name} serial console (last ${lines} lines; full log ${this.log}) ---\n${this.serial().split('\n').slice(-lines).join('\n')}`;
+    return `--- ${this.name} serial console (last ${lines} lines; full log ${this.log}) ---\n${this.qemu.tail(lines)}`;
   }
 
   /** Kill qemu (by its PID) and delete the tap. Safe to call twice. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await this.hub.kill(this.child, 1_000);
+    await this.hub.kill(this.qemu.child, 1_000);
+    await this.qemu.kill();
     delTap(this.hub, this.tap);
-  }
-}
-
-function delTap(hub: Netns, tap: string): void {
-  try {
-    hub.ip('link', 'del', tap);
-  } catch {
-    // the namespace, and with it the tap, may be gone already
   }
 }
 

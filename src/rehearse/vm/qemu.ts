@@ -1,9 +1,15 @@
-// One machine of the VM rehearsal: qemu-system-x86_64 (KVM when /dev/kvm works, else
-// TCG) with the machine's MAC on a virtio NIC whose tap is a port of the lab bridge, and
-// a copy-on-write overlay of the rehearsal disk image. It network-boots through the
-// NIC's iPXE ROM exactly as the rack machine would. Its serial console is a socket we
-// read from power-on (and the root shell the checks look inside with); its monitor is a unix socket,
-// so a check can power it off (`quit`) or press reset (`system_reset`).
+// QEMU VMs on the lab bridge, and one machine of the VM rehearsal.
+//
+// `Qemu` is one qemu-system-x86_64 process (KVM when /dev/kvm works, else TCG) in the
+// lab's hub namespace, with a virtio NIC (its MAC, a tap that is a port of the lab
+// bridge: addTap) that network-boots through its iPXE ROM exactly as the rack machine
+// would, an optional disk after it, a serial console on a unix socket that we read from
+// power-on and type into, and optionally a monitor on another (power off: `quit`, press
+// reset: `system_reset`). The boot tests' VMs (test/helpers/qemu.ts) are this too.
+//
+// `VmMachine` is a rehearsal machine made of it: a copy-on-write overlay of the rehearsal
+// disk image (or a dirty or blank disk, for the faults), the tap, the QEMU process, the
+// root shell on its serial console the checks look inside with.
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -13,6 +19,8 @@ import type { Netns } from '../lab/netns.ts';
 import type { FailedUnit, RehearsalMachine } from '../engine.ts';
 import { BRIDGE } from '../lab/lab.ts';
 import { plainConsole as plain } from './console-text.ts';
+
+export const QEMU = 'qemu-system-x86_64';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -35,9 +43,226 @@ export function kvmWorks(kernel: string): boolean {
   } catch {
     return false;
   }
-  const r = spawnSync('qemu-system-x86_64', ['-accel', 'kvm', '-M', 'q35', '-m', '256', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-kernel', kernel, '-append', 'console=ttyS0 panic=-1', '-no-reboot'], { encoding: 'latin1', timeout: 20_000, killSignal: 'SIGKILL' });
+  const r = spawnSync(QEMU, ['-accel', 'kvm', '-M', 'q35', '-m', '256', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-kernel', kernel, '-append', 'console=ttyS0 panic=-1', '-no-reboot'], { encoding: 'latin1', timeout: 20_000, killSignal: 'SIGKILL' });
   kvmProbe = /Linux version/.test(r.stdout ?? '');
   return kvmProbe;
+}
+
+/** A tap named `tap` in the hub, a port of the lab bridge, up: a VM's wire. */
+export function addTap(hub: Netns, tap: string): void {
+  hub.ip('tuntap', 'add', tap, 'mode', 'tap');
+  try {
+    hub.setMaster(tap, BRIDGE);
+    hub.up(tap);
+  } catch (e) {
+    delTap(hub, tap);
+    throw e;
+  }
+}
+
+export function delTap(hub: Netns, tap: string): void {
+  try {
+    hub.ip('link', 'del', tap);
+  } catch {
+    // the namespace, and the tap with it, may be gone
+  }
+}
+
+export interface QemuOptions {
+  /** the lab's hub namespace, where the bridge and the tap are */
+  hub: Netns;
+  /** qemu's -name */
+  name: string;
+  mac: string;
+  /** the NIC's tap (addTap) */
+  tap: string;
+  memoryMiB: number;
+  accel: 'kvm' | 'tcg';
+  /** the serial console's unix socket */
+  serialSocket: string;
+  /** the serial console's log file, for people (and for a kept VM after we are gone) */
+  serialLog: string;
+  /** the monitor's unix socket (no monitor without one) */
+  monitor?: string;
+  /** a qcow2 disk that boots after the NIC */
+  disk?: string;
+  /** more options of the NIC's virtio-net-pci device (",romfile=": no iPXE ROM) */
+  nicOptions?: string;
+  /** more QEMU arguments (firmware, -no-reboot, ...) */
+  extraArgs?: string[];
+  /** outlive this process (`rehearse --keep`); else the kernel kills QEMU when we die */
+  outlive?: boolean;
+}
+
+/** One QEMU process, from power on. */
+export class Qemu {
+  readonly name: string;
+  readonly child: ChildProcess;
+  /** QEMU's own complaints (the end of its stderr), for error messages */
+  stderr = '';
+  private readonly monitorSocket?: string;
+  private readonly exited: Promise<void>;
+  private conn?: Socket;
+  /** set when QEMU could not be started at all (setpriv missing, say) */
+  private spawnError?: Error;
+  /** everything the serial console sent since power on, exactly once (see start) */
+  private raw = '';
+  private plainCache = { length: -1, text: '' };
+
+  private constructor(name: string, child: ChildProcess, monitorSocket?: string) {
+    this.name = name;
+    this.child = child;
+    this.monitorSocket = monitorSocket;
+    this.exited = new Promise((r) => {
+      child.once('exit', () => r());
+      child.once('error', (e) => {
+        this.spawnError = e;
+        r();
+      });
+    });
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-20_000)));
+  }
+
+  /**
+   * Power on. Resolves once we are connected to its serial console, before the guest
+   * runs (wait=on: the guest runs only once we are connected, so we read all of it).
+   */
+  static async start(o: QemuOptions): Promise<Qemu> {
+    const args = [
+      '-accel', o.accel, '-machine', 'q35', '-m', String(o.memoryMiB), '-smp', '1', '-name', o.name,
+      // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
+      '-nographic',
+      // What we parse is what the socket delivered, not QEMU's logfile: when the reader is
+      // slow (EAGAIN) QEMU logs the character and the UART sends it again, so the log can
+      // show it twice ("slippway").
+      '-chardev', `socket,id=ser0,path=${o.serialSocket},server=on,wait=on,logfile=${o.serialLog}`, '-serial', 'chardev:ser0',
+      '-monitor', o.monitor ? `unix:${o.monitor},server=on,wait=off` : 'none',
+      '-netdev', `tap,id=n0,ifname=${o.tap},script=no,downscript=no`,
+      '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1${o.nicOptions ?? ''}`,
+      ...(o.disk ? ['-drive', `file=${o.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2'] : []),
+      ...(o.extraArgs ?? []),
+    ];
+    // setpriv execs qemu (so the PID is qemu's) and has the kernel kill it if we die.
+    const child = o.hub.spawn('setpriv', [...(o.outlive ? [] : ['--pdeathsig', 'KILL']), QEMU, ...args], { stdio: ['ignore', 'ignore', o.outlive ? 'ignore' : 'pipe'] });
+    const q = new Qemu(o.name, child, o.monitor);
+    try {
+      await q.connect(o.serialSocket);
+    } catch (e) {
+      child.kill('SIGKILL');
+      throw e;
+    }
+    return q;
+  }
+
+  /** Connect to the serial console socket (QEMU makes it as it starts: bounded retries). */
+  private async connect(path: string): Promise<void> {
+    const deadline = Date.now() + 20_000;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.conn = await new Promise<Socket>((resolve, reject) => {
+          const sock = connect(path);
+          sock.once('connect', () => resolve(sock));
+          sock.once('error', reject);
+        });
+        break;
+      } catch (e) {
+        if (!this.running || Date.now() > deadline || attempt > 200) throw new Error(`${this.name}: cannot connect to the serial console ${path}: ${(this.spawnError ?? e as Error).message}${this.stderr ? `\n${this.stderr}` : ''}`);
+        await sleep(100);
+      }
+    }
+    this.conn.setEncoding('latin1').on('data', (d: string) => (this.raw += d));
+    this.conn.on('error', () => {});
+  }
+
+  get running(): boolean {
+    return !this.spawnError && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** qemu's PID, while it runs */
+  get pid(): number | undefined {
+    return this.running ? this.child.pid : undefined;
+  }
+
+  /** The serial console since power on, as sent (escape sequences and all). */
+  get rawConsole(): string {
+    return this.raw;
+  }
+
+  /** The serial console since power on, as a terminal shows it (escape sequences gone, backspaces applied). */
+  console(): string {
+    if (this.plainCache.length !== this.raw.length) this.plainCache = { length: this.raw.length, text: plain(this.raw) };
+    return this.plainCache.text;
+  }
+
+  tail(lines = 30): string {
+    return this.console().split('\n').slice(-lines).join('\n');
+  }
+
+  /** Type on the serial console. */
+  write(text: string): void {
+    if (!this.conn || this.conn.destroyed) throw new Error(`${this.name}: not connected to its serial console`);
+    this.conn.write(text);
+  }
+
+  /** Wait until the serial console (from character `from` on) matches `re`. */
+  async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (re.test(this.console().slice(from))) return;
+      if (!this.running) throw new Error(`${this.name} powered off before ${re}`);
+      await sleep(500);
+    }
+    throw new Error(`${this.name}: no ${re} on the console after ${timeoutMs / 1000}s:\n${this.tail(15)}`);
+  }
+
+  /** Wait at most `timeoutMs` for QEMU to exit; did it? */
+  async waitExit(timeoutMs: number): Promise<boolean> {
+    if (!this.running) return true;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.exited, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+    return !this.running;
+  }
+
+  /** One command to QEMU's monitor. */
+  async monitor(cmd: string): Promise<void> {
+    const path = this.monitorSocket;
+    if (!path) throw new Error(`${this.name} has no monitor`);
+    await new Promise<void>((resolve, reject) => {
+      const sock = connect(path);
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`${this.name}: monitor did not answer`));
+      }, 10_000);
+      sock.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      sock.once('data', () => {
+        sock.write(`${cmd}\n`);
+        setTimeout(() => {
+          clearTimeout(timer);
+          sock.end();
+          resolve();
+        }, 300);
+      });
+    });
+  }
+
+  /** Leave it running after this process exits (started with `outlive`). */
+  detach(): void {
+    this.conn?.destroy();
+    this.child.unref();
+  }
+
+  /** Kill it (by its PID) and let go of its console. */
+  async kill(): Promise<void> {
+    this.conn?.destroy();
+    if (this.running) {
+      this.child.kill('SIGKILL');
+      await this.waitExit(5_000);
+    }
+  }
 }
 
 export interface VmOptions {
@@ -66,18 +291,12 @@ export class VmMachine implements RehearsalMachine {
   readonly m: Machine;
   readonly serialLog: string;
   private readonly o: VmOptions;
-  private child?: ChildProcess;
-  private exit?: Promise<void>;
+  private qemu?: Qemu;
   private readonly disk: string;
   private readonly monitor: string;
   private readonly serialSock: string;
-  private serialConn?: Socket;
-  /** everything the serial console sent since power on, exactly once (see powerOn) */
-  private raw = '';
-  private plainCache = { length: -1, text: '' };
   /** set when a check powered it off */
   stopped = false;
-  startedAt = 0;
 
   constructor(o: VmOptions) {
     this.o = o;
@@ -94,10 +313,7 @@ export class VmMachine implements RehearsalMachine {
     const args = this.o.blankDisk ? [this.disk, String(statSync(this.o.baseDisk).size)] : ['-b', base, '-F', 'raw', this.disk];
     const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...args], { encoding: 'utf8', timeout: 60_000 });
     if (r.status !== 0) throw new Error(`${this.m.name}: qemu-img create: ${r.stderr}`);
-    const { hub, tap } = this.o;
-    hub.ip('tuntap', 'add', tap, 'mode', 'tap');
-    hub.setMaster(tap, BRIDGE);
-    hub.up(tap);
+    addTap(this.o.hub, this.o.tap);
   }
 
   /**
@@ -133,127 +349,50 @@ export class VmMachine implements RehearsalMachine {
   /** Nothing before power on: the VM installs itself by network boot (DHCP → iPXE → Ignition). */
   async install(): Promise<void> {}
 
-  /**
-   * Power on, under the options' accel. The VM dies with this process unless `outlive`.
-   * Resolves once we are connected to its serial console, before the guest runs.
-   */
+  /** Power on; resolves once we are connected to its serial console, before the guest runs. */
   async powerOn(): Promise<void> {
-    const { accel, outlive } = this.o;
-    const args = [
-      ...(outlive ? [] : ['--pdeathsig', 'KILL']), 'qemu-system-x86_64',
-      '-accel', accel, '-machine', 'q35', '-m', String(this.o.memoryMiB), '-smp', '1', '-name', this.m.name,
-      // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
-      '-nographic',
-      // The serial console: a socket we type into and read from. wait=on: the guest runs
-      // only once we are connected, so we read all of it. What we parse is what the socket
-      // delivered, not QEMU's logfile: when the reader is slow (EAGAIN) QEMU logs the
-      // character and the UART sends it again, so the log can show it twice ("slippway").
-      // The logfile stays for people, and for a kept VM after we are gone.
-      '-chardev', `socket,id=ser0,path=${this.serialSock},server=on,wait=on,logfile=${this.serialLog}`, '-serial', 'chardev:ser0',
-      '-monitor', `unix:${this.monitor},server=on,wait=off`,
-      '-netdev', `tap,id=n0,ifname=${this.o.tap},script=no,downscript=no`,
-      '-device', `virtio-net-pci,netdev=n0,mac=${this.m.mac},bootindex=1`,
-      '-drive', `file=${this.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2',
-    ];
-    // setpriv execs qemu (so the PID is qemu's) and has the kernel kill it if we die.
-    const child = this.o.hub.spawn('setpriv', args, { stdio: ['ignore', 'ignore', outlive ? 'ignore' : 'pipe'] });
-    this.child = child;
-    this.exit = new Promise((r) => child.once('exit', () => r()));
-    this.startedAt = Date.now();
-    await this.connectConsole();
-  }
-
-  /** Connect to the serial console socket (QEMU makes it as it starts: bounded retries). */
-  private async connectConsole(): Promise<void> {
-    const deadline = Date.now() + 20_000;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        this.serialConn = await new Promise<Socket>((resolve, reject) => {
-          const sock = connect(this.serialSock);
-          sock.once('connect', () => resolve(sock));
-          sock.once('error', reject);
-        });
-        break;
-      } catch (e) {
-        if (!this.running || Date.now() > deadline || attempt > 200) throw new Error(`${this.m.name}: cannot connect to the serial console ${this.serialSock}: ${(e as Error).message}`);
-        await sleep(100);
-      }
-    }
-    this.serialConn.setEncoding('latin1').on('data', (d: string) => (this.raw += d));
-    this.serialConn.on('error', () => {});
+    const { hub, tap, memoryMiB, accel, outlive } = this.o;
+    this.qemu = await Qemu.start({ hub, name: this.m.name, mac: this.m.mac, tap, memoryMiB, accel, serialSocket: this.serialSock, serialLog: this.serialLog, monitor: this.monitor, disk: this.disk, outlive });
   }
 
   /** Leave it running after this process exits (`rehearse --keep`). */
   keep(): void {
-    this.serialConn?.destroy();
-    this.child?.unref();
+    this.qemu?.detach();
   }
 
   /** qemu's PID, while it runs */
   get pid(): number | undefined {
-    return this.running ? this.child!.pid : undefined;
+    return this.qemu?.pid;
   }
 
   get running(): boolean {
-    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
+    return !!this.qemu?.running;
   }
 
   /** The serial console since power on, escape sequences removed. */
   console(): string {
-    if (this.plainCache.length !== this.raw.length) this.plainCache = { length: this.raw.length, text: plain(this.raw) };
-    return this.plainCache.text;
+    return this.qemu?.console() ?? '';
   }
 
   /** Wait until the serial console (from character `from` on) matches `re`. */
   async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (re.test(this.console().slice(from))) return;
-      if (!this.running) throw new Error(`${this.m.name} powered off before ${re}`);
-      await sleep(500);
-    }
-    throw new Error(`${this.m.name}: no ${re} on the console after ${timeoutMs / 1000}s:\n${this.tail(15)}`);
-  }
-
-  tail(lines = 30): string {
-    return this.console().split('\n').slice(-lines).join('\n');
-  }
-
-  /** One command to QEMU's monitor. */
-  async monitorCommand(cmd: string): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      const sock = connect(this.monitor);
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new Error(`${this.m.name}: monitor did not answer`));
-      }, 10_000);
-      sock.once('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      sock.once('data', () => {
-        sock.write(`${cmd}\n`);
-        setTimeout(() => {
-          clearTimeout(timer);
-          sock.end();
-          resolve();
-        }, 300);
-      });
-    });
+    if (!this.qemu) throw new Error(`${this.m.name} was never powered on`);
+    await this.qemu.waitFor(re, timeoutMs, from);
   }
 
   /** Power off at once, as pulling the plug does: the monitor's `quit`. */
   async powerOff(): Promise<void> {
     this.stopped = true;
-    if (!this.running) return;
-    await this.monitorCommand('quit').catch(() => this.child?.kill('SIGKILL'));
-    await Promise.race([this.exit, sleep(15_000)]);
-    if (this.running) this.child!.kill('SIGKILL');
+    const qemu = this.qemu;
+    if (!qemu?.running) return;
+    await qemu.monitor('quit').catch(() => qemu.child.kill('SIGKILL'));
+    if (!(await qemu.waitExit(15_000))) qemu.child.kill('SIGKILL');
   }
 
   /** Press reset: the machine boots again through its firmware (network first). */
   async reset(): Promise<void> {
-    await this.monitorCommand('system_reset');
+    if (!this.qemu) throw new Error(`${this.m.name} was never powered on`);
+    await this.qemu.monitor('system_reset');
   }
 
   /**
@@ -261,30 +400,25 @@ export class VmMachine implements RehearsalMachine {
    * its output, framed by markers so the console's other chatter is left out.
    */
   async sh(command: string, timeoutMs = 60_000): Promise<string> {
+    const qemu = this.qemu;
+    if (!qemu) throw new Error(`${this.m.name} was never powered on`);
     const id = Math.random().toString(36).slice(2, 8);
     const begin = `@@B${id}@@`;
     const end = `@@E${id}@@`;
     // The markers are split in the typed line so the echo of the command never matches.
     // Kernel messages (dmesg -n 1) and systemd's status lines (SIGRTMIN+21 to PID 1) on
     // the console would land inside the output.
-    const line = `dmesg -n 1; kill -s RTMIN+21 1; echo "@@B""${id}@@"; ( ${command} ) 2>&1; echo "@@E""${id}@@"\n`;
-    this.consoleWrite(line);
+    qemu.write(`dmesg -n 1; kill -s RTMIN+21 1; echo "@@B""${id}@@"; ( ${command} ) 2>&1; echo "@@E""${id}@@"\n`);
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      const text = this.console();
+      const text = qemu.console();
       const b = text.lastIndexOf(begin);
       const e = text.lastIndexOf(end);
       if (b >= 0 && e > b) return text.slice(b + begin.length, e).replace(/\r\n/g, '\n').replace(/^\n/, '').trimEnd();
-      if (!this.running) throw new Error(`${this.m.name} is off`);
+      if (!qemu.running) throw new Error(`${this.m.name} is off`);
       await sleep(250);
     }
     throw new Error(`${this.m.name}: no answer on the serial console to ${command.slice(0, 60)} in ${timeoutMs} ms`);
-  }
-
-  /** Type on the serial console. */
-  private consoleWrite(text: string): void {
-    if (!this.serialConn || this.serialConn.destroyed) throw new Error(`${this.m.name}: not connected to its serial console`);
-    this.serialConn.write(text);
   }
 
   /** Failed services, each with its last log lines, read through the serial console. */
@@ -306,15 +440,7 @@ export class VmMachine implements RehearsalMachine {
 
   /** Kill qemu (by its PID) and remove its tap. */
   async destroy(): Promise<void> {
-    this.serialConn?.destroy();
-    if (this.running) {
-      this.child!.kill('SIGKILL');
-      await Promise.race([this.exit, sleep(5_000)]);
-    }
-    try {
-      this.o.hub.ip('link', 'del', this.o.tap);
-    } catch {
-      // the namespace, and the tap with it, may be gone
-    }
+    await this.qemu?.kill();
+    delTap(this.o.hub, this.o.tap);
   }
 }
