@@ -13,7 +13,7 @@ PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-serve
       isc-dhcp-client isc-dhcp-relay udhcpc busybox-static tftp-hpa atftp tftpd-hpa
       qemu-system-x86 ipxe-qemu ipxe pxelinux syslinux-common ovmf linux-image-amd64 cpio
       chromium docker-registry skopeo containerd containernetworking-plugins iptables
-      systemd-container debootstrap util-linux radvd ndisc6
+      systemd-container debootstrap util-linux radvd ndisc6 chrony ntpsec-ntpdig
       syslinux syslinux-efi mtools dosfstools fdisk qemu-utils e2fsprogs kmod)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -126,7 +126,7 @@ async function dhclient(ns: Netns, name: string, dress: ClientDress): Promise<Re
     dress.vendor ? `send vendor-class-identifier "${dress.vendor}";` : '',
     dress.arch !== undefined ? `send pxe-arch ${dress.arch};` : '',
     dress.userClass ? 'send user-class "iPXE";' : '',
-    'request subnet-mask, broadcast-address, routers, domain-name-servers, host-name;',
+    'request subnet-mask, broadcast-address, routers, domain-name-servers, host-name, ntp-servers;',
     'timeout 8;',
     'initial-interval 1;',
   ].join('\n');
@@ -189,7 +189,7 @@ describe('full mode, real clients', () => {
     await lab?.close();
   });
 
-  test('dhclient as BIOS PXE: planned address, router, DNS, hostname, undionly.kpxe from the provisioner', async () => {
+  test('dhclient as BIOS PXE: planned address, router, DNS, NTP, hostname, undionly.kpxe from the provisioner', async () => {
     lab.setMac(cli, CP1.mac);
     const env = await dhclient(cli, 'bios', { vendor: pxe(0), arch: 0 });
     assert.ok(env, `no lease:\n${server.log()}`);
@@ -197,6 +197,7 @@ describe('full mode, real clients', () => {
     assert.equal(env.new_subnet_mask, '255.255.255.0');
     assert.equal(env.new_routers, '10.20.30.1');
     assert.equal(env.new_domain_name_servers, '10.20.30.1');
+    assert.equal(env.new_ntp_servers, PROV, 'option 42: time from the provisioner');
     assert.equal(env.new_host_name, 'cp1');
     assert.equal(env.new_filename, 'undionly.kpxe');
     assert.equal(env.new_next_server, PROV);

@@ -44,6 +44,7 @@ async function serve(extra: { assetsDir?: string; bundleFile?: string }): Promis
     bind: '127.0.0.1',
     httpPort: 0,
     tftpPort: 0,
+    ntpPort: 0,
     loader: 'ipxe',
     unknown: 'ignore',
     timeoutSeconds: 0,

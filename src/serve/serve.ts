@@ -21,6 +21,8 @@ import { Assets } from './http/assets.ts';
 import { startTftpServer } from './tftp/server.ts';
 import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, type DhcpPorts } from './dhcp/index.ts';
 import { stageTftpRoot } from './tftp-root.ts';
+import { startNtpServer, type NtpServer } from './ntp/server.ts';
+import type { Registry } from 'prom-client';
 import { bootAnswer } from './boot-answers.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
@@ -56,6 +58,7 @@ export interface ServeOptions {
   /** overrides of the cluster file's/standard ports, for tests and unprivileged runs */
   httpPort?: number;
   tftpPort?: number;
+  ntpPort?: number;
   dhcpPorts?: Partial<DhcpPorts>;
   /** what PXE clients are handed: iPXE (default) or PXELINUX over TFTP (guide 01) */
   loader: 'ipxe' | 'pxelinux';
@@ -102,6 +105,20 @@ function pxelinuxMenu(path: string, site: () => Site, inventory: Inventory, life
   if (answer.kind === 'local') return Buffer.from(answer.body);
   lifecycle.observe(answer.machine.name, 'booting', 'tftp', { detail: { path } });
   return Buffer.from(site().pxelinuxConfig(answer.machine.mac)!);
+}
+
+/**
+ * Time for the machines (their TLS fails on a clock years off). A host that already runs
+ * an NTP server on the port keeps it: the machines get time from that one instead.
+ */
+async function startNtp(address: string, port: number, registry: Registry, log: Logger): Promise<NtpServer | undefined> {
+  try {
+    return await startNtpServer({ address, port, registry, log });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    log.warn({ address, port }, 'another NTP server already answers on this address: machines get their time from it, not from slipway serve');
+    return undefined;
+  }
 }
 
 /** Guide 03's Q&A: a second DHCP server on the segment breaks installs in confusing ways. */
@@ -212,6 +229,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     registry,
     maxTransfers: fds.tftpTransfers,
   });
+  const ntp = await startNtp(opts.bind ?? site.spec.provisioner.address, opts.ntpPort ?? 123, registry, log.child({ svc: 'ntp' }));
   const startDhcp = async (): Promise<DhcpServer | undefined> => {
     const cfg = dhcpConfigFromSpec(site.spec);
     if (!cfg) {
@@ -255,7 +273,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     async close() {
       if (timer) clearInterval(timer);
       clearInterval(pruner);
-      await Promise.all([http.close(), tftp.close(), dhcp?.close()]);
+      await Promise.all([http.close(), tftp.close(), dhcp?.close(), ntp?.close()]);
       await extension?.close();
       store.close();
     },

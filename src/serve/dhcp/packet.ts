@@ -46,6 +46,7 @@ export const Opt = {
   DNS: 6,
   HOSTNAME: 12,
   DOMAIN_NAME: 15,
+  NTP_SERVERS: 42,
   BROADCAST: 28,
   VENDOR_SPECIFIC: 43,
   REQUESTED_IP: 50,

@@ -405,6 +405,8 @@ class Request {
     if (seg.router) o.set(Opt.ROUTER, ipOpt(seg.router));
     if (ctx.dns.length) o.set(Opt.DNS, ipOpt(...ctx.dns));
     if (ctx.domain) o.set(Opt.DOMAIN_NAME, strOpt(ctx.domain));
+    // time from the provisioner (serve answers SNTP): new machines' clocks are often far off
+    o.set(Opt.NTP_SERVERS, ipOpt(ctx.serverIp));
     if (machine) o.set(Opt.HOSTNAME, strOpt(machine.name));
     if (lease) {
       // T1 and T2 at RFC 2131 §4.4.5's defaults: half and seven eighths of the lease.

@@ -52,6 +52,7 @@ export function dhcpdConf(spec: Spec): string {
   ];
   if (d.router) out.push(`  option routers ${d.router};`);
   if (d.dns.length) out.push(`  option domain-name-servers ${d.dns.join(', ')};`);
+  out.push(`  # time from the provisioner: slipway serve answers SNTP`, `  option ntp-servers ${spec.provisioner.address};`);
   if (d.pool) out.push(`  # addresses for machines not in the cluster file`, `  range ${d.pool.start} ${d.pool.end};`);
   else out.push('  # no pool: only the machines below get an address');
   out.push('}', '');

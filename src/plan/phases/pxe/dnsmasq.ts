@@ -59,6 +59,7 @@ export function dnsmasqConf(spec: Spec): string {
     if (d.pool) out.push('# and a pool for machines not in the cluster file', `dhcp-range=set:slipway,${d.pool.start},${d.pool.end},${mask},1h`);
     if (d.router) out.push(`dhcp-option=tag:slipway,option:router,${d.router}`);
     if (d.dns.length) out.push(`dhcp-option=tag:slipway,option:dns-server,${d.dns.join(',')}`);
+    out.push('# time from the provisioner: slipway serve answers SNTP', `dhcp-option=tag:slipway,option:ntp-server,${prov}`);
     if (d.mode === 'full') out.push('dhcp-authoritative');
     out.push('', '# One reservation per machine in the cluster file.');
     for (const m of spec.machines) out.push(`dhcp-host=${m.mac},${m.ip},${v(m.name)}`);

@@ -22,6 +22,8 @@ export function keaConfig(spec: Spec): object {
   const optionData: object[] = [{ name: 'broadcast-address', data: broadcast(d.subnet) }];
   if (d.router) optionData.push({ name: 'routers', data: d.router });
   if (d.dns.length) optionData.push({ name: 'domain-name-servers', data: d.dns.join(', ') });
+  // time from the provisioner: slipway serve answers SNTP
+  optionData.push({ name: 'ntp-servers', data: spec.provisioner.address });
   return {
     Dhcp4: {
       comment: `Kea DHCPv4 configuration for cluster "${spec.name}", written by Slipway (DHCP mode ${d.mode}). Check with: kea-dhcp4 -t kea-dhcp4.json`,
