@@ -91,6 +91,7 @@ test('report fuzz: no probe over 100 ms, no 500, seqs kept, old tokens refused, 
   assert.ok(f.deepest >= 4_400, 'details nested as deep as the issue\'s');
   assert.ok(f.seqKeptAfterRefusal >= 100, `a refused report's seq was accepted next ${f.seqKeptAfterRefusal} times`);
   assert.ok(f.reprovisions >= 3, `${f.reprovisions} reprovisions`);
+  assert.ok((f.outcomes['valid 429'] ?? 0) > 0, 'a flood of valid reports is throttled (429, seq unused)');
   assert.ok(f.oldTokenRefused >= 2 * f.reprovisions, 'every reprovision: the old token refused');
   assert.ok(f.maxGetBytes < 4 * 1024 * 1024, `a GET answered ${f.maxGetBytes} bytes`);
   assert.equal(f.streams.opened, MAX_EVENT_STREAMS);

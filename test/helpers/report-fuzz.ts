@@ -265,6 +265,10 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
     let body = JSON.stringify(report);
     if (Buffer.byteLength(body) > MAX_BODY) body = JSON.stringify({ ...report, detail: { unit: 'x.service' } }); // escapes grew it past 64 KiB
     const res = await post('valid', m.token, body);
+    if (res.status === 429) {
+      m.refusedAt = m.seq; // throttled: the same seq must be accepted later
+      return;
+    }
     if (res.status !== 200) return wrong(`${m.name} valid seq ${m.seq} ${state}: ${res.status} ${res.text.slice(0, 200)} (body ${body.length} bytes)`);
     if (m.refusedAt === m.seq) summary.seqKeptAfterRefusal++; // the refused report carried this very seq
     m.refusedAt = undefined;
@@ -281,14 +285,14 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
     m.seq++;
   };
 
-  /** `carriesSeq`: the body uses the machine's next unused seq, which must stay unused */
-  const refused = async (m: Model, kind: string, body: string, want?: number, carriesSeq = true) => {
+  /** a report refused for what it carries: the machine's next seq, which must stay unused */
+  const refused = async (m: Model, kind: string, body: string, want?: number) => {
     const expect = want ?? (Buffer.byteLength(body) > MAX_BODY ? 413 : 400);
     const res = await post(kind, m.token, body);
     if (res.status !== expect) return wrong(`${m.name} ${kind}: ${res.status}, expected ${expect} (${Buffer.byteLength(body)} bytes) ${res.text.slice(0, 200)}`);
     if (expect === 400 && kind.startsWith('detail-') && !/detail (is nested deeper than 8 levels|has a string longer|has an object with more than 64 keys|has an array of more than 256|holds more than 4096 values|has a key longer)/.test(res.text))
       wrong(`${m.name} ${kind}: the refusal does not name the limit: ${res.text.slice(0, 200)}`);
-    if (carriesSeq) m.refusedAt = m.seq;
+    m.refusedAt = m.seq;
   };
 
   const reprovision = async (m: Model) => {
@@ -333,7 +337,11 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
         else wrong(`${m.name}: a replay from before a reprovision got ${res.status}`);
         return;
       }
-      if (m.accepted.length) return refused(m, 'replay', pick(r, m.accepted), 400, false);
+      if (m.accepted.length) {
+        const res = await post('replay', m.token, pick(r, m.accepted));
+        if (res.status !== 400 && res.status !== 429) wrong(`${m.name} replay: ${res.status}, expected 400 (or 429, throttled)`);
+        return;
+      }
       return valid(m);
     }
     if (k < 86) {

@@ -25,6 +25,15 @@ export const DISCOVERED_TTL_MS = 24 * 3600_000;
 export const DISCOVERED_MAX = 10_000;
 /** live event streams at once; one more gets 503 */
 export const MAX_EVENT_STREAMS = 64;
+/**
+ * Reports a machine may have stored: a burst of REPORT_BURST, then REPORT_RATE a second.
+ * report.sh sends a handful per install (one per failing unit at worst); every stored one
+ * is a database write, and a flood of them (a machine's token in the wrong hands) would
+ * grow the journal and its checkpoints without bound. Past it: 429, seq unused (curl's
+ * --retry waits and sends it again).
+ */
+export const REPORT_BURST = 30;
+export const REPORT_RATE = 5;
 /** events replayed per page of an event stream's catch-up (each carries up to 64 KiB of detail) */
 const REPLAY_PAGE = 50;
 /** a stream whose client lets more than this pile up unread is closed (it resumes with Last-Event-ID) */
@@ -183,6 +192,17 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
   const unauthorized = counter(ctx.registry, 'slipway_api_unauthorized_total', 'API requests refused for a wrong or missing token', ['endpoint']);
   const reports = counter(ctx.registry, 'slipway_api_reports_total', 'machine reports by outcome', ['outcome']);
   const quiet = logBudget(10);
+  const buckets = new Map<string, { tokens: number; at: number }>(); // per machine: bounded by the cluster file
+  const takeToken = (name: string): boolean => {
+    const now = Date.now();
+    const b = buckets.get(name) ?? { tokens: REPORT_BURST, at: now };
+    b.tokens = Math.min(REPORT_BURST, b.tokens + ((now - b.at) / 1000) * REPORT_RATE);
+    b.at = now;
+    buckets.set(name, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  };
   const deny = (req: IncomingMessage, res: ServerResponse, endpoint: string) => {
     unauthorized.inc({ endpoint });
     const from = clientIp(req);
@@ -357,6 +377,12 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const why = r.detail === undefined ? undefined : checkDetail(r.detail);
     if (why) return bad(why);
     if (r.state === 'failed' && !r.reason) return bad('a failed report needs a reason');
+    if (!takeToken(name)) {
+      reports.inc({ outcome: 'throttled' });
+      quiet(`report ${name}`, (x) => ctx.log.warn({ machine: name, ...x }, 'reports too fast: throttled'));
+      res.setHeader('Retry-After', '1');
+      return problem(res, 429, `more than ${REPORT_BURST} reports at once or ${REPORT_RATE} a second from ${name}: send it again later (its seq is still unused)`);
+    }
     // Replays (an old report sent again) carry a seq the machine already used.
     if (!ctx.store.acceptSeq(name, r.seq)) return bad(`seq ${r.seq} was already used: replayed report`);
     const extra = { reason: r.reason as string | undefined, detail: { ...(r.detail as Record<string, unknown> | undefined), from: clientIp(req), seq: r.seq } };
