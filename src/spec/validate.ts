@@ -88,6 +88,8 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
     if (inPool(prov.address)) err(['spec', 'provisioner', 'dhcp', 'pool'], `the pool ${start}-${end} holds the provisioner address ${prov.address}`);
     if (prov.dhcp.router && inPool(prov.dhcp.router)) err(['spec', 'provisioner', 'dhcp', 'pool'], `the pool ${start}-${end} holds the router ${prov.dhcp.router}`);
   }
+  if (!prov.dhcp.router)
+    warn(['spec', 'provisioner', 'dhcp'], 'no router: installed machines get no default route, and kubelet and kube-proxy want one (set "router")');
   if (prov.dhcp.mode === 'proxy' && prov.dhcp.pool) warn(['spec', 'provisioner', 'dhcp', 'pool'], 'ignored in proxy mode: ProxyDHCP never hands out addresses');
 
   // Machines: unique names, MACs and IPs; addresses inside the subnet.

@@ -134,6 +134,19 @@ export const ADJUSTMENTS: AppliedAdjustment[] = [
     },
   },
   {
+    id: 'os-containerd-unit', what: "Debian's containerd unit enabled in the tree", why: 'the Debian tree ships it disabled (the rendered kubelet.service also Wants= it, so on a real OS it starts with kubelet at the latest)',
+    root: (root) => want(root, 'multi-user.target', 'containerd.service'),
+  },
+  {
+    id: 'default-gateway-without-router', what: 'when the cluster file names no router: a networkd drop-in giving the machine the provisioner as its gateway', why: 'kubelet and kube-proxy want a default route; real machines of such a file get none (validate warns), the lab gives them one so the rest can be rehearsed',
+    root: (root, c) => {
+      if (!c.defaultGateway) return;
+      const dropIn = join(root, '/etc/systemd/network/10-slipway.network.d/rehearsal-gateway.conf');
+      mkdirSync(dirname(dropIn), { recursive: true });
+      writeFileSync(dropIn, `# slipway rehearse: kubelet and kube-proxy want a default route\n[Network]\nGateway=${c.defaultGateway}\n`);
+    },
+  },
+  {
     id: 'os-haproxy-keepalived-units', what: "Debian's haproxy and keepalived units enabled where the machine has their rendered configs", why: 'the rendered configs need a unit to run them; the Debian tree ships the units disabled',
     root: (root) => {
       if (existsSync(join(root, 'etc/haproxy/haproxy.cfg')) && existsSync(join(root, UNITS, 'kube-apiserver.service'))) want(root, 'multi-user.target', 'haproxy.service');
@@ -166,24 +179,9 @@ export const ADJUSTMENTS: AppliedAdjustment[] = [
   },
 ];
 
-/**
- * Two changes to the root that no row lists yet (so the report does not either): a
- * default route when the file names no router, and Debian's containerd unit enabled.
- */
-function unlisted(root: string, c: AdjustmentContext): void {
-  if (c.defaultGateway) {
-    const dropIn = join(root, '/etc/systemd/network/10-slipway.network.d/rehearsal-gateway.conf');
-    mkdirSync(dirname(dropIn), { recursive: true });
-    writeFileSync(dropIn, `# slipway rehearse: kubelet and kube-proxy want a default route\n[Network]\nGateway=${c.defaultGateway}\n`);
-  }
-  // containerd is started by kubelet's Wants=; Debian's package unit is disabled in the tree.
-  want(root, 'multi-user.target', 'containerd.service');
-}
-
 /** Every row's change to the container's root (after the real Ignition wrote the machine's files). */
 export function adjustRoot(root: string, c: AdjustmentContext): void {
   for (const a of ADJUSTMENTS) a.root?.(root, c);
-  unlisted(root, c);
 }
 
 /** The command line and environment that start the container: systemd-nspawn as every row adjusts it. */
