@@ -12,17 +12,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(systemd-container debootstrap iproute2 curl util-linux busybox-static ignition
       etcd-client ca-certificates)
-missing=()
-for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "rehearsal-deps: installing ${missing[*]}" >&2
-  # No package may start a daemon on this host while installing.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
-fi
+source scripts/install-missing.sh
+install_missing rehearsal-deps "${PKGS[@]}"
 echo "rehearsal-deps: Kubernetes binaries in $(bash scripts/build-kubernetes.sh | tail -1)" >&2
 echo "rehearsal-deps: Debian tree in $(bash scripts/build-rehearsal-tree.sh | tail -1)" >&2

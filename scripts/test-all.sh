@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-
 # Real consumers the tests check every artifact with (see README "Tests").
 PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-server dnsmasq-base
       ignition golang-cfssl openssl systemd iproute2 curl ca-certificates
@@ -15,20 +14,10 @@ PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-serve
       chromium docker-registry skopeo containerd containernetworking-plugins iptables
       systemd-container debootstrap util-linux radvd ndisc6 chrony ntpsec-ntpdig
       syslinux syslinux-efi mtools dosfstools fdisk qemu-utils e2fsprogs kmod)
-missing=()
-for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # kubectl: Debian's kubernetes-client, unless some kubectl is already installed.
-command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "ci: installing ${missing[*]}"
-  # Never let a package start its daemon on the host (a DHCP server on the CI network!).
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-  chmod 755 /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
-fi
+command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
+source scripts/install-missing.sh
+install_missing ci "${PKGS[@]}"
 
 npm ci --no-audit --no-fund
 # Real Kubernetes v1.20 binaries built from Debian's source (cached in
