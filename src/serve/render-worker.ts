@@ -2,6 +2,7 @@
 // 15-45 ms of CPU, which on serve's thread would hold up every DHCP, TFTP and HTTP
 // request behind it. serve uses it when a reprovision gives a machine a new token.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { setPriority } from 'node:os';
 import type { Spec } from '../spec/types.ts';
 import type { Secrets } from '../secrets/types.ts';
 import { buildPlan } from '../plan/plan.ts';
@@ -29,6 +30,13 @@ export function renderOffThread(spec: Spec, secrets: Secrets): Promise<Tree> {
 
 if (!isMainThread && parentPort && (workerData as { spec?: Spec } | null)?.spec) {
   const { spec, secrets } = workerData as { spec: Spec; secrets: Secrets };
+  // Lowest priority, this thread only (Linux nice values are per thread): on a small host
+  // the render must not take the CPU from serve's thread, which answers DHCP meanwhile.
+  try {
+    setPriority(0, 19);
+  } catch {
+    // not permitted here: the render just competes at the usual priority
+  }
   try {
     parentPort.postMessage({ tree: planTree(buildPlan(spec, secrets)) });
   } catch (e) {
