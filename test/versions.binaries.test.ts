@@ -1,4 +1,4 @@
-// The v1.20 profile of src/plan/versions.ts and what Slipway renders for v1.20, checked
+// The v1.20 profile of src/catalog/versions.ts and what Slipway renders for v1.20, checked
 // by the real v1.20.2 binaries, built offline from Debian's Kubernetes source by
 // scripts/build-kubernetes.sh (cached under /var/cache/slipway/kubernetes/v1.20.2/):
 // - every flag of every rendered kube-* unit is one the binary documents in --help, and
@@ -203,7 +203,7 @@ test('kube-proxy v1.20 loads the rendered config without falling back to lenient
   }
 });
 
-test('the v1.20 profile in src/plan/versions.ts matches the binaries and their source', { skip: SKIP }, () => {
+test('the v1.20 profile in src/catalog/versions.ts matches the binaries and their source', { skip: SKIP }, () => {
   // Config API groups: the table's is the newest one each v1.20 component decodes.
   const newest = (c: Component, kind: string, candidates: string[]) => {
     for (const apiVersion of candidates) {
