@@ -28,9 +28,9 @@ export class Lab {
     this.state = join(dir, 'state');
   }
 
-  /** A lab for `clusterYaml` (default: the bundled HA example). */
-  static create(clusterYaml = readFileSync(EXAMPLE_HA, 'utf8')): Lab {
-    const dir = mkdtempSync(join(tmpdir(), 'slipway-lab-'));
+  /** A lab for `clusterYaml` (default: the bundled HA example); its files (serve's state included) under `parent`. */
+  static create(clusterYaml = readFileSync(EXAMPLE_HA, 'utf8'), parent = tmpdir()): Lab {
+    const dir = mkdtempSync(join(parent, 'slipway-lab-'));
     const file = join(dir, 'cluster.yaml');
     writeFileSync(file, clusterYaml);
     const { spec, problems } = parseClusterFile(clusterYaml, file);
