@@ -41,19 +41,26 @@ const DHCP_IFACE = /is not valid: expected interface the DHCP configs name \(def
 const DISK = /is not valid: expected install disk: a device path under \/dev/;
 const SSH = /is not valid: expected one OpenSSH public key on one line/;
 
+/** w1's label `rack` set to `value` (YAML), refused at `at`. */
+const labelValue = (name: string, value: string, at: string, message: Case['message'] = LABEL_VALUE): Case => ({ name, edits: [label(`rack: ${value}`)], path: 'spec.machines[3].labels.rack', message, at });
+/** w1's `disk` set to `value` (YAML), refused at `at`. */
+const disk = (name: string, value: string, at: string): Case => ({ name, edits: [w1(`      disk: ${value}\n`)], path: 'spec.machines[3].disk', message: DISK, at });
+/** cp1's `interface` set to `value` (YAML), refused at `at`. */
+const iface = (name: string, value: string, at: string): Case => ({ name, edits: cp1('interface', value), path: 'spec.machines[0].interface', message: IFACE, at });
+
 const CASES: Case[] = [
   // Injections: node labels reach kubelet.service's --node-labels.
-  { name: 'label value with a newline and a unit line', edits: [label('rack: "r1\\nExecStartPre=/bin/touch /tmp/pwned"')], path: 'spec.machines[3].labels.rack', message: /"r1\\nExecStartPre=\/bin\/touch \/tmp\/pwned" is not valid: expected a Kubernetes label value/, at: '"r1\\n' },
-  { name: 'label value with a carriage return', edits: [label('rack: "r1\\r[Service]"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"r1\\r' },
-  { name: 'label value with a comma (splits --node-labels)', edits: [label('rack: "r1,evil=1"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"r1,evil' },
-  { name: 'label value with a space', edits: [label('rack: "r 1"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"r 1"' },
-  { name: 'label value with $ (systemd expands it)', edits: [label('rack: "$HOME"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"$HOME"' },
-  { name: 'label value with %', edits: [label('rack: "r%n"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"r%n"' },
-  { name: 'label value with =', edits: [label('rack: "a=b"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"a=b"' },
-  { name: 'label value of 64 characters', edits: [label(`rack: ${'r'.repeat(64)}`)], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: 'rrrr' },
-  { name: 'label value starting with a dash', edits: [label('rack: "-r1"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"-r1"' },
-  { name: 'label value that is a number', edits: [label('rack: 1')], path: 'spec.machines[3].labels.rack', message: 'must be string', at: 'rack: ▸1}' },
-  { name: 'label value null', edits: [label('rack: null')], path: 'spec.machines[3].labels.rack', message: 'must be string', at: 'null' },
+  labelValue('label value with a newline and a unit line', '"r1\\nExecStartPre=/bin/touch /tmp/pwned"', '"r1\\n', /"r1\\nExecStartPre=\/bin\/touch \/tmp\/pwned" is not valid: expected a Kubernetes label value/),
+  labelValue('label value with a carriage return', '"r1\\r[Service]"', '"r1\\r'),
+  labelValue('label value with a comma (splits --node-labels)', '"r1,evil=1"', '"r1,evil'),
+  labelValue('label value with a space', '"r 1"', '"r 1"'),
+  labelValue('label value with $ (systemd expands it)', '"$HOME"', '"$HOME"'),
+  labelValue('label value with %', '"r%n"', '"r%n"'),
+  labelValue('label value with =', '"a=b"', '"a=b"'),
+  labelValue('label value of 64 characters', 'r'.repeat(64), 'rrrr'),
+  labelValue('label value starting with a dash', '"-r1"', '"-r1"'),
+  labelValue('label value that is a number', '1', 'rack: ▸1}', 'must be string'),
+  labelValue('label value null', 'null', 'null', 'must be string'),
   { name: 'label key with spaces', edits: [label('"my rack": r1')], path: 'spec.machines[3].labels["my rack"]', message: LABEL_KEY, at: '"my rack"' },
   { name: 'label key with a newline', edits: [label('"rack\\nx": r1')], path: 'spec.machines[3].labels["rack\\nx"]', message: LABEL_KEY, at: '"rack\\nx"' },
   { name: 'label key with two slashes', edits: [label('"a/b/c": r1')], path: 'spec.machines[3].labels.a/b/c', message: LABEL_KEY, at: '"a/b/c"' },
@@ -62,13 +69,13 @@ const CASES: Case[] = [
   { name: 'label key the kubelet refuses (kubernetes.io)', edits: [label('kubernetes.io/rack: r1')], path: 'spec.machines[3].labels.kubernetes.io/rack', message: /the kubelet refuses node labels in the kubernetes\.io and k8s\.io namespaces.*example\.com\/rack/, at: 'r1}' },
   { name: 'label key the kubelet refuses (node-role)', edits: [label('node-role.kubernetes.io/worker: ""')], path: 'spec.machines[3].labels.node-role.kubernetes.io/worker', message: /the kubelet refuses node labels/, at: '""' },
   // machines[].interface reaches networkd's [Match] Name= and keepalived's interface.
-  { name: 'interface with a newline and a section', edits: cp1('interface', '"eth0\\n[Network]\\nDNS=6.6.6.6"'), path: 'spec.machines[0].interface', message: IFACE, at: '"eth0\\n' },
-  { name: 'interface with a space', edits: cp1('interface', '"eth 0"'), path: 'spec.machines[0].interface', message: IFACE, at: '"eth 0"' },
-  { name: 'interface of 16 characters', edits: cp1('interface', 'enp0s31f6abcdefg'), path: 'spec.machines[0].interface', message: IFACE, at: 'enp0s31f6abcdefg' },
-  { name: 'interface with a slash', edits: cp1('interface', '"eth0/1"'), path: 'spec.machines[0].interface', message: IFACE, at: '"eth0/1"' },
-  { name: 'interface ".."', edits: cp1('interface', '".."'), path: 'spec.machines[0].interface', message: IFACE, at: '".."' },
-  { name: 'interface with a zero-width space', edits: cp1('interface', '"eth0\\u200b"'), path: 'spec.machines[0].interface', message: IFACE, at: '"eth0\\u200b"' },
-  { name: 'interface empty', edits: cp1('interface', '""'), path: 'spec.machines[0].interface', message: IFACE, at: '""' },
+  iface('interface with a newline and a section', '"eth0\\n[Network]\\nDNS=6.6.6.6"', '"eth0\\n'),
+  iface('interface with a space', '"eth 0"', '"eth 0"'),
+  iface('interface of 16 characters', 'enp0s31f6abcdefg', 'enp0s31f6abcdefg'),
+  iface('interface with a slash', '"eth0/1"', '"eth0/1"'),
+  iface('interface ".."', '".."', '".."'),
+  iface('interface with a zero-width space', '"eth0\\u200b"', '"eth0\\u200b"'),
+  iface('interface empty', '""', '""'),
   // dhcp.interface reaches dnsmasq.conf and kea-dhcp4.json.
   { name: 'dhcp.interface with a dnsmasq line', edits: [['      subnet: 10.20.30.0/24\n', '      subnet: 10.20.30.0/24\n      interface: "eth0\\ndhcp-boot=evil"\n']], path: 'spec.provisioner.dhcp.interface', message: DHCP_IFACE, at: '"eth0\\ndhcp' },
   { name: 'dhcp.interface with a comma', edits: [['      subnet: 10.20.30.0/24\n', '      subnet: 10.20.30.0/24\n      interface: "eth0,eth1"\n']], path: 'spec.provisioner.dhcp.interface', message: DHCP_IFACE, at: '"eth0,eth1"' },
@@ -94,12 +101,12 @@ const CASES: Case[] = [
   { name: 'MAC with a newline', edits: [['"52:54:00:20:30:11"', '"52:54:00:20:30:11\\nx"']], path: 'spec.machines[0].mac', message: /"52:54:00:20:30:11\\nx" is not a MAC address/, at: '"52:54:00:20:30:11\\nx"' },
   { name: 'Kubernetes version with a newline', edits: [['v1.34.2 ', '"v1.34.2\\nx" ']], path: 'spec.kubernetesVersion', message: /is not valid: expected one of the minor lines/, at: '"v1.34.2\\nx"' },
   // disk: a path under /dev, nothing else.
-  { name: 'disk outside /dev by ..', edits: [w1('      disk: ../../../etc/shadow\n')], path: 'spec.machines[3].disk', message: DISK, at: '../../../etc/shadow' },
-  { name: 'disk /dev/../etc/shadow', edits: [w1('      disk: /dev/../etc/shadow\n')], path: 'spec.machines[3].disk', message: DISK, at: '/dev/../etc' },
-  { name: 'disk relative', edits: [w1('      disk: sda\n')], path: 'spec.machines[3].disk', message: DISK, at: 'sda' },
-  { name: 'disk with a space', edits: [w1('      disk: "/dev/sd a"\n')], path: 'spec.machines[3].disk', message: DISK, at: '"/dev/sd a"' },
-  { name: 'disk with a newline', edits: [w1('      disk: "/dev/sda\\nx"\n')], path: 'spec.machines[3].disk', message: DISK, at: '"/dev/sda\\nx"' },
-  { name: 'disk /dev itself', edits: [w1('      disk: /dev\n')], path: 'spec.machines[3].disk', message: DISK, at: '/dev\n' },
+  disk('disk outside /dev by ..', '../../../etc/shadow', '../../../etc/shadow'),
+  disk('disk /dev/../etc/shadow', '/dev/../etc/shadow', '/dev/../etc'),
+  disk('disk relative', 'sda', 'sda'),
+  disk('disk with a space', '"/dev/sd a"', '"/dev/sd a"'),
+  disk('disk with a newline', '"/dev/sda\\nx"', '"/dev/sda\\nx"'),
+  disk('disk /dev itself', '/dev', '/dev\n'),
   // Numbers: certificate dates inside X.509's range, a leaf never past its CA; ports; VRRP ids.
   { name: 'caValidityDays past X.509 dates', edits: [['keyAlgorithm: ecdsa-p256 ', 'caValidityDays: 99999999\n    keyAlgorithm: ecdsa-p256 ']], path: 'spec.pki.caValidityDays', message: /99999999 is out of range: must be <= 36500 \(days the CAs are valid, 1\.\.36500\)/, at: '99999999' },
   { name: 'certValidityDays past X.509 dates', edits: [['keyAlgorithm: ecdsa-p256 ', 'certValidityDays: 99999999\n    keyAlgorithm: ecdsa-p256 ']], path: 'spec.pki.certValidityDays', message: /out of range: must be <= 36500/, at: '99999999' },
@@ -144,7 +151,7 @@ const CASES: Case[] = [
     message: LABEL_VALUE,
     at: '"r1XX"',
   },
-  { name: 'label value with a right-to-left override', edits: [label('rack: "r1\\u202e"')], path: 'spec.machines[3].labels.rack', message: LABEL_VALUE, at: '"r1\\u202e"' },
+  labelValue('label value with a right-to-left override', '"r1\\u202e"', '"r1\\u202e"'),
 ];
 
 function apply(c: Case): string {
