@@ -10,11 +10,20 @@ export const PUBLIC_MODE = 0o644;
 
 const isErrno = (e: unknown, code: string): boolean => (e as NodeJS.ErrnoException | null)?.code === code;
 
+/** Group or others have some access to it (any of the 0077 bits); false when it does not exist. */
+export async function othersCanRead(path: string): Promise<boolean> {
+  try {
+    return ((await stat(path)).mode & 0o077) !== 0;
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return false;
+    throw e;
+  }
+}
+
 /** Creates dir (and parents) 0700; tightens an existing dir that others can read. Returns true if it tightened. */
 export async function ensurePrivateDir(dir: string): Promise<boolean> {
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
-  const st = await stat(dir);
-  if ((st.mode & 0o077) === 0) return false;
+  if (!(await othersCanRead(dir))) return false;
   await chmod(dir, DIR_MODE);
   return true;
 }
@@ -52,13 +61,12 @@ export async function readIfExists(path: string): Promise<string | undefined> {
 
 /** Brings a secret file that someone loosened (copied, untarred) back to 0600. Returns true if it changed it. */
 export async function tightenSecretFile(path: string): Promise<boolean> {
+  if (!(await othersCanRead(path))) return false;
   try {
-    const st = await stat(path);
-    if ((st.mode & 0o077) === 0) return false;
     await chmod(path, SECRET_MODE);
     return true;
   } catch (e) {
-    if (isErrno(e, 'ENOENT')) return false;
+    if (isErrno(e, 'ENOENT')) return false; // gone since: nothing to tighten
     throw e;
   }
 }

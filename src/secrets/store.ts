@@ -13,8 +13,7 @@ import type { Secrets } from './types.ts';
 import { certList } from './certlist.ts';
 import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type LoadedCa, type Log } from './pki.ts';
 import { checkTokens, parseTokens, reconcileTokens, formatTokens, newMachineToken, type Tokens } from './tokens.ts';
-import { stat } from 'node:fs/promises';
-import { SECRET_MODE, dryRunWriter, diskWriter, readIfExists, type Writer } from './fs.ts';
+import { SECRET_MODE, dryRunWriter, diskWriter, othersCanRead, readIfExists, type Writer } from './fs.ts';
 
 export interface StoreOptions {
   log?: Log;
@@ -62,16 +61,6 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   return { certs, serviceAccount, ...tokens };
 }
 
-/** Others may read it (0077 bits set); false when it does not exist. */
-async function loose(path: string): Promise<boolean> {
-  try {
-    return ((await stat(path)).mode & 0o077) !== 0;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw e;
-  }
-}
-
 /** A Writer that only records, in order, what it would do; `replay` then does it on disk. */
 function recordingWriter(): { writer: Writer; replay: () => Promise<void> } {
   const ops: (() => Promise<unknown>)[] = [];
@@ -80,13 +69,13 @@ function recordingWriter(): { writer: Writer; replay: () => Promise<void> } {
     remove: async (path) => void ops.push(() => diskWriter.remove(path)),
     prune: async (dir) => void ops.push(() => diskWriter.prune(dir)),
     tighten: async (path) => {
-      const is = await loose(path);
+      const is = await othersCanRead(path);
       if (is) ops.push(() => diskWriter.tighten(path));
       return is;
     },
     privateDir: async (dir) => {
       ops.push(() => diskWriter.privateDir(dir));
-      return loose(dir);
+      return othersCanRead(dir);
     },
   };
   return {
