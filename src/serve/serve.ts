@@ -4,10 +4,11 @@
 // embedded store under the state directory.
 import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Registry } from 'prom-client';
 import { parseClusterFile } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import type { Spec } from '../spec/types.ts';
-import { stageSecrets } from '../secrets/store.ts';
+import { rotateMachineToken, stageSecrets } from '../secrets/store.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { Lifecycle } from '../lifecycle/lifecycle.ts';
@@ -22,11 +23,9 @@ import { startTftpServer } from './tftp/server.ts';
 import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, type DhcpPorts } from './dhcp/index.ts';
 import { stageTftpRoot } from './tftp-root.ts';
 import { startNtpServer, type NtpServer } from './ntp/server.ts';
-import type { Registry } from 'prom-client';
 import { bootAnswer } from './boot-answers.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
-import { rotateMachineToken } from '../secrets/store.ts';
 import { renderOffThread } from './render-worker.ts';
 import type { ServeContext } from './context.ts';
 import { consoleRoutes } from './http/console.ts';

@@ -10,17 +10,19 @@ export class Site {
   readonly tree: Tree;
   /** what the tree was rendered from (a reprovision renders again with one token changed) */
   readonly secrets: Secrets;
-  /** machine name → the token its progress reports must carry */
-  readonly machineTokens: Record<string, string>;
   private readonly byName: Map<string, Machine>;
 
   constructor(spec: Spec, tree: Tree, secrets: Secrets) {
     this.spec = spec;
     this.tree = tree;
     this.secrets = secrets;
-    this.machineTokens = secrets.machineTokens;
     this.byName = new Map(spec.machines.map((m) => [m.name, m]));
   }
+  /** machine name → the token its progress reports must carry */
+  get machineTokens(): Record<string, string> {
+    return this.secrets.machineTokens;
+  }
+
 
   machine(name: string): Machine | undefined {
     return this.byName.get(name);
