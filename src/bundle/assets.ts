@@ -4,7 +4,7 @@
 // from the manifest's digests, so a machine's fetch script checks each binary against
 // the digest recorded when the bundle was made, without the provisioner hashing anything.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BAD_ENCODING, decodePath, type Handler } from '../serve/http/server.ts';
+import { BAD_ENCODING, decodePath, send, type Handler } from '../serve/http/server.ts';
 import { sendRanged } from '../serve/http/assets.ts';
 import type { Bundle } from './reader.ts';
 import type { TarEntry } from './tarindex.ts';
@@ -35,19 +35,12 @@ export function bundleAssetRoutes(bundle: Bundle): Handler {
   return async (req, res, url) => {
     if ((req.method !== 'GET' && req.method !== 'HEAD') || !url.pathname.startsWith('/assets/')) return false;
     const rel = decodePath(url.pathname.slice('/assets/'.length));
-    if (rel === undefined) {
-      res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(BAD_ENCODING), 'Cache-Control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : BAD_ENCODING);
-      return true;
-    }
+    if (rel === undefined) return send(res, 400, BAD_ENCODING);
     const dir = SERVED.find((d) => rel.startsWith(d));
     if (!dir) return false;
     if (rel === `${dir}SHA256SUMS`) {
       const body = sha256sums(bundle, dir);
-      if (body === undefined) return false;
-      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-      return true;
+      return body === undefined ? false : send(res, 200, body);
     }
     const f = bundle.files.get(rel);
     const e = f && bundle.entries.get(rel);

@@ -55,7 +55,8 @@ export function decodePath(s: string): string | undefined {
 
 export const BAD_ENCODING = 'malformed percent-encoding in the URL path\n';
 
-function send(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): true {
+/** A whole small response (no body for HEAD), never cached; true, for handlers to return. */
+export function send(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): true {
   res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
   res.end(res.req.method === 'HEAD' ? undefined : body);
   return true;
