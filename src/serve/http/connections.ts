@@ -68,10 +68,12 @@ export function guardConnections(server: Server, opts: { cap?: number; registry:
     s.destroy();
   };
 
-  server.on('drop', () => {
+  const refuseBusy = () => {
     refused.inc({ reason: 'limit' });
     warn('refusing new connections, every one is busy');
-  });
+  };
+
+  server.on('drop', refuseBusy);
   server.on('connection', (s: Socket) => {
     const now = performance.now();
     conns.set(s, { inflight: 0 });
@@ -86,8 +88,7 @@ export function guardConnections(server: Server, opts: { cap?: number; registry:
       return;
     }
     if (isLoopback(s.remoteAddress) && conns.size <= cap + LOCAL_RESERVE) return;
-    refused.inc({ reason: 'limit' });
-    warn('refusing new connections, every one is busy');
+    refuseBusy();
     forget(s);
     s.destroy();
   });

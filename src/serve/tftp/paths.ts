@@ -92,9 +92,12 @@ export function fsRefusal(e: unknown): Refusal {
   if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return refusal('not-found', ERROR_CODE.FILE_NOT_FOUND, 'File not found');
   // The process (or the system) is out of descriptors: not the file's fault, and not a
   // missing file either (PXELINUX would fall back to another menu); the client may retry.
-  if (code === 'EMFILE' || code === 'ENFILE') return noDescriptors;
+  if (outOfDescriptors(e)) return noDescriptors;
   // ELOOP: a symlink cycle, which only a hostile or broken root contains.
   return refusal('permission', ERROR_CODE.ACCESS_VIOLATION, 'Access violation');
 }
+
+/** The process or the system has no file descriptor left (EMFILE, ENFILE). */
+export const outOfDescriptors = (e: unknown): boolean => ['EMFILE', 'ENFILE'].includes((e as NodeJS.ErrnoException | null)?.code ?? '');
 
 export const noDescriptors: Refusal = refusal('no-descriptors', ERROR_CODE.NOT_DEFINED, 'Out of file descriptors');

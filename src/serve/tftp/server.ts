@@ -34,7 +34,7 @@ import {
   type ParseReason,
   type RequestPacket,
 } from './packet.ts';
-import { cleanPath, fsRefusal, isRefusal, locate, noDescriptors, refusal, type Refusal } from './paths.ts';
+import { cleanPath, fsRefusal, isRefusal, locate, noDescriptors, outOfDescriptors, refusal, type Refusal } from './paths.ts';
 import { FileCache, bufferReader, netasciiBlocks, octetBlocks, type BlockSource, type ByteReader, type CacheLimits } from './source.ts';
 import { Transfer, type TransferResult } from './transfer.ts';
 import { tftpMetrics, type TftpMetrics } from './metrics.ts';
@@ -307,8 +307,7 @@ class Server {
       await opened.reader.close().catch(() => {});
       this.log.warn({ err: (e as Error).message }, 'tftp cannot open a transfer socket');
       // "Server busy" is kept for maxTransfers: running out of descriptors is another problem
-      const code = (e as NodeJS.ErrnoException).code;
-      return this.refuse(code === 'EMFILE' || code === 'ENFILE' ? noDescriptors : refusal('socket-error', ERROR_CODE.NOT_DEFINED, 'Internal error'), req, from);
+      return this.refuse(outOfDescriptors(e) ? noDescriptors : refusal('socket-error', ERROR_CODE.NOT_DEFINED, 'Internal error'), req, from);
     }
     if (this.closed) {
       socket.close();
