@@ -51,6 +51,9 @@ export type CertId = ClusterCertId | MemberCertId;
 
 export const CA_IDS: readonly CaId[] = CLUSTER_CERTS.flatMap((r) => (r.ca === null ? [r.id] : []));
 
+/** Every cluster certificate that has a file of its own (kubeadm's pki/ layout), in table order. */
+export const FILE_CERT_IDS: readonly FileCertId[] = CLUSTER_CERTS.flatMap((r) => ('file' in r ? [r.id] : []));
+
 /** A cluster row by id, typed: its file name and CA come from the table, not from a second list. */
 export const clusterCert = <I extends ClusterCertId>(id: I): Extract<(typeof CLUSTER_CERTS)[number], { id: I }> =>
   CLUSTER_CERTS.find((r) => r.id === id) as Extract<(typeof CLUSTER_CERTS)[number], { id: I }>;

@@ -3,7 +3,7 @@
 // cluster CA certificate, etcd members only their own server/peer keys, and the CA and
 // service-account keys go only to control-plane machines.
 import { hasRole, type Machine, type Role } from '../../spec/types.ts';
-import { clusterCert, MEMBER_FILES, type CertId, type ClusterCertId, type FileCertId } from '../../secrets/certlist.ts';
+import { clusterCert, FILE_CERT_IDS, MEMBER_FILES, type CertId, type FileCertId } from '../../secrets/certlist.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { PKI } from '../paths.ts';
 
@@ -51,15 +51,10 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
   return files;
 }
 
-/** The operator's copy in DIR/cluster/pki, with kubeadm's file names (the ids). */
-const CLUSTER_IDS: ClusterCertId[] = [
-  'ca', 'apiserver', 'apiserver-kubelet-client', 'front-proxy-ca', 'front-proxy-client',
-  'apiserver-etcd-client', 'etcd/ca', 'etcd/healthcheck-client',
-];
-
 function clusterFiles(ctx: PhaseContext): File[] {
   const files: File[] = [];
-  for (const id of CLUSTER_IDS) {
+  // the operator's copy in DIR/cluster/pki: every certificate with a kubeadm file, by its id
+  for (const id of FILE_CERT_IDS) {
     const pair = ctx.secrets.certs[id];
     files.push({ path: `pki/${id}.crt`, mode: 0o644, contents: pair.cert });
     files.push({ path: `pki/${id}.key`, mode: 0o600, contents: pair.key, secret: true });
