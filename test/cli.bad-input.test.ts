@@ -62,32 +62,27 @@ for (const [name, edits, expected] of CASES) {
   });
 }
 
-test('an even number of etcd members is a warning, not an error', () => {
+/** `validate` on the example with `edits` as NAME.yaml: it must pass (exit 0); its stderr. */
+function validateWarns(name: string, edits: [string | RegExp, string][]): string {
   const dir = mkdtempSync(join(tmpdir(), 'slipway-warn-'));
   try {
-    const file = join(dir, 'even.yaml');
-    writeFileSync(file, edit([['roles: [worker]', 'roles: [worker, etcd]']]));
+    const file = join(dir, `${name}.yaml`);
+    writeFileSync(file, edit(edits));
     const r = slipway(['validate', '-f', file]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /even\.yaml:31:5: spec\.machines: warning: 4 etcd members tolerate no more failures than 3/);
+    return r.stderr;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+test('an even number of etcd members is a warning, not an error', () => {
+  assert.match(validateWarns('even', [['roles: [worker]', 'roles: [worker, etcd]']]), /even\.yaml:31:5: spec\.machines: warning: 4 etcd members tolerate no more failures than 3/);
 });
 
 test('a patch release Slipway does not know is a warning that says which release the files are for', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'slipway-warn-'));
-  try {
-    const file = join(dir, 'patch.yaml');
-    writeFileSync(file, edit([['v1.34.2 ', 'v1.34.99 ']]));
-    const r = slipway(['validate', '-f', file]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /patch\.yaml:8:22: spec\.kubernetesVersion: warning: Slipway knows v1\.34\.2 of this minor line, not v1\.34\.99: files are rendered as for v1\.34\.2/);
-    writeFileSync(file, edit([]));
-    assert.doesNotMatch(slipway(['validate', '-f', file]).stderr, /kubernetesVersion/);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  assert.match(validateWarns('patch', [['v1.34.2 ', 'v1.34.99 ']]), /patch\.yaml:8:22: spec\.kubernetesVersion: warning: Slipway knows v1\.34\.2 of this minor line, not v1\.34\.99: files are rendered as for v1\.34\.2/);
+  assert.doesNotMatch(validateWarns('known', []), /kubernetesVersion/);
 });
 
 test('usage errors exit 2', () => {
