@@ -87,7 +87,7 @@ export async function benchBundle(o: BundleBenchOptions = {}): Promise<BundleBen
     }
     const contents: BundleContents = {
       cluster: { name: 'bench', kubernetesVersion: 'v1.34.2' },
-      os: { name: 'flatcar', channel: 'stable', version: '0.0.0' },
+      os: { name: 'debian-12' }, // images only: no os-image item, no OS image
       items: refs.map((ref, i) => ({ kind: 'image', name: `img${i}`, version: 'v1', ref, usedBy: 'bench' })),
     };
     const mirrors = parseMirrors([`registry.k8s.io=${registry.url}`]);

@@ -2,7 +2,9 @@
 // docker-registry filled with images built here (pushed by skopeo, one behind a
 // token-auth proxy that redirects blobs like Docker Hub), and a file mirror serving
 // release files (Debian's real etcd among them) with checksum files in each project's
-// format. Everything the real command does, with --mirror pointing it at them.
+// format, and a small OS image directory given with --os-image (no image is built here:
+// test/bundle.os.test.ts covers the os/ entries). Everything the real command does, with
+// --mirror pointing it at them.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, copyFileSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
@@ -23,7 +25,7 @@ let good: string;
 let manifest: BundleManifest;
 const contents = bundleContents(haSpec());
 const mirrorFlags = () => up.mirrorArgs.flatMap((m) => ['--mirror', m]);
-const create = (out: string, extra: string[] = []) => slipwayAsync(['bundle', 'create', '-f', EXAMPLE_HA, '-o', out, ...mirrorFlags(), ...extra]);
+const create = (out: string, extra: string[] = []) => slipwayAsync(['bundle', 'create', '-f', EXAMPLE_HA, '-o', out, ...mirrorFlags(), '--os-image', up.osImageDir, ...extra]);
 const leftovers = (d: string) => readdirSync(d).filter((n) => n.includes('.tmp-'));
 
 before(async () => {
@@ -49,11 +51,13 @@ test('--dry-run lists every fetch, where it goes and how it is checked, and touc
   }
   assert.match(r.stdout, /to {8}bin\/etcd \(etcd-v3\.6\.4-linux-amd64\/etcd\)/);
   assert.match(r.stdout, new RegExp(`fetch {5}${up.registry.url}/v2/pause/manifests/3\\.10\\.1`));
+  assert.ok(r.stdout.includes(`OS-IMAGE  Slipway OS (debian-12) 12.12-test1\n  from      ${up.osImageDir}/ (--os-image)\n`), r.stdout);
+  assert.match(r.stdout, /to {8}os\/disk\.img\.zst \(disk\.img\.zst, \d+ bytes\)/);
   const j = await create(out, ['--dry-run', '--json']);
   assert.equal(j.code, 0, j.stderr);
   const plan = JSON.parse(j.stdout) as { fetches: { kind: string; url: string; destinations: string[] }[] };
-  // the items, plus Flatcar's version.txt that pins "current"
-  assert.equal(plan.fetches.length, contents.items.length + 1);
+  assert.equal(plan.fetches.length, contents.items.length);
+  assert.doesNotMatch(j.stdout, /flatcar/i);
   assert.ok(!existsSync(out) && !existsSync(`${out}.parts`), 'dry-run wrote something');
   assert.equal(up.mirror.requests.length, 0, 'dry-run fetched something');
   assert.equal(up.proxy.stats.challenges + up.proxy.stats.tokens, 0);
@@ -62,7 +66,7 @@ test('--dry-run lists every fetch, where it goes and how it is checked, and touc
 test('create fetches everything through the mirrors, checks it, and writes one tar', { skip, timeout: 120_000 }, async () => {
   const r = await create(good);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /^wrote .*good\.tar: 22 files, 3 images/m);
+  assert.match(r.stdout, /^wrote .*good\.tar: 23 files, 3 images/m);
   assert.ok(!existsSync(`${good}.parts`), 'the parts cache is removed after success');
   assert.deepEqual(leftovers(dir), []);
 
@@ -82,8 +86,9 @@ test('create fetches everything through the mirrors, checks it, and writes one t
   assert.equal(apiserver.source, 'https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kube-apiserver');
   assert.equal(apiserver.fetchedFrom, `${up.mirror.url}/k8s/release/v1.34.2/bin/linux/amd64/kube-apiserver`);
   assert.deepEqual(apiserver.checksum, { algorithm: 'sha256', digest: apiserver.sha256, from: 'https://dl.k8s.io/release/v1.34.2/bin/linux/amd64/kube-apiserver.sha256' });
-  assert.equal(files.get('os/vmlinuz')!.version, up.flatcarVersion);
-  assert.equal(files.get('os/vmlinuz')!.checksum!.algorithm, 'sha512');
+  // the OS image's files, with os.json's digests (up.expected holds their bytes: checked above)
+  assert.deepEqual(manifest.os, { name: 'debian-12', version: '12.12-test1' });
+  assert.deepEqual(files.get('os/disk.img.zst')!.checksum, { algorithm: 'sha256', digest: up.osImage.info.disk.sha256, from: `${up.osImageDir}/os.json` });
   assert.match(files.get('bin/flanneld')!.source!, /^docker\.io\/flannel\/flannel:v0\.26\.7@sha256:/);
 
   // images: the tag's digest is upstream's; manifest lists keep linux/amd64 only
@@ -105,7 +110,7 @@ test('create fetches everything through the mirrors, checks it, and writes one t
   assert.match(text.stdout, /not bundled: linux\/arm64/);
   const v = await slipwayAsync(['bundle', 'verify', good]);
   assert.equal(v.code, 0, v.stderr);
-  assert.match(v.stdout, /ok: 35 entries/);
+  assert.match(v.stdout, /ok: 36 entries/);
 
   // GNU tar reads it as an ordinary tar, and the etcd in it is Debian's, runnable
   const x = join(dir, 'x');
@@ -145,15 +150,15 @@ test('a corrupted download fails naming it and leaves no bundle; the next run re
 
 test('a wrong published checksum fails naming the file; nothing is written', { skip, timeout: 120_000 }, async () => {
   const out = join(dir, 'wrongsum.tar');
-  const sumPath = `${up.paths.get('Flatcar PXE initrd')!}.DIGESTS`;
+  const sumPath = up.paths.get('runc')!.replace(/runc\.amd64$/, 'runc.sha256sum');
   const orig = up.mirror.files.get(sumPath)!;
   const text = orig.toString();
-  const sha512 = /# SHA512 HASH\n([0-9a-f]{128})/.exec(text)![1]!;
-  up.mirror.files.set(sumPath, Buffer.from(text.replace(sha512, '0'.repeat(128))));
+  const digest = /^([0-9a-f]{64}) {2}runc\.amd64$/m.exec(text)![1]!;
+  up.mirror.files.set(sumPath, Buffer.from(text.replace(digest, '0'.repeat(64))));
   try {
     const r = await create(out);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`Flatcar PXE initrd ${up.flatcarVersion}: sha512 mismatch for .*flatcar_production_pxe_image\\.cpio\\.gz: expected 0{128}, got ${sha512}`));
+    assert.match(r.stderr, new RegExp(`runc v1\\.2\\.6: sha256 mismatch for .*runc\\.amd64: expected 0{64}, got ${digest}`));
     assert.ok(!existsSync(out));
   } finally {
     up.mirror.files.set(sumPath, orig);

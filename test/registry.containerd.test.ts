@@ -32,7 +32,7 @@ before(async () => {
   up = await startUpstream(contents);
   dir = mkdtempSync(join(tmpdir(), 'slipway-containerd-'));
   const bundle = join(dir, 'bundle.tar');
-  await createBundle({ contents, output: bundle, mirrors: parseMirrors(up.mirrorArgs), platforms: [{ os: 'linux', architecture: 'amd64' }], progress: progressFor(process.stderr, true) });
+  await createBundle({ contents, osImage: up.osImage, output: bundle, mirrors: parseMirrors(up.mirrorArgs), platforms: [{ os: 'linux', architecture: 'amd64' }], progress: progressFor(process.stderr, true) });
   lab = Lab.create();
   await lab.start(['--bundle', bundle]);
   // the files a machine receives, rendered with the lab's own cluster file and state

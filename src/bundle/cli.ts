@@ -7,8 +7,10 @@ import type { Spec } from '../spec/types.ts';
 import { bundleContents } from './contents.ts';
 import { parseMirrors, MirrorError } from './mirror.ts';
 import { parsePlatform, platformString, type Platform } from './oci/types.ts';
-import { dryRunText, inspectText, plannedFetches } from './describe.ts';
-import { progressFor } from './progress.ts';
+import { dryRunText, inspectText, plannedFetches, type OsImageSource } from './describe.ts';
+import { progressFor, type Progress } from './progress.ts';
+import { cacheRoot, newestCachedImage, readOsImage, OsImageError, type OsImage } from '../image/os-image.ts';
+import type { Mirrors } from './mirror.ts';
 
 export class BundleUsage extends Error {}
 
@@ -18,6 +20,45 @@ export interface CliIO {
   /** read and check the cluster file (prints its problems); undefined when invalid */
   load(file: string): Promise<Spec | undefined>;
   stderr: NodeJS.WriteStream;
+  /** the caller's user id: root may build the OS image when none is cached */
+  uid: number;
+}
+
+/** No OS image to put in the bundle, and none can be made here: the message says what to do. */
+class NoOsImage extends Error {}
+
+/**
+ * The OS image a bundle carries: --os-image DIR; else (root) the image script's build
+ * for the current inputs (only printed when cached, built when not); else (not root) the
+ * newest complete build in the cache, named so the user knows which.
+ */
+async function osImageFor(flag: string | undefined, uid: number, mirrors: Mirrors, progress: Progress): Promise<OsImage> {
+  if (flag !== undefined) return readOsImage(flag);
+  if (uid === 0) {
+    const { buildImage, DEBIAN_ARCHIVE, ImageBuildError } = await import('../image/build.ts');
+    // a --mirror rule for Debian's archive is the image build's mirror too
+    const debian = mirrors.file(DEBIAN_ARCHIVE);
+    progress.log('OS image: slipway image build (cached after the first build)');
+    try {
+      return (await buildImage({ mirror: debian === DEBIAN_ARCHIVE ? undefined : debian, progress: (l) => progress.log(`image: ${l}`) })).image;
+    } catch (e) {
+      if (e instanceof ImageBuildError) throw new NoOsImage(`the OS image could not be built: ${e.message}`);
+      throw e;
+    }
+  }
+  const cached = await newestCachedImage();
+  if (!cached) throw new NoOsImage(`no OS image in ${cacheRoot()}/: build it first with \`sudo slipway image build\`, or give one with --os-image DIR`);
+  progress.log(`OS image: ${cached.dir} (${cached.info.name} ${cached.info.version}, the newest build in the cache; \`sudo slipway image build\` makes one from the current inputs)`);
+  return cached;
+}
+
+/** What the dry run says about the OS image; builds nothing. */
+async function osImagePreview(flag: string | undefined, uid: number): Promise<OsImageSource> {
+  if (flag !== undefined) return { image: await readOsImage(flag), how: '--os-image' };
+  const cached = await newestCachedImage();
+  const build = uid === 0 ? 'slipway image build, run by create (it builds only when the inputs changed)' : '`sudo slipway image build` first (create does not build it when not root)';
+  if (cached) return { image: cached, how: `the newest build in the cache; create ${uid === 0 ? 'asks ' + build : 'uses it'}` };
+  return { how: `not built yet: ${build}` };
 }
 
 function flags<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, allowPositionals = false) {
@@ -35,8 +76,7 @@ async function create(argv: string[], io: CliIO): Promise<number> {
     mirror: { type: 'string', multiple: true },
     platform: { type: 'string', multiple: true },
     'all-platforms': { type: 'boolean' },
-    'os-version': { type: 'string' },
-    'os-channel': { type: 'string' },
+    'os-image': { type: 'string' },
     concurrency: { type: 'string' },
     'keep-parts': { type: 'boolean' },
     'dry-run': { type: 'boolean' },
@@ -62,22 +102,36 @@ async function create(argv: string[], io: CliIO): Promise<number> {
     if (e instanceof MirrorError) throw new BundleUsage(e.message);
     throw e;
   }
+  if (a['os-image'] === '') throw new BundleUsage('bundle create: --os-image needs a directory');
   const spec = await io.load(a.file);
   if (!spec) return 1;
-  let contents;
-  try {
-    contents = bundleContents(spec, { osVersion: a['os-version'], osChannel: a['os-channel'] });
-  } catch (e) {
-    throw new BundleUsage(`bundle create: ${(e as Error).message}`);
-  }
+  const contents = bundleContents(spec);
   const platformText = platforms === 'all' ? 'all listed' : platforms.map(platformString).join(', ');
   if (a['dry-run']) {
-    const fetches = plannedFetches(contents, mirrors, platformText);
-    io.out(a.json ? JSON.stringify({ cluster: contents.cluster, os: contents.os, mirrors: mirrors.rules, fetches }, null, 2) : dryRunText(contents, fetches, mirrors));
+    let os: OsImageSource;
+    try {
+      os = await osImagePreview(a['os-image'], io.uid);
+    } catch (e) {
+      if (!(e instanceof OsImageError)) throw e;
+      io.err(`slipway bundle create: --os-image: ${e.message}`);
+      return 1;
+    }
+    const fetches = plannedFetches(contents, mirrors, platformText, os);
+    io.out(a.json ? JSON.stringify({ cluster: contents.cluster, os: { ...contents.os, version: os.image?.info.version ?? null, dir: os.image?.dir ?? null }, mirrors: mirrors.rules, fetches }, null, 2) : dryRunText(contents, fetches, mirrors));
     return 0;
   }
   const output = a.out!;
   const progress = progressFor(io.stderr, a.quiet ?? false);
+  let osImage: OsImage;
+  try {
+    osImage = await osImageFor(a['os-image'], io.uid, mirrors, progress);
+  } catch (e) {
+    progress.stop();
+    if (e instanceof OsImageError) io.err(`slipway bundle create: no bundle written: --os-image: ${e.message}`);
+    else if (e instanceof NoOsImage) io.err(`slipway bundle create: no bundle written: ${e.message}`);
+    else throw e;
+    return 1;
+  }
   const { createBundle, BundleCreateError, partsDirFor, removeTemporaries } = await import('./create.ts');
   // Ctrl-C: no half-written tar left behind; the verified downloads stay for the next run
   const interrupted = (signal: string) => {
@@ -91,7 +145,7 @@ async function create(argv: string[], io: CliIO): Promise<number> {
   process.once('SIGINT', onInt);
   process.once('SIGTERM', onTerm);
   try {
-    const r = await createBundle({ contents, output, mirrors, platforms, progress, concurrency, keepParts: a['keep-parts'] ?? false });
+    const r = await createBundle({ contents, osImage, output, mirrors, platforms, progress, concurrency, keepParts: a['keep-parts'] ?? false });
     progress.stop();
     const files = r.manifest.files.filter((f) => !f.path.startsWith('oci/')).length;
     io.out(`wrote ${output}: ${files} files, ${r.manifest.images.length} images, ${(r.bytes / 1048576).toFixed(1)} MiB (${r.fetched} downloaded, ${r.reused} reused from the cache)`);

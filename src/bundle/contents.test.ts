@@ -3,7 +3,8 @@
 // file references is an image of the bundle, and the OS files sit where boot.ts points.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bundleContents, destinations, withOsVersion, type Item } from './contents.ts';
+import { bundleContents, destinations, type Item } from './contents.ts';
+import { OS_ASSETS } from '../catalog/os.ts';
 import { binariesFor } from '../plan/phases/node.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { KNOWN_VERSIONS } from '../catalog/versions.ts';
@@ -41,19 +42,22 @@ test('every image a rendered file names (containerd sandbox, add-ons, smoke test
   }
 });
 
-test('the OS boot files sit where iPXE and PXELINUX fetch them; "current" resolves to one release', () => {
+test('the OS image: kernel, installer initramfs, disk image and os.json where iPXE, PXELINUX and the installer fetch them; nothing of Flatcar', () => {
   const c = bundleContents(singleSpec());
+  assert.deepEqual(c.os, { name: 'debian-12' });
   const dests = all(c.items);
   assert.ok(dests.includes(PXELINUX_KERNEL) && dests.includes(PXELINUX_INITRD));
-  const pinned = withOsVersion(c, '4081.2.0');
-  const os = pinned.items.filter((i) => i.kind === 'file' && i.dest.startsWith('os/'));
-  assert.equal(os.length, 3);
-  for (const i of os) {
-    assert.ok(i.kind === 'file' && i.url.startsWith('https://stable.release.flatcar-linux.net/amd64-usr/4081.2.0/'), JSON.stringify(i));
-    assert.ok(i.kind === 'file' && i.checksum.url === `${i.url}.DIGESTS` && i.checksum.algorithm === 'sha512');
-  }
-  assert.throws(() => bundleContents(singleSpec(), { osVersion: 'latest' }), /bad Flatcar version/);
-  assert.throws(() => bundleContents(singleSpec(), { osChannel: 'edge' }), /unknown Flatcar channel/);
+  const os = c.items.filter((i) => i.kind === 'os-image');
+  assert.equal(os.length, 1);
+  assert.deepEqual(os[0]!.kind === 'os-image' && os[0]!.files, [
+    { role: 'kernel', dest: 'os/vmlinuz' },
+    { role: 'initrd', dest: 'os/initrd.img' },
+    { role: 'disk', dest: 'os/disk.img.zst' },
+    { role: 'manifest', dest: 'os/os.json' },
+  ]);
+  assert.deepEqual(dests.filter((d) => d.startsWith('os/')).sort(), Object.values(OS_ASSETS).sort());
+  // every other os/ file came from Flatcar's release server: none is left
+  assert.doesNotMatch(JSON.stringify(c), /flatcar/i);
 });
 
 test('official upstream locations and checksum sources', () => {

@@ -1,8 +1,10 @@
 // What an offline cluster needs, as data: every file a machine fetches from the
-// provisioner (binaries under bin/ named exactly as binaryAssets() lists them, the OS
-// boot image under os/) and every container image its nodes pull, each with its
-// upstream location and where its published checksum lives. Pure: `bundle create`
-// fetches this list, `bundle create --dry-run` prints it, tests check it against the plan.
+// provisioner (binaries under bin/ named exactly as binaryAssets() lists them, Slipway's
+// OS image under os/ as the catalog's OS_ASSETS names it) and every container image its
+// nodes pull, each with its upstream location and where its published checksum lives
+// (the OS image is not downloaded: `slipway image build` makes it, and its os.json holds
+// the digests). Pure: `bundle create` fetches this list, `bundle create --dry-run`
+// prints it, tests check it against the plan.
 //
 // Where upstream publishes no checksum (flannel's release binaries: its Makefile uploads
 // bare files), the binary is taken from the project's own container image instead, so
@@ -10,6 +12,7 @@
 import type { Spec } from '../spec/types.ts';
 import { binaryAssets, CNI_PLUGINS } from '../catalog/cluster.ts';
 import { versionProfile } from '../catalog/versions.ts';
+import { OS_ASSETS, type OsName } from '../catalog/os.ts';
 
 export type HashAlgorithm = 'sha256' | 'sha512';
 
@@ -18,12 +21,12 @@ export interface ChecksumSource {
   algorithm: HashAlgorithm;
   /** a checksum file published next to the download */
   url: string;
-  /** the name to look for in a multi-line checksum file (sha256sum format or Flatcar's DIGESTS); undefined: the file holds one digest */
+  /** the name to look for in a multi-line checksum file (sha256sum format or a sectioned DIGESTS file); undefined: the file holds one digest */
   entry?: string;
 }
 
 interface Common {
-  /** what the operator reads: "kube-apiserver", "etcd", "Flatcar kernel" */
+  /** what the operator reads: "kube-apiserver", "etcd", "Slipway OS" */
   name: string;
   version: string;
 }
@@ -66,11 +69,21 @@ export interface ImageItem extends Common {
   usedBy: string;
 }
 
-export type Item = FileItem | ArchiveItem | ImageFileItem | ImageItem;
+/**
+ * Slipway's OS image, built by `slipway image build` (not downloaded): each file of the
+ * image directory by its role, and where the bundle puts it. Its digests are os.json's.
+ */
+export interface OsImageItem extends Common {
+  kind: 'os-image';
+  os: OsName;
+  files: { role: keyof typeof OS_ASSETS; dest: string }[];
+}
+
+export type Item = FileItem | ArchiveItem | ImageFileItem | ImageItem | OsImageItem;
 
 export interface BundleContents {
   cluster: { name: string; kubernetesVersion: string };
-  os: { name: 'flatcar'; channel: string; version: string };
+  os: { name: OsName };
   items: Item[];
 }
 
@@ -91,19 +104,7 @@ export const COMPONENT_VERSIONS = {
 /** The smoke test's image (src/plan/phases/addons.ts); a test checks the two agree. */
 export const SMOKE_TEST_IMAGE = 'docker.io/library/nginx:1.27-alpine';
 
-export const FLATCAR_CHANNELS = ['stable', 'beta', 'alpha', 'lts'] as const;
-
-export interface ContentsOptions {
-  /** Flatcar version, or "current" (resolved through the channel's version.txt when fetching) */
-  osVersion?: string;
-  osChannel?: string;
-}
-
 const K8S_BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl'] as const;
-
-export const flatcarBase = (channel: string, version: string) => `https://${channel}.release.flatcar-linux.net/amd64-usr/${version}`;
-/** Flatcar's file naming the release a channel's "current" points at (FLATCAR_VERSION=...). */
-export const flatcarVersionURL = (channel: string) => `${flatcarBase(channel, 'current')}/version.txt`;
 
 function kubernetes(version: string, needed: Set<string>): Item[] {
   return K8S_BINARIES.filter((b) => needed.has(b)).map((b) => {
@@ -170,25 +171,12 @@ function flannel(): Item[] {
   ];
 }
 
-/** Flatcar's PXE kernel and initrd (what boot.ts points iPXE/PXELINUX at) and the image flatcar-install writes to disk. */
-function flatcar(channel: string, version: string): Item[] {
-  const base = flatcarBase(channel, version);
-  const file = (name: string, remote: string, dest: string): FileItem => ({
-    kind: 'file', name, version, url: `${base}/${remote}`, dest,
-    checksum: { algorithm: 'sha512', url: `${base}/${remote}.DIGESTS`, entry: remote },
-  });
-  return [
-    file('Flatcar PXE kernel', 'flatcar_production_pxe.vmlinuz', 'os/vmlinuz'),
-    file('Flatcar PXE initrd', 'flatcar_production_pxe_image.cpio.gz', 'os/initrd.img'),
-    file('Flatcar install image', 'flatcar_production_image.bin.bz2', 'os/flatcar_production_image.bin.bz2'),
-  ];
+/** The OS image's kernel, installer initramfs, disk image and os.json, where boot.ts and the installer fetch them. */
+function osImage(os: OsName): OsImageItem {
+  return { kind: 'os-image', name: 'Slipway OS', version: os, os, files: (Object.keys(OS_ASSETS) as (keyof typeof OS_ASSETS)[]).map((role) => ({ role, dest: OS_ASSETS[role] })) };
 }
 
-export function bundleContents(spec: Spec, opts: ContentsOptions = {}): BundleContents {
-  const channel = opts.osChannel ?? 'stable';
-  if (!(FLATCAR_CHANNELS as readonly string[]).includes(channel)) throw new Error(`unknown Flatcar channel "${channel}" (one of ${FLATCAR_CHANNELS.join(', ')})`);
-  const osVersion = opts.osVersion ?? 'current';
-  if (osVersion !== 'current' && !/^\d+\.\d+\.\d+$/.test(osVersion)) throw new Error(`bad Flatcar version "${osVersion}" (like 4081.2.0, or "current")`);
+export function bundleContents(spec: Spec): BundleContents {
   const profile = versionProfile(spec.kubernetesVersion);
   // Only what some machine fetches: binaryAssets() is the one list the machines read.
   const needed = new Set(spec.machines.flatMap((m) => binaryAssets(m.roles, spec.network.cni)));
@@ -197,23 +185,12 @@ export function bundleContents(spec: Spec, opts: ContentsOptions = {}): BundleCo
     ...etcd(profile.etcdVersion, needed),
     ...runtime(profile.minor),
     ...(spec.network.cni === 'flannel' ? flannel() : []), // cni: bridge needs only the standard plugins
-    ...flatcar(channel, osVersion),
+    osImage(spec.os),
     { kind: 'image', name: 'pause', version: tagOf(profile.pauseImage), ref: profile.pauseImage, usedBy: 'containerd sandbox (every pod)' },
     { kind: 'image', name: 'coredns', version: tagOf(profile.coreDNSImage), ref: profile.coreDNSImage, usedBy: 'cluster DNS add-on' },
     { kind: 'image', name: 'nginx', version: tagOf(SMOKE_TEST_IMAGE), ref: SMOKE_TEST_IMAGE, usedBy: 'smoke test' },
   ];
-  return { cluster: { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, os: { name: 'flatcar', channel, version: osVersion }, items };
-}
-
-/** The same contents with "current" replaced by a concrete Flatcar version (every OS file from one release). */
-export function withOsVersion(c: BundleContents, version: string): BundleContents {
-  const from = flatcarBase(c.os.channel, c.os.version);
-  const to = flatcarBase(c.os.channel, version);
-  const items = c.items.map((i): Item => {
-    if (i.kind !== 'file' || !i.url.startsWith(from + '/')) return i;
-    return { ...i, version, url: to + i.url.slice(from.length), checksum: { ...i.checksum, url: to + i.checksum.url.slice(from.length) } };
-  });
-  return { ...c, os: { ...c.os, version }, items };
+  return { cluster: { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, os: { name: spec.os }, items };
 }
 
 const tagOf = (ref: string) => ref.slice(ref.lastIndexOf(':') + 1);
@@ -226,6 +203,8 @@ export function destinations(i: Item): string[] {
       return [i.dest];
     case 'archive':
       return i.members.map((m) => m.dest);
+    case 'os-image':
+      return i.files.map((f) => f.dest);
     case 'image':
       return [];
   }

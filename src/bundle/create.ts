@@ -7,6 +7,10 @@
 // is still missing; a half-finished download is kept in partial/ and resumed with Range.
 // Atomic: the tar is written beside the output under a temporary name and renamed at the
 // very end, so a failed run leaves no bundle (and never a half-written one).
+//
+// The OS image is not downloaded: it is a directory `slipway image build` made, given as
+// `osImage`; its files go in under os/ with os.json's digests, re-checked while the tar
+// is written like every cached download.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { access, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -14,7 +18,8 @@ import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { destinations, flatcarVersionURL, withOsVersion, type ArchiveItem, type BundleContents, type FileItem, type ImageFileItem, type ImageItem } from './contents.ts';
+import { destinations, type ArchiveItem, type BundleContents, type FileItem, type ImageFileItem, type ImageItem, type OsImageItem } from './contents.ts';
+import type { OsImage } from '../image/os-image.ts';
 import { pickDigest } from './checksums.ts';
 import { download, getText } from './http.ts';
 import { upstreamRegistry, type Mirrors } from './mirror.ts';
@@ -29,6 +34,8 @@ import { MANIFEST_PATH, OCI_DIR, blobPath, type BundleFile, type BundleImage, ty
 
 export interface CreateOptions {
   contents: BundleContents;
+  /** the OS image directory read (image/os-image.ts readOsImage): required when the contents have an os-image item */
+  osImage?: OsImage;
   output: string;
   mirrors: Mirrors;
   /** platforms kept from multi-platform images (default linux/amd64), or every one listed */
@@ -60,6 +67,8 @@ export class BundleCreateError extends Error {
 interface Planned {
   from: string;
   row: BundleFile;
+  /** `from` is the user's (the OS image directory), not the parts cache: never removed */
+  theirs?: true;
 }
 
 const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
@@ -94,21 +103,7 @@ export async function createBundle(o: CreateOptions): Promise<CreateResult> {
   let reused = 0;
   let fetched = 0;
 
-  let contents = o.contents;
-  if (contents.os.version === 'current') {
-    const url = o.mirrors.file(flatcarVersionURL(contents.os.channel));
-    let text: string;
-    try {
-      text = await getText(url);
-    } catch (e) {
-      throw new BundleCreateError([`Flatcar ${contents.os.channel} "current": ${(e as Error).message}`]);
-    }
-    const m = /^FLATCAR_VERSION=(\d+\.\d+\.\d+)\s*$/m.exec(text);
-    if (!m) throw new BundleCreateError([`${url}: no FLATCAR_VERSION=<version> line`]);
-    // every OS file from one release, even if "current" moves while we download
-    contents = withOsVersion(contents, m[1]!);
-    o.progress.log(`Flatcar ${contents.os.channel} current is ${m[1]}`);
-  }
+  const contents = o.contents;
   checkDestinations(contents);
 
   // checksum files, each fetched once per run (etcd's SHA256SUMS serves two members)
@@ -208,11 +203,30 @@ export async function createBundle(o: CreateOptions): Promise<CreateResult> {
     pulled.set(item.ref, await pull(item.ref, o.platforms));
   };
 
+  const osImageItem = (item: OsImageItem) => {
+    if (!o.osImage) throw new Error(`${item.name} (${item.os}): no OS image directory given`);
+    const { dir, info } = o.osImage;
+    for (const want of item.files) {
+      const f = o.osImage.files.find((x) => x.role === want.role);
+      if (!f) throw new Error(`OS image ${dir}: no ${want.role} file`);
+      const fromOsJson = want.role !== 'manifest';
+      planned.push({
+        from: f.path,
+        theirs: true,
+        row: {
+          path: want.dest, size: f.size, sha256: f.sha256, mode: 0o644, name: `${item.name} ${want.role}`, version: info.version, source: f.path,
+          ...(fromOsJson ? { checksum: { algorithm: 'sha256' as const, digest: f.sha256, from: `${dir}/os.json` } } : {}),
+        },
+      });
+    }
+  };
+
   const run = async (item: BundleContents['items'][number]) => {
     try {
       if (item.kind === 'file') await fileItem(item);
       else if (item.kind === 'archive') await archiveItem(item);
       else if (item.kind === 'image-file') await imageFileItem(item);
+      else if (item.kind === 'os-image') osImageItem(item);
       else await imageItem(item);
     } catch (e) {
       problems.push((e as Error).message);
@@ -257,7 +271,7 @@ export async function createBundle(o: CreateOptions): Promise<CreateResult> {
     kind: 'SlipwayBundle',
     created: new Date().toISOString(),
     cluster: contents.cluster,
-    os: contents.os,
+    os: { name: contents.os.name, version: o.osImage?.info.version ?? 'none' },
     platforms: o.platforms === 'all' ? 'all' : o.platforms.map(platformString),
     files: all.map((p) => p.row),
     images,
@@ -301,6 +315,7 @@ async function writeTarAtomic(output: string, manifest: BundleManifest, files: P
     const entry = (name: string, size: number, mode: number) => {
       let cb!: (err?: Error | null) => void;
       const ended = new Promise<void>((resolve, reject) => (cb = (err) => (err ? reject(err) : resolve())));
+      ended.catch(() => {}); // awaited below; an entry destroyed after a failed check must not crash the process
       const w = pack.entry({ name, size, mode, mtime, type: 'file', uid: 0, gid: 0, uname: 'root', gname: 'root' }, cb);
       return { w, ended };
     };
@@ -321,6 +336,9 @@ async function writeTarAtomic(output: string, manifest: BundleManifest, files: P
         bar.update(written);
       }
       const got = h.digest('hex');
+      if ((n !== f.row.size || got !== f.row.sha256) && f.theirs) {
+        throw new BundleCreateError([`${f.row.path}: ${f.from} no longer matches the ${f.row.size} bytes and sha256 ${f.row.sha256} its os.json names (changed while the bundle was written, or damaged): rebuild the image (slipway image build) or give another --os-image`]);
+      }
       if (n !== f.row.size || got !== f.row.sha256) {
         // the cache file changed since it was verified: drop it so the next run fetches it again
         await rm(f.from, { force: true });

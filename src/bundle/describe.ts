@@ -1,8 +1,8 @@
 // Text for people: the --dry-run list (exactly what `create` will fetch, from where,
 // checked against what, so an operator can have it approved first) and `inspect`'s listing.
 import type { BundleContents, Item } from './contents.ts';
-import { flatcarVersionURL } from './contents.ts';
 import type { Mirrors } from './mirror.ts';
+import type { OsImage } from '../image/os-image.ts';
 import type { BundleManifest } from './manifest.ts';
 import { parseRef } from './oci/ref.ts';
 
@@ -21,7 +21,13 @@ export interface PlannedFetch {
   platforms?: string;
 }
 
-export function plannedFetches(c: BundleContents, mirrors: Mirrors, platforms: string): PlannedFetch[] {
+/**
+ * Where the OS image comes from, as the dry run says it: the directory that will be read,
+ * or what `create` will do to get one.
+ */
+export type OsImageSource = { image: OsImage; how: string } | { image?: undefined; how: string };
+
+export function plannedFetches(c: BundleContents, mirrors: Mirrors, platforms: string, os: OsImageSource): PlannedFetch[] {
   const via = (upstream: string) => {
     const url = mirrors.file(upstream);
     return url === upstream ? { url } : { url, upstream };
@@ -33,10 +39,6 @@ export function plannedFetches(c: BundleContents, mirrors: Mirrors, platforms: s
     return { url };
   };
   const out: PlannedFetch[] = [];
-  if (c.os.version === 'current') {
-    const u = via(flatcarVersionURL(c.os.channel));
-    out.push({ kind: 'file', name: 'Flatcar release pointer', version: c.os.channel, ...u, destinations: [], checksum: `none (names the release; the OS files below are fetched from it)` });
-  }
   for (const i of c.items) {
     switch (i.kind) {
       case 'file':
@@ -55,6 +57,19 @@ export function plannedFetches(c: BundleContents, mirrors: Mirrors, platforms: s
       case 'image':
         out.push({ kind: i.kind, name: i.name, version: i.version, ...image(i.ref), destinations: [`oci/ (${i.ref})`], checksum: 'manifest and blob digests', platforms });
         break;
+      case 'os-image': {
+        const files = os.image?.files;
+        out.push({
+          kind: i.kind, name: `${i.name} (${i.os})`, version: os.image?.info.version ?? 'not built yet',
+          url: os.image ? `${os.image.dir}/ (${os.how})` : os.how,
+          destinations: i.files.map((f) => {
+            const x = files?.find((y) => y.role === f.role);
+            return x ? `${f.dest} (${x.path.slice(x.path.lastIndexOf('/') + 1)}, ${x.size} bytes)` : f.dest;
+          }),
+          checksum: 'sha256 from the image\'s os.json (os.json itself: by its bytes), re-hashed while the tar is written',
+        });
+        break;
+      }
     }
   }
   return out;
@@ -62,12 +77,12 @@ export function plannedFetches(c: BundleContents, mirrors: Mirrors, platforms: s
 
 export function dryRunText(c: BundleContents, fetches: PlannedFetch[], mirrors: Mirrors): string {
   const lines = [
-    `# slipway bundle for cluster "${c.cluster.name}": Kubernetes ${c.cluster.kubernetesVersion}, Flatcar ${c.os.channel} ${c.os.version}`,
+    `# slipway bundle for cluster "${c.cluster.name}": Kubernetes ${c.cluster.kubernetesVersion}, OS ${c.os.name}`,
     mirrors.rules.length ? `# mirrors: ${mirrors.rules.join(' ')}` : '# no mirrors: everything from upstream',
     '# nothing has been fetched or written',
   ];
   for (const f of fetches) {
-    lines.push('', `${f.kind.toUpperCase()}  ${f.name} ${f.version}`, `  fetch     ${f.url}`);
+    lines.push('', `${f.kind.toUpperCase()}  ${f.name} ${f.version}`, `  ${f.kind === 'os-image' ? 'from ' : 'fetch'}     ${f.url}`);
     if (f.upstream) lines.push(`  upstream  ${f.upstream}`);
     for (const d of f.destinations) lines.push(`  to        ${d}`);
     lines.push(`  checked   ${f.checksum}`);
@@ -82,7 +97,7 @@ export function inspectText(path: string, size: number, m: BundleManifest): stri
   const files = m.files.filter((f) => !f.path.startsWith('oci/'));
   const blobs = m.files.filter((f) => f.path.startsWith('oci/blobs/'));
   const lines = [
-    `${path}: Slipway bundle for cluster "${m.cluster.name}", Kubernetes ${m.cluster.kubernetesVersion}, ${m.os.name} ${m.os.channel} ${m.os.version}`,
+    `${path}: Slipway bundle for cluster "${m.cluster.name}", Kubernetes ${m.cluster.kubernetesVersion}, OS ${m.os.name} ${m.os.version}`,
     `created ${m.created}; ${human(size)}; ${files.length} files, ${m.images.length} images (${blobs.length} blobs); platforms ${m.platforms === 'all' ? 'all' : m.platforms.join(', ')}`,
     '',
     'FILES',

@@ -57,7 +57,8 @@ export interface BundleManifest {
   kind: 'SlipwayBundle';
   created: string;
   cluster: { name: string; kubernetesVersion: string };
-  os: { name: string; channel: string; version: string };
+  /** the OS the os/ entries hold (name as the cluster file's spec.os, version as the image's os.json); channel: older bundles */
+  os: { name: string; version: string; channel?: string };
   platforms: string[] | 'all';
   /** every tar entry except this manifest, in tar order */
   files: BundleFile[];

@@ -1,12 +1,15 @@
 // `slipway bundle verify`: re-hash every entry of the tar against the manifest, check
 // that each OCI blob's bytes match the digest it is named by, and that every image's
-// manifests, configs and layers are there. Reports every bad entry, not just the first.
+// manifests, configs and layers are there, and that the OS image's files are the ones its
+// os/os.json names. Reports every bad entry, not just the first.
 import { createHash } from 'node:crypto';
 import { Bundle, BundleError } from './reader.ts';
 import { blobPath, ManifestError, MANIFEST_PATH, OCI_DIR } from './manifest.ts';
 import { parseManifestBytes } from './oci/types.ts';
 import { CONTAINERD_NAME, REF_NAME } from './oci/layout.ts';
 import type { Progress } from './progress.ts';
+import { OS_ASSETS } from '../catalog/os.ts';
+import { OsImageError, parseOsJson } from '../image/os-image.ts';
 
 export interface Problem {
   path: string;
@@ -62,10 +65,32 @@ export async function verifyBundle(path: string, progress?: Progress): Promise<V
     }
     bar?.done();
     bad.push(...(await imageProblems(b, intact)));
+    bad.push(...(await osProblems(b, intact)));
     return { good, bad, bytes, images: b.manifest.images.length };
   } finally {
     await b.close();
   }
+}
+
+/** The kernel, initramfs and disk image are the files os/os.json names (by size and sha256). */
+async function osProblems(b: Bundle, intact: Set<string>): Promise<Problem[]> {
+  const path = OS_ASSETS.manifest;
+  if (!intact.has(path)) return []; // absent (a bundle without the OS image), or its bad digest is reported
+  let info;
+  try {
+    info = parseOsJson((await b.read(b.entries.get(path)!)).toString('utf8'), path);
+  } catch (e) {
+    if (e instanceof OsImageError) return [{ path, problem: e.message }];
+    throw e;
+  }
+  const out: Problem[] = [];
+  for (const role of ['kernel', 'initrd', 'disk'] as const) {
+    const want = info[role];
+    const f = b.files.get(OS_ASSETS[role]);
+    if (!f) out.push({ path: OS_ASSETS[role], problem: `missing (${path} names it: ${want.file})` });
+    else if (f.sha256 !== want.sha256 || f.size !== want.size) out.push({ path: f.path, problem: `${f.size} bytes, sha256 ${f.sha256}; ${path} says ${want.size} bytes, sha256 ${want.sha256}` });
+  }
+  return out;
 }
 
 /** Every image's manifest chain is complete in the layout, and index.json names it. */

@@ -6,15 +6,18 @@
 //     and able to corrupt a blob on the way;
 //   - FileMirror: a static HTTP server (Range, request log, fault injection) holding
 //     release files and their checksum files at <host>/<path>, as a --mirror URL wants them;
-//   - startUpstream(): all three filled with what a cluster's bundle needs, built here.
+//   - startUpstream(): all three filled with what a cluster's bundle needs, built here,
+//     and a small OS image directory (helpers/os-image.ts) for the bundle's os/ entries.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BundleContents } from '../../src/bundle/contents.ts';
+import { readOsImage, type OsImage } from '../../src/image/os-image.ts';
+import { fakeOsImage } from './os-image.ts';
 import { parseRef } from '../../src/bundle/oci/ref.ts';
 import { buildImage, BUSYBOX, sha256, tarGz, type BuiltImage } from './oci-images.ts';
 import { BIN } from './cli.ts';
@@ -287,7 +290,9 @@ export interface Upstream {
   expected: Map<string, Buffer>;
   /** mirror path (as requested) of each item's main download, by item name */
   paths: Map<string, string>;
-  flatcarVersion: string;
+  /** the OS image `bundle create --os-image` packages (no image is built) */
+  osImageDir: string;
+  osImage: OsImage;
   close(): Promise<void>;
 }
 
@@ -303,14 +308,15 @@ const K8S_PREFIX = '/k8s';
  * Real binaries where the machine has them (Debian's etcd and etcdctl, busybox), small
  * scripts elsewhere; every checksum file in the shape its project publishes.
  */
-export async function startUpstream(contents: BundleContents, opts: { flatcarVersion?: string; imageBytes?: number } = {}): Promise<Upstream> {
+export async function startUpstream(contents: BundleContents, opts: { imageBytes?: number } = {}): Promise<Upstream> {
   const work = mkdtempSync(join(tmpdir(), 'slipway-upstream-'));
   const registry = await LocalRegistry.start();
   const proxy = await AuthProxy.start(registry.url);
   const mirror = await FileMirror.start();
   const up: Upstream = {
     registry, proxy, mirror, images: new Map(), expected: new Map(), paths: new Map(),
-    flatcarVersion: opts.flatcarVersion ?? '4081.2.0',
+    osImageDir: join(work, 'os-image'),
+    osImage: undefined as unknown as OsImage, // read below
     mirrorArgs: [`https://dl.k8s.io=${mirror.url}${K8S_PREFIX}`, `${mirror.url}/`, `registry.k8s.io=${registry.url}`, `docker.io=${proxy.url}`],
     async close() {
       await Promise.all([mirror.close(), proxy.close()]);
@@ -331,21 +337,17 @@ export async function startUpstream(contents: BundleContents, opts: { flatcarVer
       if (name === 'kubectl') return realOr('/usr/bin/kubectl', name);
       return Buffer.from(`#!/bin/sh\n# test stand-in for ${name}\necho "${name} $*"\n`);
     };
+    const os = fakeOsImage(up.osImageDir);
+    up.osImage = await readOsImage(up.osImageDir);
     for (const item of contents.items) {
-      if (item.kind === 'file') {
-        let body: Buffer;
-        if (item.dest.startsWith('os/')) body = Buffer.concat([Buffer.from(`${item.name} ${up.flatcarVersion}\n`), randomBytes(200_000)]);
-        else body = binary(item.name);
-        const url = item.url.replace('/current/', `/${up.flatcarVersion}/`);
-        up.paths.set(item.name, put(url, body));
+      if (item.kind === 'os-image') {
+        for (const f of item.files) up.expected.set(f.dest, os.bytes.get(f.dest.slice('os/'.length))!);
+      } else if (item.kind === 'file') {
+        const body = binary(item.name);
+        up.paths.set(item.name, put(item.url, body));
         up.expected.set(item.dest, body);
-        const sumURL = item.checksum.url.replace('/current/', `/${up.flatcarVersion}/`);
-        if (item.checksum.algorithm === 'sha512') {
-          // Flatcar's DIGESTS: MD5, SHA1, SHA512 and BLAKE2B sections (the last as long as SHA-512's)
-          const file = item.checksum.entry!;
-          const h = (alg: string) => createHash(alg).update(body).digest('hex');
-          put(sumURL, Buffer.from(`# MD5 HASH\n${h('md5')}  ${file}\n# SHA1 HASH\n${h('sha1')}  ${file}\n# SHA512 HASH\n${h('sha512')}  ${file}\n# BLAKE2B HASH\n${h('blake2b512')}  ${file}\n`));
-        } else if (item.checksum.entry) {
+        const sumURL = item.checksum.url;
+        if (item.checksum.entry) {
           // runc.sha256sum: every architecture's binary
           put(sumURL, Buffer.from(`${sha256('other arch')}  runc.arm64\n${sha256(body)}  ${item.checksum.entry}\n`));
         } else put(sumURL, Buffer.from(sha256(body))); // dl.k8s.io: the bare digest, no newline
@@ -381,7 +383,6 @@ export async function startUpstream(contents: BundleContents, opts: { flatcarVer
         up.images.set(ref, img);
       }
     }
-    mirror.files.set(mirrorPath(`https://${contents.os.channel}.release.flatcar-linux.net/amd64-usr/current/version.txt`), Buffer.from(`FLATCAR_BUILD=4081\nFLATCAR_VERSION=${up.flatcarVersion}\nFLATCAR_VERSION_ID=${up.flatcarVersion}\n`));
     return up;
   } catch (e) {
     await up.close();
