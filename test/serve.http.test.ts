@@ -30,7 +30,7 @@ before(async () => {
   await lab.start(['--assets', join(lab.dir, 'assets')]);
   // the same state dir: render gives the files serve serves
   rendered = join(lab.dir, 'out');
-  const r = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state]);
+  const r = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state, '--assets', join(lab.dir, 'assets')]);
   assert.equal(r.code, 0, r.stderr);
 });
 after(async () => lab?.close());
@@ -121,7 +121,7 @@ test('an installed machine boots from disk and is not served its config; reprovi
   // The previous install's token is refused: its reports cannot be replayed into this one.
   const post = (token: string, body: string) => status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${token}`, '--data', body]);
   assert.equal(await post(oldToken, '{"state":"installing","seq":1}'), '401');
-  const r = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state]);
+  const r = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state, '--assets', join(lab.dir, 'assets')]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(readFileSync(tokenFile, 'utf8').trim(), served, 'a render gives the machine the token serve serves');
 });

@@ -13,6 +13,9 @@ import { planTree } from '../render/tree.ts';
 import { readTree, writeTreeAtomic } from '../render/write.ts';
 import { diffTrees } from '../render/diff.ts';
 import { stageSecrets, previewSecrets } from '../secrets/store.ts';
+import type { AssetPins } from '../plan/types.ts';
+import { Assets } from '../serve/http/assets.ts';
+import { readPins, type PinNote } from '../serve/pins.ts';
 
 class UsageError extends Error {}
 /** `plan` found changes to make (as `terraform plan -detailed-exitcode` does, on a code of its own). */
@@ -22,9 +25,11 @@ const USAGE = `Usage: slipway <command> [options]
 
 Commands:
   validate -f FILE                 check a cluster file; every problem as FILE:LINE:COL: path: message
-  render   -f FILE -o DIR [--state DIR]
-                                   write every machine's files, Ignition, cloud-config and PXE configs
-  plan     -f FILE -o DIR [--state DIR]
+  render   -f FILE -o DIR [--state DIR] [--assets DIR]
+                                   write every machine's files, Ignition, cloud-config, install.env
+                                   and PXE configs; --assets: pin the binaries (bin/) and OS image
+                                   (os/) found there by sha256, as serve does from what it serves
+  plan     -f FILE -o DIR [--state DIR] [--assets DIR]
                                    show what render would add, change or remove (writes nothing);
                                    exit 0 when there is no change, 3 when there are changes
   serve    -f FILE [--interface IF] [--state DIR] [--assets DIR] [--bind ADDR]
@@ -92,15 +97,30 @@ async function load(file: string): Promise<Spec | undefined> {
 
 const stateDirFor = (file: string, state: unknown) => (typeof state === 'string' ? state : join(dirname(resolve(file)), '.slipway'));
 const fileOpts = { file: { type: 'string', short: 'f' } } as const;
-const renderOpts = { ...fileOpts, out: { type: 'string', short: 'o' }, state: { type: 'string' } } as const;
+const renderOpts = { ...fileOpts, out: { type: 'string', short: 'o' }, state: { type: 'string' }, assets: { type: 'string' } } as const;
 
-/** -f FILE -o DIR [--state DIR], shared by render and plan; undefined when the file is invalid. */
-async function renderInputs(argv: string[]): Promise<{ spec: Spec; dir: string; stateDir: string } | undefined> {
+/**
+ * The digests machines are rendered for, from --assets DIR (what serve would offer from
+ * it); without it, nothing is pinned and the installer refuses to write a disk.
+ */
+async function renderPins(dir: string | undefined): Promise<AssetPins | undefined> {
+  if (!dir) {
+    err('note: no --assets DIR: the binaries and the OS image are not pinned by sha256 in this render (slipway serve pins them from what it serves)');
+    return undefined;
+  }
+  const notes: PinNote[] = [];
+  const pins = await readPins([new Assets(dir)], notes);
+  for (const n of notes) if (n.level !== 'info') err(`${n.level}: ${n.msg}`);
+  return pins;
+}
+
+/** -f FILE -o DIR [--state DIR] [--assets DIR], shared by render and plan; undefined when the file is invalid. */
+async function renderInputs(argv: string[]): Promise<{ spec: Spec; dir: string; stateDir: string; pins?: AssetPins } | undefined> {
   const a = args(argv, renderOpts);
   const file = need(a.file, '-f FILE');
   const dir = need(a.out, '-o DIR');
   const spec = await load(file);
-  return spec && { spec, dir, stateDir: stateDirFor(file, a.state) };
+  return spec && { spec, dir, stateDir: stateDirFor(file, a.state), pins: await renderPins(a.assets) };
 }
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -119,7 +139,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     // The whole plan first, the state directory after: a file that cannot be rendered
     // must not leave a CA or tokens behind (a CA is never replaced silently later).
     const staged = await stageSecrets(r.stateDir, spec, { log: err });
-    const tree = planTree(buildPlan(spec, staged.secrets));
+    const tree = planTree(buildPlan(spec, staged.secrets, { pins: r.pins }));
     await staged.commit();
     await writeTreeAtomic(dir, tree);
     out(`rendered ${spec.machines.length} machines (${tree.size} files) into ${dir}`);
@@ -131,7 +151,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     if (!r) return 1;
     const { spec, dir } = r;
     const secrets = await previewSecrets(r.stateDir, spec);
-    const changes = diffTrees(await readTree(dir), planTree(buildPlan(spec, secrets)));
+    const changes = diffTrees(await readTree(dir), planTree(buildPlan(spec, secrets, { pins: r.pins })));
     if (changes.length === 0) {
       out(`no changes: ${dir} is up to date`);
       return 0;
@@ -252,9 +272,19 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   async bundle(argv) {
     const { bundleCommand, BundleUsage } = await import('../bundle/cli.ts');
     try {
-      return await bundleCommand(argv, { out, err, load, stderr: process.stderr });
+      return await bundleCommand(argv, { out, err, load, stderr: process.stderr, uid: process.getuid?.() ?? 0 });
     } catch (e) {
       if (e instanceof BundleUsage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async image(argv) {
+    const { imageCommand, ImageUsage } = await import('../image/cli.ts');
+    try {
+      return await imageCommand(argv, { out, err, uid: process.getuid?.() ?? 0 });
+    } catch (e) {
+      if (e instanceof ImageUsage) throw new UsageError(e.message);
       throw e;
     }
   },

@@ -2,14 +2,15 @@
 // is the way back; timeouts fail stuck machines. Runs on the real SQLite store in memory.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { canMove, isInstalled } from './states.ts';
+import { canMove, isInstalled, PROGRESS_STATES } from './states.ts';
 import { STATES } from '../store/states.ts';
 import { Lifecycle } from './lifecycle.ts';
 import { SqliteStore } from '../store/sqlite.ts';
 
-test('forward only; failed from anywhere; nothing leaves failed but reprovision', () => {
+test('forward only (installing and installed also repeat, as progress); failed from anywhere; nothing leaves failed but reprovision', () => {
   for (const [i, from] of STATES.entries())
-    for (const [j, to] of STATES.entries()) assert.equal(canMove(from, to), j > i, `${from} → ${to}`);
+    for (const [j, to] of STATES.entries()) assert.equal(canMove(from, to), j > i || (i === j && PROGRESS_STATES.includes(to)), `${from} → ${to}`);
+  assert.deepEqual([...PROGRESS_STATES], ['installing', 'installed']);
   for (const s of STATES) assert.equal(canMove(s, 'failed'), true);
   for (const s of STATES) assert.equal(canMove('failed', s), false);
   assert.equal(isInstalled('installed'), true);
@@ -35,6 +36,22 @@ test('observations move machines forward and are recorded as events with their s
   assert.equal(lc.state('w1'), 'unknown');
   assert.equal(lc.bootAction('w1'), 'install');
   assert.deepEqual(store.events({ machine: 'w1' }).map((e) => e.to), ['failed', 'unknown']);
+  store.close();
+});
+
+test("the installer's progress is recorded within installing; the installed system's report within installed", () => {
+  const store = new SqliteStore(':memory:');
+  const lc = new Lifecycle(store, ['w1']);
+  lc.observe('w1', 'installing', 'machine', { reason: 'installing to /dev/vda', detail: { step: 'disk' } });
+  const since = store.get('w1')!.since;
+  assert.ok(lc.observe('w1', 'installing', 'machine', { reason: 'writing image 40%', detail: { step: 'write', percent: 40 } }));
+  assert.equal(lc.bootAction('w1'), 'install', 'still being installed: the next network boot installs again');
+  assert.ok(lc.observe('w1', 'installed', 'machine', { reason: 'image written to /dev/vda, Ignition applied: rebooting from disk' }));
+  assert.equal(lc.bootAction('w1'), 'local');
+  assert.ok(lc.observe('w1', 'installed', 'machine', { reason: 'binaries in place' }));
+  assert.equal(lc.observe('w1', 'installing', 'machine'), undefined, 'never back');
+  assert.deepEqual(store.events({ machine: 'w1' }).map((e) => `${e.from}>${e.to}`), ['unknown>installing', 'installing>installing', 'installing>installed', 'installed>installed']);
+  assert.ok(store.get('w1')!.since >= since);
   store.close();
 });
 

@@ -6,10 +6,18 @@ import { STATES, type State } from '../store/states.ts';
 
 const rank = (s: State): number => (s === 'failed' ? -1 : STATES.indexOf(s));
 
+/**
+ * States whose reports repeat as progress (the installer's "writing image 42%", the
+ * installed system's binaries after the installer's `installed`): recorded as events,
+ * the state unchanged.
+ */
+export const PROGRESS_STATES: readonly State[] = ['installing', 'installed'];
+
 /** May a machine in `from` move to `to` by what the servers or the machine report? */
 export function canMove(from: State, to: State): boolean {
   if (to === 'failed') return from !== 'failed';
   if (from === 'failed') return false; // only the operator's reprovision leaves failed
+  if (from === to) return PROGRESS_STATES.includes(to);
   return rank(to) > rank(from);
 }
 

@@ -4,6 +4,10 @@ export const K8S = '/etc/kubernetes';
 export const PKI = '/etc/kubernetes/pki';
 export const ETCD_PKI = '/etc/kubernetes/pki/etcd';
 export const UNITS = '/etc/systemd/system';
+/** The OS's own units (Debian's packages put them here). */
+export const OS_UNITS = '/lib/systemd/system';
+/** Reached once the clock is synchronised (systemd-time-wait-sync): etcd and Kubernetes start after it, their TLS needs a right clock. */
+export const TIME_SYNC = 'time-sync.target';
 export const ADDONS = '/etc/kubernetes/addons';
 export const SLIPWAY = '/etc/slipway';
 export const KUBELET_DIR = '/var/lib/kubelet';

@@ -4,7 +4,8 @@
 import type { Machine, Spec } from '../spec/types.ts';
 import type { Secrets } from '../secrets/types.ts';
 import { versionProfile } from '../catalog/versions.ts';
-import type { File, Phase, PhaseContext, Plan } from './types.ts';
+import type { AssetPins, File, Phase, PhaseContext, Plan } from './types.ts';
+import { installEnv } from './phases/install.ts';
 import { hostPhase } from './phases/host.ts';
 import { pkiPhase } from './phases/pki.ts';
 import { etcdPhase } from './phases/etcd.ts';
@@ -51,14 +52,22 @@ function machineFiles(ctx: PhaseContext, phases: Phase[], m: Machine): File[] {
   return collect(`machine ${m.name}`, parts);
 }
 
-export function buildPlan(spec: Spec, secrets: Secrets, phases: Phase[] = PHASES): Plan {
-  const ctx: PhaseContext = { spec, secrets, version: versionProfile(spec.kubernetesVersion) };
+export interface PlanOptions {
+  /** digests of the provisioner's binaries and OS image (see AssetPins) */
+  pins?: AssetPins;
+  phases?: Phase[];
+}
+
+export function buildPlan(spec: Spec, secrets: Secrets, opts: PlanOptions = {}): Plan {
+  const phases = opts.phases ?? PHASES;
+  const ctx: PhaseContext = { spec, secrets, version: versionProfile(spec.kubernetesVersion), pins: opts.pins };
   return {
     cluster: collect('cluster', phases.flatMap((p) => (p.cluster ? [[p.name, p.cluster(ctx)] as [string, File[]]] : []))),
     pxe: collect('pxe', phases.flatMap((p) => (p.pxe ? [[p.name, p.pxe(ctx)] as [string, File[]]] : []))),
     machines: spec.machines.map((m) => ({
       machine: m,
       files: machineFiles(ctx, phases, m),
+      install: installEnv(ctx, m),
     })),
   };
 }

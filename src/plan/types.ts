@@ -17,11 +17,24 @@ export interface File {
   link?: string;
 }
 
+/**
+ * What the provisioner serves, by digest, so a machine is rendered for exactly those
+ * files: a different binary or OS image on the provisioner later is refused by the
+ * machine, never installed (changing them is a deliberate re-render). `slipway serve`
+ * reads them from its assets or bundle; `render --assets DIR` from that directory.
+ */
+export interface AssetPins {
+  /** asset name under /assets/bin/ (kubelet, cni/bridge, ...) → sha256 */
+  bin: Record<string, string>;
+  /** the OS disk image (/assets/os/disk.img.zst): its sha256 and the raw image's size */
+  os?: { sha256: string; rawSize: number };
+}
+
 export interface Plan {
   /** DIR/cluster/...: PKI in kubeadm layout, admin.conf, cluster manifests */
   cluster: File[];
-  /** DIR/machines/<name>/root/... for each machine, in spec order */
-  machines: { machine: Machine; files: File[] }[];
+  /** DIR/machines/<name>/root/... for each machine, in spec order; `install` is DIR/machines/<name>/install.env, what the installer reads */
+  machines: { machine: Machine; files: File[]; install: File }[];
   /** DIR/pxe/...: dhcpd/Kea/dnsmasq configs, pxelinux.cfg, iPXE scripts */
   pxe: File[];
 }
@@ -31,6 +44,8 @@ export interface PhaseContext {
   spec: Spec;
   secrets: Secrets;
   version: VersionProfile;
+  /** digests of what the provisioner serves; undefined: not known (render without --assets) */
+  pins?: AssetPins;
 }
 
 /** A phase contributes files to machines, to the cluster directory, and to the PXE side. */

@@ -19,7 +19,8 @@ export function cloudConfig(hostname: string, files: File[]): string {
       `    content: ${Buffer.from(f.contents).toString('base64')}`,
     );
   }
-  const enabled = files.filter((f) => f.link?.startsWith('/etc/systemd/system/')).map((f) => f.link!.slice('/etc/systemd/system/'.length));
+  // every unit linked into a target's .wants/ (Slipway's own and the OS's haproxy, keepalived, time-wait-sync)
+  const enabled = files.filter((f) => f.link && /^\/etc\/systemd\/system\/[^/]+\.wants\/[^/]+$/.test(f.path)).map((f) => f.path.split('/').pop()!);
   out.push('coreos:', enabled.length ? '  units:' : '  units: []');
   for (const name of enabled) out.push(`    - name: ${q(name)}`, '      enable: true', '      command: start');
   return out.join('\n') + '\n';

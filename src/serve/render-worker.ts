@@ -6,12 +6,13 @@ import { setPriority } from 'node:os';
 import type { Spec } from '../spec/types.ts';
 import type { Secrets } from '../secrets/types.ts';
 import { buildPlan } from '../plan/plan.ts';
+import type { AssetPins } from '../plan/types.ts';
 import { planTree, type Tree } from '../render/tree.ts';
 
-/** The same tree planTree(buildPlan(spec, secrets)) gives, computed off this thread. */
-export function renderOffThread(spec: Spec, secrets: Secrets): Promise<Tree> {
+/** The same tree planTree(buildPlan(spec, secrets, { pins })) gives, computed off this thread. */
+export function renderOffThread(spec: Spec, secrets: Secrets, pins?: AssetPins): Promise<Tree> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(new URL(import.meta.url), { workerData: { spec, secrets } });
+    const w = new Worker(new URL(import.meta.url), { workerData: { spec, secrets, pins } });
     let settled = false;
     w.once('message', (r: { tree?: Tree; error?: string }) => {
       settled = true;
@@ -29,7 +30,7 @@ export function renderOffThread(spec: Spec, secrets: Secrets): Promise<Tree> {
 }
 
 if (!isMainThread && parentPort && (workerData as { spec?: Spec } | null)?.spec) {
-  const { spec, secrets } = workerData as { spec: Spec; secrets: Secrets };
+  const { spec, secrets, pins } = workerData as { spec: Spec; secrets: Secrets; pins?: AssetPins };
   // Lowest priority, this thread only (Linux nice values are per thread): on a small host
   // the render must not take the CPU from serve's thread, which answers DHCP meanwhile.
   try {
@@ -38,7 +39,7 @@ if (!isMainThread && parentPort && (workerData as { spec?: Spec } | null)?.spec)
     // not permitted here: the render just competes at the usual priority
   }
   try {
-    parentPort.postMessage({ tree: planTree(buildPlan(spec, secrets)) });
+    parentPort.postMessage({ tree: planTree(buildPlan(spec, secrets, { pins })) });
   } catch (e) {
     parentPort.postMessage({ error: (e as Error).message });
   }

@@ -19,6 +19,8 @@ import type { Logger } from './log.ts';
 import { SpecInventory, type Inventory } from './inventory.ts';
 import { Site } from './site.ts';
 import { Assets } from './http/assets.ts';
+import { readPins, type PinNote, type PinSource } from './pins.ts';
+import type { AssetPins } from '../plan/types.ts';
 import { startTftpServer } from './tftp/server.ts';
 import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, type DhcpPorts } from './dhcp/index.ts';
 import { stageTftpRoot } from './tftp-root.ts';
@@ -81,6 +83,8 @@ export interface ServeOptions {
 
 export interface ServeExtension {
   handlers: Handler[];
+  /** the digests of the binaries and OS image it serves, which machines are rendered for (before the assets directory's) */
+  pins?: PinSource;
   close(): Promise<void>;
 }
 
@@ -132,13 +136,17 @@ async function warnAboutRivals(serverIp: string, mode: 'full' | 'proxy', ports: 
     log.warn({ serverId: r.serverId, offered: r.yiaddr, proxy: r.proxy }, `ANOTHER DHCP SERVER IS ANSWERING ON THIS SEGMENT (${r.serverId}): machines may boot from it instead of Slipway`);
 }
 
-async function renderSite(file: string, stateDir: string, log: Logger): Promise<Site> {
+async function readSpec(file: string, log: Logger): Promise<Spec> {
   const { spec, problems } = parseClusterFile(await readFile(file, 'utf8'), file);
   for (const p of problems) (p.severity === 'error' ? log.error.bind(log) : log.warn.bind(log))(formatProblem(p));
   if (!spec) throw new InvalidClusterFile(`${file} is invalid (${problems.filter((p) => p.severity === 'error').length} errors)`);
+  return spec;
+}
+
+async function renderSite(spec: Spec, stateDir: string, pins: AssetPins, log: Logger): Promise<Site> {
   // committed only once the whole render succeeded (a reload with a bad file changes nothing)
   const staged = await stageSecrets(stateDir, spec, { log: (msg) => log.info(msg) });
-  const site = new Site(spec, planTree(buildPlan(spec, staged.secrets)), staged.secrets);
+  const site = new Site(spec, planTree(buildPlan(spec, staged.secrets, { pins })), staged.secrets, pins);
   await staged.commit();
   return site;
 }
@@ -148,8 +156,18 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   // HTTP and TFTP are sized from the open-file limit, so neither runs the other out of descriptors
   const fds = await ensureFdLimit(log);
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
-  let site = await renderSite(opts.file, opts.stateDir, log);
+  const firstSpec = await readSpec(opts.file, log);
   const extension = await opts.extension?.(log);
+  // The assets directory, shared by the pins and the HTTP routes (one digest cache).
+  const dirAssets = opts.assetsDir ? new Assets(opts.assetsDir) : undefined;
+  const pinSources = [extension?.pins, dirAssets].filter((x): x is PinSource => !!x);
+  const pinsNow = async () => {
+    const notes: PinNote[] = [];
+    const pins = await readPins(pinSources, notes);
+    for (const n of notes) log[n.level](n.data ?? {}, n.msg);
+    return pins;
+  };
+  let site = await renderSite(firstSpec, opts.stateDir, await pinsNow(), log);
   const store = new SqliteStore(join(opts.stateDir, 'serve.db'));
   const registry = newRegistry();
   const names = (s: Spec) => s.machines.map((m) => m.name);
@@ -180,7 +198,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       const base = site;
       const token = await rotateMachineToken(opts.stateDir, name);
       const secrets = { ...base.secrets, machineTokens: { ...base.secrets.machineTokens, [name]: token } };
-      site = new Site(base.spec, await renderOffThread(base.spec, secrets), secrets);
+      site = new Site(base.spec, await renderOffThread(base.spec, secrets, base.pins), secrets, base.pins);
       return lifecycle.reprovision(name, by);
     });
   const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision };
@@ -195,7 +213,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   // Loaders are also served over HTTP at /assets/ipxe/ (UEFI HTTP boot fetches ipxe.efi).
   const tftpRoot = await stageTftpRoot(opts.stateDir, opts.assetsDir, log);
   const loaders = new Assets(tftpRoot, 'ipxe/');
-  const assets = opts.assetsDir ? new Assets(opts.assetsDir) : loaders;
+  const assets = dirAssets ?? loaders;
   if (assets !== loaders) assets.fallback = loaders;
   const operatorToken = await ensureApiToken(opts.stateDir);
   const handlers = [
@@ -253,7 +271,8 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     http,
     reload: () => exclusive(async () => {
       try {
-        const next = await renderSite(opts.file, opts.stateDir, log);
+        // the assets are read again too: a reload is how changed binaries or a new OS image reach the renders
+        const next = await renderSite(await readSpec(opts.file, log), opts.stateDir, await pinsNow(), log);
         const addressPlanChanged = JSON.stringify(dhcpConfigFromSpec(next.spec)) !== JSON.stringify(dhcpConfigFromSpec(site.spec));
         site = next;
         lifecycle.setMachines(names(site.spec));

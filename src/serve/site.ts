@@ -3,6 +3,7 @@
 import type { Spec, Machine } from '../spec/types.ts';
 import type { Tree } from '../render/tree.ts';
 import type { Secrets } from '../secrets/types.ts';
+import type { AssetPins } from '../plan/types.ts';
 import { macHyphen } from '../plan/phases/pxe/boot.ts';
 
 export class Site {
@@ -10,10 +11,13 @@ export class Site {
   readonly tree: Tree;
   /** what the tree was rendered from (a reprovision renders again with one token changed) */
   readonly secrets: Secrets;
+  /** the asset digests it was rendered for (a re-render for a new token keeps them) */
+  readonly pins: AssetPins;
   private readonly byName: Map<string, Machine>;
 
-  constructor(spec: Spec, tree: Tree, secrets: Secrets) {
+  constructor(spec: Spec, tree: Tree, secrets: Secrets, pins: AssetPins = { bin: {} }) {
     this.spec = spec;
+    this.pins = pins;
     this.tree = tree;
     this.secrets = secrets;
     this.byName = new Map(spec.machines.map((m) => [m.name, m]));

@@ -2,6 +2,7 @@
 import { parseCidr } from '../lib/ipv4.ts';
 import { normalizeMac } from '../lib/mac.ts';
 import { NEWEST_VERSION } from '../catalog/versions.ts';
+import { DEFAULT_OS } from '../catalog/os.ts';
 import type { ClusterFile } from './schema.ts';
 import type { Role, Spec } from './types.ts';
 
@@ -18,7 +19,6 @@ export const DEFAULTS = {
   keyAlgorithm: 'ecdsa-p256',
   caValidityDays: 3650,
   certValidityDays: 365,
-  disk: '/dev/sda',
   cni: 'flannel',
 } as const;
 
@@ -52,6 +52,8 @@ export function resolve(cf: ClusterFile): Spec {
         pool: s.provisioner.dhcp.pool,
       },
     },
+    os: s.os ?? DEFAULT_OS,
+    ntp: { servers: s.ntp?.servers ?? [s.provisioner.address] },
     pki: {
       keyAlgorithm: s.pki?.keyAlgorithm ?? DEFAULTS.keyAlgorithm,
       caValidityDays: s.pki?.caValidityDays ?? DEFAULTS.caValidityDays,
@@ -67,7 +69,7 @@ export function resolve(cf: ClusterFile): Spec {
         prefix: prefix === undefined ? subnet.prefix : Number(prefix),
         roles: [...new Set(m.roles)] as Role[],
         interface: m.interface,
-        disk: m.disk ?? DEFAULTS.disk,
+        disk: m.disk,
         labels: m.labels ?? {},
       };
     }),

@@ -4,6 +4,7 @@
 import { Type, type Static, type TUnsafe } from '@sinclair/typebox';
 import { KNOWN_VERSIONS, NEWEST_VERSION } from '../catalog/versions.ts';
 import { CNIS, ROLES } from '../catalog/cluster.ts';
+import { OS_CHOICES } from '../catalog/os.ts';
 
 const IPv4 = Type.String({ format: 'ipv4', description: 'IPv4 address, e.g. 10.20.30.2' });
 const CIDR = Type.String({
@@ -25,6 +26,8 @@ export const LABEL_KEY_PATTERN = '^((?=[a-z0-9.-]{1,253}/)[a-z0-9]([-a-z0-9]*[a-
 export const LABEL_VALUE_PATTERN = '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$';
 /** One line of printable text: no control characters (a newline would start another line of authorized_keys). */
 export const ONE_LINE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
+/** An NTP server as timesyncd's NTP= takes it: an IPv4 address or a DNS name (space-separated list, so no spaces). */
+export const NTP_SERVER_PATTERN = '^(\\d{1,3}(\\.\\d{1,3}){3}|[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*)$';
 /** Certificates' days: X.509 dates end in 9999, and a century is more than any cluster needs. */
 export const MAX_VALIDITY_DAYS = 36500;
 
@@ -46,7 +49,7 @@ const Machine = Type.Object(
     roles: Type.Array(Type.String(), { minItems: 1, description: `any of: ${ROLES.join(', ')}` }),
     interface: Type.Optional(IfName('NIC name for the static network config (default: the NIC with this MAC)')),
     disk: Type.Optional(
-      Type.String({ pattern: DISK_PATTERN, maxLength: 255, description: 'install disk: a device path under /dev (/dev/sda, /dev/nvme0n1, /dev/disk/by-id/..., /dev/disk/by-path/...; default /dev/sda)' }),
+      Type.String({ pattern: DISK_PATTERN, maxLength: 255, description: 'install disk: a device path under /dev (/dev/sda, /dev/nvme0n1, /dev/disk/by-id/..., /dev/disk/by-path/...); default: the machine\'s only non-removable disk (with several, the install fails listing them)' }),
     ),
     labels: Type.Optional(
       Type.Record(
@@ -98,6 +101,17 @@ export const ClusterFileSchema = Type.Object(
                   [...CNIS],
                   'flannel (default): vxlan overlay. bridge: no overlay, for machines on one L2 segment: each machine gets the /24 of podCIDR at its position in `machines` (the first machine the first /24), a bridge + host-local CNI config and a route to every other machine\'s /24; appending machines keeps existing slices, reordering or removing machines changes them',
                 ),
+              ),
+            },
+            { additionalProperties: false },
+          ),
+        ),
+        os: Type.Optional(StringEnum([...OS_CHOICES], 'the OS installed on every machine: debian-12 (default), Slipway\'s own image built from Debian\'s archive by `slipway image build`')),
+        ntp: Type.Optional(
+          Type.Object(
+            {
+              servers: Type.Optional(
+                Type.Array(Type.String({ pattern: NTP_SERVER_PATTERN, maxLength: 253, description: 'an NTP server: an IPv4 address or a DNS name' }), { minItems: 1, maxItems: 8, description: 'NTP servers the machines sync to (default: the provisioner, which `slipway serve` answers)' }),
               ),
             },
             { additionalProperties: false },

@@ -3,6 +3,7 @@
 // never the raw YAML.
 import type { Ipv4Net } from '../lib/ipv4.ts';
 import type { Cni, Role } from '../catalog/cluster.ts';
+import type { OsName } from '../catalog/os.ts';
 
 export type { Cni, Role };
 
@@ -19,7 +20,8 @@ export interface Machine {
   roles: Role[];
   /** NIC name used by the static network config; undefined means "match by MAC" */
   interface?: string;
-  disk: string;
+  /** the install disk as the file names it; undefined: the installer takes the only non-removable disk */
+  disk?: string;
   labels: Record<string, string>;
 }
 
@@ -50,6 +52,10 @@ export interface Spec {
       pool?: { start: string; end: string };
     };
   };
+  /** the OS every machine is installed with */
+  os: OsName;
+  /** NTP servers the machines sync to: the file's, else the provisioner */
+  ntp: { servers: string[] };
   pki: { keyAlgorithm: KeyAlgorithm; caValidityDays: number; certValidityDays: number };
   ssh: { authorizedKeys: string[] };
   machines: Machine[];

@@ -3,7 +3,6 @@
 // Every call returns fresh objects, so a test may mutate what it gets.
 import { readFileSync } from 'node:fs';
 import { parseClusterFile } from '../../src/spec/parse.ts';
-import { DEFAULTS } from '../../src/spec/resolve.ts';
 import type { Machine, Role, Spec } from '../../src/spec/types.ts';
 
 function example(name: string): Spec {
@@ -16,7 +15,7 @@ function example(name: string): Spec {
 /** A machine on the 10.20.30.0/24 lab subnet, with the examples' MAC scheme (10.20.30.11 → 52:54:00:20:30:11). */
 export function machine(name: string, ip: string, roles: Role[]): Machine {
   const [, b, c, d] = ip.split('.');
-  return { name, mac: `52:54:00:${b}:${c}:${d!.padStart(2, '0').slice(-2)}`, ip, prefix: 24, roles, disk: DEFAULTS.disk, labels: {} };
+  return { name, mac: `52:54:00:${b}:${c}:${d!.padStart(2, '0').slice(-2)}`, ip, prefix: 24, roles, labels: {} };
 }
 
 /** examples/lab.yaml: cp1..cp3 (control-plane+etcd, .11-.13), w1,w2 (worker, .21-.22), VIP .10, endpoint k8s-api.lab.local:6443. Top-level fields of `overrides` replace the example's. */

@@ -7,7 +7,7 @@ import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import type { ClusterCertId } from '../../secrets/certlist.ts';
-import { APISERVER_PORT, BIN, ETCD_PKI, K8S, PKI, UNITS } from '../paths.ts';
+import { APISERVER_PORT, BIN, ETCD_PKI, K8S, PKI, TIME_SYNC, UNITS } from '../paths.ts';
 import { ETCD_CLIENT_PORT } from './etcd.ts';
 import { POD_SLICE_PREFIX } from '../../lib/pod-slices.ts';
 
@@ -15,8 +15,8 @@ import { POD_SLICE_PREFIX } from '../../lib/pod-slices.ts';
 export const apiserverPort = (spec: Spec): number => (spec.controlPlane.vip ? APISERVER_PORT : spec.controlPlane.port);
 
 const unitDeps = {
-  Wants: 'network-online.target',
-  After: ['network-online.target', 'slipway-binaries.service'],
+  Wants: ['network-online.target', TIME_SYNC],
+  After: ['network-online.target', TIME_SYNC, 'slipway-binaries.service'],
   Requires: 'slipway-binaries.service',
 };
 const service = (exec: string) => ({ ExecStart: exec, Restart: 'always', RestartSec: '5s', LimitNOFILE: 65536 });

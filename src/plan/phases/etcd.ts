@@ -4,7 +4,7 @@
 import { etcdMembers, hasRole, type Machine, type Spec } from '../../spec/types.ts';
 import { command, unitFile } from '../systemd.ts';
 import type { Phase } from '../types.ts';
-import { BIN, ETCD_PKI, UNITS } from '../paths.ts';
+import { BIN, ETCD_PKI, TIME_SYNC, UNITS } from '../paths.ts';
 
 export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
@@ -41,8 +41,8 @@ export const etcdPhase: Phase = {
       Unit: {
         Description: 'etcd key-value store (Slipway)',
         Documentation: 'https://etcd.io/docs/',
-        Wants: 'network-online.target',
-        After: ['network-online.target', 'slipway-binaries.service'],
+        Wants: ['network-online.target', TIME_SYNC],
+        After: ['network-online.target', TIME_SYNC, 'slipway-binaries.service'],
         Requires: 'slipway-binaries.service',
       },
       Service: {

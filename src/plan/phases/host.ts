@@ -3,9 +3,9 @@
 // Kubernetes networking needs, swap off, and the operators' SSH keys.
 import { apiHost, controlPlanes, type Machine } from '../../spec/types.ts';
 import { unitFile } from '../systemd.ts';
-import { ifname, oneLine } from '../guard.ts';
+import { ifname, oneLine, word } from '../guard.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
-import { UNITS } from '../paths.ts';
+import { OS_UNITS, UNITS } from '../paths.ts';
 import { podSlices } from '../pod-slices.ts';
 
 function networkFile(ctx: PhaseContext, m: Machine): string {
@@ -37,6 +37,21 @@ function hostsFile(ctx: PhaseContext, m: Machine): string {
   return lines.join('\n') + '\n';
 }
 
+/**
+ * Time before TLS: timesyncd asks the cluster file's NTP servers (default the provisioner,
+ * which `slipway serve` answers) and nothing else (no Debian pool offline), and
+ * systemd-time-wait-sync holds time-sync.target, which etcd and the Kubernetes units wait
+ * for, until the clock is synchronised: a machine whose hardware clock is years off never
+ * starts them with a wrong clock.
+ */
+function timeFiles(ctx: PhaseContext): File[] {
+  const servers = ctx.spec.ntp.servers.map((s, i) => word(s, `spec.ntp.servers[${i}]`));
+  return [
+    { path: '/etc/systemd/timesyncd.conf.d/10-slipway.conf', mode: 0o644, contents: `# Slipway: the cluster's NTP servers only.\n[Time]\nNTP=${servers.join(' ')}\nFallbackNTP=\n` },
+    { path: `${UNITS}/sysinit.target.wants/systemd-time-wait-sync.service`, mode: 0o777, contents: '', link: `${OS_UNITS}/systemd-time-wait-sync.service` },
+  ];
+}
+
 const SYSCTL = `# Kubernetes networking (bridged pod traffic through iptables, routing between nodes).
 net.bridge.bridge-nf-call-iptables = 1
 net.bridge.bridge-nf-call-ip6tables = 1
@@ -65,6 +80,7 @@ export const hostPhase: Phase = {
     ];
     if (ctx.spec.ssh.authorizedKeys.length)
       files.push({ path: '/root/.ssh/authorized_keys', mode: 0o600, contents: ctx.spec.ssh.authorizedKeys.map((k, i) => oneLine(k.trim(), `authorized_keys (key ${i + 1})`)).join('\n') + '\n' });
+    files.push(...timeFiles(ctx));
     return files;
   },
 };

@@ -10,7 +10,7 @@ import { command, unitFile, type Flags } from '../systemd.ts';
 import { kubeconfig } from '../kubeconfig.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { once } from '../memo.ts';
-import { BIN, CONTAINERD_SOCK, K8S, KUBELET_CLIENT_CERT, KUBELET_DIR, PKI, SLIPWAY, UNITS } from '../paths.ts';
+import { BIN, CONTAINERD_SOCK, K8S, KUBELET_CLIENT_CERT, KUBELET_DIR, PKI, SLIPWAY, TIME_SYNC, UNITS } from '../paths.ts';
 import { binaryAssets, MIRRORED_REGISTRIES } from '../../catalog/cluster.ts';
 import { podSliceOf } from '../pod-slices.ts';
 
@@ -24,11 +24,16 @@ export const FETCH_STATE = '/var/lib/slipway';
 /** What fetch-binaries.sh could not get from the provisioner, space-separated (empty: nothing). */
 export const MISSING_LIST = `${FETCH_STATE}/binaries-missing`;
 
-// Each binary is checked against the provisioner's SHA256SUMS before it is installed;
-// a binary already in place with the right digest is kept, and the last SHA256SUMS is
-// kept too, so a reboot while the provisioner is down still starts the units.
+// Each binary is pinned: binaries.list names the sha256 the machine was rendered for
+// (from the provisioner's assets when it rendered), and only that file is installed. A
+// provisioner that later offers a different one is refused and reported, never
+// installed: changing binaries is a deliberate re-render. A line without a digest (render
+// without --assets) falls back to the provisioner's SHA256SUMS. A binary already in place
+// with the right digest is kept, and the last SHA256SUMS too, so a reboot while the
+// provisioner is down still starts the units.
 const FETCH_SCRIPT = (base: string) => `#!/bin/sh
-# Fetch this machine's binaries from the Slipway provisioner, verifying each sha256.
+# Fetch this machine's binaries from the Slipway provisioner, each checked against the
+# sha256 this machine was rendered for (binaries.list: DEST NAME [SHA256]).
 set -eu
 BASE="${base}/assets/bin"
 LIST=${SLIPWAY}/binaries.list
@@ -42,21 +47,27 @@ if ! fetch "$BASE/SHA256SUMS" "$tmp/SHA256SUMS"; then
   echo "slipway: the provisioner is unreachable: checking the binaries in place against the last SHA256SUMS" >&2
   cp "$STATE/SHA256SUMS" "$tmp/SHA256SUMS"
 fi
-missing=
-while read -r dest name; do
+missing= refused=
+while read -r dest name pin; do
   [ -n "$dest" ] || continue
-  want=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$tmp/SHA256SUMS")
+  offered=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$tmp/SHA256SUMS")
+  want=\${pin:-$offered}
+  if [ -n "$want" ] && [ -f "$dest" ] && echo "$want  $dest" | sha256sum -c --status; then continue; fi
   # Not in the provisioner's assets (a bundle without Kubernetes, say): the units that
   # run it are conditioned on it and will not start; progress.sh reports the list.
-  if [ -z "$want" ]; then echo "slipway: the provisioner has no $name: the units that run it will not start" >&2; missing="$missing $name"; continue; fi
-  if [ -f "$dest" ] && echo "$want  $dest" | sha256sum -c --status; then continue; fi
+  if [ -z "$offered" ]; then echo "slipway: the provisioner has no $name: the units that run it will not start" >&2; missing="$missing $name"; continue; fi
+  if [ -n "$pin" ] && [ "$offered" != "$pin" ]; then
+    echo "slipway: REFUSED $name: the provisioner offers sha256 $offered, this machine was rendered for $pin (re-render to change binaries)" >&2
+    refused="$refused $name"; continue
+  fi
   fetch "$BASE/$name" "$tmp/part"
-  if ! echo "$want  $tmp/part" | sha256sum -c --status; then echo "slipway: sha256 mismatch for $name" >&2; exit 1; fi
+  if ! echo "$want  $tmp/part" | sha256sum -c --status; then echo "slipway: sha256 mismatch for $name: got $(sha256sum "$tmp/part" | cut -d' ' -f1), want $want" >&2; exit 1; fi
   install -D -m 0755 "$tmp/part" "$dest"
   echo "slipway: installed $dest ($want)"
 done < "$LIST"
 cp "$tmp/SHA256SUMS" "$STATE/SHA256SUMS"
 echo "\${missing# }" > "$STATE/binaries-missing"
+[ -z "$refused" ] || { echo "slipway: not installed, the provisioner's binaries differ from this machine's render:$refused" >&2; exit 1; }
 `;
 
 function containerdFiles(ctx: PhaseContext): File[] {
@@ -122,8 +133,8 @@ function kubeletFiles(ctx: PhaseContext, m: Machine): File[] {
   const unit = unitFile({
     Unit: {
       Description: 'Kubernetes node agent',
-      Wants: ['network-online.target', 'containerd.service'],
-      After: ['network-online.target', 'containerd.service', 'slipway-binaries.service', 'slipway-swapoff.service'],
+      Wants: ['network-online.target', TIME_SYNC, 'containerd.service'],
+      After: ['network-online.target', TIME_SYNC, 'containerd.service', 'slipway-binaries.service', 'slipway-swapoff.service'],
       Requires: 'slipway-binaries.service',
     },
     Service: { ExecStart: command(`${BIN}/kubelet`, flags), Restart: 'always', RestartSec: '5s' },
@@ -168,7 +179,7 @@ function kubeProxyFiles(ctx: PhaseContext, m: Machine): File[] {
       path: `${UNITS}/kube-proxy.service`,
       mode: 0o644,
       contents: unitFile({
-        Unit: { Description: 'Kubernetes network proxy', Wants: 'network-online.target', After: ['network-online.target', 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
+        Unit: { Description: 'Kubernetes network proxy', Wants: ['network-online.target', TIME_SYNC], After: ['network-online.target', TIME_SYNC, 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
         Service: { ExecStart: command(`${BIN}/kube-proxy`, { config: '/var/lib/kube-proxy/config.yaml' }), Restart: 'always', RestartSec: '5s' },
         Install: { WantedBy: 'multi-user.target' },
       }),
@@ -202,7 +213,7 @@ function flannelFiles(ctx: PhaseContext, m: Machine): File[] {
       path: `${UNITS}/flanneld.service`,
       mode: 0o644,
       contents: unitFile({
-        Unit: { Description: 'flannel overlay network (vxlan)', After: ['kubelet.service', 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
+        Unit: { Description: 'flannel overlay network (vxlan)', Wants: TIME_SYNC, After: ['kubelet.service', TIME_SYNC, 'slipway-binaries.service'], Requires: 'slipway-binaries.service' },
         Service: {
           Environment: `NODE_NAME=${m.name}`,
           // The kubelet's client certificate appears once its TLS bootstrap has finished
@@ -266,7 +277,8 @@ function bridgeFiles(ctx: PhaseContext, m: Machine): File[] {
 }
 
 function binaryFiles(ctx: PhaseContext, m: Machine): File[] {
-  const list = binariesFor(m, ctx.spec.network.cni).map(([dest, name]) => `${dest} ${name}`).join('\n') + '\n';
+  const pins = ctx.pins?.bin ?? {};
+  const list = binariesFor(m, ctx.spec.network.cni).map(([dest, name]) => (pins[name] ? `${dest} ${name} ${pins[name]}` : `${dest} ${name}`)).join('\n') + '\n';
   return [
     { path: `${SLIPWAY}/binaries.list`, mode: 0o644, contents: list },
     { path: `${SLIPWAY}/fetch-binaries.sh`, mode: 0o755, contents: once(ctx, 'fetch-script', () => FETCH_SCRIPT(provisionerURL(ctx.spec))) },

@@ -39,11 +39,11 @@ curl -fsS --retry 10 --retry-delay 3 --retry-connrefused -m 10 -H "Authorization
 
 // Waits (bounded) for each milestone and reports it; runs once per boot.
 const progress = (ctx: PhaseContext, name: string) => `#!/bin/sh
-# installed: our files are in place and the binaries arrived; joined: the kubelet's TLS
-# bootstrap finished; ready: the API says this node is Ready.
+# The installer reported installed (image written, Ignition applied) before it rebooted
+# into this system; installed again here: the binaries arrived (or which are missing).
+# joined: the kubelet's TLS bootstrap finished; ready: the API says this node is Ready.
 set -u
 R=${REPORT_SCRIPT}
-$R installing
 systemctl is-active --quiet slipway-binaries.service || systemctl start slipway-binaries.service || { $R failed "binaries could not be fetched" slipway-binaries.service; exit 1; }
 missing=$(cat ${MISSING_LIST} 2>/dev/null || true)
 if [ -n "$missing" ]; then

@@ -147,13 +147,6 @@ export const ADJUSTMENTS: AppliedAdjustment[] = [
     },
   },
   {
-    id: 'os-haproxy-keepalived-units', what: "Debian's haproxy and keepalived units enabled where the machine has their rendered configs", why: 'the rendered configs need a unit to run them; the Debian tree ships the units disabled',
-    root: (root) => {
-      if (existsSync(join(root, 'etc/haproxy/haproxy.cfg')) && existsSync(join(root, UNITS, 'kube-apiserver.service'))) want(root, 'multi-user.target', 'haproxy.service');
-      if (existsSync(join(root, 'etc/keepalived/keepalived.conf'))) want(root, 'multi-user.target', 'keepalived.service');
-    },
-  },
-  {
     id: 'containerd-no-cgroups', what: 'containerd CRI: disable_cgroup = true, restrict_oom_score_adj = true, SystemdCgroup = false', why: 'no cgroup controllers are delegated to the container; the host bounding set lacks CAP_SYS_RESOURCE, so runc cannot set oom_score_adj=-998',
     root: (root) => edit(root, 'etc/containerd/config.toml', 'SystemdCgroup = true', (t) =>
       t.replace('SystemdCgroup = true', 'SystemdCgroup = false')

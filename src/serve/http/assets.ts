@@ -4,7 +4,7 @@
 // machine can check what it got. Digests are computed once per (size, mtime) and cached.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir, realpath, stat } from 'node:fs/promises';
+import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, relative, sep } from 'node:path';
@@ -54,6 +54,13 @@ export class Assets {
     const hex = h.digest('hex');
     this.digests.set(f.path, { key, hex });
     return hex;
+  }
+
+  /** A small text file's contents (at most 1 MiB), or undefined. */
+  async readText(rel: string): Promise<string | undefined> {
+    const f = await this.resolve(rel);
+    if (!f || f.size > 1 << 20) return undefined;
+    return readFile(f.path, 'utf8');
   }
 
   /** `sha256  name` lines for every regular file under `dir` (relative names), as sha256sum prints them. */

@@ -42,6 +42,14 @@ export interface HttpContext {
 /** A route returns true when it answered. Extra handlers (API, console) are tried first. */
 export type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<boolean> | boolean;
 
+/** The per-machine files served only to that machine while it is provisioned, and their types. */
+const CONFIG_TYPES: Record<string, string> = {
+  'ignition.json': 'application/vnd.coreos.ignition+json',
+  'cloud-config.yml': 'text/cloud-config; charset=utf-8',
+  // what the installer initramfs reads before it writes the disk (plan/phases/install.ts)
+  'install.env': 'text/plain; charset=utf-8',
+};
+
 export const clientIp = (req: IncomingMessage): string => (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
 
 /** decodeURIComponent, or undefined for malformed percent-encoding ("%E0%A4%A", "%"), which must not be a 500. */
@@ -97,7 +105,7 @@ export function coreRoutes(ctx: HttpContext): Handler {
       ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
       return send(res, 200, site.file(`pxe/ipxe/${machine.name}.ipxe`)!);
     }
-    m = /^\/machines\/([a-z0-9-]+)\/(ignition\.json|cloud-config\.yml)$/.exec(path);
+    m = /^\/machines\/([a-z0-9-]+)\/(ignition\.json|cloud-config\.yml|install\.env)$/.exec(path);
     if (m) {
       const machine = site.machine(m[1]!);
       if (!machine) return send(res, 404, 'no such machine\n');
@@ -113,7 +121,7 @@ export function coreRoutes(ctx: HttpContext): Handler {
       if (mac && mac !== machine.mac) return refuse(403, 'wrong-mac', `${ip} answers from ${mac}, not ${machine.name}'s NIC`);
       if (!mac) ctx.log.info({ machine: machine.name, from: ip }, 'requester MAC not in the neighbour table (routed segment?): checked by IP only');
       ctx.lifecycle.observe(machine.name, 'config-fetched', 'http', { detail: { path, from: ip } });
-      const type = m[2] === 'ignition.json' ? 'application/vnd.coreos.ignition+json' : 'text/cloud-config; charset=utf-8';
+      const type = CONFIG_TYPES[m[2]!]!;
       return send(res, 200, site.file(`machines/${machine.name}/${m[2]}`)!, type);
     }
     if (path.startsWith('/assets/') && ctx.assets) {

@@ -21,7 +21,8 @@
 //   /ipxe/mac/<aa-bb-..>.ipxe       pxe/ipxe/mac/<aa-bb-..>.ipxe
 //   /machines/<name>/ignition.json  machines/<name>/ignition.json
 //   /machines/<name>/cloud-config.yml
-//   /assets/os/vmlinuz, /assets/os/initrd.img, /assets/ipxe/ipxe.efi
+//   /machines/<name>/install.env    machines/<name>/install.env (the installer's)
+//   /assets/os/vmlinuz, /assets/os/initrd.img, /assets/os/disk.img.zst, /assets/ipxe/ipxe.efi
 import { provisionerURL, type Machine, type Spec } from '../../../spec/types.ts';
 
 /** Where the TFTP server's root is on the provisioner (dnsmasq's tftp-root). */
@@ -124,6 +125,8 @@ export interface BootUrls {
   macScript(mac: string): string;
   ignition(m: Machine): string;
   cloudConfig(m: Machine): string;
+  /** what the installer initramfs reads: the disk image, its digest, the disk, how to report */
+  installEnv(m: Machine): string;
 }
 
 /** "52:54:00:AB:cd:ef" → "52-54-00-ab-cd-ef": what iPXE's ${mac:hexhyp} and PXELINUX print. */
@@ -141,14 +144,16 @@ export function bootUrls(spec: Spec): BootUrls {
     macScript: (mac) => `${base}/ipxe/mac/${macHyphen(mac)}.ipxe`,
     ignition: (m) => `${base}/machines/${m.name}/ignition.json`,
     cloudConfig: (m) => `${base}/machines/${m.name}/cloud-config.yml`,
+    installEnv: (m) => `${base}/machines/${m.name}/install.env`,
   };
 }
 
 /**
  * The kernel command line of the first (installing) boot, the same for PXELINUX and
- * iPXE. Ignition reads ignition.* (Flatcar and Fedora CoreOS spell "first boot"
- * differently, so both are given); coreos-cloudinit reads cloud-config-url (guide 01's
- * way, for images without Ignition). Serial console last, so it is /dev/console and a
+ * iPXE, read by Slipway's installer initramfs: slipway.install names what it writes to
+ * the disk, ignition.* what the real Ignition then applies to it (the names Ignition
+ * itself reads). cloud-config-url stays for sites that boot their own cloud-init image
+ * with the same menu (guide 01's way). Serial console last, so it is /dev/console and a
  * headless machine's boot log lands on the BMC's serial-over-LAN.
  */
 export function kernelArgs(spec: Spec, m: Machine): string[] {
@@ -157,8 +162,9 @@ export function kernelArgs(spec: Spec, m: Machine): string[] {
     'ignition.firstboot',
     'ignition.platform.id=metal',
     `ignition.config.url=${u.ignition(m)}`,
-    'flatcar.first_boot=1',
     `cloud-config-url=${u.cloudConfig(m)}`,
+    // Slipway's installer: write the OS image to the disk, then run Ignition on it
+    `slipway.install=${u.installEnv(m)}`,
     'console=tty0',
     'console=ttyS0,115200n8',
   ];
