@@ -53,12 +53,18 @@ Commands:
                                    only when every check is ok or not-run for a stated reason
   schema                           print the cluster file's JSON Schema
   init     [--shape single|ha]     print a commented example cluster file
+  image    build [-o DIR] [--mirror URL] [-q]
+                                   (root) build Slipway's node OS (Debian 12, from Debian's archive
+                                   or the mirror) once per set of inputs, cached; print its files,
+                                   sizes, sha256 and package count; -o copies the image's files
+                                   (vmlinuz, initrd.img, disk.img.zst, os.json, MANIFEST) into DIR
   bundle   create -f FILE -o BUNDLE.tar [--mirror URL | --mirror FROM=URL ...]
-           [--platform OS/ARCH ... | --all-platforms] [--os-version V|current]
-           [--os-channel stable|beta|alpha|lts] [--concurrency N] [--keep-parts]
-           [--dry-run [--json]]
-                                   download and check everything the cluster needs into one tar
-                                   (resumable: verified downloads stay in BUNDLE.tar.parts/)
+           [--platform OS/ARCH ... | --all-platforms] [--os-image DIR]
+           [--concurrency N] [--keep-parts] [--dry-run [--json]]
+                                   download and check everything the cluster needs into one tar,
+                                   with the OS image (--os-image, else the cached build: built
+                                   when absent if root) under os/ (resumable: verified downloads
+                                   stay in BUNDLE.tar.parts/)
   bundle   inspect BUNDLE.tar [--json]
                                    list a bundle's files and images
   bundle   verify BUNDLE.tar       re-check every digest; exit 1 naming each bad entry
@@ -275,6 +281,16 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       return await bundleCommand(argv, { out, err, load, stderr: process.stderr, uid: process.getuid?.() ?? 0 });
     } catch (e) {
       if (e instanceof BundleUsage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async image(argv) {
+    const { imageCommand, ImageUsage } = await import('../image/cli.ts');
+    try {
+      return await imageCommand(argv, { out, err, uid: process.getuid?.() ?? 0 });
+    } catch (e) {
+      if (e instanceof ImageUsage) throw new UsageError(e.message);
       throw e;
     }
   },
