@@ -295,16 +295,6 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     }
   },
 
-  async image(argv) {
-    const { imageCommand, ImageUsage } = await import('../image/cli.ts');
-    try {
-      return await imageCommand(argv, { out, err, uid: process.getuid?.() ?? 0 });
-    } catch (e) {
-      if (e instanceof ImageUsage) throw new UsageError(e.message);
-      throw e;
-    }
-  },
-
   async schema(argv) {
     args(argv, {});
     out(JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', ...ClusterFileSchema }, null, 2));
