@@ -18,6 +18,7 @@ import { progressFor } from '../src/bundle/progress.ts';
 import { serveBundle } from '../src/bundle/serve.ts';
 import type { BundleManifest } from '../src/bundle/manifest.ts';
 import { readOsImage } from '../src/image/os-image.ts';
+import { readPins, type PinNote } from '../src/serve/pins.ts';
 import { startHttpServer } from '../src/serve/http/server.ts';
 import { newLogger } from '../src/serve/log.ts';
 import { newRegistry } from '../src/serve/metrics.ts';
@@ -95,6 +96,11 @@ test('serve --bundle answers the image at /assets/os/... (whole, by range, HEAD)
     assert.equal(head.headers.get('content-length'), String(disk.length));
     const sums = await (await fetch(`${base}/SHA256SUMS`)).text();
     assert.equal(sums, OS_FILES.map((n) => `${sha256(img.bytes.get(n)!)}  ${n}`).sort((a, b) => (a.slice(66) < b.slice(66) ? -1 : 1)).join('\n') + '\n');
+    // and machines are rendered for this image: serve's pins read from the bundle
+    const notes: PinNote[] = [];
+    const pins = await readPins([served.pins], notes);
+    assert.deepEqual(pins.os, { sha256: sha256(disk), rawSize: img.json.disk.rawSize }, JSON.stringify(notes));
+    assert.deepEqual(notes.map((n) => n.level), ['info']);
   } finally {
     await http.close();
     await served.close();
