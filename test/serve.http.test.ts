@@ -1,7 +1,7 @@
 // `slipway serve` over HTTP, from machines in their own namespaces: per-MAC iPXE
 // decisions, credentials only to their own machine (IP and MAC) while it is being
 // provisioned, the report flow with the rendered report.sh, the operator API and SSE,
-// and assets with Range/ETag/sha256.
+// assets with Range/ETag/sha256, the installer's install.env, and binaries pinned by sha256.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -16,6 +16,8 @@ let lab: Lab;
 let rendered: string;
 let cp1: Netns;
 const blob = Buffer.alloc(3 * 1024 * 1024 + 17, 7).map((_, i) => (i * 31) & 255);
+const disk = Buffer.alloc(64 * 1024, 1).map((_, i) => (i * 7) & 255);
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
 const curl = (ns: Netns, args: string[]) => ns.exec('curl', ['-sS', '-m', '10', ...args], { timeoutMs: 15_000 });
 const status = async (ns: Netns, url: string, extra: string[] = []) => (await curl(ns, ['-o', '/dev/null', '-w', '%{http_code}', ...extra, url])).stdout;
@@ -27,6 +29,9 @@ before(async () => {
   writeFileSync(join(lab.dir, 'assets/os/vmlinuz'), blob);
   writeFileSync(join(lab.dir, 'assets/bin/kubelet'), 'kubelet-binary');
   writeFileSync(join(lab.dir, 'assets/bin/cni/bridge'), 'bridge-binary');
+  // an OS image as `slipway image build` lays it out: the compressed disk and its manifest
+  writeFileSync(join(lab.dir, 'assets/os/disk.img.zst'), disk);
+  writeFileSync(join(lab.dir, 'assets/os/os.json'), JSON.stringify({ name: 'slipway-debian-12', disk: { file: 'disk.img.zst', sha256: sha256(disk), size: disk.length, rawSize: 1 << 30 } }));
   await lab.start(['--assets', join(lab.dir, 'assets')]);
   // the same state dir: render gives the files serve serves
   rendered = join(lab.dir, 'out');
@@ -60,6 +65,46 @@ test('cp1 gets its iPXE chain and exactly its own Ignition and cloud-config', { 
   assert.equal(ign.stdout, readFileSync(join(rendered, 'machines/cp1/ignition.json'), 'utf8'));
   const cc = await curl(cp1, ['-f', `${BASE}/machines/cp1/cloud-config.yml`]);
   assert.equal(cc.stdout, readFileSync(join(rendered, 'machines/cp1/cloud-config.yml'), 'utf8'));
+});
+
+test("the installer's install.env goes only to its machine, pinned to the image serve serves", { timeout: 60_000 }, async () => {
+  const env = await curl(cp1, ['-f', `${BASE}/machines/cp1/install.env`]);
+  assert.equal(env.code, 0, env.out);
+  assert.equal(env.stdout, readFileSync(join(rendered, 'machines/cp1/install.env'), 'utf8'), 'render --assets gives what serve serves');
+  const values = Object.fromEntries(env.stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+  assert.equal(values.SLIPWAY_MACHINE, 'cp1');
+  assert.equal(values.SLIPWAY_IMAGE_URL, `${BASE}/assets/os/disk.img.zst`);
+  assert.equal(values.SLIPWAY_IMAGE_SHA256, sha256(disk));
+  assert.equal(values.SLIPWAY_IMAGE_SIZE, String(1 << 30));
+  assert.equal(values.SLIPWAY_REPORT_URL, `${BASE}/api/v1/report`);
+  assert.equal(values.SLIPWAY_TOKEN, readFileSync(join(rendered, 'machines/cp1/root/etc/slipway/report-token'), 'utf8').trim());
+  const script = (await curl(cp1, [`${BASE}/ipxe/cp1.ipxe`])).stdout;
+  assert.match(script, /slipway\.install=http:\/\/10\.20\.30\.2:8080\/machines\/cp1\/install\.env/);
+  const w1 = lab.host('52:54:00:20:30:21', '10.20.30.21');
+  assert.equal(await status(w1, `${BASE}/machines/cp1/install.env`), '403');
+  await lab.removeHost(w1);
+});
+
+test('a machine installs only the binaries it was rendered for: a changed one on the provisioner is refused', { timeout: 90_000 }, async () => {
+  const w2 = lab.host('52:54:00:20:30:22', '10.20.30.22');
+  // w2's own rendered /etc over the host's (awk is an /etc/alternatives link), and empty /opt and /var/lib, as on a fresh install
+  const fetchBinaries = () =>
+    w2.exec('unshare', ['-m', 'sh', '-c', `mount --make-rprivate / && mount -t overlay overlay -o lowerdir=${join(rendered, 'machines/w2/root/etc')}:/etc /etc && mount -t tmpfs tmpfs /opt && mount -t tmpfs tmpfs /var/lib && sh /etc/slipway/fetch-binaries.sh; echo "exit=$?"; ls /opt/bin 2>/dev/null; cat /var/lib/slipway/binaries-missing 2>/dev/null`], { timeoutMs: 60_000 });
+  const list = readFileSync(join(rendered, 'machines/w2/root/etc/slipway/binaries.list'), 'utf8');
+  assert.match(list, new RegExp(`^/opt/bin/kubelet kubelet ${sha256('kubelet-binary')}$`, 'm'), 'pinned by sha256');
+  assert.match(list, /^\/opt\/bin\/kube-proxy kube-proxy$/m, 'not offered when rendered: no pin');
+  const ok = await fetchBinaries();
+  assert.match(ok.stdout, /exit=0/, ok.out);
+  assert.match(ok.stdout, /^kubelet$/m);
+  assert.match(ok.out, /the provisioner has no kube-proxy/);
+  // The provisioner's kubelet changes (a different build dropped into the assets): refused.
+  writeFileSync(join(lab.dir, 'assets/bin/kubelet'), 'another kubelet build');
+  const refused = await fetchBinaries();
+  assert.match(refused.stdout, /exit=1/, refused.out);
+  assert.match(refused.out, new RegExp(`REFUSED kubelet: the provisioner offers sha256 ${sha256('another kubelet build')}, this machine was rendered for ${sha256('kubelet-binary')}`));
+  assert.doesNotMatch(refused.stdout, /^kubelet$/m, 'never installed');
+  writeFileSync(join(lab.dir, 'assets/bin/kubelet'), 'kubelet-binary');
+  await lab.removeHost(w2);
 });
 
 /** Run the machine's own rendered report.sh inside its namespace, with its /etc. */
