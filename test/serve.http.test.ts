@@ -17,7 +17,7 @@ let rendered: string;
 let cp1: Netns;
 const blob = Buffer.alloc(3 * 1024 * 1024 + 17, 7).map((_, i) => (i * 31) & 255);
 const disk = Buffer.alloc(64 * 1024, 1).map((_, i) => (i * 7) & 255);
-const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+const sha256 = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
 const curl = (ns: Netns, args: string[]) => ns.exec('curl', ['-sS', '-m', '10', ...args], { timeoutMs: 15_000 });
 const status = async (ns: Netns, url: string, extra: string[] = []) => (await curl(ns, ['-o', '/dev/null', '-w', '%{http_code}', ...extra, url])).stdout;
