@@ -1,5 +1,5 @@
 // Where things live on a machine. One place, so units, kubeconfigs and the PKI agree.
-export const BIN = '/opt/bin'; // writable on Flatcar (/usr is read-only there)
+export const BIN = '/opt/bin'; // outside /usr, which the OS's packages own
 export const K8S = '/etc/kubernetes';
 export const PKI = '/etc/kubernetes/pki';
 export const ETCD_PKI = '/etc/kubernetes/pki/etcd';

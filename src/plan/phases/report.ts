@@ -11,7 +11,7 @@ import { MISSING_LIST } from './node.ts';
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
 export const FAILURE_UNIT = 'slipway-report-failure@.service';
 
-// POSIX sh, sed, tr and curl only (Flatcar has no python or jq). JSON strings are escaped
+// POSIX sh, sed, tr and curl only (the node OS carries no python or jq). JSON strings are escaped
 // by sed: backslash, quote, tab, newline; other control characters dropped.
 const script = (ctx: PhaseContext, name: string) => `#!/bin/sh
 # Report this machine's provisioning progress to Slipway: report.sh STATE [REASON] [UNIT]
