@@ -18,7 +18,7 @@ const runs = Number(process.env.RUNS ?? 1);
 const dir = mkdtempSync(join(tmpdir(), 'slipway-bench-rehearse-vm-'));
 try {
   // Warm the caches first so their one-time builds are not counted.
-  for (const s of ['build-rehearsal-tree.sh', 'build-vm-image.sh']) spawnSync('bash', [join(ROOT, 'scripts', s)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (const s of ['build-rehearsal-tree.sh', 'build-os-image.sh']) spawnSync('bash', [join(ROOT, 'scripts', s)], { stdio: ['ignore', 'ignore', 'inherit'] });
   const rows: string[][] = [['run', 'wall', 'install', 'first installed', 'last installed', 'checks', 'vip failover', 'result']];
   for (let i = 1; i <= runs; i++) {
     const report = join(dir, `report-${i}.json`);
