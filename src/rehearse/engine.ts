@@ -5,7 +5,7 @@
 // machines are made, installed, powered on and off and looked into (RehearsalMachine),
 // how the cluster comes up on them, and which checks prove it (a list of steps).
 //
-//   runner ── engine.preflight → engine.provide → prepare (render, assets)
+//   runner ── engine.preflight → engine.provide → OS image → prepare (assets, render)
 //          ── engine.prepare (bundle, notes) → lab + serve → engine.labOpened
 //          ── engine.machine × N, machine.create → engine.bringUp (install, power on, wait)
 //          ── engine.checks: steps, each a check or a look → report → keep or clean up
@@ -15,7 +15,7 @@ import type { Prepared } from './setup.ts';
 import type { Progress } from './progress.ts';
 import type { Checks, CheckName, CheckOutcome } from './checks.ts';
 import type { Adjustment } from './containers/adjustments.ts';
-import type { RehearseOptions } from './preflight.ts';
+import type { OsImage, RehearseOptions } from './preflight.ts';
 import type { Report, UnitState } from './report.ts';
 
 /** What preflight found: the Kubernetes binaries served (none with --no-kubernetes) and etcdctl. */
@@ -35,6 +35,8 @@ export type FailedUnit = { unit: string; logs: string };
 export interface RehearsalMachine {
   /** the machine as the engine runs it (a fault may give it another MAC than the file's) */
   readonly m: Machine;
+  /** what it is made of, for the report (a VM's firmware, NIC and disk controller) */
+  readonly hardware?: string;
   /** powered on and not ended (it may have been powered off and not noticed yet: see stopped) */
   readonly running: boolean;
   /** powered off on purpose (by a check, or by the engine giving up on it) */
@@ -73,8 +75,8 @@ export interface Run {
   /** the run directory (/var/tmp/slipway-rehearsal-*) */
   readonly dir: string;
   readonly pre: Preflight;
-  /** the cached Debian tree */
-  readonly tree: string;
+  /** the cached OS image (scripts/build-os-image.sh): its files and its root directory */
+  readonly image: OsImage;
   /** the render, state and assets */
   readonly prepared: Prepared;
   /** the report's notes */
@@ -123,7 +125,7 @@ export interface Engine<M extends RehearsalMachine = RehearsalMachine> {
 
   /** Everything checked before anything is made (throws RehearseError): the common preflight and the engine's own. */
   preflight(o: RehearseOptions): Preflight;
-  /** What the machines are made from, beyond the Debian tree (built or taken from the cache). */
+  /** What the machines are made from, beyond the OS image (built or taken from the cache). */
   provide?(log: (line: string) => void): void;
   /** After the render: what serve offers besides the assets (the bundle); returns serve's extra arguments. */
   prepare(r: Run): Promise<string[]>;

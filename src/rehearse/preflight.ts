@@ -1,6 +1,6 @@
 // What a rehearsal checks before it touches anything, and what every engine is given:
 // root, the tools (named by their Debian packages), the Kubernetes binaries and their
-// versions against the file's, and the cached Debian tree the machines are made from.
+// versions against the file's, and the cached OS image the machines run.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,9 +40,10 @@ export interface RehearseOptions {
 
 /**
  * wrong-mac: the machine's NIC has another MAC than the file says (a typo in the file).
- * failing-unit: the machine's disk holds a stray file where its binaries go (the
- * directory of the first one the provisioner offers it: /opt/bin or /opt/cni/bin), so
- * its slipway-binaries.service fails, as on a machine with a dirty disk.
+ * failing-unit: the machine installs onto its blank disk as every machine does; between
+ * the installer's reboot and the installed system's first boot a stray file is planted
+ * where its binaries go (the directory of the first one the provisioner offers it:
+ * /opt/bin or /opt/cni/bin), so its slipway-binaries.service fails.
  */
 export type Fault = 'wrong-mac' | 'failing-unit';
 export const FAULTS: Fault[] = ['wrong-mac', 'failing-unit'];
@@ -61,7 +62,7 @@ const TOOLS: Tool[] = [
   { cmd: '/bin/busybox', pkg: 'busybox-static', why: 'DHCP client for installing; the test images' },
   { cmd: IGNITION_BIN, pkg: 'ignition', why: 'applies each machine\'s ignition.json' },
   { cmd: 'etcdctl', pkg: 'etcd-client', why: 'checks the etcd cluster from the lab' },
-  { cmd: 'debootstrap', pkg: 'debootstrap', why: 'builds the Debian tree the machines boot (once, cached)' },
+  { cmd: 'debootstrap', pkg: 'debootstrap', why: 'builds the Debian tree the OS image is made from (once, cached)' },
   { cmd: 'nsenter', pkg: 'util-linux', why: 'looks inside the containers' },
 ];
 
@@ -103,12 +104,24 @@ export function preflight(o: { spec: Spec; binaries?: string; noKubernetes?: boo
   return { binaries, etcdctl: which('etcdctl')! };
 }
 
-/** The Debian tree every machine boots (built once by the project script, then cached). */
-export function rehearsalTree(log: (l: string) => void): string {
-  log('Debian tree: scripts/build-rehearsal-tree.sh (cached after the first build, ~80 s cold)');
-  const r = spawnSync('bash', [join(REPO, 'scripts/build-rehearsal-tree.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
-  const tree = r.stdout.trim().split('\n').pop();
-  if (r.status !== 0 || !tree || !existsSync(tree)) throw new RehearseError(`could not build the Debian tree (scripts/build-rehearsal-tree.sh exited ${r.status})`);
-  return tree;
+/** The OS image's files (scripts/build-os-image.sh): what every rehearsal's machines run. */
+export interface OsImage {
+  /** the image directory: vmlinuz, initrd.img (the installer), disk.img.zst, os.json, root/ */
+  dir: string;
+  /** the exact directory its ext4 root was made from (the containers boot it) */
+  root: string;
 }
 
+/**
+ * Slipway's node OS, the one real machines install (built once by the project script,
+ * then cached): the VM engine serves its installer and disk image, the containers engine
+ * boots its root directory.
+ */
+export function osImage(log: (l: string) => void): OsImage {
+  log('OS image: scripts/build-os-image.sh (cached after the first build)');
+  const r = spawnSync('bash', [join(REPO, 'scripts/build-os-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
+  const dir = r.stdout?.trim().split('\n').pop();
+  const files = ['vmlinuz', 'initrd.img', 'disk.img.zst', 'os.json', 'root'];
+  if (r.status !== 0 || !dir || files.some((f) => !existsSync(join(dir, f)))) throw new RehearseError(`could not build the OS image (scripts/build-os-image.sh exited ${r.status}${dir ? `; ${dir} lacks ${files.filter((f) => !existsSync(join(dir, f))).join(', ')}` : ''})`);
+  return { dir, root: join(dir, 'root') };
+}

@@ -6,6 +6,8 @@ import type { Adjustment } from './containers/adjustments.ts';
 export interface MachineReport {
   name: string;
   roles: string[];
+  /** what the machine is made of (VM engine: firmware, NIC, disk controller) */
+  hardware?: string;
   ready: boolean;
   /** the provisioner's lifecycle state at the end */
   state: string;
@@ -66,6 +68,7 @@ export function summary(r: Report): string {
     const s = m.seconds;
     const t = [s.dhcp !== undefined && `dhcp ${s.dhcp}s`, s.configFetched !== undefined && `config ${s.configFetched}s`, s.installed !== undefined && `installed ${s.installed}s`, s.ready !== undefined && `ready ${s.ready}s`].filter(Boolean).join(', ');
     lines.push(`  ${m.name.padEnd(10)} ${m.roles.join(',').padEnd(22)} ${(m.ready ? 'Ready' : 'not ready').padEnd(10)} ${m.state.padEnd(15)} ${t}${m.poweredOff ? '  (powered off by a check)' : ''}`);
+    if (m.hardware) lines.push(`      hardware: ${m.hardware}`);
     if (m.reason) lines.push(`      ${m.state}: ${m.reason}`);
     if (m.units?.length) {
       const by = (st: string) => m.units!.filter((u) => u.state === st);

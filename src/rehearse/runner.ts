@@ -1,8 +1,9 @@
 // One rehearsal, whatever the engine: the frame every engine shares (engine.ts says what
 // an engine adds).
 //
-//   preflight (no side effects) → what the machines are made from → run directory →
-//   prepare (render, assets; the engine's bundle) → lab + serve → machines made →
+//   preflight (no side effects) → what the machines are made from (the OS image) → run
+//   directory → prepare (assets with the OS image, the render pinned to them; the
+//   engine's bundle) → lab + serve → machines made →
 //   bring-up (install, power on, wait) → the engine's steps and checks → report →
 //   --keep: everything stays, with a README; else everything made is removed
 //
@@ -16,7 +17,7 @@ import { openLab, prepare } from './setup.ts';
 import { Checks, type CheckResult } from './checks.ts';
 import { Progress, round } from './progress.ts';
 import { phaseTimer, reportOk, type Report, type UnitState } from './report.ts';
-import { rehearsalTree, RehearseError, type RehearseOptions } from './preflight.ts';
+import { osImage, RehearseError, type RehearseOptions } from './preflight.ts';
 import { SMOKE_BODY, SMOKE_IMAGE, SMOKE_PORT } from './bundle.ts';
 import type { Engine, FailedUnit, LabRun, MachinesRun, RehearsalMachine, Run } from './engine.ts';
 
@@ -30,7 +31,7 @@ export async function runRehearsal<M extends RehearsalMachine>(o: RehearseOption
   const report: Report = { engine: engine.name, kubernetesVersion: spec.kubernetesVersion, ok: false, seconds: 0, machines: [], checks: [], adjustments, phases, notes };
 
   engine.provide?.(log);
-  const tree = rehearsalTree(log);
+  const image = osImage(log);
   const dir = mkdtempSync('/var/tmp/slipway-rehearsal-');
   log(`run directory ${dir}${o.keep && engine.saysKeptRun ? ' (kept)' : ''}`);
   let lab: Lab | undefined;
@@ -68,8 +69,8 @@ export async function runRehearsal<M extends RehearsalMachine>(o: RehearseOption
   };
   process.prependListener('exit', onExit);
   try {
-    const prepared = await prepare(spec, pre.binaries, tree, dir, (m) => new RehearseError(m));
-    const run: Run = { o, spec, log, dir, pre, tree, prepared, notes, phase };
+    const prepared = await prepare(spec, pre.binaries, image, dir, (m) => new RehearseError(m));
+    const run: Run = { o, spec, log, dir, pre, image, prepared, notes, phase };
     const serveArgs = await engine.prepare(run);
     phase('prepare');
 
@@ -116,6 +117,7 @@ export async function runRehearsal<M extends RehearsalMachine>(o: RehearseOption
     report.machines = spec.machines.map((m) => ({
       name: m.name,
       roles: m.roles,
+      hardware: machines.find((x) => x.m.name === m.name)?.hardware,
       ready: r ? engine.ready(r, m.name) : false,
       state: failedMachines.has(m.name) ? 'failed' : progress?.states.get(m.name)?.state ?? 'unknown',
       reason: failedMachines.get(m.name) ?? progress?.states.get(m.name)?.reason,

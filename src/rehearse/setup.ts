@@ -1,7 +1,8 @@
-// What every engine does before its machines power on: render the file with a throwaway
-// state directory (the checks use its credentials; serve uses the same state, so both
-// see the same PKI), stage the binaries serve will offer, and start the lab with the
-// real `slipway serve` in it.
+// What every engine does before its machines power on: stage the binaries and the OS
+// image serve will offer, render the file with a throwaway state directory (the checks
+// use its credentials; serve uses the same state, so both see the same PKI) pinned to
+// those assets as serve's own render is (so the render is byte for byte what serve
+// hands the machines), and start the lab with the real `slipway serve` in it.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Spec } from '../spec/types.ts';
@@ -9,7 +10,10 @@ import { loadOrCreateSecrets } from '../secrets/store.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { writeTreeAtomic } from '../render/write.ts';
-import { AssetsError, stageAssets } from './assets.ts';
+import { AssetsError, stageAssets, stageOs } from './assets.ts';
+import { Assets } from '../serve/http/assets.ts';
+import { readPins, type PinNote } from '../serve/pins.ts';
+import type { OsImage } from './preflight.ts';
 import { Lab } from './lab/lab.ts';
 import { exposeConsole, type ExposedConsole } from './lab/console.ts';
 
@@ -18,24 +22,30 @@ export interface Prepared {
   /** the render */
   out: string;
   assets: string;
-  /** binaries taken from the Debian tree rather than the binaries directory */
+  /** binaries taken from the OS image's root rather than the binaries directory */
   fromTree: string[];
   /** binaries the machines ask for that the provisioner does not offer (no binaries directory) */
   absent: string[];
 }
 
-/** Render and stage assets under `run`; a missing binary becomes `asError(message)`. */
-export async function prepare(spec: Spec, binaries: string | undefined, tree: string, run: string, asError: (m: string) => Error): Promise<Prepared> {
+/** Stage assets and render under `run`; a missing binary becomes `asError(message)`. */
+export async function prepare(spec: Spec, binaries: string | undefined, image: OsImage, run: string, asError: (m: string) => Error): Promise<Prepared> {
   const state = join(run, 'state');
   const out = join(run, 'out');
-  const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
-  await writeTreeAtomic(out, planTree(buildPlan(spec, secrets)));
   const assets = join(run, 'assets');
+  let staged: { fromTree: string[]; absent: string[] };
   try {
-    return { state, out, assets, ...stageAssets(spec, binaries, tree, assets) };
+    staged = stageAssets(spec, binaries, image.root, assets);
   } catch (e) {
     throw e instanceof AssetsError ? asError(e.message) : e;
   }
+  stageOs(image.dir, assets);
+  const notes: PinNote[] = [];
+  const pins = await readPins([new Assets(assets)], notes);
+  if (!pins.os) throw asError(`the OS image in ${image.dir} cannot be served: ${notes.map((n) => n.msg).join('; ')}`);
+  const secrets = await loadOrCreateSecrets(state, spec, { log: () => {} });
+  await writeTreeAtomic(out, planTree(buildPlan(spec, secrets, { pins })));
+  return { state, out, assets, ...staged };
 }
 
 export interface OpenLabOptions {

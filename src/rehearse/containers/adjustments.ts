@@ -5,7 +5,7 @@
 // change to the container's root after the real Ignition has written the machine's
 // files. The report lists them all; nothing here changes what `render` produces for real
 // machines.
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import type { Machine } from '../../spec/types.ts';
@@ -122,20 +122,23 @@ export const ADJUSTMENTS: AppliedAdjustment[] = [
     },
   },
   {
+    id: 'no-udev', what: "the image's udev masked (systemd-udevd, its sockets, trigger and settle)", why: 'a container has no devices to name or load drivers for (the real machine\'s udev does that for its NICs and disks); with /sys read-only udevd never starts, and its kernel socket, activated over and over by the host\'s uevents, fails with trigger-limit-hit',
+    root: (root) => {
+      for (const u of ['systemd-udevd.service', 'systemd-udevd-kernel.socket', 'systemd-udevd-control.socket', 'systemd-udev-trigger.service', 'systemd-udev-settle.service']) {
+        if (!existsSync(join(root, 'lib/systemd/system', u))) throw new Error(`adjustment no-udev: the image has no ${u}`);
+        const link = join(root, UNITS, u);
+        rmSync(link, { force: true });
+        symlinkSync('/dev/null', link);
+      }
+    },
+  },
+  {
     id: 'containerd-state-on-host', what: '/var/lib/containerd bound from a host directory', why: "containerd's overlayfs snapshotter cannot stack on the container's overlayfs root",
     nspawnArgs: (c) => [`--bind=${c.containerdDir}:/var/lib/containerd`],
   },
   {
-    id: 'os-networkd', what: 'systemd-networkd (+ wait-online) enabled in the Debian tree', why: 'Flatcar runs systemd-networkd; Debian enables no network manager by default. The machine\'s rendered .network file then configures its address',
-    root: (root) => {
-      want(root, 'multi-user.target', 'systemd-networkd.service');
-      want(root, 'sockets.target', 'systemd-networkd.socket');
-      want(root, 'network-online.target', 'systemd-networkd-wait-online.service');
-    },
-  },
-  {
-    id: 'os-containerd-unit', what: "Debian's containerd unit enabled in the tree", why: 'the Debian tree ships it disabled (the rendered kubelet.service also Wants= it, so on a real OS it starts with kubelet at the latest)',
-    root: (root) => want(root, 'multi-user.target', 'containerd.service'),
+    id: 'root-not-a-disk', what: "the image's /etc/fstab line for / (LABEL=ROOT) commented out", why: 'the container\'s root is an overlay of the OS image\'s root directory, not the disk\'s ext4 partition labelled ROOT: systemd-remount-fs would fail looking for it',
+    root: (root) => edit(root, 'etc/fstab', /^LABEL=ROOT\s+\/\s/m, (t) => t.replace(/^(LABEL=ROOT\s+\/\s.*)$/m, '# slipway rehearse (a container has no ROOT disk): $1'), 'root-not-a-disk'),
   },
   {
     id: 'default-gateway-without-router', what: 'when the cluster file names no router: a networkd drop-in giving the machine the provisioner as its gateway', why: 'kubelet and kube-proxy want a default route; real machines of such a file get none (validate warns), the lab gives them one so the rest can be rehearsed',

@@ -44,7 +44,7 @@ export class ContainersEngine implements Engine<ContainerMachine> {
   machine(r: LabRun, m: Machine): ContainerMachine {
     const ns = r.lab.attach(m.name, m.mac, m.interface ?? 'eth0');
     const adjust = { defaultGateway: r.spec.provisioner.dhcp.router ? undefined : r.spec.provisioner.address };
-    return new ContainerMachine({ machine: m, ns, tree: r.tree, dir: join(r.dir, 'machines', m.name), provisionerURL: r.lab.provisionerURL, adjust });
+    return new ContainerMachine({ machine: m, ns, tree: r.image.root, dir: join(r.dir, 'machines', m.name), provisionerURL: r.lab.provisionerURL, adjust });
   }
 
   /** All machines install and boot at once, as a rack powers on; then wait until every node is Ready. */

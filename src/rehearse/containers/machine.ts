@@ -1,6 +1,7 @@
 // One machine of the containers rehearsal: a systemd-nspawn system container booting
-// systemd from the cached Debian tree (read-only, under an overlay of its own), in its own
-// network namespace wired to the lab bridge. It installs the way a rack machine does:
+// systemd from the OS image's root directory — the same build of Slipway's node OS the
+// disk image real machines install holds (scripts/build-os-image.sh's root/) — read-only,
+// under an overlay of its own, in its own network namespace wired to the lab bridge. It installs the way a rack machine does:
 // DHCP from `slipway serve`, its own ignition.json fetched from serve (which checks the
 // requester's IP and MAC), applied by the real Ignition; then it boots and its rendered
 // units fetch the binaries, start, and report progress to serve.
@@ -26,7 +27,7 @@ esac
 export interface MachineOptions {
   machine: Machine;
   ns: Netns;
-  /** the cached Debian tree (lower, read-only) */
+  /** the OS image's root/ (lower, read-only) */
   tree: string;
   /** this machine's scratch directory */
   dir: string;
@@ -58,7 +59,7 @@ export class ContainerMachine implements RehearsalMachine {
     return this.m.interface ?? 'eth0';
   }
 
-  /** The machine's root: the tree below, this machine's writes in an upper directory. */
+  /** The machine's root: the OS image's root below, this machine's writes in an upper directory. */
   create(): void {
     const { dir, tree } = this.o;
     for (const d of ['upper', 'work', 'root', 'containerd']) mkdirSync(join(dir, d), { recursive: true });
