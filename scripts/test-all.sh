@@ -13,7 +13,7 @@ PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-serve
       qemu-system-x86 ipxe-qemu ipxe pxelinux syslinux-common ovmf linux-image-amd64 cpio
       chromium docker-registry skopeo containerd containernetworking-plugins iptables
       systemd-container debootstrap util-linux radvd ndisc6 chrony ntpsec-ntpdig
-      syslinux syslinux-efi mtools dosfstools fdisk qemu-utils e2fsprogs kmod)
+      syslinux syslinux-efi mtools dosfstools fdisk qemu-utils e2fsprogs kmod zstd)
 # kubectl: Debian's kubernetes-client, unless some kubectl is already installed.
 command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 source scripts/install-missing.sh
@@ -24,8 +24,11 @@ npm ci --no-audit --no-fund
 # /var/cache/slipway/kubernetes/<version>/, outside the clone: ~4.5 min cold, instant warm);
 # test/versions.binaries.test.ts checks the rendered flags and configs against them.
 bash scripts/build-kubernetes.sh >/dev/null
-# The Debian tree the containers rehearsal boots (cached in /var/cache/slipway/rootfs/,
-# ~80 s cold); test/rehearse.containers.test.ts would build it too, but not in parallel.
+# Slipway's node OS (docs/os-image.md): its Debian tree (cached in /var/cache/slipway/rootfs/,
+# debootstrap from the mirror), then the image every VM installs and every container of the
+# containers rehearsal boots (cached in /var/cache/slipway/os-image/). The tests would
+# build it too, but not in parallel.
 bash scripts/build-rehearsal-tree.sh >/dev/null
+bash scripts/build-os-image.sh >/dev/null
 # CI=true: a test that would skip for something missing fails instead (test/helpers/ci-no-skips.ts)
 CI=true npm test
