@@ -1,11 +1,13 @@
-// The OS the rehearsal VMs run (scripts/build-vm-image.sh, docs/vm-image.md), booted the
-// real way: one VM with w1's MAC and a copy-on-write overlay of the image's disk
-// network-boots from `slipway serve` (DHCP → iPXE → the image's vmlinuz + initrd.img as
-// assets/os/), the initramfs runs the real Ignition stages onto the disk, switches to the
-// disk's systemd, the machine's own units report to serve's API, and its static address
-// answers. Then it is powered off and started again: serve tells iPXE to boot locally,
-// the firmware boots the disk's SYSLINUX, and the installed system comes up without
-// Ignition and without downloading its OS again.
+// Slipway's node OS (scripts/build-os-image.sh, docs/os-image.md) installed the real way
+// onto a BLANK disk: one VM with w1's MAC and an empty disk network-boots from
+// `slipway serve`, which offers the image's files as assets/os/ (vmlinuz, the installer
+// initrd.img, disk.img.zst, os.json: the digests machines are pinned to). DHCP → iPXE →
+// the installer (slipway.install=.../install.env on its command line) writes the image to
+// the disk, grows it, runs the real Ignition stages onto it, reports each step and
+// reboots. Then the VM is powered on again: serve tells iPXE to boot locally, the firmware
+// boots the disk's SYSLINUX, the installed system's own units fetch the binaries and
+// report to serve's API, and its static address answers. A third power on boots the
+// disk again without downloading its OS or binaries again.
 //
 // The cluster is examples/rehearsal.yaml (the HA lab with Kubernetes v1.20.2 and the
 // bridge CNI) plus a DHCP pool, and serve offers the REAL binaries under assets/bin/,
@@ -31,12 +33,12 @@ import { basename, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { QemuLab, Vm, formatTimeline, missingForQemu, qemuClusterFile } from './helpers/qemu.ts';
-import { ROOT } from './helpers/cli.ts';
+import { ROOT, slipway } from './helpers/cli.ts';
 import { heavyTestTurn } from './helpers/vm-lock.ts';
 import { parseClusterFile } from '../src/spec/parse.ts';
 import { stageAssets } from '../src/rehearse/assets.ts';
 
-const BUILD = fileURLToPath(new URL('../scripts/build-vm-image.sh', import.meta.url));
+const BUILD = fileURLToPath(new URL('../scripts/build-os-image.sh', import.meta.url));
 const BUILD_TREE = fileURLToPath(new URL('../scripts/build-rehearsal-tree.sh', import.meta.url));
 const CLUSTER = `${ROOT}examples/rehearsal.yaml`;
 /** The real Kubernetes binaries of the rehearsal's version (scripts/build-kubernetes.sh). */
@@ -44,7 +46,7 @@ const VERSION = 'v1.20.2';
 const K8S = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes/${VERSION}`;
 const BINARIES = `${K8S}/bin`;
 const W1 = { name: 'w1', mac: '52:54:00:20:30:21', ip: '10.20.30.21' };
-/** One TCG boot of the image through iPXE to a reported state: ~60 s here. */
+/** One TCG boot (an install, or the disk's boot to a reported state): ~60 s here. */
 const BOOT_MS = 360_000;
 
 function missing(): string[] {
@@ -70,6 +72,7 @@ const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 interface Image {
   dir: string;
   manifest: string;
+  os: { disk: { rawSize: number; size: number }; initrd: { size: number }; buildSeconds: Record<string, number> };
   runMs: number;
 }
 let image: Image;
@@ -78,11 +81,14 @@ let image: Image;
 function buildImage(): Image {
   const t0 = performance.now();
   const r = spawnSync('bash', [BUILD], { encoding: 'utf8', timeout: 1_800_000, maxBuffer: 64 * 1024 * 1024 });
-  if (r.status !== 0) throw new Error(`build-vm-image.sh exited ${r.status ?? r.signal}:\n${r.stderr.slice(-4000)}`);
+  if (r.status !== 0) throw new Error(`build-os-image.sh exited ${r.status ?? r.signal}:\n${r.stderr.slice(-4000)}`);
   const dir = r.stdout.trim().split('\n').at(-1)!;
-  for (const f of ['vmlinuz', 'initrd.img', 'disk.img', 'MANIFEST']) assert.ok(existsSync(join(dir, f)), `${dir} has no ${f}`);
-  return { dir, manifest: readFileSync(join(dir, 'MANIFEST'), 'utf8'), runMs: performance.now() - t0 };
+  for (const f of OS_FILES) assert.ok(existsSync(join(dir, f)), `${dir} has no ${f}`);
+  return { dir, manifest: readFileSync(join(dir, 'MANIFEST'), 'utf8'), os: JSON.parse(readFileSync(join(dir, 'os.json'), 'utf8')), runMs: performance.now() - t0 };
 }
+
+/** The image's files serve offers as assets/os/ (os.json: the digest and size install.env pins). */
+const OS_FILES = ['vmlinuz', 'initrd.img', 'disk.img.zst', 'os.json'];
 
 /** The rehearsal's Debian tree (the CNI plugins), cached: the script prints its path last. */
 function buildTree(): string {
@@ -169,32 +175,26 @@ async function pingable(vm: Vm, ip: string, timeoutMs: number): Promise<number> 
   }
 }
 
-/** Poll the machine's state until `done` says so (bounded). */
-async function waitState(name: string, done: (s: string) => boolean, timeoutMs: number): Promise<{ state: string; events: { to: string; source: string; at: string; detail?: Record<string, unknown> }[] }> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const m = await q!.machine(name);
-    if (done(m.state)) return m;
-    if (performance.now() > deadline) throw new Error(`${name} still ${m.state} after ${timeoutMs} ms: ${JSON.stringify(m.events.map((e) => `${e.source}:${e.to}`))}`);
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
-}
-
 let release: (() => void) | undefined;
+/** `slipway render --assets` of the lab: what serve, reading the same assets, renders */
+let rendered: string;
 
 before(async () => {
   if (skip) return;
   release = await heavyTestTurn('vm-image');
   image = buildImage();
   q = await QemuLab.create(qemuClusterFile(CLUSTER));
-  // the image's kernel and initramfs replace the test initramfs as the OS boot files
-  copyFileSync(join(image.dir, 'vmlinuz'), join(q.assets, 'os', 'vmlinuz'));
-  copyFileSync(join(image.dir, 'initrd.img'), join(q.assets, 'os', 'initrd.img'));
+  // the image's kernel, installer, disk image and manifest replace the test initramfs
+  for (const f of OS_FILES) copyFileSync(join(image.dir, f), join(q.assets, 'os', f));
   // the real binaries, as `slipway rehearse` stages them (serve computes bin/SHA256SUMS)
   const { spec, problems } = parseClusterFile(readFileSync(q.lab.file, 'utf8'), q.lab.file);
   assert.ok(spec, `${CLUSTER}: ${JSON.stringify(problems)}`);
   const tree = buildTree();
   stageAssets(spec, BINARIES, tree, q.assets);
+  // what serve renders, pinned to these assets: the files w1 must end up with
+  rendered = join(q.lab.dir, 'rendered-pinned');
+  const r = slipway(['render', '-f', q.lab.file, '-o', rendered, '--state', q.lab.state, '--assets', q.assets]);
+  assert.equal(r.code, 0, r.stderr);
   await q.serve();
 });
 
@@ -212,29 +212,29 @@ after(async () => {
   if (timings.length) console.log(`\nvm-image timings (TCG, 1 vCPU):\n${timings.map((t) => `  ${t}`).join('\n')}`);
 });
 
-test('the rehearsal VM image installs w1 through serve + Ignition, boots systemd with its static address, and boots from its own disk the second time', { skip, timeout: 2 * BOOT_MS + 420_000 }, async (t) => {
+test('the node OS installs w1 onto a blank disk through serve (installer, real Ignition), boots it from the disk with its static address and units, and boots it again without downloading its OS', { skip, timeout: 3 * BOOT_MS + 420_000 }, async (t) => {
   const lab = q!;
-  const built = /build_seconds=(\S+)/.exec(image.manifest)?.[1];
-  const steps = /steps=(.*)/.exec(image.manifest)?.[1];
-  timings.push(`image: built in ${built} s (${steps}); this run's build-vm-image.sh took ${secs(image.runMs)}`);
-  timings.push(`image: ${/disk\.img apparent=\S+ allocated=\S+/.exec(image.manifest)?.[0]}, ${/initrd\.img apparent=\S+/.exec(image.manifest)?.[0]}`);
+  timings.push(`image: built in ${image.os.buildSeconds.total} s (${Object.entries(image.os.buildSeconds).map(([k, v]) => `${k}=${v}`).join(' ')}); this run's build-os-image.sh took ${secs(image.runMs)}`);
+  timings.push(`image: disk.img.zst ${(image.os.disk.size / 1e6).toFixed(0)} MB (${(image.os.disk.rawSize / 1e6).toFixed(0)} MB raw), initrd.img ${(image.os.initrd.size / 1e6).toFixed(1)} MB`);
 
   const vmDir = join(lab.lab.dir, 'vms');
   mkdirSync(vmDir, { recursive: true });
+  // a new machine's disk: nothing on it
   const disk = join(vmDir, 'w1.qcow2');
-  const img = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', join(image.dir, 'disk.img'), '-F', 'raw', disk], { encoding: 'utf8', timeout: 30_000 });
+  const img = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '4G'], { encoding: 'utf8', timeout: 30_000 });
   assert.equal(img.status, 0, img.stderr);
-  const want = renderedEntries(join(lab.rendered, 'machines', W1.name, 'root'));
+  const want = renderedEntries(join(rendered, 'machines', W1.name, 'root'));
 
-  // --- first boot: network install ------------------------------------------------------
+  // --- first boot: the network install onto the blank disk ------------------------------
   const vm1 = await Vm.start(lab.lab.hub, { name: 'w1-install', mac: W1.mac, dir: vmDir, disk, memory: 768 });
   vms.push(vm1);
   t.after(() => vm1.stop());
-  await vm1.waitFor(/slipway-initrd: \S+ started .*first boot: Ignition runs/, BOOT_MS);
-  const applied = await vm1.waitFor(/slipway-initrd: \S+ config applied to \/dev\/vda2/, BOOT_MS);
-  const systemd1 = await vm1.waitFor(/slipway-initrd: \S+ switch_root to \/lib\/systemd\/systemd/, 120_000);
-  // systemd's own status lines stop once the serial getty owns the console: ask systemd
-  const loggedIn1 = await login(vm1, W1.name);
+  await vm1.waitFor(/slipway-initrd: \S+ started .*install: the OS image goes onto a disk/, BOOT_MS);
+  const writing = await vm1.waitFor(/slipway-initrd: \S+ install: writing http\S+ to \/dev\/vda/, BOOT_MS);
+  const written = await vm1.waitFor(/slipway-initrd: \S+ install: image written to \/dev\/vda/, BOOT_MS);
+  const applied = await vm1.waitFor(/slipway-initrd: \S+ install: done in \d+ s: rebooting from \/dev\/vda/, BOOT_MS);
+  // the installer reboots; QEMU runs with -no-reboot, so it ends there
+  assert.ok(await vm1.waitExit(60_000), 'the installer did not reboot');
   let serial = vm1.serial();
   // (iPXE may draw a progress percentage, with backspaces, before the "ok")
   for (const file of ['vmlinuz', 'initrd.img'])
@@ -242,27 +242,50 @@ test('the rehearsal VM image installs w1 through serve + Ignition, boots systemd
   for (const stage of ['fetch', 'disks', 'mount', 'files', 'umount'])
     assert.match(serial, new RegExp(`slipway-initrd: \\S+ ignition ${stage} stage done`), `the Ignition ${stage} stage did not run`);
   assert.match(serial, /slipway-initrd: \S+ eth0 52:54:00:20:30:21 has 10\.20\.30\.21\/24 by DHCP/);
+  const installed1 = await lab.machine(W1.name);
+  const installerSteps = installed1.events.filter((e) => e.source === 'machine').map((e) => `${e.to}:${(e.detail as { step?: string } | undefined)?.step ?? ''}`);
+  assert.deepEqual([...new Set(installerSteps)], ['installing:disk', 'installing:write', 'installing:grow', 'installing:ignition', 'installed:reboot'], `the installer's reports: ${installerSteps.join(' ')}`);
+  assert.equal(installed1.state, 'installed');
+  const installTimeline = formatTimeline(await lab.timeline(vm1, W1.name));
 
-  // the machine's own units report: installing, then installed (its binaries arrived)
-  const m1 = await waitState(W1.name, (s) => s === 'installed' || s === 'failed', BOOT_MS);
-  const reported1 = Date.parse(m1.events.find((e) => e.to === m1.state)!.at) - vm1.wallStart;
-  assert.equal(m1.state, 'installed', `w1 reported ${m1.state}: ${JSON.stringify(m1.events.at(-1))}\n${vm1.tail(60)}`);
-  assert.deepEqual(m1.events.map((e) => `${e.source}:${e.to}`), ['dhcp:dhcp', 'http:booting', 'http:config-fetched', 'machine:installing', 'machine:installed']);
-  // the static address from /etc/systemd/network/10-slipway.network (the initramfs dropped
-  // its DHCP lease before switching to the disk's systemd)
-  const ping1 = await pingable(vm1, W1.ip, 60_000);
+  // --- second boot: from the disk; the installed system's units -----------------------------
+  const vm2 = await Vm.start(lab.lab.hub, { name: 'w1-disk', mac: W1.mac, dir: vmDir, disk, memory: 768 });
+  vms.push(vm2);
+  t.after(() => vm2.stop());
+  const told2 = await vm2.waitFor(/Slipway: w1 is installed: booting from local disk/, BOOT_MS);
+  await vm2.waitFor(/slipway-initrd: \S+ started .*not a first boot: booting the installed system/, BOOT_MS);
+  const systemd2 = await vm2.waitFor(/slipway-initrd: \S+ switch_root to \/lib\/systemd\/systemd/, 120_000);
+  // systemd's own status lines stop once the serial getty owns the console: ask systemd
+  const loggedIn2 = await login(vm2, W1.name);
+  // the machine's own units report: installed again, with its binaries in place
+  const afterInstaller = (events: { to: string; source: string; at: string; detail?: Record<string, unknown> }[]) => events.slice(events.findIndex((e) => e.to === 'installed' && e.detail?.step === 'reboot') + 1).filter((e) => e.source === 'machine');
+  const deadline = performance.now() + BOOT_MS;
+  let m2 = await lab.machine(W1.name);
+  while (!afterInstaller(m2.events).some((e) => e.to === 'installed' || e.to === 'failed') && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    m2 = await lab.machine(W1.name);
+  }
+  const own = afterInstaller(m2.events);
+  assert.ok(own.some((e) => e.to === 'installed'), `w1's installed system did not report installed: ${JSON.stringify(own)}\n${vm2.tail(60)}`);
+  assert.ok(!own.some((e) => e.to === 'failed'), `w1 reported failed: ${JSON.stringify(own)}`);
+  const reported2 = Date.parse(own.find((e) => e.to === 'installed')!.at) - vm2.wallStart;
+  // the static address from /etc/systemd/network/10-slipway.network
+  const ping2 = await pingable(vm2, W1.ip, 60_000);
+  serial = vm2.serial();
+  assert.ok(!/ignition \S+ stage/.test(serial), 'Ignition did not run on the disk boot');
+  assert.ok(!serial.includes('assets/os/vmlinuz'), 'no kernel came over the network');
 
-  const got = (await shell(vm1, ENTRIES_CMD(want.paths))).split('\n').filter(Boolean);
+  const got = (await shell(vm2, ENTRIES_CMD(want.paths))).split('\n').filter(Boolean);
   assert.deepEqual(got, want.lines, 'the files on w1\'s disk differ from its rendered root');
   // the real binaries serve offered are on the disk, byte for byte, and run
-  const list = readFileSync(join(lab.rendered, 'machines', W1.name, 'root', 'etc/slipway/binaries.list'), 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
+  const list = readFileSync(join(rendered, 'machines', W1.name, 'root', 'etc/slipway/binaries.list'), 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ') as [string, string]);
   const wantBins = list.map(([dest, name]) => `${dest} ${sha256(join(lab.assets, 'bin', name))}`).sort();
-  const gotBins = (await shell(vm1, `for p in ${list.map(([dest]) => dest).join(' ')}; do echo "$p $(sha256sum <$p | cut -d' ' -f1)"; done | sort`, 120_000)).split('\n').filter(Boolean);
+  const gotBins = (await shell(vm2, `for p in ${list.map(([dest]) => dest).join(' ')}; do echo "$p $(sha256sum <$p | cut -d' ' -f1)"; done | sort`, 120_000)).split('\n').filter(Boolean);
   assert.deepEqual(gotBins, wantBins, 'w1\'s binaries are not the ones serve offered');
-  const versions = (await shell(vm1, '/opt/bin/kubelet --version; /opt/bin/kube-proxy --version', 60_000)).trim().split('\n');
+  const versions = (await shell(vm2, '/opt/bin/kubelet --version; /opt/bin/kube-proxy --version', 60_000)).trim().split('\n');
   assert.deepEqual(versions, [`Kubernetes ${VERSION}`, `Kubernetes ${VERSION}`]);
-  const facts = await shell(vm1, 'cat /etc/hostname; ip -o link show | cut -d: -f2 | tr -d " " | tr "\\n" " "; echo; ip -4 -o addr show dev eth0 | awk \'{print $4}\'; networkctl list --no-legend eth0 | awk \'{print $4, $5}\'; systemctl is-active systemd-networkd slipway-binaries slipway-pod-masquerade kubelet kube-proxy | tr "\\n" " "; echo; systemctl is-system-running; test -s /etc/.ignition-result.json && echo ignition-result; cat /proc/cmdline');
-  const [hostname, links, addr, networkd, active, running, ignitionResult, cmdline] = facts.split('\n');
+  const facts = await shell(vm2, 'cat /etc/hostname; ip -o link show | cut -d: -f2 | tr -d " " | tr "\\n" " "; echo; ip -4 -o addr show dev eth0 | awk \'{print $4}\'; networkctl list --no-legend eth0 | awk \'{print $4, $5}\'; systemctl is-active systemd-networkd slipway-binaries slipway-pod-masquerade kubelet kube-proxy | tr "\\n" " "; echo; systemctl is-system-running; test -s /etc/.ignition-result.json && echo ignition-result; cat /proc/cmdline; findmnt -no SOURCE,SIZE /');
+  const [hostname, links, addr, networkd, active, running, ignitionResult, cmdline, rootfs] = facts.split('\n');
   assert.equal(hostname, 'w1');
   assert.match(links!, /\beth0\b/, 'the NIC keeps the kernel name eth0 (99-default.link masked)');
   assert.equal(addr, '10.20.30.21/24');
@@ -270,57 +293,57 @@ test('the rehearsal VM image installs w1 through serve + Ignition, boots systemd
   // no control plane: the kubelet retries its TLS bootstrap (still active), kube-proxy
   // finds no API server and may be waiting to restart (activating)
   assert.match(active!, /^active active active active (active|activating) $/);
-  const sd1 = await systemdState(vm1);
+  const sd2 = await systemdState(vm2);
   assert.match(running!, /^(starting|running)$/);
-  // by now the kubelet has been trying its TLS bootstrap for a while (and written its
-  // kubelet.conf, which points at a client certificate it has not got): not joined
-  const still1 = await lab.machine(W1.name);
-  assert.equal(still1.state, 'installed', `w1 reported ${still1.state} without a control plane: ${JSON.stringify(still1.events.at(-1))}`);
+  const still2 = await lab.machine(W1.name);
+  assert.equal(still2.state, 'installed', `w1 reported ${still2.state} without a control plane: ${JSON.stringify(still2.events.at(-1))}`);
   assert.equal(ignitionResult, 'ignition-result');
-  assert.match(cmdline!, /ignition\.firstboot/);
+  assert.doesNotMatch(cmdline!, /ignition|slipway\.install/, 'the disk boots without the install flags');
+  assert.match(cmdline!, /root=LABEL=ROOT/);
+  // the root file system was grown to the 4 GiB disk (the image's is 704 MiB)
+  assert.match(rootfs!, /^\/dev\/vda2 +(3\.\d|4(\.0)?)G$/, `root: ${rootfs}`);
 
-  vm1.type('systemctl poweroff\r');
-  assert.ok(await vm1.waitExit(90_000), 'w1 did not power off');
-  timings.push(`install boot, the server's view: ${formatTimeline(await lab.timeline(vm1, W1.name))}`);
-  timings.push(`install boot (from power on): Ignition applied ${secs(applied.ms)}, systemd started ${secs(systemd1.ms)}, serial login ${secs(loggedIn1)}, systemd ${sd1.state} (jobs left: ${sd1.jobs || 'none'}; ${sd1.analyze}), reported installed ${secs(reported1)}, static IP answered ping by ${secs(ping1)} (checked after the report)`);
+  vm2.type('systemctl poweroff\r');
+  assert.ok(await vm2.waitExit(90_000), 'w1 did not power off');
+  timings.push(`install (from power on): the server's view ${installTimeline}; writing ${secs(writing.ms)}, written ${secs(written.ms)} (${(image.os.disk.rawSize / 1e6 / ((written.ms - writing.ms) / 1000)).toFixed(0)} MB/s raw, 1 vCPU), rebooting ${secs(applied.ms)}`);
+  timings.push(`first disk boot (from power on): told to boot locally ${secs(told2.ms)}, systemd started ${secs(systemd2.ms)}, serial login ${secs(loggedIn2)}, systemd ${sd2.state} (jobs left: ${sd2.jobs || 'none'}; ${sd2.analyze}), reported installed ${secs(reported2)}, static IP answered ping by ${secs(ping2)} (checked after the report)`);
 
-  // --- second boot: from the disk ---------------------------------------------------------
+  // --- third boot: from the disk again, nothing downloaded -----------------------------------
   const assetsServed = (m: string) => Number(/slipway_http_requests_total\{class="assets",status="200"\} (\d+)/.exec(m)?.[1] ?? 0);
   const assetsBefore = assetsServed(await lab.metrics());
-  const vm2 = await Vm.start(lab.lab.hub, { name: 'w1-disk', mac: W1.mac, dir: vmDir, disk, memory: 768 });
-  vms.push(vm2);
-  t.after(() => vm2.stop());
-  const told = await vm2.waitFor(/Slipway: w1 is installed: booting from local disk/, BOOT_MS);
+  const vm3 = await Vm.start(lab.lab.hub, { name: 'w1-disk2', mac: W1.mac, dir: vmDir, disk, memory: 768 });
+  vms.push(vm3);
+  t.after(() => vm3.stop());
+  const told = await vm3.waitFor(/Slipway: w1 is installed: booting from local disk/, BOOT_MS);
   // SYSLINUX's lines reach the serial console twice, interleaved: from SYSLINUX itself
   // (SERIAL 0) and from SeaBIOS mirroring the VGA screen ("Loading /vmlinuz...Loading
   // /vmlinuz...  ookk" in a serial.log), so a line may never show whole (once in CI). The
   // initramfs's own line, from the disk, is the proof; SYSLINUX's is timed when seen.
-  const syslinux = await vm2.waitFor(/SYSLINUX: booting the installed Slipway rehearsal system from disk|slipway-initrd: \S+ started .*not a first boot/, BOOT_MS);
-  await vm2.waitFor(/slipway-initrd: \S+ started .*not a first boot: booting the installed system/, BOOT_MS);
-  assert.match(vm2.serial(), /SYSLINUX|booting the installed Slipway/, 'SYSLINUX printed nothing');
-  const systemd2 = await vm2.waitFor(/slipway-initrd: \S+ switch_root to \/lib\/systemd\/systemd/, 120_000);
-  const loggedIn2 = await login(vm2, W1.name);
-  const ping2 = await pingable(vm2, W1.ip, 60_000);
-  serial = vm2.serial();
+  const syslinux = await vm3.waitFor(/SYSLINUX: booting the installed Slipway system from disk|slipway-initrd: \S+ started .*not a first boot/, BOOT_MS);
+  await vm3.waitFor(/slipway-initrd: \S+ started .*not a first boot: booting the installed system/, BOOT_MS);
+  assert.match(vm3.serial(), /SYSLINUX|booting the installed Slipway/, 'SYSLINUX printed nothing');
+  const systemd3 = await vm3.waitFor(/slipway-initrd: \S+ switch_root to \/lib\/systemd\/systemd/, 120_000);
+  const loggedIn3 = await login(vm3, W1.name);
+  const ping3 = await pingable(vm3, W1.ip, 60_000);
+  serial = vm3.serial();
   assert.ok(!serial.includes('assets/os/vmlinuz'), 'no kernel came over the network');
   assert.ok(!/ignition \S+ stage/.test(serial), 'Ignition did not run');
   // one asset only: bin/SHA256SUMS, which slipway-binaries.service checks its binaries
   // against on every boot (they are in place, so none is fetched again)
-  assert.equal((await shell(vm2, "timeout 120 sh -c 'until systemctl -q is-active slipway-binaries; do sleep 1; done' && echo fetched", 130_000)).trim(), 'fetched');
-  assert.equal(assetsServed(await lab.metrics()) - assetsBefore, 1, 'no OS file or binary was served on the second boot');
-  const facts2 = await shell(vm2, 'cat /etc/hostname; ip -4 -o addr show dev eth0 | awk \'{print $4}\'; systemctl is-active kubelet; cat /proc/cmdline');
-  const [hostname2, addr2, kubelet2, cmdline2] = facts2.split('\n');
-  assert.equal(hostname2, 'w1');
-  assert.equal(addr2, '10.20.30.21/24');
-  assert.equal(kubelet2, 'active', 'the units enabled at install start again');
-  const sd2 = await systemdState(vm2);
-  assert.doesNotMatch(cmdline2!, /ignition/, 'the disk boots without the first-boot flag');
-  assert.match(cmdline2!, /root=LABEL=ROOT/);
-  const m2 = await lab.machine(W1.name);
-  assert.equal(m2.state, 'installed', 'still installed after booting from disk');
-  assert.equal(m2.events.filter((e) => e.to === 'config-fetched').length, 1, 'the config was not fetched again');
-  vm2.type('systemctl poweroff\r');
-  assert.ok(await vm2.waitExit(90_000), 'w1 did not power off the second time');
-  timings.push(`disk boot (from power on): told to boot locally ${secs(told.ms)}, SYSLINUX ${syslinux.match[0].startsWith('SYSLINUX') ? secs(syslinux.ms) : '(line not seen whole)'}, systemd started ${secs(systemd2.ms)}, serial login ${secs(loggedIn2)}, systemd ${sd2.state} (jobs left: ${sd2.jobs || 'none'}; ${sd2.analyze}), static IP answered ping by ${secs(ping2)}`);
+  assert.equal((await shell(vm3, "timeout 120 sh -c 'until systemctl -q is-active slipway-binaries; do sleep 1; done' && echo fetched", 130_000)).trim(), 'fetched');
+  assert.ok(assetsServed(await lab.metrics()) - assetsBefore <= 1, 'no OS file or binary was served on the third boot');
+  const facts3 = await shell(vm3, 'cat /etc/hostname; ip -4 -o addr show dev eth0 | awk \'{print $4}\'; systemctl is-active kubelet; cat /proc/cmdline');
+  const [hostname3, addr3, kubelet3, cmdline3] = facts3.split('\n');
+  assert.equal(hostname3, 'w1');
+  assert.equal(addr3, '10.20.30.21/24');
+  assert.equal(kubelet3, 'active', 'the units enabled at install start again');
+  const sd3 = await systemdState(vm3);
+  assert.doesNotMatch(cmdline3!, /ignition/, 'the disk boots without the first-boot flag');
+  const m3 = await lab.machine(W1.name);
+  assert.equal(m3.state, 'installed', 'still installed after booting from disk');
+  assert.equal(m3.events.filter((e) => e.to === 'config-fetched').length, 1, 'the config was not fetched again');
+  vm3.type('systemctl poweroff\r');
+  assert.ok(await vm3.waitExit(90_000), 'w1 did not power off the third time');
+  timings.push(`disk boot again (from power on): told to boot locally ${secs(told.ms)}, SYSLINUX ${syslinux.match[0].startsWith('SYSLINUX') ? secs(syslinux.ms) : '(line not seen whole)'}, systemd started ${secs(systemd3.ms)}, serial login ${secs(loggedIn3)}, systemd ${sd3.state} (jobs left: ${sd3.jobs || 'none'}; ${sd3.analyze}), static IP answered ping by ${secs(ping3)}`);
   t.diagnostic(timings.join('; '));
 });
