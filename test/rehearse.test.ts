@@ -286,21 +286,23 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
   });
 }
 
-// --- the VM engine: the HA example as QEMU VMs booting through DHCP, iPXE and Ignition,
-// with no Kubernetes binaries served (`--no-kubernetes`: software emulation of five VMs
-// on two cores cannot run the control plane; test/vm-image.qemu.test.ts boots a VM with
-// the real kubelet and kube-proxy, and the containers engine above proves Kubernetes)
-// and two machines broken on purpose: w1 with a typo in its MAC (`wrong-mac`) and w2
-// with a dirty disk that fails its slipway-binaries.service (`failing-unit`). The
-// control plane installs and passes every check; w1 and w2 are failed with the reason
-// while the others finish. In this file so it never runs beside the containers
-// rehearsal: both want both cores. Last in the file: the heavy test files take turns
-// (test/helpers/vm-lock.ts), and test/vm-image.qemu.test.ts, which starts late, then
-// runs beside the Ctrl-C and --keep tests above instead of holding this one up.
+// --- the VM engine: the HA example as QEMU VMs, each with a blank disk the installer
+// writes Slipway's OS image onto (DHCP, iPXE, installer, Ignition, reboot from the disk),
+// on mixed firmware and hardware (SeaBIOS and OVMF; virtio and e1000e NICs; virtio-blk,
+// AHCI and NVMe disks: src/rehearse/vm/hardware.ts), with no Kubernetes binaries served
+// (`--no-kubernetes`: software emulation of five VMs on two cores cannot run the control
+// plane; the containers engine above proves Kubernetes) and two machines broken on
+// purpose: w1 with a typo in its MAC (`wrong-mac`) and w2 with a stray file planted where
+// its binaries go between the install and its first boot (`failing-unit`), which fails
+// its slipway-binaries.service. The control plane installs and passes every check; w1
+// and w2 are failed with the reason while the others finish. In this file so it never
+// runs beside the containers rehearsal: both want both cores. Last in the file: the heavy
+// test files take turns (test/helpers/vm-lock.ts).
 
-const VM_CHECKS = ['files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
+const VM_CHECKS = ['installed-from-blank-disk', 'files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
+const VM_HARDWARE = ['BIOS (SeaBIOS), virtio-net NIC, virtio-blk disk', 'UEFI (OVMF), Intel e1000e NIC, AHCI (SATA) disk', 'BIOS (SeaBIOS), Intel e1000e NIC, NVMe disk', 'BIOS (SeaBIOS), virtio-net NIC, AHCI (SATA) disk', 'UEFI (OVMF), virtio-net NIC, NVMe disk'];
 
-test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
+test('rehearse --engine vm: machines on mixed firmware and hardware install from blank disks through DHCP, iPXE, the installer and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
   const release = await heavyTestTurn('rehearse --engine vm', TURN_MIN * 60_000);
   const before = leftovers();
   const dir = mkdtempSync(join(tmpdir(), 'slipway-rehearse-vm-'));
@@ -317,6 +319,12 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
     assert.ok(report.notes.some((n: string) => n.startsWith('the lab network sends IPv6 router advertisements (radvd')), context);
     const byName = new Map<string, { result: string; detail: string }>(report.checks.map((c: { name: string }) => [c.name, c]));
     for (const name of VM_CHECKS) assert.equal(byName.get(name)?.result, 'ok', `${name}: ${byName.get(name)?.detail}\n${context}`);
+    // every machine that installed did it from a blank disk, in the installer's steps, on its hardware
+    const blank = byName.get('installed-from-blank-disk')!.detail;
+    assert.match(blank, /the installer reported disk → write → grow → ignition → installed/);
+    for (const [i, name] of ['cp1', 'cp2', 'cp3', 'w2'].entries()) assert.ok(blank.includes(`${name} (${VM_HARDWARE[[0, 1, 2, 4][i]!]}; root partition `), `${name} missing from: ${blank}`);
+    assert.deepEqual(report.machines.map((m: { hardware?: string }) => m.hardware), VM_HARDWARE);
+    assert.match(r.stdout, /hardware: UEFI \(OVMF\), Intel e1000e NIC, AHCI \(SATA\) disk/);
     const api = byName.get('api-via-vip')!;
     assert.equal(api.result, 'not-run');
     assert.equal(api.detail, "kube-apiserver.service was not started on cp1, cp2, cp3: /opt/bin/kube-apiserver is not in the provisioner's assets (--no-kubernetes)");
@@ -327,7 +335,8 @@ test('rehearse --engine vm: machines boot through DHCP, iPXE and Ignition, keep 
     type M = { name: string; state: string; reason?: string; seconds: Record<string, number>; failedUnits: { unit: string; logs: string }[]; units?: { unit: string; state: string; detail?: string }[] };
     const machines = new Map<string, M>(report.machines.map((m: M) => [m.name, m]));
     assert.equal(machines.get('w1')!.state, 'failed');
-    // w2: its own unit failed, with the logs that say why
+    // w2: installed onto its blank disk, then its own unit failed, with the logs that say why
+    assert.ok(report.notes.some((n: string) => /^w2: after the installer's reboot, a stray file planted at \/opt\/cni\/bin/.test(n)), report.notes.join('\n'));
     const w2 = machines.get('w2')!;
     assert.equal(w2.state, 'failed');
     const fetch = w2.failedUnits.find((u) => u.unit === 'slipway-binaries.service');

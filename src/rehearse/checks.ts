@@ -17,7 +17,7 @@ import type { Outcome, Step } from './engine.ts';
 export type CheckName =
   | 'etcd-healthy' | 'api-via-vip' | 'leader-election' | 'csr-auto-approved' | 'nodes-ready' | 'smoke-nodeport' | 'vip-failover' | 'etcd-member-loss' | 'dns'
   // the VM engine's boot-path checks
-  | 'installed' | 'files-match-render' | 'static-networking' | 'reboot-from-disk';
+  | 'installed' | 'installed-from-blank-disk' | 'files-match-render' | 'static-networking' | 'reboot-from-disk';
 export type CheckOutcome = 'ok' | 'failed' | 'not-run';
 
 export interface CheckResult {

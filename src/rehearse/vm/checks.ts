@@ -1,5 +1,6 @@
-// The VM engine's own checks: the boot path a real machine takes (installed through
-// DHCP → iPXE → Ignition, its files on its disk, its static addresses without the
+// The VM engine's own checks: the install path a real machine takes (installed through
+// DHCP → iPXE → the installer writing the OS image onto its blank disk → Ignition →
+// reboot from the disk, its files on its disk, its static addresses without the
 // provisioner, a reset booting its disk), and the API check as far as software
 // emulation lets it go. The cluster's checks are ../checks.ts.
 import { createHash } from 'node:crypto';
@@ -10,7 +11,8 @@ import { hasRole } from '../../spec/types.ts';
 import { BIN } from '../../plan/paths.ts';
 import { round } from '../progress.ts';
 import type { MachinesRun, Outcome } from '../engine.ts';
-import type { VmMachine } from './qemu.ts';
+import { partitions, type VmMachine } from './qemu.ts';
+import { INSTALL_STEPS, installerSteps, machineEvents } from './install.ts';
 import { readdirSorted } from './units.ts';
 
 type VmRun = MachinesRun<VmMachine>;
@@ -36,13 +38,50 @@ function renderedDigest(root: string): { lines: string[]; paths: string[] } {
   return { lines, paths: lines.map((l) => l.split(' ')[1]!) };
 }
 
-/** Every machine got to installed; the ones that did not, with why. */
+/** Every machine got to installed and did not fail after; the ones that did not, with why. */
 export async function installed(r: VmRun): Promise<Outcome> {
   const { spec, progress } = r;
-  const not = spec.machines.filter((m) => !progress.installed(m.name));
+  const failed = (n: string) => r.failedMachines.has(n) || progress.states.get(n)?.state === 'failed';
+  const not = spec.machines.filter((m) => !progress.installed(m.name) || failed(m.name));
   const t = spec.machines.map((m) => `${m.name} ${progress.times.get(m.name)?.installed ?? '-'}s`).join(', ');
   const why = (n: string) => r.failedMachines.get(n) ?? `${progress.states.get(n)?.state ?? 'never seen'}${progress.states.get(n)?.reason ? `: ${progress.states.get(n)!.reason}` : ''}`;
-  return not.length ? { result: 'failed', detail: `not installed: ${not.map((m) => `${m.name} (${why(m.name)})`).join('; ')}` } : { result: 'ok', detail: `every machine installed through DHCP → iPXE → Ignition: ${t}` };
+  return not.length ? { result: 'failed', detail: `not installed: ${not.map((m) => `${m.name} (${why(m.name)})`).join('; ')}` } : { result: 'ok', detail: `every machine installed through DHCP → iPXE → the installer (image onto its disk, Ignition) → reboot from its disk: ${t}` };
+}
+
+/**
+ * Each machine that got to installed did so from a blank disk: nothing was on the disk
+ * before power on (create() found it unallocated, its first MiB zeros), the installer
+ * reported its steps in order (disk → write → grow → ignition → installed, from serve's
+ * events), and the disk now holds the image's partition table with the root partition
+ * grown to the disk's end.
+ */
+export async function installedFromBlankDisk(r: VmRun): Promise<Outcome> {
+  const bad: string[] = [];
+  const ok: string[] = [];
+  for (const vm of r.machines.filter((v) => r.progress.installed(v.m.name))) {
+    const n = vm.m.name;
+    if (!vm.before?.blank) {
+      bad.push(`${n}: the disk was not blank before power on (${vm.before?.detail ?? 'not checked'})`);
+      continue;
+    }
+    const events = await machineEvents(r, n);
+    const steps = events ? installerSteps(events) : [];
+    if (steps.slice(0, INSTALL_STEPS.length).join(' → ') !== INSTALL_STEPS.join(' → ')) {
+      bad.push(`${n}: the installer reported ${steps.join(' → ') || 'no steps'}${events ? '' : ' (no answer from the API)'}, not ${INSTALL_STEPS.join(' → ')}`);
+      continue;
+    }
+    const t = partitions(vm.disk);
+    const [boot, root] = t.parts;
+    const end = root ? root.start + root.size : 0;
+    if (t.parts.length !== 2 || boot!.type !== 'c' || root!.type !== '83' || t.sectors - end > 2048) {
+      bad.push(`${n}: the disk's partitions are not the image's grown to the disk (${JSON.stringify(t.parts)}, ${t.sectors} sectors)`);
+      continue;
+    }
+    ok.push(`${n} (${vm.hardware}; root partition ${Math.round((root!.size * t.sectorSize) / 1024 ** 2)} MiB)`);
+  }
+  if (bad.length) return { result: 'failed', detail: bad.join('; ') };
+  if (!ok.length) return { result: 'failed', detail: 'no machine got to installed' };
+  return { result: 'ok', detail: `blank before power on (nothing allocated, no partition table); the installer reported ${INSTALL_STEPS.join(' → ')}; the disk now holds BOOT + ROOT grown to its end: ${ok.join(', ')}` };
 }
 
 /** Every file of each machine's rendered root is on its disk, byte for byte. */
@@ -84,8 +123,9 @@ export async function staticNetworking(r: VmRun): Promise<Outcome> {
 
 /** Reset an installed machine: serve sends it to its disk, which boots without Ignition. */
 export async function rebootFromDisk(r: VmRun): Promise<Outcome> {
-  // an installed machine: serve sends those to their disk (a failed one installs again)
-  const vm = live(r).filter((v) => r.progress.installed(v.m.name)).at(-1);
+  // an installed machine that has not failed since: serve sends those to their disk (a
+  // failed one, such as an install whose unit failed, installs again)
+  const vm = live(r).filter((v) => r.progress.installed(v.m.name) && r.progress.states.get(v.m.name)?.state !== 'failed').at(-1);
   if (!vm) return { result: 'failed', detail: 'no installed machine running' };
   const before = vm.console().length;
   await vm.reset();

@@ -1,17 +1,18 @@
 // `slipway rehearse --engine vm`: every machine of the cluster file as a QEMU VM with its
-// own MAC on the lab bridge, booting the real way — firmware → DHCP → iPXE → kernel +
-// initramfs from `slipway serve` → the real Ignition writes the machine's files onto its
-// disk → the disk's systemd starts the units, which fetch their binaries and report —
-// then the checks of the boot path (installed, files equal the render, static addresses
-// survive a DHCP outage, a reboot boots the disk) and of the cluster (etcd, VIP). The
-// frame (run directory, lab, report, keep and cleanup) is ../runner.ts.
+// own MAC on the lab bridge and a blank disk, installed the way a rack machine is —
+// firmware → DHCP → iPXE → kernel + installer initramfs from `slipway serve` → the
+// installer writes the OS image onto the disk, grows it, runs the real Ignition onto it,
+// reports each step and reboots → serve says "boot local" → the disk's systemd starts the
+// units, which fetch their binaries and report — then the checks of the install path
+// (installed from a blank disk, files equal the render, static addresses survive a DHCP
+// outage, a reset boots the disk) and of the cluster (etcd, VIP). The machines mix
+// firmware, NICs and disk controllers (hardware.ts). The frame (run directory, lab,
+// report, keep and cleanup) is ../runner.ts.
 //
-// The OS is the Debian stand-in of scripts/build-vm-image.sh (Flatcar images cannot be
-// downloaded here); see docs/vm-image.md.
-import { spawnSync } from 'node:child_process';
+// The OS is Slipway's node OS (scripts/build-os-image.sh, docs/os-image.md), served from
+// the assets as a rack's provisioner serves `slipway image build`'s output.
 import { existsSync, mkdirSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { hasRole, type Machine } from '../../spec/types.ts';
 import type { Lab } from '../lab/lab.ts';
 import { RADVD } from '../lab/router-adverts.ts';
@@ -22,23 +23,19 @@ import { versionProfile } from '../../catalog/versions.ts';
 import { binariesFor } from '../../plan/phases/node.ts';
 import type { Engine, LabRun, MachinesRun, Preflight, Run, Step } from '../engine.ts';
 import { kvmWorks, VmMachine } from './qemu.ts';
-import { apiViaVip, filesMatchRender, installed, live, rebootFromDisk, staticNetworking } from './checks.ts';
+import { DISK_BYTES, hardwareFor, missingFirmware } from './hardware.ts';
+import { machineEvents, systemReported } from './install.ts';
+import { apiViaVip, filesMatchRender, installed, installedFromBlankDisk, live, rebootFromDisk, staticNetworking } from './checks.ts';
 import { renderedUnits, unitStates } from './units.ts';
 
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A VM that has not asked for an address this long after power on never will. */
 const SILENT_MS = 120_000;
 
 const VM_TOOLS: { cmd: string; pkg: string }[] = [
   { cmd: 'qemu-system-x86_64', pkg: 'qemu-system-x86' },
-  { cmd: 'qemu-img', pkg: 'qemu-utils' },
   { cmd: 'setpriv', pkg: 'util-linux' },
-  { cmd: 'mkfs.ext4', pkg: 'e2fsprogs' },
   { cmd: 'debugfs', pkg: 'e2fsprogs' },
-  { cmd: 'mkfs.fat', pkg: 'dosfstools' },
-  { cmd: 'syslinux', pkg: 'syslinux' },
-  { cmd: 'mcopy', pkg: 'mtools' },
   { cmd: 'sfdisk', pkg: 'fdisk' },
 ];
 
@@ -51,43 +48,26 @@ export class VmEngine implements Engine<VmMachine> {
   readonly saysKeptRun = false;
   /** one API request may take this long: VMs under TCG answer slowly */
   readonly requestTimeoutSeconds = 60;
-  /** the stand-in OS's directory (scripts/build-vm-image.sh) */
-  private image = '';
   private accel: 'kvm' | 'tcg' = 'tcg';
 
   preflight(o: RehearseOptions): Preflight {
     const pre = preflight({ spec: o.spec, binaries: o.binaries, noKubernetes: o.noKubernetes });
     const missing = VM_TOOLS.filter((t) => !which(t.cmd)).map((t) => `${t.cmd} (${t.pkg})`);
-    if (!existsSync('/usr/share/qemu/efi-virtio.rom') && !existsSync('/usr/lib/ipxe/qemu/efi-virtio.rom')) missing.push("iPXE ROM for virtio-net (ipxe-qemu)");
+    missing.push(...missingFirmware(o.spec.machines.map((_, i) => hardwareFor(i))));
     if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun (the tun driver)');
     if (missing.length) throw new RehearseError(`the VM engine needs: ${missing.join(', ')}`);
     return pre;
   }
 
-  /** The stand-in OS: kernel, initramfs and disk image. */
-  provide(log: (l: string) => void): void {
-    log('VM image: scripts/build-vm-image.sh (cached after the first build)');
-    const r = spawnSync('bash', [join(REPO, 'scripts/build-vm-image.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
-    const dir = r.stdout.trim().split('\n').pop();
-    if (r.status !== 0 || !dir || !existsSync(join(dir, 'disk.img'))) throw new RehearseError(`could not build the VM image (scripts/build-vm-image.sh exited ${r.status})`);
-    this.image = dir;
-  }
-
-  /** KVM or TCG; the bundle with the OS's kernel and initramfs as its os/ entries (and the test images). */
+  /** KVM or TCG; the bundle of test images; the OS image is in the assets (setup.ts). */
   async prepare(r: Run): Promise<string[]> {
-    const { spec, notes, prepared: p, pre } = r;
-    const image = this.image;
-    notes.push(pre.binaries ? `binaries served from ${pre.binaries}; from the Debian tree: ${p.fromTree.join(', ')}` : `no Kubernetes binaries served (--no-kubernetes): from the Debian tree ${p.fromTree.join(', ')}; not offered: ${p.absent.join(', ')} (their units are skipped on the machines and listed per machine)`);
-    this.accel = kvmWorks(join(image, 'vmlinuz')) ? 'kvm' : 'tcg';
+    const { spec, notes, prepared: p, pre, image } = r;
+    notes.push(pre.binaries ? `binaries served from ${pre.binaries}; from the OS image: ${p.fromTree.join(', ')}` : `no Kubernetes binaries served (--no-kubernetes): from the OS image ${p.fromTree.join(', ')}; not offered: ${p.absent.join(', ')} (their units are skipped on the machines and listed per machine)`);
+    this.accel = kvmWorks(join(image.dir, 'vmlinuz')) ? 'kvm' : 'tcg';
     notes.push(`VMs run under ${this.accel === 'kvm' ? 'KVM' : 'TCG (software emulation: KVM did not run a guest here)'}, 1 vCPU each`);
-    // The OS reaches the machines as a bundle's does: its kernel and initramfs are the
-    // os/ entries of a bundle that serve --bundle offers (with the test images).
     const bundle = join(r.dir, 'bundle.tar');
-    await writeRehearsalBundle(bundle, { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, versionProfile(spec.kubernetesVersion).pauseImage, {
-      name: 'debian-stand-in', channel: 'rehearsal', version: basename(image),
-      files: [{ path: 'os/vmlinuz', source: join(image, 'vmlinuz'), name: 'stand-in kernel' }, { path: 'os/initrd.img', source: join(image, 'initrd.img'), name: 'stand-in initramfs (the real Ignition)' }],
-    });
-    notes.push(`OS: the Debian stand-in ${image} (no Flatcar image offline); its kernel and initramfs are the os/ entries of the rehearsal's bundle, served by serve --bundle as a Flatcar bundle's are; each VM's disk is an overlay of its disk.img`);
+    await writeRehearsalBundle(bundle, { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, versionProfile(spec.kubernetesVersion).pauseImage);
+    notes.push(`OS: Slipway's node OS ${image.dir} (scripts/build-os-image.sh), served as assets os/ (kernel, installer initramfs, disk.img.zst, os.json) as a rack's provisioner serves \`slipway image build\`'s output; every VM's disk is blank (${DISK_BYTES / 1024 ** 3} GiB, nothing written) and the installer writes the image onto it`);
     return ['--bundle', bundle];
   }
 
@@ -97,26 +77,26 @@ export class VmEngine implements Engine<VmMachine> {
       : `no IPv6 router advertisements in the lab (${RADVD} is not installed: apt-get install radvd): each network boot waits ~16 s in iPXE for IPv6 to give up`);
   }
 
-  /** A VM with the machine's MAC (or, --fault wrong-mac, another) and an overlay of the image's disk (or a dirty or blank one). */
+  /** A VM with the machine's MAC (or, --fault wrong-mac, another), its hardware row, a blank disk. */
   machine(r: LabRun, m: Machine, i: number): VmMachine {
     const { o, spec, notes } = r;
     const dir = join(r.dir, 'machines', m.name);
     mkdirSync(dir, { recursive: true });
     // --fault NAME=wrong-mac: the VM's NIC is not the one the file names.
     const nic = o.faults?.[m.name] === 'wrong-mac' ? { ...m, mac: `52:54:00:ff:${m.mac.slice(-5)}` } : m;
-    // It is a new machine, so its disk is blank: it boots nothing (the image's OS would
-    // otherwise boot from it, unasked, and take a core while the others install).
-    if (nic !== m) notes.push(`fault injected: ${m.name}'s NIC has MAC ${nic.mac}, the file says ${m.mac}; its disk is blank, as a new machine's`);
-    // --fault NAME=failing-unit: a dirty disk, where the binaries directory is a file.
-    // (the directory of the first binary the provisioner offers it)
+    if (nic !== m) notes.push(`fault injected: ${m.name}'s NIC has MAC ${nic.mac}, the file says ${m.mac}`);
+    // --fault NAME=failing-unit: a stray file where its binaries go, planted after the
+    // install (the directory of the first binary the provisioner offers it).
     const strayFileAt = o.faults?.[m.name] === 'failing-unit' ? dirname(binariesFor(m, spec.network.cni).find(([, name]) => !r.prepared.absent.includes(name))![0]) : undefined;
-    if (strayFileAt) notes.push(`fault injected: ${m.name}'s disk holds a stray file at ${strayFileAt}, where its binaries go`);
+    if (strayFileAt) notes.push(`fault injected: ${m.name} installs onto its blank disk; before the installed system's first boot a stray file is planted at ${strayFileAt}, where its binaries go`);
     const memoryMiB = hasRole(m, 'control-plane') && !o.noKubernetes ? 1536 : 1024;
-    return new VmMachine({ machine: nic, hub: r.lab.hub, dir, baseDisk: join(this.image, 'disk.img'), memoryMiB, tap: `vmtap${i}`, strayFileAt, blankDisk: nic !== m, accel: this.accel, outlive: o.keep });
+    return new VmMachine({ machine: nic, hub: r.lab.hub, dir, hardware: hardwareFor(i), memoryMiB, tap: `vmtap${i}`, strayFileAt, accel: this.accel, outlive: o.keep });
   }
 
   /**
-   * Power on every VM; wait until each is installed or failed, bounded. A machine the
+   * Power on every VM; wait until each is installed and up — the installer reported
+   * `installed` and rebooted, and the installed system reported from the disk — or failed,
+   * bounded. A machine the
    * provisioner never hears from is failed, with what the provisioner did see (an unknown
    * MAC, say), once the others are done and SILENT_MS have passed since power on: DHCP is
    * the firmware's first step (~3 s here, 32 s seen on a loaded host).
@@ -128,8 +108,15 @@ export class VmEngine implements Engine<VmMachine> {
 
     const poweredOn = Date.now();
     const deadline = poweredOn + o.timeoutSeconds * 1000;
-    const finished = (n: string) => progress.installed(n) || progress.states.get(n)?.state === 'failed';
+    // machines whose installed system has reported (read from their events once installed)
+    const up = new Set<string>();
+    const finished = (n: string) => up.has(n) || progress.states.get(n)?.state === 'failed';
     while (Date.now() < deadline && !o.signal?.aborted) {
+      for (const m of spec.machines) {
+        if (up.has(m.name) || !progress.installed(m.name)) continue;
+        const events = await machineEvents(r, m.name);
+        if (events && systemReported(events)) up.add(m.name);
+      }
       if (spec.machines.every((m) => finished(m.name))) break;
       const silent = spec.machines.filter((m) => !progress.times.get(m.name)?.dhcp);
       if (silent.length && Date.now() - poweredOn > SILENT_MS && spec.machines.every((m) => finished(m.name) || silent.includes(m))) break;
@@ -152,6 +139,7 @@ export class VmEngine implements Engine<VmMachine> {
   checks(r: VmRun): Step[] {
     return [
       { check: 'installed', run: () => installed(r) },
+      { check: 'installed-from-blank-disk', run: () => installedFromBlankDisk(r) },
       { check: 'files-match-render', run: () => filesMatchRender(r) },
       { check: 'etcd-healthy', run: () => r.checks.etcdHealthy(undefined, 300_000) },
       { check: 'static-networking', run: () => staticNetworking(r) },
@@ -167,6 +155,11 @@ export class VmEngine implements Engine<VmMachine> {
       // the VIP alone: five VMs under TCG cannot be asked to serve the API
       ...lostMachineChecks(r.checks, () => r.checks.vipMoves(), 240_000),
     ];
+  }
+
+  /** What a fault did (planted after the install, or why it could not), for the report. */
+  async lastLook(r: VmRun): Promise<void> {
+    for (const vm of r.machines) if (vm.faultNote) r.notes.push(`${vm.m.name}: ${vm.faultNote}`);
   }
 
   /** Which VM answers ARP for the VIP, seen from the lab. */

@@ -1,17 +1,18 @@
 // QEMU VMs on the lab bridge, and one machine of the VM rehearsal.
 //
 // `Qemu` is one qemu-system-x86_64 process (KVM when /dev/kvm works, else TCG) in the
-// lab's hub namespace, with a virtio NIC (its MAC, a tap that is a port of the lab
-// bridge: addTap) that network-boots through its iPXE ROM exactly as the rack machine
-// would, an optional disk after it, a serial console on a unix socket that we read from
+// lab's hub namespace, with a NIC (virtio by default; its MAC, a tap that is a port of
+// the lab bridge: addTap) that network-boots through its iPXE ROM exactly as the rack
+// machine would, an optional disk after it, a serial console on a unix socket that we read from
 // power-on and type into, and optionally a monitor on another (power off: `quit`, press
 // reset: `system_reset`). The boot tests' VMs (test/helpers/qemu.ts) are this too.
 //
-// `VmMachine` is a rehearsal machine made of it: a copy-on-write overlay of the rehearsal
-// disk image (or a dirty or blank disk, for the faults), the tap, the QEMU process, the
-// root shell on its serial console the checks look inside with.
+// `VmMachine` is a rehearsal machine made of it: a blank disk (a sparse raw file, nothing
+// in it: the installer writes the OS image onto it) on the controller its hardware row
+// names, its firmware (SeaBIOS, or OVMF with a variable store of its own), the tap, the
+// QEMU process, the root shell on its serial console the checks look inside with.
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Machine } from '../../spec/types.ts';
@@ -19,6 +20,7 @@ import type { Netns } from '../lab/netns.ts';
 import type { FailedUnit, RehearsalMachine } from '../engine.ts';
 import { BRIDGE } from '../lab/lab.ts';
 import { plainConsole as plain } from './console-text.ts';
+import { DISK_BYTES, OVMF_VARS, describeHardware, diskArgs, firmwareArgs, nicDevice, type Hardware } from './hardware.ts';
 
 export const QEMU = 'qemu-system-x86_64';
 
@@ -84,9 +86,13 @@ export interface QemuOptions {
   serialLog: string;
   /** the monitor's unix socket (no monitor without one) */
   monitor?: string;
-  /** a qcow2 disk that boots after the NIC */
+  /** a qcow2 disk that boots after the NIC, on virtio-blk */
   disk?: string;
-  /** more options of the NIC's virtio-net-pci device (",romfile=": no iPXE ROM) */
+  /** the disk's arguments instead (another controller, a raw file: hardware.ts's diskArgs) */
+  diskArgs?: string[];
+  /** the NIC's QEMU device (default virtio-net-pci) */
+  nicDevice?: string;
+  /** more options of the NIC's device (",romfile=": no iPXE ROM) */
   nicOptions?: string;
   /** more QEMU arguments (firmware, -no-reboot, ...) */
   extraArgs?: string[];
@@ -135,11 +141,12 @@ export class Qemu {
       // What we parse is what the socket delivered, not QEMU's logfile: when the reader is
       // slow (EAGAIN) QEMU logs the character and the UART sends it again, so the log can
       // show it twice ("slippway").
-      '-chardev', `socket,id=ser0,path=${o.serialSocket},server=on,wait=on,logfile=${o.serialLog}`, '-serial', 'chardev:ser0',
+      // logappend: a machine powered on again keeps its earlier boots' log
+      '-chardev', `socket,id=ser0,path=${o.serialSocket},server=on,wait=on,logfile=${o.serialLog},logappend=on`, '-serial', 'chardev:ser0',
       '-monitor', o.monitor ? `unix:${o.monitor},server=on,wait=off` : 'none',
       '-netdev', `tap,id=n0,ifname=${o.tap},script=no,downscript=no`,
-      '-device', `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1${o.nicOptions ?? ''}`,
-      ...(o.disk ? ['-drive', `file=${o.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2'] : []),
+      '-device', `${o.nicDevice ?? 'virtio-net-pci'},netdev=n0,mac=${o.mac},bootindex=1${o.nicOptions ?? ''}`,
+      ...(o.diskArgs ?? (o.disk ? ['-drive', `file=${o.disk},if=none,id=d0,format=qcow2`, '-device', 'virtio-blk-pci,drive=d0,bootindex=2'] : [])),
       ...(o.extraArgs ?? []),
     ];
     // setpriv execs qemu (so the PID is qemu's) and has the kernel kill it if we die.
@@ -270,89 +277,108 @@ export interface VmOptions {
   hub: Netns;
   /** this machine's scratch directory */
   dir: string;
-  /** the cached disk image (raw) the overlay is made over */
-  baseDisk: string;
+  /** its firmware, NIC and disk controller (hardware.ts) */
+  hardware: Hardware;
   memoryMiB: number;
   tap: string;
   /**
-   * A fault: a stray regular file at this path of the disk's root filesystem (where the
-   * image has an empty directory), as a disk left dirty by an earlier installation.
+   * A fault: once the installer has written the disk and rebooted (QEMU runs with
+   * -no-reboot until then, so the reboot ends it), a stray regular file is planted at this
+   * path of the disk's root file system, then the machine powers on again and boots its
+   * disk: the fault `failing-unit`.
    */
   strayFileAt?: string;
-  /** A blank disk of the same size instead of the image: a new machine nothing was installed on. */
-  blankDisk?: boolean;
   /** KVM or software emulation (see kvmWorks) */
   accel: 'kvm' | 'tcg';
   /** it outlives this process (`rehearse --keep`: the VMs stay up for the operator to look into) */
   outlive?: boolean;
 }
 
+/** What a disk held before power on, as create() found it. */
+export interface BlankDisk {
+  blank: boolean;
+  detail: string;
+}
+
 export class VmMachine implements RehearsalMachine {
   readonly m: Machine;
   readonly serialLog: string;
+  readonly hardware: string;
+  /** the disk file (raw, sparse) */
+  readonly disk: string;
+  /** the disk as found before power on (create) */
+  before?: BlankDisk;
   private readonly o: VmOptions;
   private qemu?: Qemu;
-  private readonly disk: string;
+  private readonly vars: string;
   private readonly monitor: string;
   private readonly serialSock: string;
+  /** the fault's plant-and-power-on-again, while it is pending */
+  private fault?: Promise<void>;
+  /** what the fault did, or why it could not */
+  faultNote?: string;
+  private destroyed = false;
   /** set when a check powered it off */
   stopped = false;
 
   constructor(o: VmOptions) {
     this.o = o;
     this.m = o.machine;
+    this.hardware = describeHardware(o.hardware);
     this.serialLog = join(o.dir, 'serial.log');
-    this.disk = join(o.dir, 'disk.qcow2');
+    this.disk = join(o.dir, 'disk.raw');
+    this.vars = join(o.dir, 'OVMF_VARS.fd');
     this.monitor = join(o.dir, 'monitor.sock');
     this.serialSock = join(o.dir, 'serial.sock');
   }
 
-  /** The overlay disk and the tap; nothing runs yet. */
+  /** The blank disk, the firmware's variable store and the tap; nothing runs yet. */
   create(): void {
-    const base = this.o.strayFileAt ? this.dirtyCopy(this.o.strayFileAt) : this.o.baseDisk;
-    const args = this.o.blankDisk ? [this.disk, String(statSync(this.o.baseDisk).size)] : ['-b', base, '-F', 'raw', this.disk];
-    const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', ...args], { encoding: 'utf8', timeout: 60_000 });
-    if (r.status !== 0) throw new Error(`${this.m.name}: qemu-img create: ${r.stderr}`);
+    // A new machine's disk: nothing on it. A sparse file of the full size, every byte zero.
+    closeSync(openSync(this.disk, 'wx', 0o600));
+    truncateSync(this.disk, DISK_BYTES);
+    this.before = blankDisk(this.disk);
+    if (this.o.hardware.firmware === 'uefi') copyFileSync(OVMF_VARS, this.vars);
     addTap(this.o.hub, this.o.tap);
   }
 
-  /**
-   * A sparse copy of the base disk with a stray file planted by debugfs on its root
-   * filesystem (the partition labelled ROOT; no mounting): the fault `failing-unit`.
-   */
-  private dirtyCopy(path: string): string {
-    const copy = join(this.o.dir, 'dirty-base.raw');
-    const run = (cmd: string, args: string[]) => {
-      const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
-      if (r.status !== 0) throw new Error(`${this.m.name}: ${cmd} ${args.join(' ')}: ${r.stderr || r.stdout}`);
-      return r.stdout;
-    };
-    run('cp', ['--sparse=always', this.o.baseDisk, copy]);
-    const table = JSON.parse(run('sfdisk', ['-J', copy])) as { partitiontable: { sectorsize?: number; partitions: { start: number; type: string }[] } };
-    const root = table.partitiontable.partitions.find((p) => p.type === '83');
-    if (!root) throw new Error(`${this.m.name}: no Linux partition in ${this.o.baseDisk}`);
-    const fs = `${copy}?offset=${root.start * (table.partitiontable.sectorsize ?? 512)}`;
-    const stray = join(this.o.dir, 'stray');
-    writeFileSync(stray, 'left on this disk by an earlier installation\n');
-    // what the image has there (the CNI plugins' directory holds Debian's symlinks) goes first
-    const entries = run('debugfs', ['-R', `ls -p ${path}`, fs]).split('\n').map((l) => l.split('/')).filter((f) => f.length >= 6 && f[5] !== '.' && f[5] !== '..');
-    if (entries.some((f) => f[2]!.startsWith('04'))) throw new Error(`${this.m.name}: ${path} on the image holds directories`);
-    const cmds = [...entries.map((f) => `rm ${path}/${f[5]}`), `rmdir ${path}`, `write ${stray} ${path}`];
-    writeFileSync(join(this.o.dir, 'debugfs.cmds'), cmds.join('\n') + '\n');
-    run('debugfs', ['-w', '-f', join(this.o.dir, 'debugfs.cmds'), fs]);
-    if (!/^\s*\d+\s+100644/m.test(run('debugfs', ['-R', `ls -l ${dirname(path)}`, fs]).split('\n').filter((l) => l.trim().endsWith(` ${basename(path)}`)).join('\n'))) {
-      throw new Error(`${this.m.name}: could not plant a stray file at ${path}`);
-    }
-    return copy;
-  }
-
-  /** Nothing before power on: the VM installs itself by network boot (DHCP → iPXE → Ignition). */
+  /** Nothing before power on: the VM installs itself by network boot (DHCP → iPXE → installer → Ignition). */
   async install(): Promise<void> {}
 
   /** Power on; resolves once we are connected to its serial console, before the guest runs. */
   async powerOn(): Promise<void> {
-    const { hub, tap, memoryMiB, accel, outlive } = this.o;
-    this.qemu = await Qemu.start({ hub, name: this.m.name, mac: this.m.mac, tap, memoryMiB, accel, serialSocket: this.serialSock, serialLog: this.serialLog, monitor: this.monitor, disk: this.disk, outlive });
+    await this.start(!!this.o.strayFileAt && !this.fault);
+    if (this.o.strayFileAt && !this.fault) this.fault = this.plantAfterInstall(this.o.strayFileAt);
+  }
+
+  private async start(noReboot: boolean): Promise<void> {
+    const { hub, tap, memoryMiB, accel, outlive, hardware } = this.o;
+    this.qemu = await Qemu.start({
+      hub, name: this.m.name, mac: this.m.mac, tap, memoryMiB, accel, serialSocket: this.serialSock, serialLog: this.serialLog, monitor: this.monitor, outlive,
+      nicDevice: nicDevice(hardware),
+      diskArgs: diskArgs(hardware, this.disk, `slipway-${this.m.name}`),
+      extraArgs: [...firmwareArgs(hardware, this.vars), ...(noReboot ? ['-no-reboot'] : [])],
+    });
+  }
+
+  /**
+   * The fault failing-unit: wait for the installer's reboot (QEMU exits: -no-reboot), plant
+   * the stray file on the installed root file system, power on again. Ends quietly when the
+   * machine is powered off or destroyed first.
+   */
+  private async plantAfterInstall(path: string): Promise<void> {
+    const qemu = this.qemu!;
+    while (!(await qemu.waitExit(5_000))) if (this.destroyed || this.stopped) return;
+    if (this.destroyed || this.stopped) return;
+    try {
+      plantStrayFile(this.disk, path, this.o.dir);
+      this.faultNote = `after the installer's reboot, a stray file planted at ${path} on its installed root file system`;
+    } catch (e) {
+      this.faultNote = `could not plant the stray file: ${(e as Error).message}`;
+      return;
+    }
+    if (this.destroyed || this.stopped) return;
+    await this.start(false).catch((e) => (this.faultNote += `; it could not be powered on again: ${(e as Error).message}`));
   }
 
   /** Leave it running after this process exits (`rehearse --keep`). */
@@ -366,10 +392,10 @@ export class VmMachine implements RehearsalMachine {
   }
 
   get running(): boolean {
-    return !!this.qemu?.running;
+    return !!this.qemu?.running || (!!this.fault && !this.faultNote && !this.stopped && !this.destroyed);
   }
 
-  /** The serial console since power on, escape sequences removed. */
+  /** The serial console since (the last) power on, escape sequences removed. */
   console(): string {
     return this.qemu?.console() ?? '';
   }
@@ -436,11 +462,72 @@ export class VmMachine implements RehearsalMachine {
   }
 
   /** Nothing to do on the way out: QEMU dies with this process (setpriv --pdeathsig), its tap with the lab's namespace. */
-  destroyNow(): void {}
+  destroyNow(): void {
+    this.destroyed = true;
+  }
 
   /** Kill qemu (by its PID) and remove its tap. */
   async destroy(): Promise<void> {
+    this.destroyed = true;
+    await this.fault;
     await this.qemu?.kill();
     delTap(this.o.hub, this.o.tap);
+  }
+}
+
+/**
+ * Is the disk file blank: nothing allocated in it (a sparse file never written) and its
+ * first MiB — where a partition table (MBR, or GPT's header) would be — all zeros?
+ */
+export function blankDisk(file: string): BlankDisk {
+  const st = statSync(file);
+  const head = Buffer.alloc(1024 * 1024);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, head, 0, head.length, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const zeros = head.every((b) => b === 0);
+  const allocated = st.blocks * 512;
+  return {
+    blank: zeros && allocated === 0,
+    detail: `${st.size} bytes, ${allocated} allocated, first MiB ${zeros ? 'all zeros (no partition table)' : 'not zeros'}`,
+  };
+}
+
+/** The partitions of a disk file, as sfdisk reads them (none: an empty list). */
+export function partitions(file: string): { sectorSize: number; sectors: number; parts: { start: number; size: number; type: string; bootable?: boolean }[] } {
+  const r = spawnSync('sfdisk', ['-J', file], { encoding: 'utf8', timeout: 30_000 });
+  const sectors = Math.floor(statSync(file).size / 512);
+  if (r.status !== 0) return { sectorSize: 512, sectors, parts: [] };
+  const t = (JSON.parse(r.stdout) as { partitiontable: { sectorsize?: number; partitions?: { start: number; size: number; type: string; bootable?: boolean }[] } }).partitiontable;
+  return { sectorSize: t.sectorsize ?? 512, sectors, parts: t.partitions ?? [] };
+}
+
+/**
+ * A stray regular file at `path` of the root file system (the partition of type 83) in a
+ * raw disk file, by debugfs (no mounting): what the directory held there goes first.
+ */
+function plantStrayFile(disk: string, path: string, dir: string): void {
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.stdout}`);
+    return r.stdout;
+  };
+  const t = partitions(disk);
+  const root = t.parts.find((p) => p.type === '83');
+  if (!root) throw new Error(`no Linux partition on ${disk}`);
+  const fs = `${disk}?offset=${root.start * t.sectorSize}`;
+  const stray = join(dir, 'stray');
+  writeFileSync(stray, 'planted by slipway rehearse --fault failing-unit\n');
+  // what the image has there (the CNI plugins' directory holds Debian's symlinks) goes first
+  const entries = run('debugfs', ['-R', `ls -p ${path}`, fs]).split('\n').map((l) => l.split('/')).filter((f) => f.length >= 6 && f[5] !== '.' && f[5] !== '..');
+  if (entries.some((f) => f[2]!.startsWith('04'))) throw new Error(`${path} on the disk holds directories`);
+  const cmds = [...entries.map((f) => `rm ${path}/${f[5]}`), `rmdir ${path}`, `write ${stray} ${path}`];
+  writeFileSync(join(dir, 'debugfs.cmds'), cmds.join('\n') + '\n');
+  run('debugfs', ['-w', '-f', join(dir, 'debugfs.cmds'), fs]);
+  if (!/^\s*\d+\s+100644/m.test(run('debugfs', ['-R', `ls -l ${dirname(path)}`, fs]).split('\n').filter((l) => l.trim().endsWith(` ${basename(path)}`)).join('\n'))) {
+    throw new Error(`could not plant a stray file at ${path}`);
   }
 }
