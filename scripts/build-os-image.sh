@@ -323,12 +323,24 @@ systemctl --root="$STAGE" unmask systemd-modules-load.service >/dev/null 2>&1
 # by its package and must not be masked.
 [[ -L $STAGE/etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service ]] || systemctl --root="$STAGE" enable systemd-timesyncd.service >/dev/null 2>&1
 [[ $(readlink "$STAGE/etc/systemd/system/systemd-timesyncd.service" 2>/dev/null) != /dev/null ]] || die "systemd-timesyncd is masked"
-# A root shell on the serial console (a rehearsal VM's only console; a rack machine's
-# serial-over-LAN): for looking around a machine. The tree's root has no password.
-put /etc/systemd/system/serial-getty@ttyS0.service.d/10-autologin.conf 644 <<'EOF'
+# The serial console (a rack machine's serial-over-LAN) gets a login prompt, and root is
+# locked: operators come in with the cluster file's SSH keys. Only a rehearsal VM, which
+# Slipway's QEMU marks with the SMBIOS product name "slipway-rehearsal", gets a root shell
+# there (its checks type into it): a generator decides at each boot, so the same disk
+# never gives a real machine's console away.
+sed -i -E 's/^root:[^:]*:/root:*:/' "$STAGE/etc/shadow"
+grep -q '^root:\*:' "$STAGE/etc/shadow" || die "root is not locked in /etc/shadow"
+put /etc/systemd/system-generators/slipway-rehearsal-console 755 <<'EOF'
+#!/bin/sh
+# Slipway: a root shell on ttyS0 only in a rehearsal VM (SMBIOS product "slipway-rehearsal",
+# set by Slipway's QEMU command line); any other machine keeps the login prompt.
+[ "$(cat /sys/class/dmi/id/product_name 2>/dev/null)" = slipway-rehearsal ] || exit 0
+mkdir -p "$1/serial-getty@ttyS0.service.d"
+cat >"$1/serial-getty@ttyS0.service.d/10-slipway-rehearsal-autologin.conf" <<'UNIT'
 [Service]
 ExecStart=
 ExecStart=-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 - $TERM
+UNIT
 EOF
 systemctl --root="$STAGE" enable serial-getty@ttyS0.service >/dev/null 2>&1
 # The API VIP: Slipway renders haproxy's and keepalived's configs and enables their units

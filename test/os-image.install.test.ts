@@ -9,12 +9,13 @@
 //
 //   A  SeaBIOS, virtio NIC, AHCI (SATA) disk, clock in 2015: installs; boots from its disk
 //   B  OVMF (UEFI), e1000e NIC, NVMe disk named by its /dev/disk/by-id name: installs;
-//      boots from its disk
+//      boots from its disk as a rack machine would: a login prompt on its console, no root shell
 //   C  a corrupt image (one byte flipped mid-file): failed, and the disk has no partition table
 //   D  two disks and none named: failed with both listed; nothing written
 //
 // Every wait is bounded; QEMU, udhcpd and the server are killed by PID, the lab namespace
 // is deleted, also on failure.
+import { rehearsalSmbios } from '../src/catalog/os.ts';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
@@ -163,6 +164,8 @@ interface MachineOptions {
   nic: 'virtio' | 'e1000e';
   disks: { file: string; bus: 'virtio' | 'ahci' | 'nvme'; serial?: string }[];
   rtc2015?: boolean;
+  /** not a rehearsal VM (no SMBIOS product slipway-rehearsal): its console must give no root shell */
+  rackMachine?: boolean;
 }
 
 /** One QEMU machine under TCG in the hub, its serial console a file. */
@@ -197,6 +200,7 @@ class Machine {
       args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`);
     }
     if (o.rtc2015) args.push('-rtc', 'base=2015-01-01T00:00:00');
+    if (!o.rackMachine) args.push(...rehearsalSmbios());
     this.child = lab!.hub.spawn('setpriv', ['--pdeathsig', 'KILL', QEMU, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-5000)));
   }
@@ -379,6 +383,14 @@ async function installCase(o: MachineOptions, bootFromDisk: boolean, diskName?: 
       const told = await vm2.waitFor(/install-test: installed: booting from local disk/, 180_000);
       await vm2.waitFor(/slipway-initrd: \S+ started .*not a first boot/, 240_000);
       const sysd = await vm2.waitFor(/slipway-initrd: \S+ switch_root to \/lib\/systemd\/systemd/, 120_000);
+      if (o.rackMachine) {
+        // a machine of a rack: a login prompt on its serial console, root locked, no shell
+        const prompt = await vm2.waitFor(/installtest login: /, 300_000);
+        await new Promise((r) => setTimeout(r, 3000));
+        assert.doesNotMatch(readFileSync(vm2.log, 'utf8'), /root@installtest/, 'no root shell on a rack machine\'s console');
+        timings.push(`${o.name} disk boot: told to boot locally ${secs(told)}, systemd ${secs(sysd)}, login prompt (no autologin) ${secs(prompt)}`);
+        return;
+      }
       const shell = await vm2.waitFor(/root@installtest:~# /, 300_000);
       timings.push(`${o.name} disk boot: told to boot locally ${secs(told)}, systemd ${secs(sysd)}, root shell ${secs(shell)}`);
     } finally {
@@ -395,10 +407,10 @@ test('A: SeaBIOS, virtio NIC, AHCI disk, clock in 2015: a blank disk gets the OS
   await installCase({ name: 'a', mac: '52:54:00:20:30:61', firmware: 'bios', nic: 'virtio', disks: [{ file: disk, bus: 'ahci' }], rtc2015: true }, true);
 });
 
-test('B: OVMF, e1000e NIC, NVMe disk named by its /dev/disk/by-id name: installs and boots from the disk under UEFI', { skip, timeout: 2 * INSTALL_MS }, async () => {
+test('B: OVMF, e1000e NIC, NVMe disk named by its /dev/disk/by-id name: installs and boots from the disk under UEFI; as a rack machine (not a rehearsal VM) its console asks for a login', { skip, timeout: 2 * INSTALL_MS }, async () => {
   const disk = blankDisk(join(dir, 'b.raw'), 4 * GiB);
   // udev's name for QEMU's NVMe controller: nvme-<model>_<serial>
-  await installCase({ name: 'b', mac: '52:54:00:20:30:62', firmware: 'uefi', nic: 'e1000e', disks: [{ file: disk, bus: 'nvme', serial: 'SLIPWAY0B' }] }, true, '/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_SLIPWAY0B');
+  await installCase({ name: 'b', mac: '52:54:00:20:30:62', firmware: 'uefi', nic: 'e1000e', disks: [{ file: disk, bus: 'nvme', serial: 'SLIPWAY0B' }], rackMachine: true }, true, '/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_SLIPWAY0B');
 });
 
 test('C: a corrupt image (one byte flipped mid-file) fails the machine and leaves its disk with no partition table', { skip, timeout: INSTALL_MS + 60_000 }, async () => {

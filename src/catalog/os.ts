@@ -17,3 +17,12 @@ export const OS_ASSETS = {
   /** the image's manifest: digests, raw size, package versions */
   manifest: 'os/os.json',
 } as const;
+
+/**
+ * The SMBIOS product name Slipway's rehearsal VMs carry (QEMU -smbios type=1,product=...).
+ * The image's generator (scripts/build-os-image.sh) gives root a shell on the serial
+ * console only on such a machine, for the checks that type into it; every other machine
+ * gets a login prompt with root locked.
+ */
+export const REHEARSAL_PRODUCT_NAME = 'slipway-rehearsal';
+export const rehearsalSmbios = (): string[] => ['-smbios', `type=1,product=${REHEARSAL_PRODUCT_NAME}`];

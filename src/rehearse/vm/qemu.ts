@@ -11,6 +11,7 @@
 // in it: the installer writes the OS image onto it) on the controller its hardware row
 // names, its firmware (SeaBIOS, or OVMF with a variable store of its own), the tap, the
 // QEMU process, the root shell on its serial console the checks look inside with.
+import { rehearsalSmbios } from '../../catalog/os.ts';
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -136,6 +137,8 @@ export class Qemu {
   static async start(o: QemuOptions): Promise<Qemu> {
     const args = [
       '-accel', o.accel, '-machine', 'q35', '-m', String(o.memoryMiB), '-smp', '1', '-name', o.name,
+      // a rehearsal VM: the node OS gives root a shell on its serial console, which the checks type into
+      ...rehearsalSmbios(),
       // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
       '-nographic',
       // What we parse is what the socket delivered, not QEMU's logfile: when the reader is
