@@ -178,6 +178,22 @@ test('a failure report carries its reason', { timeout: 60_000 }, async () => {
   const m = JSON.parse((await curl(cp1, ['-H', `Authorization: Bearer ${lab.apiToken()}`, `${BASE}/api/v1/machines/cp1`])).stdout) as { state: string; reason: string };
   assert.equal(m.state, 'failed');
   assert.equal(m.reason, 'disk "/dev/sda" not found\n back\\slash', 'escaped by report.sh, tab → space');
+  // A failed machine is not installed again by itself (no reinstall loop, no surprise
+  // wipe of a disk with one failing unit): it boots locally until the operator reprovisions.
+  assert.match((await curl(cp1, [`${BASE}/ipxe/cp1.ipxe`])).stdout, /^#!ipxe\necho Slipway: cp1 failed: reprovision it to install again: booting from local disk\nexit\n$/);
+  assert.equal(await status(cp1, `${BASE}/machines/cp1/install.env`), '404');
+  const auth = ['-H', `Authorization: Bearer ${lab.apiToken()}`];
+  assert.equal(await status(cp1, `${BASE}/api/v1/machines/cp1/reprovision`, ['-X', 'POST', ...auth]), '200');
+  // A new install numbers its reports from 1: fetching install.env starts it (also after a power loss mid-install).
+  const token = (await curl(cp1, ['-f', `${BASE}/machines/cp1/install.env`])).stdout.match(/^SLIPWAY_TOKEN=(.*)$/m)![1]!;
+  const post = (seq: number) => status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${token}`, '--data', `{"state":"installing","seq":${seq},"reason":"writing image 10%","detail":{"step":"write","percent":10}}`]);
+  assert.equal(await post(1), '200');
+  assert.equal(await post(2), '200');
+  assert.equal(await status(cp1, `${BASE}/machines/cp1/install.env`), '200', 'powered off mid-install: the installer starts again');
+  assert.equal(await post(1), '200', 'seq 1 again is the new attempt, not a replay');
+  const after = JSON.parse((await curl(cp1, [...auth, `${BASE}/api/v1/machines/cp1`])).stdout) as { state: string; events: { to: string; reason?: string }[] };
+  assert.equal(after.state, 'installing');
+  assert.equal(after.events.filter((e) => e.reason === 'writing image 10%').length, 3, 'each progress report is an event');
 });
 
 test('assets: sha256, ETag, Range, and SHA256SUMS the fetch script checks against', { timeout: 60_000 }, async () => {

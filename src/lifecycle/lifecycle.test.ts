@@ -30,6 +30,9 @@ test('observations move machines forward and are recorded as events with their s
   assert.equal(lc.observe('nobody', 'dhcp', 'dhcp'), undefined, 'unknown names are ignored');
   lc.fail('w1', 'unit kubelet.service failed', 'machine', { logs: 'x' });
   assert.equal(lc.observe('w1', 'ready', 'machine'), undefined);
+  assert.equal(lc.bootAction('w1'), 'local', 'a failed machine is not reinstalled by itself');
+  assert.equal(lc.localReason('w1'), 'w1 failed: reprovision it to install again');
+  assert.equal(lc.localReason('cp1'), 'cp1 is installed');
   assert.deepEqual(seen, ['cp1:unknown>dhcp', 'cp1:dhcp>booting', 'cp1:booting>installed', 'w1:unknown>failed']);
   assert.equal(store.get('w1')?.reason, 'unit kubelet.service failed');
   lc.reprovision('w1');

@@ -72,9 +72,18 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
     return ev;
   }
 
-  /** install unless the machine already installed: then it boots from its own disk. */
+  /** install unless the machine already installed (or failed): then it boots from its own disk. */
   bootAction(name: string): 'install' | 'local' {
-    return isInstalled(this.state(name)) ? 'local' : 'install';
+    const s = this.state(name);
+    // A failed machine is not installed again by itself: its disk may hold a working
+    // system with one failing unit, or the installer's wiped disk; either way the
+    // operator decides, with reprovision (no reinstall loop, no surprise wipe).
+    return isInstalled(s) || s === 'failed' ? 'local' : 'install';
+  }
+
+  /** Why a machine is told to boot locally, for the loader's screen (never machine-reported text). */
+  localReason(name: string): string {
+    return this.state(name) === 'failed' ? `${name} failed: reprovision it to install again` : `${name} is installed`;
   }
 
   /** Fail every machine stuck too long in a non-terminal, seen state. Returns what it failed. */

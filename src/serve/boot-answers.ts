@@ -25,6 +25,6 @@ export type BootAnswer =
 export function bootAnswer(loader: Loader, mac: string, lookup: Lookup): BootAnswer {
   const { machine, action } = lookup;
   if (!machine) return action === 'local' ? { kind: 'local', body: LOCAL_BOOT[loader](`unknown machine ${mac}`) } : { kind: 'none' };
-  if (action !== 'install') return { kind: 'local', body: LOCAL_BOOT[loader](`${machine.name} is installed`) };
+  if (action !== 'install') return { kind: 'local', body: LOCAL_BOOT[loader](lookup.why ?? `${machine.name} is installed`) };
   return { kind: 'install', machine };
 }

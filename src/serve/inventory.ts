@@ -13,6 +13,8 @@ export interface Lookup {
   /** the cluster file's machine with this MAC; undefined for an unknown MAC */
   machine?: Machine;
   action: BootAction;
+  /** for a known machine told to boot locally: why (the loader shows it) */
+  why?: string;
 }
 
 export interface Inventory {
@@ -28,6 +30,8 @@ export interface InventoryOptions {
   unknown: 'ignore' | 'local';
   /** whether a known machine still has to be installed (default: always install) */
   actionFor?: (m: Machine) => 'install' | 'local';
+  /** why a known machine boots locally (default "<name> is installed") */
+  whyLocal?: (m: Machine) => string;
   onSeen?: (mac: string, via: Protocol, machine: Machine | undefined, detail?: Record<string, unknown>) => void;
 }
 
@@ -48,7 +52,8 @@ export class SpecInventory implements Inventory {
   getByMac(mac: string): Lookup {
     const machine = this.byMac.get(normalizeMac(mac));
     if (!machine) return { action: this.opts.unknown };
-    return { machine, action: this.opts.actionFor?.(machine) ?? 'install' };
+    const action = this.opts.actionFor?.(machine) ?? 'install';
+    return action === 'local' ? { machine, action, why: this.opts.whyLocal?.(machine) } : { machine, action };
   }
 
   getByIp(ip: string): Machine | undefined {

@@ -176,6 +176,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     new SpecInventory(site.spec, {
       unknown: opts.unknown,
       actionFor: (m) => lifecycle.bootAction(m.name),
+      whyLocal: (m) => lifecycle.localReason(m.name),
       onSeen: (mac, via, machine, detail) => {
         if (!machine) {
           store.recordDiscovered(mac, via, detail);

@@ -100,7 +100,7 @@ export function coreRoutes(ctx: HttpContext): Handler {
     if (m) {
       const machine = site.machine(m[1]!);
       if (!machine) return false;
-      const answer = bootAnswer('ipxe', machine.mac, { machine, action: ctx.lifecycle.bootAction(machine.name) });
+      const answer = bootAnswer('ipxe', machine.mac, { machine, action: ctx.lifecycle.bootAction(machine.name), why: ctx.lifecycle.localReason(machine.name) });
       if (answer.kind === 'local') return send(res, 200, answer.body); // a known machine is never 'none'
       ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
       return send(res, 200, site.file(`pxe/ipxe/${machine.name}.ipxe`)!);
@@ -121,6 +121,9 @@ export function coreRoutes(ctx: HttpContext): Handler {
       if (mac && mac !== machine.mac) return refuse(403, 'wrong-mac', `${ip} answers from ${mac}, not ${machine.name}'s NIC`);
       if (!mac) ctx.log.info({ machine: machine.name, from: ip }, 'requester MAC not in the neighbour table (routed segment?): checked by IP only');
       ctx.lifecycle.observe(machine.name, 'config-fetched', 'http', { detail: { path, from: ip } });
+      // A new install (a first one, or one cut short by a power loss) numbers its reports
+      // from 1 again: the installer has no memory of an earlier attempt's seq.
+      if (m[2] === 'install.env') ctx.lifecycle.store.resetSeq(machine.name);
       const type = CONFIG_TYPES[m[2]!]!;
       return send(res, 200, site.file(`machines/${machine.name}/${m[2]}`)!, type);
     }
