@@ -11,6 +11,7 @@
 //
 // The OS is Slipway's node OS (scripts/build-os-image.sh, docs/os-image.md), served from
 // the assets as a rack's provisioner serves `slipway image build`'s output.
+import type { Adjustment } from '../containers/adjustments.ts';
 import { REHEARSAL_PRODUCT_NAME } from '../../catalog/os.ts';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -44,7 +45,12 @@ type VmRun = MachinesRun<VmMachine>;
 
 export class VmEngine implements Engine<VmMachine> {
   readonly name = 'vm';
-  readonly adjustments = [];
+  /** the one thing a rehearsal VM has that a rack machine has not */
+  readonly adjustments: Adjustment[] = [{
+    id: 'rehearsal-console-shell',
+    what: `every VM carries the SMBIOS product name ${REHEARSAL_PRODUCT_NAME}: the node OS gives root a shell on its serial console`,
+    why: 'the checks type into the serial console; a rack machine gets a login prompt there, root locked',
+  }];
   readonly keptMachines = 'the VMs';
   readonly saysKeptRun = false;
   /** one API request may take this long: VMs under TCG answer slowly */
@@ -66,7 +72,6 @@ export class VmEngine implements Engine<VmMachine> {
     notes.push(pre.binaries ? `binaries served from ${pre.binaries}; from the OS image: ${p.fromTree.join(', ')}` : `no Kubernetes binaries served (--no-kubernetes): from the OS image ${p.fromTree.join(', ')}; not offered: ${p.absent.join(', ')} (their units are skipped on the machines and listed per machine)`);
     this.accel = kvmWorks(join(image.dir, 'vmlinuz')) ? 'kvm' : 'tcg';
     notes.push(`VMs run under ${this.accel === 'kvm' ? 'KVM' : 'TCG (software emulation: KVM did not run a guest here)'}, 1 vCPU each`);
-    notes.push(`rehearsal-only: every VM carries the SMBIOS product name ${REHEARSAL_PRODUCT_NAME}, so the node OS gives root a shell on its serial console, which the checks type into; a rack machine gets a login prompt there, root locked`);
     const bundle = join(r.dir, 'bundle.tar');
     await writeRehearsalBundle(bundle, { name: spec.name, kubernetesVersion: spec.kubernetesVersion }, versionProfile(spec.kubernetesVersion).pauseImage);
     notes.push(`OS: Slipway's node OS ${image.dir} (scripts/build-os-image.sh), served as assets os/ (kernel, installer initramfs, disk.img.zst, os.json) as a rack's provisioner serves \`slipway image build\`'s output; every VM's disk is blank (${DISK_BYTES / 1024 ** 3} GiB, nothing written) and the installer writes the image onto it`);
