@@ -54,6 +54,8 @@ export interface VmOptions {
    * firmware goes on to it.
    */
   disk?: string;
+  /** the hardware clock's start (QEMU -rtc base=...), e.g. years off as a new machine's can be */
+  rtc?: string;
 }
 
 let tapCount = 0;
@@ -93,7 +95,7 @@ export class Vm {
       const log = join(o.dir, `${o.name}.serial.log`);
       // A guest that powers off (the test initramfs does when it is done) ends qemu; a
       // reset ends it too instead of booting, and installing, a second time.
-      const extraArgs = ['-no-reboot'];
+      const extraArgs = ['-no-reboot', ...(o.rtc ? ['-rtc', `base=${o.rtc}`] : [])];
       if (o.firmware === 'uefi') {
         if (!existsSync(OVMF_CODE)) throw new Error(`${OVMF_CODE} missing: install Debian's ovmf`);
         const vars = join(o.dir, `${o.name}.OVMF_VARS.fd`);
