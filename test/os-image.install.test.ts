@@ -11,6 +11,7 @@
 //   B  OVMF (UEFI), e1000e NIC, NVMe disk named by its /dev/disk/by-id name: installs;
 //      boots from its disk as a rack machine would: a login prompt on its console, no root shell
 //   C  a corrupt image (one byte flipped mid-file): failed, and the disk has no partition table
+//   G  a disk smaller than the image: failed, nothing written
 //   D  two disks and none named: failed with both listed; nothing written
 //
 // Every wait is bounded; QEMU, udhcpd and the server are killed by PID, the lab namespace
@@ -447,6 +448,26 @@ test('C: a corrupt image (one byte flipped mid-file) fails the machine and leave
     closeSync(fd2);
     assert.ok(head.every((x) => x === 0), 'the first MiB is zeros');
     timings.push(`c (corrupt image): failed at ${secs(failed)}: ${reports.at(-1)!.body.reason.slice(0, 160)}`);
+  } finally {
+    await vm.stop();
+    await prov.stop();
+  }
+});
+
+test('G: a disk smaller than the image: failed with both sizes, nothing written', { skip, timeout: INSTALL_MS }, async () => {
+  const small = blankDisk(join(dir, 'g.raw'), 512 * 1024 * 1024);
+  const prov = new Provisioner(dir, 'g', { diskFile: join(image.dir, 'disk.img.zst') });
+  await prov.start();
+  const vm = new Machine(dir, { name: 'g', mac: '52:54:00:20:30:67', firmware: 'bios', nic: 'virtio', disks: [{ file: small, bus: 'virtio', serial: 'G1' }] }, 1);
+  try {
+    const failed = await vm.waitFor(/slipway-initrd: \S+ FAILED install: disk too small/, INSTALL_MS);
+    await vm.waitExit(60_000);
+    const reports = prov.reports();
+    assert.deepEqual(steps(reports).at(-1), 'failed:disk');
+    assert.match(reports.at(-1)!.body.reason, new RegExp(`disk too small: /dev/vda has ${512 * 1024 * 1024} bytes, the image needs ${image.os.disk.rawSize}`));
+    assert.ok(!reports.some((r) => r.body.state === 'installed'), 'never installed');
+    assert.ok(allZero(small), 'nothing was written');
+    timings.push(`g (disk too small): failed at ${secs(failed)}`);
   } finally {
     await vm.stop();
     await prov.stop();
