@@ -300,7 +300,7 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
 // test files take turns (test/helpers/vm-lock.ts).
 
 const VM_CHECKS = ['installed-from-blank-disk', 'files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
-const VM_HARDWARE = ['BIOS (SeaBIOS), virtio-net NIC, virtio-blk disk', 'UEFI (OVMF), Intel e1000e NIC, AHCI (SATA) disk', 'BIOS (SeaBIOS), Intel e1000e NIC, NVMe disk', 'BIOS (SeaBIOS), virtio-net NIC, AHCI (SATA) disk', 'UEFI (OVMF), virtio-net NIC, NVMe disk'];
+const VM_HARDWARE = ['BIOS (SeaBIOS), virtio-net NIC, virtio-blk disk', 'UEFI (OVMF), Intel e1000e NIC, AHCI (SATA) disk, hardware clock starting 2015-01-01', 'BIOS (SeaBIOS), Intel e1000e NIC, NVMe disk, hardware clock starting 2015-01-01', 'BIOS (SeaBIOS), virtio-net NIC, AHCI (SATA) disk', 'UEFI (OVMF), virtio-net NIC, NVMe disk'];
 
 test('rehearse --engine vm: machines on mixed firmware and hardware install from blank disks through DHCP, iPXE, the installer and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
   const release = await heavyTestTurn('rehearse --engine vm', TURN_MIN * 60_000);

@@ -23,7 +23,10 @@ test('the hardware table: both firmwares, both NICs, all three disk controllers,
   assert.deepEqual(kinds(HARDWARE), want);
   assert.deepEqual(kinds(HARDWARE.slice(0, 3)), want, 'cp1-cp3 alone prove every driver');
   assert.deepEqual(hardwareFor(5), hardwareFor(0), 'more machines than rows: the rows cycle');
-  assert.equal(describeHardware(HARDWARE[1]!), 'UEFI (OVMF), Intel e1000e NIC, AHCI (SATA) disk');
+  assert.equal(describeHardware(HARDWARE[1]!), 'UEFI (OVMF), Intel e1000e NIC, AHCI (SATA) disk, hardware clock starting 2015-01-01');
+  assert.equal(describeHardware(HARDWARE[0]!), 'BIOS (SeaBIOS), virtio-net NIC, virtio-blk disk');
+  // two etcd members start with their clocks years off: etcd-healthy then proves the time path
+  assert.deepEqual(HARDWARE.slice(0, 3).map((h) => h.rtc?.slice(0, 4)), [undefined, '2015', '2015']);
   assert.equal(DISK_BYTES, 8 * 1024 ** 3);
 });
 

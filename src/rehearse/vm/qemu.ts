@@ -360,7 +360,7 @@ export class VmMachine implements RehearsalMachine {
       hub, name: this.m.name, mac: this.m.mac, tap, memoryMiB, accel, serialSocket: this.serialSock, serialLog: this.serialLog, monitor: this.monitor, outlive,
       nicDevice: nicDevice(hardware),
       diskArgs: diskArgs(hardware, this.disk, `slipway-${this.m.name}`),
-      extraArgs: [...firmwareArgs(hardware, this.vars), ...(noReboot ? ['-no-reboot'] : [])],
+      extraArgs: [...firmwareArgs(hardware, this.vars), ...(hardware.rtc ? ['-rtc', `base=${hardware.rtc}`] : []), ...(noReboot ? ['-no-reboot'] : [])],
     });
   }
 
