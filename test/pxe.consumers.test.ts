@@ -333,7 +333,7 @@ describe('PXELINUX and iPXE files', () => {
       'ignition.firstboot',
       'ignition.platform.id=metal',
       `ignition.config.url=${BASE}/machines/cp1/ignition.json`,
-      'flatcar.first_boot=1',
+      `slipway.install=${BASE}/machines/cp1/install.env`,
       `cloud-config-url=${BASE}/machines/cp1/cloud-config.yml`,
       'console=tty0',
       'console=ttyS0,115200n8',
