@@ -3,8 +3,8 @@
 // rehearsal needs and cannot download: the pod sandbox ("pause") under the name the
 // rendered containerd config asks for and a tiny HTTP server for guide 02's smoke test,
 // both built here from Debian's busybox-static (the machines' containerd pulls them
-// through its rendered mirror config), and for the VM engine the stand-in OS's kernel
-// and initramfs as os/ entries, where a Flatcar bundle has Flatcar's. Nothing is fetched.
+// through its rendered mirror config), and optionally an OS's files as os/ entries, as
+// `slipway bundle create` writes the node OS image's. Nothing is fetched.
 import { createHash } from 'node:crypto';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { once } from 'node:events';
@@ -86,7 +86,7 @@ function parts(ref: string): { registry: string; repository: string; tag: string
   return { registry: ref.slice(0, slash), repository: ref.slice(slash + 1, colon), tag: ref.slice(colon + 1) };
 }
 
-/** An OS for the bundle's os/ entries (the VM engine's Debian stand-in): files read from disk. */
+/** An OS for the bundle's os/ entries: files read from disk. */
 export interface BundleOs {
   name: string;
   channel: string;
@@ -97,8 +97,8 @@ export interface BundleOs {
 /**
  * Write the rehearsal's images as a bundle at `path`: the pause image (named `pauseRef`;
  * the sandbox only has to hold its namespaces open: busybox sleeping does that) and the
- * smoke test's HTTP server; with `os`, its boot files under os/ as a Flatcar bundle
- * carries Flatcar's.
+ * smoke test's HTTP server; with `os`, its files under os/ as a real bundle carries the
+ * node OS image's.
  */
 export async function writeRehearsalBundle(path: string, cluster: { name: string; kubernetesVersion: string }, pauseRef: string, os?: BundleOs): Promise<string[]> {
   const images = [

@@ -1,5 +1,5 @@
-// A machine's files as an Ignition spec 3.3 config (Flatcar, Fedora CoreOS, and the
-// Debian stand-in all read it). It carries exactly the machine's root/ tree: regular
+// A machine's files as an Ignition spec 3.3 config (the real Ignition in Slipway's
+// installer applies it to the new root; Flatcar and Fedora CoreOS read the same spec). It carries exactly the machine's root/ tree: regular
 // files with their modes, and the symlinks that enable units.
 import type { File } from '../plan/types.ts';
 
