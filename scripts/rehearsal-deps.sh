@@ -16,3 +16,4 @@ source scripts/install-missing.sh
 install_missing rehearsal-deps "${PKGS[@]}"
 echo "rehearsal-deps: Kubernetes binaries in $(bash scripts/build-kubernetes.sh | tail -1)" >&2
 echo "rehearsal-deps: Debian tree in $(bash scripts/build-rehearsal-tree.sh | tail -1)" >&2
+echo "rehearsal-deps: node OS image in $(bash scripts/build-os-image.sh | tail -1)" >&2
