@@ -57,7 +57,10 @@ const MAX_BODY = 64 * 1024;
 const LIMIT = { depth: 8, keys: 64, items: 256, string: 16 * 1024, key: 128, values: 4096 };
 const ORDER = ['unknown', 'discovered', 'dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined', 'ready'];
 const REPORTABLE = ['installing', 'installed', 'joined', 'ready', 'failed'];
-const moves = (from: string, to: string) => (to === 'failed' ? from !== 'failed' : from !== 'failed' && ORDER.indexOf(to) > ORDER.indexOf(from));
+/** states a machine may report again as progress (the installer's steps; the installed system after the installer) */
+const PROGRESS = ['installing', 'installed'];
+const moves = (from: string, to: string) =>
+  to === 'failed' ? from !== 'failed' : from !== 'failed' && (ORDER.indexOf(to) > ORDER.indexOf(from) || (to === from && PROGRESS.includes(to)));
 
 interface Model {
   name: string;
