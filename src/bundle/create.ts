@@ -16,10 +16,10 @@ import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { access, mkdir, open, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
-import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { destinations, type ArchiveItem, type BundleContents, type FileItem, type ImageFileItem, type ImageItem, type OsImageItem } from './contents.ts';
 import type { OsImage } from '../image/os-image.ts';
+import { sha256File } from '../lib/sha256.ts';
 import { pickDigest } from './checksums.ts';
 import { download, getText } from './http.ts';
 import { upstreamRegistry, type Mirrors } from './mirror.ts';
@@ -74,12 +74,6 @@ interface Planned {
 const AMD64: Platform = { os: 'linux', architecture: 'amd64' };
 const exists = (p: string) => access(p).then(() => true, () => false);
 const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), h);
-  return h.digest('hex');
-}
 
 export const partsDirFor = (output: string) => `${output}.parts`;
 

@@ -3,11 +3,10 @@
 // it against its own os.json, finding the cached build, and the summary people read.
 // The files a bundle carries and serve offers are the catalog's OS_ASSETS.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { OS_ASSETS } from '../catalog/os.ts';
+import { sha256File } from '../lib/sha256.ts';
 
 /** Where the image script caches its builds: $SLIPWAY_CACHE/os-image/<key>/. */
 export const cacheRoot = (env: NodeJS.ProcessEnv = process.env) => join(env.SLIPWAY_CACHE || '/var/cache/slipway', 'os-image');
@@ -80,12 +79,6 @@ export function parseOsJson(text: string, where: string): OsJson {
   if (typeof disk.rawSha256 !== 'string' || !HEX64.test(disk.rawSha256)) throw bad('disk.rawSha256 is not 64 hex digits');
   if (!Array.isArray(o.packages) || !o.packages.every((p) => p && typeof p.name === 'string' && typeof p.version === 'string')) throw bad('packages is not a list of {name, version}');
   return o as OsJson;
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), h);
-  return h.digest('hex');
 }
 
 /**

@@ -2,7 +2,7 @@
 // headers download tools rely on: Range (resumable, parallel), ETag/If-None-Match,
 // Last-Modified, and the file's sha256 (X-Checksum-Sha256 and RFC 3230 Digest) so a
 // machine can check what it got. Digests are computed once per (size, mtime) and cached.
-import { createHash } from 'node:crypto';
+import { sha256File } from '../../lib/sha256.ts';
 import { createReadStream } from 'node:fs';
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
@@ -49,9 +49,7 @@ export class Assets {
     const key = `${f.size}:${f.mtimeMs}`;
     const hit = this.digests.get(f.path);
     if (hit?.key === key) return hit.hex;
-    const h = createHash('sha256');
-    await pipeline(createReadStream(f.path, { highWaterMark: 1 << 20 }), h);
-    const hex = h.digest('hex');
+    const hex = await sha256File(f.path);
     this.digests.set(f.path, { key, hex });
     return hex;
   }
