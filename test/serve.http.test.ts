@@ -31,7 +31,12 @@ before(async () => {
   writeFileSync(join(lab.dir, 'assets/bin/cni/bridge'), 'bridge-binary');
   // an OS image as `slipway image build` lays it out: the compressed disk and its manifest
   writeFileSync(join(lab.dir, 'assets/os/disk.img.zst'), disk);
-  writeFileSync(join(lab.dir, 'assets/os/os.json'), JSON.stringify({ name: 'slipway-debian-12', disk: { file: 'disk.img.zst', sha256: sha256(disk), size: disk.length, rawSize: 1 << 30 } }));
+  writeFileSync(join(lab.dir, 'assets/os/os.json'), JSON.stringify({
+    name: 'slipway-debian-12', version: 'test', packages: [],
+    kernel: { file: 'vmlinuz', sha256: sha256(blob), size: blob.length },
+    initrd: { file: 'initrd.img', sha256: sha256(''), size: 0 },
+    disk: { file: 'disk.img.zst', sha256: sha256(disk), size: disk.length, rawSize: 1 << 30, rawSha256: sha256('raw') },
+  }));
   await lab.start(['--assets', join(lab.dir, 'assets')]);
   // the same state dir: render gives the files serve serves
   rendered = join(lab.dir, 'out');

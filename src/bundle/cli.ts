@@ -9,7 +9,8 @@ import { parseMirrors, MirrorError } from './mirror.ts';
 import { parsePlatform, platformString, type Platform } from './oci/types.ts';
 import { dryRunText, inspectText, plannedFetches, type OsImageSource } from './describe.ts';
 import { progressFor, type Progress } from './progress.ts';
-import { cacheRoot, newestCachedImage, readOsImage, OsImageError, type OsImage } from '../image/os-image.ts';
+import { cacheRoot, newestCachedImage, readOsImage, type OsImage } from '../image/os-image.ts';
+import { OsImageError } from '../catalog/os.ts';
 import type { Mirrors } from './mirror.ts';
 
 export class BundleUsage extends Error {}

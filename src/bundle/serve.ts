@@ -6,7 +6,7 @@
 // and os/os.json read from the tar.
 import type { Logger } from '../serve/log.ts';
 import type { Handler } from '../serve/http/server.ts';
-import type { PinSource } from '../serve/pins.ts';
+import { PIN_TEXT_MAX, type PinSource } from '../serve/pins.ts';
 import { Bundle } from './reader.ts';
 import { registryIndex, registryRoutes } from './registry.ts';
 import { bundleAssetRoutes, sha256sums } from './assets.ts';
@@ -22,9 +22,10 @@ export interface ServedBundle {
 export function bundlePins(bundle: Bundle): PinSource {
   return {
     sha256sums: async (dir) => sha256sums(bundle, dir),
+    digestOf: async (rel) => bundle.files.get(rel)?.sha256,
     async readText(rel) {
       const e = bundle.files.has(rel) ? bundle.entries.get(rel) : undefined;
-      if (!e || e.size > 1 << 20) return undefined;
+      if (!e || e.size > PIN_TEXT_MAX) return undefined;
       return (await bundle.read(e)).toString('utf8');
     },
   };

@@ -9,7 +9,7 @@ import { parseManifestBytes } from './oci/types.ts';
 import { CONTAINERD_NAME, REF_NAME } from './oci/layout.ts';
 import type { Progress } from './progress.ts';
 import { OS_ASSETS } from '../catalog/os.ts';
-import { OsImageError, parseOsJson } from '../image/os-image.ts';
+import { OsImageError, parseOsJson } from '../catalog/os.ts';
 
 export interface Problem {
   path: string;

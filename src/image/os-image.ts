@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { OS_ASSETS } from '../catalog/os.ts';
+import { OS_ASSETS, OsImageError, parseOsJson, type OsJson } from '../catalog/os.ts';
 import { sha256File } from '../lib/sha256.ts';
 
 /** Where the image script caches its builds: $SLIPWAY_CACHE/os-image/<key>/. */
@@ -13,25 +13,6 @@ export const cacheRoot = (env: NodeJS.ProcessEnv = process.env) => join(env.SLIP
 
 /** The files of an image directory `-o DIR` copies (root/, the tree the ext4 was made from, stays in the cache). */
 export const IMAGE_FILES = ['vmlinuz', 'initrd.img', 'disk.img.zst', 'os.json', 'MANIFEST'] as const;
-
-export interface OsFileInfo {
-  file: string;
-  sha256: string;
-  size: number;
-}
-
-/** os.json: the fields Slipway reads (the build writes more: modules, firmware, inputs, buildSeconds). */
-export interface OsJson {
-  name: string;
-  version: string;
-  kernel: OsFileInfo;
-  initrd: OsFileInfo;
-  disk: OsFileInfo & { rawSize: number; rawSha256: string };
-  packages: { name: string; version: string }[];
-  [more: string]: unknown;
-}
-
-export class OsImageError extends Error {}
 
 /** One file of the image as a bundle carries it: OS_ASSETS' path, the file on disk, its digest. */
 export interface OsImageFile {
@@ -47,38 +28,6 @@ export interface OsImage {
   info: OsJson;
   /** kernel, initrd, disk (digests from os.json) and os.json itself (digest of its bytes) */
   files: OsImageFile[];
-}
-
-const HEX64 = /^[0-9a-f]{64}$/;
-const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
-
-/** Parse and check os.json's shape; each problem names the field. */
-export function parseOsJson(text: string, where: string): OsJson {
-  let j: unknown;
-  try {
-    j = JSON.parse(text);
-  } catch (e) {
-    throw new OsImageError(`${where}: not valid JSON (${(e as Error).message})`);
-  }
-  const bad = (what: string) => new OsImageError(`${where}: ${what}`);
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw bad('not a JSON object');
-  const o = j as Record<string, unknown>;
-  for (const k of ['name', 'version'] as const) if (typeof o[k] !== 'string' || o[k] === '') throw bad(`${k} is missing`);
-  const fileInfo = (k: 'kernel' | 'initrd' | 'disk') => {
-    const f = o[k] as Partial<OsFileInfo> | undefined;
-    if (!f || typeof f !== 'object') throw bad(`${k} is missing`);
-    if (typeof f.file !== 'string' || !/^[A-Za-z0-9._-]+$/.test(f.file)) throw bad(`${k}.file is not a file name`);
-    if (typeof f.sha256 !== 'string' || !HEX64.test(f.sha256)) throw bad(`${k}.sha256 is not 64 hex digits`);
-    if (!isCount(f.size)) throw bad(`${k}.size is not a byte count`);
-  };
-  fileInfo('kernel');
-  fileInfo('initrd');
-  fileInfo('disk');
-  const disk = o.disk as Partial<OsJson['disk']>;
-  if (!isCount(disk.rawSize)) throw bad('disk.rawSize is not a byte count');
-  if (typeof disk.rawSha256 !== 'string' || !HEX64.test(disk.rawSha256)) throw bad('disk.rawSha256 is not 64 hex digits');
-  if (!Array.isArray(o.packages) || !o.packages.every((p) => p && typeof p.name === 'string' && typeof p.version === 'string')) throw bad('packages is not a list of {name, version}');
-  return o as OsJson;
 }
 
 /**

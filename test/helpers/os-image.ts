@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { OsJson } from '../../src/image/os-image.ts';
+import type { OsJson } from '../../src/catalog/os.ts';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

@@ -3,6 +3,7 @@
 // Last-Modified, and the file's sha256 (X-Checksum-Sha256 and RFC 3230 Digest) so a
 // machine can check what it got. Digests are computed once per (size, mtime) and cached.
 import { sha256File } from '../../lib/sha256.ts';
+import { PIN_TEXT_MAX, type PinSource } from '../pins.ts';
 import { createReadStream } from 'node:fs';
 import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
@@ -13,7 +14,7 @@ import type { Readable } from 'node:stream';
 
 interface Digest { key: string; hex: string }
 
-export class Assets {
+export class Assets implements PinSource {
   readonly root: string;
   /** only paths under this prefix are served from here (a fallback for another root) */
   readonly prefix: string;
@@ -54,11 +55,17 @@ export class Assets {
     return hex;
   }
 
-  /** A small text file's contents (at most 1 MiB), or undefined. */
+  /** A small text file's contents (at most PIN_TEXT_MAX bytes), or undefined. */
   async readText(rel: string): Promise<string | undefined> {
     const f = await this.resolve(rel);
-    if (!f || f.size > 1 << 20) return undefined;
+    if (!f || f.size > PIN_TEXT_MAX) return undefined;
     return readFile(f.path, 'utf8');
+  }
+
+  /** `rel`'s sha256 if it is a regular file inside the root (cached like the served digests). */
+  async digestOf(rel: string): Promise<string | undefined> {
+    const f = await this.resolve(rel);
+    return f && this.sha256(f);
   }
 
   /** `sha256  name` lines for every regular file under `dir` (relative names), as sha256sum prints them. */
