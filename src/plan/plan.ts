@@ -6,6 +6,7 @@ import type { Secrets } from '../secrets/types.ts';
 import { versionProfile } from '../catalog/versions.ts';
 import type { AssetPins, File, Phase, PhaseContext, Plan } from './types.ts';
 import { installEnv } from './phases/install.ts';
+import { wantedBy } from './systemd.ts';
 import { hostPhase } from './phases/host.ts';
 import { pkiPhase } from './phases/pki.ts';
 import { etcdPhase } from './phases/etcd.ts';
@@ -40,7 +41,7 @@ function enableLinks(files: File[]): File[] {
   for (const f of files) {
     const m = /^\/etc\/systemd\/system\/([^/]+\.service)$/.exec(f.path);
     if (m && !f.link && /^WantedBy=multi-user\.target$/m.test(f.contents))
-      links.push({ path: `/etc/systemd/system/multi-user.target.wants/${m[1]}`, mode: 0o777, contents: '', link: f.path });
+      links.push(wantedBy('multi-user.target', f.path));
   }
   return links;
 }

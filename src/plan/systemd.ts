@@ -2,11 +2,17 @@
 // Flags go on the ExecStart command line (as guide 02 does), one per line, so a
 // person reading the unit on the machine sees exactly what runs.
 
-import { BIN } from './paths.ts';
+import { BIN, UNITS } from './paths.ts';
+import type { File } from './types.ts';
 import { oneLine, Unrenderable, word } from './guard.ts';
 
 /** The line continuation `command` writes between flags; the only line break a value may hold. */
 const CONTINUATION = ' \\\n  ';
+
+/** `systemctl enable` as a file: TARGET.wants/<the unit's name>, a link to the unit at `unitPath`. */
+export function wantedBy(target: string, unitPath: string): File {
+  return { path: `${UNITS}/${target}.wants/${unitPath.slice(unitPath.lastIndexOf('/') + 1)}`, mode: 0o777, contents: '', link: unitPath };
+}
 
 export type UnitValue = string | number | boolean | undefined | (string | number)[];
 export type Section = Record<string, UnitValue>;

@@ -10,7 +10,8 @@ import { ifname } from '../guard.ts';
 import { createHash } from 'node:crypto';
 import { controlPlanes, hasRole, type Machine, type Spec } from '../../spec/types.ts';
 import type { File, Phase } from '../types.ts';
-import { APISERVER_PORT, OS_UNITS, UNITS } from '../paths.ts';
+import { APISERVER_PORT, OS_UNITS } from '../paths.ts';
+import { wantedBy } from '../systemd.ts';
 
 export const HAPROXY_CFG = '/etc/haproxy/haproxy.cfg';
 export const KEEPALIVED_CONF = '/etc/keepalived/keepalived.conf';
@@ -194,7 +195,7 @@ export const haPhase: Phase = {
       { path: KEEPALIVED_CONF, mode: 0o644, contents: keepalivedConf(spec, m) },
       { path: CHECK_SCRIPT, mode: 0o755, contents: checkScript(spec, m) },
       // The OS ships haproxy and keepalived installed but not enabled: enabled here, where their configs are.
-      ...['haproxy.service', 'keepalived.service'].map((u): File => ({ path: `${UNITS}/multi-user.target.wants/${u}`, mode: 0o777, contents: '', link: `${OS_UNITS}/${u}` })),
+      ...['haproxy.service', 'keepalived.service'].map((u) => wantedBy('multi-user.target', `${OS_UNITS}/${u}`)),
     ];
     return files;
   },

@@ -2,7 +2,7 @@
 // take nodes down, guide 03), hostname, /etc/hosts, kernel modules and sysctls that
 // Kubernetes networking needs, swap off, and the operators' SSH keys.
 import { apiHost, controlPlanes, type Machine } from '../../spec/types.ts';
-import { unitFile } from '../systemd.ts';
+import { unitFile, wantedBy } from '../systemd.ts';
 import { ifname, oneLine, word } from '../guard.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { OS_UNITS, UNITS } from '../paths.ts';
@@ -48,7 +48,7 @@ function timeFiles(ctx: PhaseContext): File[] {
   const servers = ctx.spec.ntp.servers.map((s, i) => word(s, `spec.ntp.servers[${i}]`));
   return [
     { path: '/etc/systemd/timesyncd.conf.d/10-slipway.conf', mode: 0o644, contents: `# Slipway: the cluster's NTP servers only.\n[Time]\nNTP=${servers.join(' ')}\nFallbackNTP=\n` },
-    { path: `${UNITS}/sysinit.target.wants/systemd-time-wait-sync.service`, mode: 0o777, contents: '', link: `${OS_UNITS}/systemd-time-wait-sync.service` },
+    wantedBy('sysinit.target', `${OS_UNITS}/systemd-time-wait-sync.service`),
   ];
 }
 
