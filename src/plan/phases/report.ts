@@ -7,6 +7,7 @@ import { unitFile } from '../systemd.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { BIN, KUBELET_CLIENT_CERT, PKI, SLIPWAY, UNITS } from '../paths.ts';
 import { MISSING_LIST } from './node.ts';
+import { REPORT_PATH } from './install.ts';
 
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
 export const FAILURE_UNIT = 'slipway-report-failure@.service';
@@ -16,7 +17,7 @@ export const FAILURE_UNIT = 'slipway-report-failure@.service';
 const script = (ctx: PhaseContext, name: string) => `#!/bin/sh
 # Report this machine's provisioning progress to Slipway: report.sh STATE [REASON] [UNIT]
 set -u
-URL="${provisionerURL(ctx.spec)}/api/v1/report"
+URL="${provisionerURL(ctx.spec)}${REPORT_PATH}"
 TOKEN=$(cat ${SLIPWAY}/report-token)
 SEQ_FILE=/var/lib/slipway/report-seq
 state=$1; reason=\${2:-}; unit=\${3:-}
