@@ -33,6 +33,8 @@ const W1 = '    - name: w1\n      mac: "52:54:00:20:30:21"\n      ip: 10.20.30.2
 const w1 = (extra: string): [string, string] => [W1, W1 + extra];
 const label = (yaml: string): [string, string] => w1(`      labels: {${yaml}}\n`);
 const cp1 = (field: string, value: string): [string | RegExp, string][] => [[/( {6}interface: eth0 .*\n)/, `      ${field}: ${value}\n`]];
+/** a top-level spec field (YAML), added before ssh: */
+const specField = (yaml: string): [string, string][] => [['  ssh:\n', `  ${yaml}\n  ssh:\n`]];
 
 const LABEL_VALUE = /is not valid: expected a Kubernetes label value/;
 const LABEL_KEY = /key .* is not valid: expected a Kubernetes label key/;
@@ -89,10 +91,10 @@ const CASES: Case[] = [
   { name: 'endpoint with a newline (/etc/hosts line)', edits: [['endpoint: k8s-api.lab.local', 'endpoint: "k8s-api.lab.local\\n6.6.6.6 evil"']], path: 'spec.controlPlane.endpoint', message: /"k8s-api\.lab\.local\\n6\.6\.6\.6 evil" is not a DNS name/, at: '"k8s-api' },
   { name: 'endpoint with a space', edits: [['endpoint: k8s-api.lab.local', 'endpoint: "k8s api"']], path: 'spec.controlPlane.endpoint', message: /is not a DNS name/, at: '"k8s api"' },
   // ntp.servers reach timesyncd.conf's NTP= (a space-separated list on one line); os picks what is installed.
-  { name: 'ntp server with a newline (a second timesyncd line)', edits: [['  ssh:\n', '  ntp: {servers: ["10.20.30.2\\nFallbackNTP=evil.example"]}\n  ssh:\n']], path: 'spec.ntp.servers[0]', message: /is not valid: expected an NTP server: an IPv4 address or a DNS name/, at: '"10.20.30.2' },
-  { name: 'ntp server with a space (two servers in one)', edits: [['  ssh:\n', '  ntp: {servers: ["a.example b.example"]}\n  ssh:\n']], path: 'spec.ntp.servers[0]', message: /expected an NTP server/, at: '"a.example b' },
-  { name: 'ntp servers empty', edits: [['  ssh:\n', '  ntp: {servers: []}\n  ssh:\n']], path: 'spec.ntp.servers', message: /must NOT have fewer than 1 items/, at: '[]' },
-  { name: 'an OS that cannot be installed', edits: [['  ssh:\n', '  os: flatcar\n  ssh:\n']], path: 'spec.os', message: /debian-12/, at: 'flatcar' },
+  { name: 'ntp server with a newline (a second timesyncd line)', edits: specField('ntp: {servers: ["10.20.30.2\\nFallbackNTP=evil.example"]}'), path: 'spec.ntp.servers[0]', message: /is not valid: expected an NTP server: an IPv4 address or a DNS name/, at: '"10.20.30.2' },
+  { name: 'ntp server with a space (two servers in one)', edits: specField('ntp: {servers: ["a.example b.example"]}'), path: 'spec.ntp.servers[0]', message: /expected an NTP server/, at: '"a.example b' },
+  { name: 'ntp servers empty', edits: specField('ntp: {servers: []}'), path: 'spec.ntp.servers', message: /must NOT have fewer than 1 items/, at: '[]' },
+  { name: 'an OS that cannot be installed', edits: specField('os: flatcar'), path: 'spec.os', message: /debian-12/, at: 'flatcar' },
   { name: 'endpoint with an underscore', edits: [['endpoint: k8s-api.lab.local', 'endpoint: k8s_api.lab']], path: 'spec.controlPlane.endpoint', message: /is not a DNS name/, at: 'k8s_api' },
   { name: 'dnsDomain with a newline', edits: [['dnsDomain: cluster.local', 'dnsDomain: "cluster.local\\nx"']], path: 'spec.network.dnsDomain', message: /is not a DNS name/, at: '"cluster.local\\nx"' },
   { name: 'dnsDomain with a semicolon', edits: [['dnsDomain: cluster.local', 'dnsDomain: "cluster.local;"']], path: 'spec.network.dnsDomain', message: /is not a DNS name/, at: '"cluster.local;"' },
