@@ -24,7 +24,8 @@ import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, 
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab } from './helpers/serve.ts';
-import { qemuClusterFile, missingForQemu, OVMF_CODE, OVMF_VARS } from './helpers/qemu.ts';
+import { qemuClusterFile, missingForQemu, OVMF_VARS } from './helpers/qemu.ts';
+import { ovmfArgs } from '../src/rehearse/vm/hardware.ts';
 import { heavyTestTurn } from './helpers/vm-lock.ts';
 import { addTap, delTap, QEMU } from '../src/rehearse/vm/qemu.ts';
 import { startRouterAdverts } from '../src/rehearse/lab/router-adverts.ts';
@@ -198,7 +199,7 @@ class Machine {
     if (o.firmware === 'uefi') {
       const vars = join(dir, `${o.name}.OVMF_VARS.fd`);
       if (!existsSync(vars)) copyFileSync(OVMF_VARS, vars);
-      args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`);
+      args.push(...ovmfArgs(vars));
     }
     if (o.rtc2015) args.push('-rtc', 'base=2015-01-01T00:00:00');
     if (!o.rackMachine) args.push(...rehearsalSmbios());

@@ -18,6 +18,7 @@
 //
 // The VM runs inside the hub namespace, where br0 and its tap are. stop() kills qemu by
 // its PID and deletes the tap; Netns.close() would kill it too.
+import { OVMF_CODE, OVMF_VARS, ovmfArgs } from '../../src/rehearse/vm/hardware.ts';
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync, type ChildProcess } from 'node:child_process';
@@ -29,9 +30,8 @@ import { EXAMPLE_HA, slipway } from './cli.ts';
 import { IGNITION_BIN, installBootImage, testBootImage, treeDigest, type BootImage } from './initramfs.ts';
 
 export { QEMU };
-/** Debian ovmf: UEFI code (read-only) and the template for a VM's own variable store. */
-export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+/** Debian ovmf: UEFI code (read-only) and the template for a VM's own variable store (the rehearsal's). */
+export { OVMF_CODE, OVMF_VARS };
 
 export interface VmOptions {
   /** for the log file's name and qemu's -name */
@@ -100,10 +100,7 @@ export class Vm {
         if (!existsSync(OVMF_CODE)) throw new Error(`${OVMF_CODE} missing: install Debian's ovmf`);
         const vars = join(o.dir, `${o.name}.OVMF_VARS.fd`);
         copyFileSync(OVMF_VARS, vars);
-        extraArgs.push(
-          '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
-          '-drive', `if=pflash,format=raw,unit=1,file=${vars}`,
-        );
+        extraArgs.push(...ovmfArgs(vars));
         // OvmfPkg/RUNTIME_CONFIG.md: without PXE the NIC's first boot option is UEFI HTTPv4
         if (o.httpBoot) extraArgs.push('-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=no', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=no');
       } else if (o.httpBoot) throw new Error('httpBoot needs firmware: uefi');

@@ -88,6 +88,8 @@ export function diskArgs(h: Hardware, file: string, serial: string): string[] {
 
 /** The firmware's QEMU arguments: nothing for SeaBIOS (QEMU's default), OVMF's code and the VM's own variable store. */
 export function firmwareArgs(h: Hardware, vars: string): string[] {
-  if (h.firmware === 'bios') return [];
-  return ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`];
+  return h.firmware === 'bios' ? [] : ovmfArgs(vars);
 }
+
+/** OVMF as QEMU's flash: the code read-only, `vars` (a VM's own copy of OVMF_VARS) writable. */
+export const ovmfArgs = (vars: string): string[] => ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`];
