@@ -68,6 +68,16 @@ Commands:
   bundle   inspect BUNDLE.tar [--json]
                                    list a bundle's files and images
   bundle   verify BUNDLE.tar       re-check every digest; exit 1 naming each bad entry
+  etcd     snapshot -f FILE -o FILE.db [--state DIR]
+                                   a consistent etcd snapshot over TLS from the provisioner (0600,
+                                   atomic); prints its revision, key count, hash and sha256
+  etcd     status FILE.db          what etcdctl snapshot status says of a snapshot; refuses other files
+  certs    check -f FILE [--state DIR] [--window DAYS]
+                                   the certificates the machines serve (apiserver, etcd, kubelet, the
+                                   VIP) and the state holds: not-after, days left, CA; exit 1 when
+                                   one is within DAYS (default 30), expired or unreadable
+  certs    renew -f FILE [--state DIR] (ID ... | --all)
+                                   re-issue leaf certificates in the state (never a CA)
 
 Exit codes: 0 ok, 1 invalid input or failure, 2 usage error, 3 plan has changes.
 State (CAs, keys, tokens) lives in --state, default .slipway/ beside the cluster file.`;
@@ -291,6 +301,26 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       return await imageCommand(argv, { out, err, uid: process.getuid?.() ?? 0 });
     } catch (e) {
       if (e instanceof ImageUsage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async etcd(argv) {
+    const { etcdCommand, Day2Usage } = await import('./day2.ts');
+    try {
+      return await etcdCommand(argv, { out, err, load, stateDirFor });
+    } catch (e) {
+      if (e instanceof Day2Usage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async certs(argv) {
+    const { certsCommand, Day2Usage } = await import('./day2.ts');
+    try {
+      return await certsCommand(argv, { out, err, load, stateDirFor });
+    } catch (e) {
+      if (e instanceof Day2Usage) throw new UsageError(e.message);
       throw e;
     }
   },

@@ -186,6 +186,8 @@ interface LeafContext {
   issuer: (id: string) => Promise<Issuer>;
   log: Log;
   w: Writer;
+  /** leaves to reissue whatever their state (`slipway certs renew`) */
+  renew: ReadonlySet<string>;
 }
 
 async function reconcileLeaf(ctx: LeafContext, def: CertDef): Promise<LeafResult> {
@@ -256,6 +258,7 @@ async function ensureCas(w: Writer, pki: string, cas: CertDef[], existing: Map<s
 /**
  * Brings <state>/pki in line with the certificate list. `existingCas` must come from
  * readCa() for every CA row, so all refusals happen before this writes anything.
+ * `renew`: leaves reissued even when still good; a CA or an unknown id is refused.
  */
 export async function reconcilePki(
   w: Writer,
@@ -265,9 +268,14 @@ export async function reconcilePki(
   alg: KeyAlgorithm,
   now: number,
   log: Log,
+  renew: ReadonlySet<string> = new Set(),
 ): Promise<Certs> {
   const caDefs = defs.filter((d) => d.isCA);
   const leafDefs = defs.filter((d) => !d.isCA);
+  for (const id of renew) {
+    if (caDefs.some((d) => d.id === id)) throw new Error(`${id} is a CA: Slipway renews leaf certificates only (a new CA invalidates every certificate and kubeconfig signed by the old one); rotate a CA by hand`);
+    if (!leafDefs.some((d) => d.id === id)) throw new Error(`no certificate ${JSON.stringify(id)} in this cluster; the leaves are: ${leafDefs.map((d) => d.id).join(', ')}`);
+  }
   const { index: oldIndex, text: oldIndexText } = await readIndex(pki, log);
   const { loaded, issuer, created } = await ensureCas(w, pki, caDefs, existingCas, alg, now);
   const caX509 = (id: string): X509Certificate => {
@@ -275,7 +283,7 @@ export async function reconcilePki(
     if (!ca) throw new Error(`certificate list names unknown CA ${id}`);
     return ca.x509;
   };
-  const ctx: LeafContext = { pki, alg, now, index: oldIndex, caX509, issuer, log, w };
+  const ctx: LeafContext = { pki, alg, now, index: oldIndex, caX509, issuer, log, w, renew };
   const leaves = await Promise.all(leafDefs.map((def) => reconcileLeaf(ctx, def)));
 
   if (created.length === caDefs.length) {

@@ -19,6 +19,8 @@ export interface StoreOptions {
   log?: Log;
   /** clock in ms since the epoch; tests move it to age certificates */
   now?: number;
+  /** leaf certificate ids to reissue even if still good (`slipway certs renew`); never a CA */
+  renew?: ReadonlySet<string>;
 }
 
 async function reconcileTokenFile(w: Writer, file: string, text: string | undefined, machines: string[], log: Log): Promise<Tokens> {
@@ -55,7 +57,7 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
 
   if (await w.privateDir(stateDir)) log(`${stateDir} was readable by others; set it to 0700`);
   await w.privateDir(pki);
-  const certs = await reconcilePki(w, pki, defs, cas, alg, now, log);
+  const certs = await reconcilePki(w, pki, defs, cas, alg, now, log, opts.renew);
   const serviceAccount = await ensureServiceAccount(w, pki, saKey, alg, log);
   const tokens = await reconcileTokenFile(w, tokensFile, tokensText, spec.machines.map((m) => m.name), log);
   return { certs, serviceAccount, ...tokens };

@@ -1,0 +1,111 @@
+// `slipway etcd ...` and `slipway certs ...`: day-2 operations on a running cluster from
+// the provisioner, with the credentials of the state directory. Thin: flags, the core
+// in src/day2/, printing, exit codes (0 ok, 1 failure or something due, 2 usage).
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Spec } from '../spec/types.ts';
+
+export class Day2Usage extends Error {}
+
+export interface Day2Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** reads and checks a cluster file, printing its problems; undefined when invalid */
+  load: (file: string) => Promise<Spec | undefined>;
+  stateDirFor: (file: string, state: unknown) => string;
+}
+
+function flags<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, positionals = false) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: positionals, strict: true as const });
+  } catch (e) {
+    throw new Day2Usage((e as Error).message);
+  }
+}
+
+function need(v: unknown, flag: string): string {
+  if (typeof v !== 'string' || v === '') throw new Day2Usage(`missing ${flag}`);
+  return v;
+}
+
+const hex = (n: number) => n.toString(16).padStart(8, '0');
+
+export async function etcdCommand(argv: string[], io: Day2Io): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'snapshot') {
+    const { values: a } = flags(rest, { file: { type: 'string', short: 'f' }, out: { type: 'string', short: 'o' }, state: { type: 'string' } });
+    const file = need(a.file, '-f FILE');
+    const out = resolve(need(a.out, '-o FILE.db'));
+    const spec = await io.load(file);
+    if (!spec) return 1;
+    const { etcdClientTls, memberEndpoints, takeSnapshot } = await import('../day2/etcd.ts');
+    const tls = await etcdClientTls(io.stateDirFor(file, a.state));
+    const t0 = Date.now();
+    const r = await takeSnapshot(memberEndpoints(spec), tls, out, io.err);
+    io.out(`snapshot ${r.file} from ${r.member} (${r.url}) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    io.out(`  revision ${r.revision}, ${r.totalKey} keys, hash ${hex(r.hash)} (etcdctl snapshot status), ${r.bytes} bytes`);
+    io.out(`  sha256 ${r.sha256}`);
+    return 0;
+  }
+  if (sub === 'status') {
+    const { positionals } = flags(rest, {}, true);
+    if (positionals.length !== 1) throw new Day2Usage('etcd status takes one FILE.db');
+    const f = positionals[0]!;
+    let data: Buffer;
+    try {
+      data = await readFile(f);
+    } catch (e) {
+      throw new Day2Usage(`cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const { snapshotStatus } = await import('../day2/snapshot-file.ts');
+    const s = snapshotStatus(data, f);
+    const { createHash } = await import('node:crypto');
+    io.out(`${f}: revision ${s.revision}, ${s.totalKey} keys, hash ${hex(s.hash)}, ${s.totalSize} bytes${s.checksummed ? ', sha256 trailer ok' : ' (no sha256 trailer: a copy of a data directory\'s db, not a snapshot stream)'}`);
+    io.out(`  sha256 ${createHash('sha256').update(data).digest('hex')}`);
+    return 0;
+  }
+  throw new Day2Usage(sub ? `unknown etcd command "${sub}" (snapshot, status)` : 'etcd needs a command: snapshot, status');
+}
+
+export async function certsCommand(argv: string[], io: Day2Io): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'check') {
+    const { values: a } = flags(rest, { file: { type: 'string', short: 'f' }, state: { type: 'string' }, window: { type: 'string' } });
+    const file = need(a.file, '-f FILE');
+    const window = a.window === undefined ? 30 : Number(a.window);
+    if (!Number.isInteger(window) || window < 0) throw new Day2Usage('--window must be a whole number of days');
+    const spec = await io.load(file);
+    if (!spec) return 1;
+    const stateDir = io.stateDirFor(file, a.state);
+    const { checkServed, checkState, dueReason, endpoints, formatTable, readCas } = await import('../day2/certs.ts');
+    const { etcdClientTls } = await import('../day2/etcd.ts');
+    const cas = await readCas(stateDir);
+    const tls = await etcdClientTls(stateDir);
+    const now = Date.now();
+    const rows = [...(await checkServed(endpoints(spec), cas, tls, now)), ...(await checkState(stateDir, spec, cas, now))];
+    io.out(formatTable(rows, window));
+    const bad = rows.filter((r) => dueReason(r, window));
+    if (bad.length) {
+      io.out(`${bad.length} of ${rows.length} certificates need attention (renewal window ${window} days): slipway certs renew -f ${file} --all, then deliver them`);
+      return 1;
+    }
+    io.out(`all ${rows.length} certificates have more than ${window} days left`);
+    return 0;
+  }
+  if (sub === 'renew') {
+    const { values: a, positionals: ids } = flags(rest, { file: { type: 'string', short: 'f' }, state: { type: 'string' }, all: { type: 'boolean' } }, true);
+    const file = need(a.file, '-f FILE');
+    if (!a.all && !ids.length) throw new Day2Usage('certs renew needs certificate ids or --all');
+    if (a.all && ids.length) throw new Day2Usage('certs renew takes ids or --all, not both');
+    const spec = await io.load(file);
+    if (!spec) return 1;
+    const { renewCertificates } = await import('../day2/renew.ts');
+    const r = await renewCertificates(io.stateDirFor(file, a.state), spec, a.all ? 'all' : ids, io.err);
+    for (const c of r.renewed) io.out(`renewed ${c.id}: not after ${c.notAfter.toISOString()} (was ${c.before.toISOString()})`);
+    io.out(`${r.renewed.length} leaf certificates re-issued in ${r.pki}; the CAs are unchanged.`);
+    io.out('Not delivered yet: the machines still serve the old certificates until they get the new files (see docs/day2.md, "Renewing certificates").');
+    return 0;
+  }
+  throw new Day2Usage(sub ? `unknown certs command "${sub}" (check, renew)` : 'certs needs a command: check, renew');
+}
