@@ -68,6 +68,7 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
     if (!this.machines.has(name)) return undefined;
     const ev = this.store.transition(name, 'unknown', by, () => true, { reason: 'reprovision' });
     this.store.resetSeq(name);
+    this.store.forgetHostKey(name); // its new disk makes new host keys, pinned at its next install
     if (ev) this.emit('event', ev);
     return ev;
   }

@@ -7,13 +7,16 @@
 //   <state>/pki/sa.key    0600   service-account signing key; sa.pub 0644 (SPKI)
 //   <state>/pki/index.json 0644 definition each leaf was issued from (decides reissues)
 //   <state>/tokens.json   0600   bootstrap token, encryption key, machine tokens
+//   <state>/ssh/provisioner      0600  the provisioner's SSH key (OpenSSH format; `apply`)
+//   <state>/ssh/provisioner.pub  0644  its public line, in every machine's authorized_keys
 import { join } from 'node:path';
 import type { Spec } from '../spec/types.ts';
 import type { Secrets } from './types.ts';
 import { certList } from './certlist.ts';
 import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type LoadedCa, type Log } from './pki.ts';
 import { checkTokens, parseTokens, reconcileTokens, formatTokens, newMachineToken, type Tokens } from './tokens.ts';
-import { SECRET_MODE, dryRunWriter, diskWriter, othersCanRead, readIfExists, type Writer } from './fs.ts';
+import { newSshKey, parseSshKey } from './ssh-key.ts';
+import { PUBLIC_MODE, SECRET_MODE, dryRunWriter, diskWriter, othersCanRead, readIfExists, type Writer } from './fs.ts';
 
 export interface StoreOptions {
   log?: Log;
@@ -36,6 +39,24 @@ async function reconcileTokenFile(w: Writer, file: string, text: string | undefi
   return tokens;
 }
 
+/** Where the provisioner's SSH private key lives (`slipway apply` connects with it). */
+export const provisionerKeyPath = (stateDir: string): string => join(stateDir, 'ssh', 'provisioner');
+
+/** Created once; never replaced (every installed machine trusts it), a damaged one is refused. */
+async function ensureProvisionerKey(w: Writer, file: string, text: string | undefined, log: Log): Promise<string> {
+  if (text !== undefined) {
+    const { publicKey } = parseSshKey(text, file);
+    if ((await readIfExists(`${file}.pub`)) !== publicKey + '\n') await w.write(`${file}.pub`, publicKey + '\n', PUBLIC_MODE);
+    if (await w.tighten(file)) log(`${file} was readable by others; set it to 0600`);
+    return publicKey;
+  }
+  const key = newSshKey();
+  await w.write(file, key.privateKey, SECRET_MODE);
+  await w.write(`${file}.pub`, key.publicKey + '\n', PUBLIC_MODE);
+  log(`created ${file} (the provisioner's SSH key)`);
+  return key.publicKey;
+}
+
 async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: StoreOptions): Promise<Secrets> {
   const log = opts.log ?? (() => {});
   const now = opts.now ?? Date.now();
@@ -54,13 +75,18 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const saKey = await readServiceAccountKey(pki, alg);
   const tokensText = await readIfExists(tokensFile);
   checkTokens(parseTokens(tokensText, tokensFile), tokensFile);
+  const sshKeyFile = provisionerKeyPath(stateDir);
+  const sshKeyText = await readIfExists(sshKeyFile);
+  if (sshKeyText !== undefined) parseSshKey(sshKeyText, sshKeyFile);
 
   if (await w.privateDir(stateDir)) log(`${stateDir} was readable by others; set it to 0700`);
   await w.privateDir(pki);
   const certs = await reconcilePki(w, pki, defs, cas, alg, now, log, opts.renew);
   const serviceAccount = await ensureServiceAccount(w, pki, saKey, alg, log);
   const tokens = await reconcileTokenFile(w, tokensFile, tokensText, spec.machines.map((m) => m.name), log);
-  return { certs, serviceAccount, ...tokens };
+  await w.privateDir(join(stateDir, 'ssh'));
+  const provisionerSshKey = await ensureProvisionerKey(w, sshKeyFile, sshKeyText, log);
+  return { certs, serviceAccount, ...tokens, provisionerSshKey };
 }
 
 /** A Writer that only records, in order, what it would do; `replay` then does it on disk. */

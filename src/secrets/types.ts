@@ -24,4 +24,6 @@ export interface Secrets {
   encryptionKey: string;
   /** per-machine token a machine uses to report its progress to the provisioner */
   machineTokens: Record<string, string>;
+  /** the provisioner's SSH public key line (its private key stays in <state>/ssh/provisioner) */
+  provisionerSshKey: string;
 }

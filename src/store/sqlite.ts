@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS discovered (
   detail     TEXT
 );
 CREATE INDEX IF NOT EXISTS discovered_last_seen ON discovered(last_seen);
+CREATE TABLE IF NOT EXISTS host_keys (
+  machine TEXT PRIMARY KEY,
+  key     TEXT NOT NULL,
+  at      TEXT NOT NULL
+);
 `;
 
 interface EventRow { id: number; machine: string; from: string; to: string; at: string; source: string; reason: string | null; detail: string | null }
@@ -90,6 +95,9 @@ export class SqliteStore implements Store {
       discovered: this.db.prepare('SELECT mac, first_seen, last_seen, via, detail FROM discovered WHERE last_seen >= ? AND mac > ? ORDER BY mac LIMIT ?'),
       pruneOld: this.db.prepare('DELETE FROM discovered WHERE last_seen < ?'),
       pruneExtra: this.db.prepare('DELETE FROM discovered WHERE mac IN (SELECT mac FROM discovered ORDER BY last_seen DESC, mac LIMIT -1 OFFSET ?)'),
+      hostKey: this.db.prepare('SELECT key FROM host_keys WHERE machine = ?'),
+      pinHostKey: this.db.prepare('INSERT INTO host_keys(machine, key, at) VALUES (?, ?, ?) ON CONFLICT(machine) DO NOTHING'),
+      forgetHostKey: this.db.prepare('DELETE FROM host_keys WHERE machine = ?'),
       recentSizes: this.db.prepare('SELECT id, length(detail) AS size FROM events WHERE machine = ? AND id < ? ORDER BY id DESC LIMIT ?'),
       eventsFrom: this.db.prepare('SELECT id, machine, "from", "to", at, source, reason, detail FROM events WHERE machine = ? AND id >= ? AND id < ? ORDER BY id'),
       eventsFromBare: this.db.prepare('SELECT id, machine, "from", "to", at, source, reason, NULL AS detail FROM events WHERE machine = ? AND id >= ? AND id < ? ORDER BY id'),
@@ -186,6 +194,20 @@ export class SqliteStore implements Store {
 
   resetSeq(machine: string): void {
     this.q.resetSeq!.run(machine);
+  }
+
+  hostKey(machine: string): string | undefined {
+    return (this.q.hostKey!.get(machine) as { key: string } | undefined)?.key;
+  }
+
+  pinHostKey(machine: string, key: string): string {
+    // One statement: the first key wins, whatever arrives at the same time.
+    this.q.pinHostKey!.run(machine, key, new Date().toISOString());
+    return this.hostKey(machine)!;
+  }
+
+  forgetHostKey(machine: string): void {
+    this.q.forgetHostKey!.run(machine);
   }
 
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void {

@@ -67,6 +67,15 @@ export interface Store {
    * Rejects, from then on, once a sync failed.
    */
   durable(): Promise<void>;
+  /** the SSH host key (public line) pinned for a machine at install, if any */
+  hostKey(machine: string): string | undefined;
+  /**
+   * Pins `key` as the machine's SSH host key unless one is pinned already; returns the
+   * pinned one (so a caller sees a mismatch). `slipway apply` trusts only the pinned key.
+   */
+  pinHostKey(machine: string, key: string): string;
+  /** forget a machine's host key (reprovisioned: its new disk makes new keys) */
+  forgetHostKey(machine: string): void;
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void;
   /** unknown MACs seen at or after `seenSince` (ISO time), by MAC, after the MAC `after`; at most `limit` */
   discovered(opts?: { seenSince?: string; after?: string; limit?: number }): Discovered[];

@@ -12,5 +12,6 @@ export function fakeSecrets(spec: Spec): Secrets {
     bootstrapToken: { id: 'abcdef', secret: '0123456789abcdef' },
     encryptionKey: 'a2V5',
     machineTokens: Object.fromEntries(spec.machines.map((m) => [m.name, `token-${m.name}`])),
+    provisionerSshKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoV7irw7un7QlJFAtFficETkA8oSUkSqFvoIXTO3CUY slipway-provisioner',
   };
 }

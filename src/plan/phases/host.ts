@@ -78,8 +78,10 @@ export const hostPhase: Phase = {
         }),
       },
     ];
-    if (ctx.spec.ssh.authorizedKeys.length)
-      files.push({ path: '/root/.ssh/authorized_keys', mode: 0o600, contents: ctx.spec.ssh.authorizedKeys.map((k, i) => oneLine(k.trim(), `authorized_keys (key ${i + 1})`)).join('\n') + '\n' });
+    // The operators' keys, then the provisioner's own (`slipway apply` delivers with it).
+    const keys = ctx.spec.ssh.authorizedKeys.map((k, i) => oneLine(k.trim(), `authorized_keys (key ${i + 1})`));
+    keys.push(oneLine(ctx.secrets.provisionerSshKey, "authorized_keys (the provisioner's key)"));
+    files.push({ path: '/root/.ssh/authorized_keys', mode: 0o600, contents: keys.join('\n') + '\n' });
     files.push(...timeFiles(ctx));
     return files;
   },

@@ -11,6 +11,8 @@ import { REPORT_PATH } from './install.ts';
 
 export const REPORT_SCRIPT = `${SLIPWAY}/report.sh`;
 export const FAILURE_UNIT = 'slipway-report-failure@.service';
+/** The node OS makes it at a machine's first boot (slipway-ssh-hostkeys.service). */
+export const HOST_KEY_PUB = '/etc/ssh/ssh_host_ed25519_key.pub';
 
 // POSIX sh, sed, tr and curl only (the node OS carries no python or jq). JSON strings are escaped
 // by sed: backslash, quote, tab, newline; other control characters dropped.
@@ -34,7 +36,12 @@ if [ -n "$unit" ]; then
   logs=$(journalctl -u "$unit" -n 20 --no-pager -o cat 2>/dev/null | tail -c 8000)
   detail=", \\"detail\\": {\\"unit\\": \\"$(esc "$unit")\\", \\"logs\\": \\"$(esc "$logs")\\"}"
 fi
-body="{\\"machine\\": \\"${name}\\", \\"state\\": \\"$state\\", \\"seq\\": $seq, \\"reason\\": \\"$(esc "$reason")\\"$detail}"
+# installed: with this system's SSH host key, which serve pins for \`slipway apply\`
+hostkey=""
+if [ "$state" = installed ] && [ -s ${HOST_KEY_PUB} ]; then
+  hostkey=", \\"hostKey\\": \\"$(cut -d' ' -f1,2 ${HOST_KEY_PUB})\\""
+fi
+body="{\\"machine\\": \\"${name}\\", \\"state\\": \\"$state\\", \\"seq\\": $seq, \\"reason\\": \\"$(esc "$reason")\\"$detail$hostkey}"
 curl -fsS --retry 10 --retry-delay 3 --retry-connrefused -m 10 -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' --data-binary "$body" "$URL" >/dev/null
 `;
 
@@ -46,6 +53,8 @@ const progress = (ctx: PhaseContext, name: string) => `#!/bin/sh
 set -u
 R=${REPORT_SCRIPT}
 systemctl is-active --quiet slipway-binaries.service || systemctl start slipway-binaries.service || { $R failed "binaries could not be fetched" slipway-binaries.service; exit 1; }
+# The installed report carries the SSH host key (made at first boot, before ssh.service).
+for i in $(seq 30); do [ -s ${HOST_KEY_PUB} ] && break; sleep 2; done
 missing=$(cat ${MISSING_LIST} 2>/dev/null || true)
 if [ -n "$missing" ]; then
   $R installed "not in the provisioner's assets: $missing (the units that run them do not start)"

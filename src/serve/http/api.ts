@@ -38,6 +38,9 @@ export const REPORT_RATE = 5;
 const REPLAY_PAGE = 50;
 /** a stream whose client lets more than this pile up unread is closed (it resumes with Last-Event-ID) */
 const MAX_STREAM_BACKLOG = 8 * 1024 * 1024;
+/** An installed machine's SSH host key as report.sh sends it (the type and the key, no comment). */
+const HOST_KEY = /^ssh-ed25519 [A-Za-z0-9+/]{68}$/;
+
 /** States a machine may report about itself; the servers observe the earlier ones. */
 const REPORTABLE: State[] = ['installing', 'installed', 'joined', 'ready', 'failed'];
 const OPENAPI = new URL('../../../docs/openapi.yaml', import.meta.url);
@@ -362,7 +365,7 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       if (!req.complete) res.setHeader('Connection', 'close'); // the rest of the body was not read: the connection cannot be reused
       return bad(`report larger than ${MAX_REPORT_BYTES} bytes`);
     }
-    let r: { state?: unknown; seq?: unknown; reason?: unknown; detail?: unknown };
+    let r: { state?: unknown; seq?: unknown; reason?: unknown; detail?: unknown; hostKey?: unknown };
     try {
       r = JSON.parse(body.toString('utf8')) as typeof r;
     } catch {
@@ -377,6 +380,7 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const why = r.detail === undefined ? undefined : checkDetail(r.detail);
     if (why) return bad(why);
     if (r.state === 'failed' && !r.reason) return bad('a failed report needs a reason');
+    if (r.hostKey !== undefined && (r.state !== 'installed' || typeof r.hostKey !== 'string' || !HOST_KEY.test(r.hostKey))) return bad('hostKey must be an installed report\'s "ssh-ed25519 AAAA..." line');
     if (!takeToken(name)) {
       reports.inc({ outcome: 'throttled' });
       quiet(`report ${name}`, (x) => ctx.log.warn({ machine: name, ...x }, 'reports too fast: throttled'));
@@ -385,6 +389,15 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     }
     // Replays (an old report sent again) carry a seq the machine already used.
     if (!ctx.store.acceptSeq(name, r.seq)) return bad(`seq ${r.seq} was already used: replayed report`);
+    // The host key `slipway apply` will trust: the first one reported after (re)provisioning
+    // wins; a different one later is refused, since only a reprovision makes new keys.
+    if (typeof r.hostKey === 'string') {
+      const pinned = ctx.store.pinHostKey(name, r.hostKey);
+      if (pinned !== r.hostKey) {
+        quiet(`hostkey ${name}`, (x) => ctx.log.warn({ machine: name, ...x }, 'host key differs from the one pinned at install'));
+        return bad('hostKey differs from the one pinned when this machine was installed: reprovision it to pin a new one');
+      }
+    }
     const extra = { reason: r.reason as string | undefined, detail: { ...(r.detail as Record<string, unknown> | undefined), from: clientIp(req), seq: r.seq } };
     const ev = r.state === 'failed' ? ctx.lifecycle.fail(name, extra.reason!, 'machine', extra.detail) : ctx.lifecycle.observe(name, r.state, 'machine', extra);
     await ctx.store.durable(); // acknowledged means on disk (the fsync runs off this thread)
