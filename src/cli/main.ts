@@ -3,17 +3,17 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { parseClusterFile, hasErrors } from '../spec/parse.ts';
+import { parseClusterFile, hasErrors, locateProblems } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import { ClusterFileSchema } from '../spec/schema.ts';
 import { EXAMPLES, type ExampleShape } from '../spec/examples.ts';
 import { provisionerURL, type Spec } from '../spec/types.ts';
-import { buildPlan } from '../plan/plan.ts';
+import { AdditionConflict, buildPlan, originPath } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { readTree, writeTreeAtomic } from '../render/write.ts';
 import { diffTrees } from '../render/diff.ts';
 import { stageSecrets, previewSecrets } from '../secrets/store.ts';
-import type { AssetPins } from '../plan/types.ts';
+import type { AssetPins, Plan } from '../plan/types.ts';
 import { Assets } from '../serve/http/assets.ts';
 import { readPins, type PinNote } from '../serve/pins.ts';
 
@@ -131,12 +131,25 @@ async function renderPins(dir: string | undefined): Promise<AssetPins | undefine
 }
 
 /** -f FILE -o DIR [--state DIR] [--assets DIR], shared by render and plan; undefined when the file is invalid. */
-async function renderInputs(argv: string[]): Promise<{ spec: Spec; dir: string; stateDir: string; pins?: AssetPins } | undefined> {
+async function renderInputs(argv: string[]): Promise<{ spec: Spec; file: string; dir: string; stateDir: string; pins?: AssetPins } | undefined> {
   const a = args(argv, renderOpts);
   const file = need(a.file, '-f FILE');
   const dir = need(a.out, '-o DIR');
   const spec = await load(file);
-  return spec && { spec, dir, stateDir: stateDirFor(file, a.state), pins: await renderPins(a.assets) };
+  return spec && { spec, file, dir, stateDir: stateDirFor(file, a.state), pins: await renderPins(a.assets) };
+}
+
+/** A file the operator adds that Slipway also renders (issue 20): said at the entry's FILE:LINE:COL, exit 1, nothing written. */
+class Refused extends Error {}
+async function planOrConflict(file: string, plan: () => Plan): Promise<Plan> {
+  try {
+    return plan();
+  } catch (e) {
+    if (!(e instanceof AdditionConflict)) throw e;
+    const [p] = locateProblems(await readFile(file, 'utf8'), file, [{ severity: 'error', path: originPath(e.origin), message: e.message.slice(e.origin.length + 2) }]);
+    err(formatProblem(p!));
+    throw new Refused();
+  }
 }
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
@@ -155,7 +168,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     // The whole plan first, the state directory after: a file that cannot be rendered
     // must not leave a CA or tokens behind (a CA is never replaced silently later).
     const staged = await stageSecrets(r.stateDir, spec, { log: err });
-    const tree = planTree(buildPlan(spec, staged.secrets, { pins: r.pins }));
+    const tree = planTree(await planOrConflict(r.file, () => buildPlan(spec, staged.secrets, { pins: r.pins })));
     await staged.commit();
     await writeTreeAtomic(dir, tree);
     out(`rendered ${spec.machines.length} machines (${tree.size} files) into ${dir}`);
@@ -167,13 +180,13 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     if (!r) return 1;
     const { spec, dir } = r;
     const secrets = await previewSecrets(r.stateDir, spec);
-    const changes = diffTrees(await readTree(dir), planTree(buildPlan(spec, secrets, { pins: r.pins })));
+    const changes = diffTrees(await readTree(dir), planTree(await planOrConflict(r.file, () => buildPlan(spec, secrets, { pins: r.pins }))));
     if (changes.length === 0) {
       out(`no changes: ${dir} is up to date`);
       return 0;
     }
     const sign = { add: '+', change: '~', remove: '-' } as const;
-    for (const c of changes) out(`${sign[c.kind]} ${c.path}${c.detail ? ` (${c.detail})` : ''}${c.secret ? ' [secret]' : ''}`);
+    for (const c of changes) out(`${sign[c.kind]} ${c.path}${c.detail ? ` (${c.detail})` : ''}${c.secret ? ' [secret]' : ''}${c.origin ? ` [${c.origin}]` : ''}`);
     const count = (k: string) => changes.filter((c) => c.kind === k).length;
     out(`plan: ${count('add')} to add, ${count('change')} to change, ${count('remove')} to remove`);
     return EXIT_CHANGES;
@@ -354,6 +367,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     return await run(rest);
   } catch (e) {
+    if (e instanceof Refused) return 1;
     if (e instanceof UsageError) {
       err(`slipway: ${e.message}\n\n${USAGE}`);
       return 2;

@@ -16,20 +16,62 @@ import { nodePhase } from './phases/node.ts';
 import { addonsPhase } from './phases/addons.ts';
 import { pxePhase } from './phases/pxe.ts';
 import { reportPhase, failureDropIns } from './phases/report.ts';
+import { proxyPhase } from './phases/proxy.ts';
+import { additionsPhase, SITE_SYSCTL, sysctlKeys } from './phases/additions.ts';
 
-export const PHASES: Phase[] = [hostPhase, pkiPhase, etcdPhase, controlPlanePhase, haPhase, nodePhase, addonsPhase, reportPhase, pxePhase];
+export const PHASES: Phase[] = [hostPhase, pkiPhase, etcdPhase, controlPlanePhase, haPhase, nodePhase, addonsPhase, reportPhase, proxyPhase, additionsPhase, pxePhase];
+
+/**
+ * The operator's addition (issue 20) clashes with a file Slipway renders: `origin` is
+ * where the cluster file asks for it ("spec.files[2]"), so the CLI can point at its line.
+ */
+export class AdditionConflict extends Error {
+  readonly origin: string;
+  constructor(origin: string, message: string) {
+    super(`${origin}: ${message}`);
+    this.origin = origin;
+    this.name = 'AdditionConflict';
+  }
+}
+
+/** "spec.files[2]" → ['spec', 'files', 2] (the path problems.ts locates). */
+export const originPath = (origin: string): (string | number)[] =>
+  origin.split(/[.[\]]+/).filter(Boolean).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
 
 function collect(where: string, parts: [string, File[]][]): File[] {
-  const byPath = new Map<string, string>();
+  const byPath = new Map<string, { phase: string; file: File }>();
   const out: File[] = [];
   for (const [phase, files] of parts)
     for (const f of files) {
       const prev = byPath.get(f.path);
-      if (prev) throw new Error(`${where}: phases ${prev} and ${phase} both write ${f.path}`);
-      byPath.set(f.path, phase);
+      if (prev) {
+        const ours = [prev, { phase, file: f }].find((x) => !x.file.origin);
+        const theirs = [prev, { phase, file: f }].find((x) => x.file.origin);
+        if (ours && theirs) throw new AdditionConflict(theirs.file.origin!.split(', ')[0]!, `${f.path} on ${where} is also a file Slipway renders (its ${ours.phase} phase): choose another path`);
+        throw new Error(`${where}: phases ${prev.phase} and ${phase} both write ${f.path}`);
+      }
+      byPath.set(f.path, { phase, file: f });
       out.push(f);
     }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+/** The operator's sysctls may not undo Slipway's: a key both set, to different values, is refused. */
+function sysctlClashes(where: string, files: File[]): void {
+  const site = files.find((f) => f.path === SITE_SYSCTL && f.origin);
+  if (!site) return;
+  const theirs = sysctlKeys(site.contents);
+  for (const f of files) {
+    if (f.origin || !f.path.startsWith('/etc/sysctl.d/')) continue;
+    for (const [k, v] of sysctlKeys(f.contents)) {
+      const t = theirs.get(k);
+      if (t !== undefined && t !== v) {
+        const origins = site.origin!.split(', ');
+        const origin = origins[[...theirs.keys()].indexOf(k)] ?? origins[0]!;
+        throw new AdditionConflict(origin, `${k} = ${t} on ${where}, but Slipway sets ${k} = ${v} (${f.path}), which Kubernetes needs`);
+      }
+    }
+  }
 }
 
 /**
@@ -40,7 +82,8 @@ function enableLinks(files: File[]): File[] {
   const links: File[] = [];
   for (const f of files) {
     const m = /^\/etc\/systemd\/system\/([^/]+\.service)$/.exec(f.path);
-    if (m && !f.link && /^WantedBy=multi-user\.target$/m.test(f.contents))
+    // the operator's own units are enabled by their `enabled` (phases/additions.ts)
+    if (m && !f.link && !f.origin && /^WantedBy=multi-user\.target$/m.test(f.contents))
       links.push(wantedBy('multi-user.target', f.path));
   }
   return links;
@@ -50,7 +93,9 @@ function machineFiles(ctx: PhaseContext, phases: Phase[], m: Machine): File[] {
   const parts = phases.flatMap((p) => (p.machine ? [[p.name, p.machine(ctx, m)] as [string, File[]]] : []));
   const all = parts.flatMap(([, f]) => f);
   parts.push(['enable', enableLinks(all)], ['report', failureDropIns(all)]);
-  return collect(`machine ${m.name}`, parts);
+  const files = collect(`machine ${m.name}`, parts);
+  sysctlClashes(`machine ${m.name}`, files);
+  return files;
 }
 
 export interface PlanOptions {

@@ -15,6 +15,10 @@ export interface File {
   secret?: boolean;
   /** a symbolic link to this absolute target instead of a regular file (contents are empty) */
   link?: string;
+  /** USER:GROUP by name (issue 20's spec.files); undefined: root:root */
+  owner?: string;
+  /** where the operator asked for it ("spec.files[2]"); undefined: Slipway's own */
+  origin?: string;
 }
 
 /**

@@ -14,7 +14,7 @@ export function cloudConfig(hostname: string, files: File[]): string {
     out.push(
       `  - path: ${q(f.path)}`,
       `    permissions: "0${f.mode.toString(8)}"`,
-      '    owner: "root:root"',
+      `    owner: ${q(f.owner ?? 'root:root')}`,
       '    encoding: b64',
       `    content: ${Buffer.from(f.contents).toString('base64')}`,
     );

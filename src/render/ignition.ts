@@ -14,6 +14,8 @@ export function ignitionConfig(files: File[]): string {
       files: regular.map((f) => ({
         path: f.path,
         mode: f.mode,
+        // issue 20: the operator's files may name an owner (Ignition looks the names up in the new root)
+        ...(f.owner ? { user: { name: f.owner.split(':')[0] }, group: { name: f.owner.split(':')[1] ?? 'root' } } : {}),
         overwrite: true,
         contents: { source: `data:;base64,${Buffer.from(f.contents).toString('base64')}` },
       })),

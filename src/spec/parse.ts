@@ -9,6 +9,8 @@ import { locate, type LocatedProblem, type PathSeg, type Problem } from './probl
 import { semanticProblems } from './validate.ts';
 import { resolve } from './resolve.ts';
 import type { Spec } from './types.ts';
+import { dirname } from 'node:path';
+import { readSources } from './additions.ts';
 
 // ajv-formats is CommonJS with a default export; under nodenext it arrives wrapped.
 const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ?? addFormatsModule) as (a: Ajv) => Ajv;
@@ -25,7 +27,7 @@ export interface LoadResult {
 
 export const hasErrors = (ps: { severity: string }[]): boolean => ps.some((p) => p.severity === 'error');
 
-export function parseClusterFile(text: string, file: string): LoadResult {
+export function parseClusterFile(text: string, file: string, baseDir?: string): LoadResult {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -57,7 +59,17 @@ export function parseClusterFile(text: string, file: string): LoadResult {
   if (hasErrors(shape)) return { problems: locate(shape, doc, lc, file) };
   const cf = raw as ClusterFile;
   const problems = locate(semanticProblems(cf), doc, lc, file);
-  return hasErrors(problems) ? { problems } : { spec: resolve(cf), problems };
+  if (hasErrors(problems)) return { problems };
+  // issue 20: the additions' `source` files, beside the cluster file (baseDir for files given by another name)
+  const sources = readSources(cf, baseDir ?? dirname(file));
+  problems.push(...locate(sources.problems, doc, lc, file));
+  return hasErrors(problems) ? { problems } : { spec: resolve(cf, sources.contents), problems };
+}
+
+/** Problems found after loading (a clash with a rendered file, say) at their FILE:LINE:COL in `text`. */
+export function locateProblems(text: string, file: string, problems: Problem[]): LocatedProblem[] {
+  const lc = new LineCounter();
+  return locate(problems, parseDocument(text, { lineCounter: lc }), lc, file);
 }
 
 function pointerToPath(pointer: string): PathSeg[] {

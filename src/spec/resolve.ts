@@ -5,6 +5,8 @@ import { NEWEST_VERSION } from '../catalog/versions.ts';
 import { DEFAULT_OS } from '../catalog/os.ts';
 import type { ClusterFile } from './schema.ts';
 import type { Role, Spec } from './types.ts';
+import { resolveLinks } from './links.ts';
+import { resolveAdditions, resolveProxy } from './additions.ts';
 
 export const DEFAULTS = {
   kubernetesVersion: NEWEST_VERSION,
@@ -22,7 +24,7 @@ export const DEFAULTS = {
   cni: 'flannel',
 } as const;
 
-export function resolve(cf: ClusterFile): Spec {
+export function resolve(cf: ClusterFile, sources: Map<string, string> = new Map()): Spec {
   const s = cf.spec;
   const subnet = parseCidr(s.provisioner.dhcp.subnet)!;
   return {
@@ -60,7 +62,10 @@ export function resolve(cf: ClusterFile): Spec {
       certValidityDays: s.pki?.certValidityDays ?? DEFAULTS.certValidityDays,
     },
     ssh: { authorizedKeys: s.ssh?.authorizedKeys ?? [] },
-    machines: s.machines.map((m) => {
+    // issue 20: proxy, additions and per-machine links (undefined when the file has none)
+    ...(s.proxy ? { proxy: resolveProxy(cf) } : {}),
+    ...(s.files || s.units || s.sysctls ? { additions: resolveAdditions(cf, sources) } : {}),
+    machines: s.machines.map((m, i) => {
       const [ip, prefix] = m.ip.split('/');
       return {
         name: m.name,
@@ -71,6 +76,7 @@ export function resolve(cf: ClusterFile): Spec {
         interface: m.interface,
         disk: m.disk,
         labels: m.labels ?? {},
+        ...(resolveLinks(cf, i) ? { links: resolveLinks(cf, i) } : {}),
       };
     }),
   };

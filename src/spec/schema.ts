@@ -38,6 +38,92 @@ function StringEnum<T extends string[]>(values: [...T], description?: string): T
   return Type.Unsafe<T[number]>({ type: 'string', enum: values, ...(description ? { description } : {}) });
 }
 
+// --- Rack networks, proxy and the operator's own additions (issue 20; docs/networks.md) ---
+/** A MAC written as six hex pairs, all ":" or all "-". */
+export const MAC_PATTERN = '^([0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}|[0-9a-fA-F]{2}(-[0-9a-fA-F]{2}){5})$';
+/** A bond member: a NIC's MAC, or its kernel name. */
+const MEMBER_PATTERN = '^([0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}|[0-9a-fA-F]{2}(-[0-9a-fA-F]{2}){5}|(?!\\.{1,2}$)[A-Za-z0-9_.-]{1,15})$';
+export const BOND_MODES = ['active-backup', '802.3ad', 'balance-xor'] as const;
+/** An absolute path of plain segments (none "." or ".."), as Ignition, cloud-config and a shell take it unquoted. */
+export const ABS_PATH_PATTERN = '^(/(?!\\.{1,2}(/|$))[A-Za-z0-9._@+=,:-]+)+$';
+/** A path beside the cluster file (relative, no ".." segment). */
+export const SOURCE_PATTERN = '^(?!/)(?!(.*/)?\\.\\.(/|$))[A-Za-z0-9._@+=,:/-]+$';
+const Selector = {
+  roles: Type.Optional(Type.Array(StringEnum([...ROLES]), { minItems: 1, description: 'only machines with one of these roles (default: every machine)' })),
+  machines: Type.Optional(Type.Array(Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$' }), { minItems: 1, description: 'only these machines, by name (default: every machine)' })),
+};
+const Contents = {
+  contents: Type.Optional(Type.String({ maxLength: 1048576, description: 'the file\'s text, inline (at most 1 MiB)' })),
+  source: Type.Optional(Type.String({ pattern: SOURCE_PATTERN, maxLength: 255, description: 'a file beside the cluster file (relative path, no ".."), read when the cluster file is loaded' })),
+};
+const Link = Type.Object(
+  {
+    name: IfName('the link\'s name (a NIC\'s kernel name unless matched by "mac"; the device a bond or VLAN creates)'),
+    kind: Type.Optional(StringEnum(['nic', 'bond', 'vlan'], 'nic (default): a physical NIC; bond: NICs bonded into one; vlan: a tagged VLAN on a nic or bond of this machine')),
+    mac: Type.Optional(Type.String({ pattern: MAC_PATTERN, description: 'nic: match the NIC by this MAC instead of by its name, e.g. "52:54:00:20:30:11"' })),
+    mode: Type.Optional(StringEnum([...BOND_MODES], 'bond: active-backup (default), 802.3ad (LACP; the switch must agree) or balance-xor')),
+    lacpRate: Type.Optional(StringEnum(['slow', 'fast'], 'bond, 802.3ad only: how often LACPDUs are asked for (default slow)')),
+    members: Type.Optional(Type.Array(Type.String({ pattern: MEMBER_PATTERN, description: 'a member NIC: its MAC or its kernel name' }), { minItems: 1, maxItems: 8, description: 'bond: the member NICs, by MAC (or name); the first is the primary of active-backup' })),
+    id: Type.Optional(Type.Integer({ minimum: 1, maximum: 4094, description: 'vlan: the VLAN id, 1..4094' })),
+    on: Type.Optional(IfName('vlan: the link (a nic or bond of this machine) that carries the tagged VLAN')),
+    mtu: Type.Optional(Type.Integer({ minimum: 68, maximum: 65535, description: 'MTU in bytes, 68..65535 (9000 for jumbo frames); at least 1280 with ipv6' })),
+    addresses: Type.Optional(Type.Array(Type.String({ pattern: '^[0-9A-Fa-f:.]+/\\d{1,3}$', description: 'a static address with its prefix length, IPv4 or IPv6 (10.30.0.11/24, fd00::11/64)' }), { maxItems: 16, description: 'static addresses besides the node address (which the node link gets from "ip")' })),
+    routes: Type.Optional(
+      Type.Array(
+        Type.Object({ to: Type.String({ pattern: '^(default|\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2})$', description: 'destination: "default" or an IPv4 CIDR' }), via: IPv4 }, { additionalProperties: false }),
+        { maxItems: 64, description: 'static routes on this link (the node link gets the DHCP router as its default route unless it lists routes)' },
+      ),
+    ),
+    dns: Type.Optional(Type.Array(IPv4, { maxItems: 8, description: 'DNS servers on this link (the node link gets spec.provisioner.dhcp.dns unless it lists its own)' })),
+    node: Type.Optional(Type.Boolean({ description: 'this link carries the node address ("ip"), the VIP, the kubelet\'s --node-ip and the pod traffic; exactly one link (a machine with one link: that one)' })),
+    ipv6: Type.Optional(Type.Boolean({ description: 'IPv6 on this link (link-local addressing); on when it has an IPv6 address; default off' })),
+  },
+  { additionalProperties: false },
+);
+const Links = Type.Array(Link, { minItems: 1, maxItems: 32, description: 'the machine\'s links as systemd-networkd configures them after install (instead of "interface")' });
+const LinkDefaults = Type.Object(
+  { 'control-plane': Type.Optional(Links), etcd: Type.Optional(Links), worker: Type.Optional(Links) },
+  { additionalProperties: false, description: 'links for machines that list none, by role (the first of the machine\'s roles that has an entry); NICs by name here, since MACs differ per machine' },
+);
+const ProxyURL = (what: string) =>
+  Type.String({ pattern: '^https?://[A-Za-z0-9.-]+(:\\d{1,5})?/?$', maxLength: 253, description: `${what} proxy URL http://HOST[:PORT] (no user:password: it would be written in clear into every machine's files)` });
+const Proxy = Type.Object(
+  {
+    http: Type.Optional(ProxyURL('HTTP')),
+    https: Type.Optional(ProxyURL('HTTPS')),
+    noProxy: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9.*:/_-]+$', maxLength: 253, description: 'a host, domain (.example.com) or CIDR reached without the proxy' }), { maxItems: 64, description: 'reached directly (the cluster\'s own ranges, names and the provisioner are added)' })),
+  },
+  { additionalProperties: false },
+);
+const FileAddition = Type.Object(
+  {
+    path: Type.String({ pattern: ABS_PATH_PATTERN, maxLength: 255, description: 'absolute path on the machine' }),
+    mode: Type.Optional(Type.String({ pattern: '^0?[0-7]{3}$', description: 'permission bits as a quoted octal string, e.g. "0644" (default "0644")' })),
+    owner: Type.Optional(Type.String({ pattern: '^[a-z_][a-z0-9_-]{0,31}(:[a-z_][a-z0-9_-]{0,31})?$', description: 'USER[:GROUP] by name, as the installed system knows them (default root:root; GROUP default root)' })),
+    ...Contents,
+    ...Selector,
+  },
+  { additionalProperties: false },
+);
+const UnitAddition = Type.Object(
+  {
+    name: Type.String({ pattern: '^[A-Za-z0-9_.@-]+\\.(service|socket|timer|path|target)$', maxLength: 255, description: 'unit name, e.g. log-shipper.service (.service, .socket, .timer, .path or .target)' }),
+    enabled: Type.Optional(Type.Boolean({ description: 'linked into the targets its [Install] WantedBy= names (default true)' })),
+    ...Contents,
+    ...Selector,
+  },
+  { additionalProperties: false },
+);
+const SysctlAddition = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9_]+(\\.[A-Za-z0-9_-]+)+$', maxLength: 253, description: 'a sysctl key, e.g. net.core.somaxconn' }),
+    value: Type.String({ pattern: ONE_LINE_PATTERN, maxLength: 4096, description: 'its value as sysctl.d takes it, one line (quote numbers: "4096")' }),
+    ...Selector,
+  },
+  { additionalProperties: false },
+);
+// --- end of issue 20's block ---
+
 const Machine = Type.Object(
   {
     name: Type.String({ pattern: '^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$', description: 'DNS-1123 label; also the hostname' }),
@@ -51,6 +137,7 @@ const Machine = Type.Object(
     disk: Type.Optional(
       Type.String({ pattern: DISK_PATTERN, maxLength: 255, description: 'install disk: a device path under /dev (/dev/sda, /dev/nvme0n1, /dev/disk/by-id/..., /dev/disk/by-path/...); default: the machine\'s only non-removable disk (with several, the install fails listing them)' }),
     ),
+    links: Type.Optional(Links),
     labels: Type.Optional(
       Type.Record(
         Type.String(),
@@ -157,6 +244,11 @@ export const ClusterFileSchema = Type.Object(
             { additionalProperties: false },
           ),
         ),
+        linkDefaults: Type.Optional(LinkDefaults),
+        proxy: Type.Optional(Proxy),
+        files: Type.Optional(Type.Array(FileAddition, { maxItems: 256, description: 'files of your own on the machines' })),
+        units: Type.Optional(Type.Array(UnitAddition, { maxItems: 128, description: 'systemd units of your own on the machines' })),
+        sysctls: Type.Optional(Type.Array(SysctlAddition, { maxItems: 256, description: 'kernel settings of your own (sysctl.d)' })),
         machines: Type.Array(Machine, { minItems: 1 }),
       },
       { additionalProperties: false },

@@ -23,7 +23,75 @@ export interface Machine {
   /** the install disk as the file names it; undefined: the installer takes the only non-removable disk */
   disk?: string;
   labels: Record<string, string>;
+  /** the machine's links (its own or its role's default); undefined: the simple form, one link from `interface`/`mac` */
+  links?: Link[];
 }
+
+// --- Rack networks, proxy and the operator's additions (issue 20) ---
+export type BondMode = 'active-backup' | '802.3ad' | 'balance-xor';
+export interface Link {
+  name: string;
+  kind: 'nic' | 'bond' | 'vlan';
+  /** nic: matched by this MAC (normalized) instead of by name */
+  mac?: string;
+  /** bond */
+  mode?: BondMode;
+  lacpRate?: 'slow' | 'fast';
+  /** bond: member NICs, each a normalized MAC or a kernel name */
+  members?: string[];
+  /** vlan */
+  id?: number;
+  on?: string;
+  mtu?: number;
+  /** static addresses besides the node address, CIDR */
+  addresses: string[];
+  routes: { to: string; via: string }[];
+  dns: string[];
+  /** carries the node address, the VIP and the pod traffic */
+  node: boolean;
+  ipv6: boolean;
+}
+/** What an addition applies to: no roles and no machines means every machine. */
+export interface Selector {
+  roles?: Role[];
+  machines?: string[];
+}
+/** Where an addition was written in the cluster file, e.g. "spec.files[2]" (plan names it). */
+export interface Origin {
+  origin: string;
+}
+export interface FileAddition extends Selector, Origin {
+  path: string;
+  mode: number;
+  /** USER:GROUP */
+  owner: string;
+  contents: string;
+}
+export interface UnitAddition extends Selector, Origin {
+  name: string;
+  enabled: boolean;
+  contents: string;
+}
+export interface SysctlAddition extends Selector, Origin {
+  name: string;
+  value: string;
+}
+export interface Additions {
+  files: FileAddition[];
+  units: UnitAddition[];
+  sysctls: SysctlAddition[];
+}
+export interface Proxy {
+  http?: string;
+  https?: string;
+  /** the file's list; the cluster's own ranges are added where it is rendered */
+  noProxy: string[];
+}
+export const applies = (sel: Selector, m: Machine): boolean =>
+  (!sel.roles || sel.roles.some((r) => m.roles.includes(r))) && (!sel.machines || sel.machines.includes(m.name));
+/** The link that carries the node address: undefined in the simple form. */
+export const nodeLink = (m: Machine): Link | undefined => m.links?.find((l) => l.node);
+// --- end of issue 20's block ---
 
 export interface Spec {
   name: string;
@@ -59,6 +127,10 @@ export interface Spec {
   pki: { keyAlgorithm: KeyAlgorithm; caValidityDays: number; certValidityDays: number };
   ssh: { authorizedKeys: string[] };
   machines: Machine[];
+  /** issue 20: a proxy for what goes outside; undefined: none */
+  proxy?: Proxy;
+  /** issue 20: the operator's own files, units and sysctls; undefined: none */
+  additions?: Additions;
 }
 
 export const hasRole = (m: Machine, r: Role): boolean => m.roles.includes(r);

@@ -9,6 +9,8 @@ import { ROLES } from '../catalog/cluster.ts';
 import type { PathSeg, Problem } from './problems.ts';
 import { DEFAULTS } from './resolve.ts';
 import { POD_SLICE_PREFIX, sliceCount } from '../lib/pod-slices.ts';
+import { linkProblems, namedNodeLink } from './links.ts'; // issue 20
+import { additionProblems } from './additions.ts'; // issue 20
 
 const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 
@@ -167,7 +169,7 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
   }
   if (cp?.vip)
     s.machines.forEach((m, i) => {
-      if (m.roles.includes('control-plane') && !m.interface)
+      if (m.roles.includes('control-plane') && !m.interface && !namedNodeLink(cf, i))
         warn(['spec', 'machines', i], `keepalived must name the NIC that carries the vip: set "interface" (eth0 is assumed)`);
     });
   const pki = s.pki ?? {};
@@ -180,5 +182,8 @@ export function semanticProblems(cf: ClusterFile): Problem[] {
     if (!/^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+) [A-Za-z0-9+/=]+/.test(k.trim()))
       warn(['spec', 'ssh', 'authorizedKeys', i], 'does not look like an OpenSSH public key ("ssh-ed25519 AAAA... comment")');
   });
+  // issue 20: links, proxy and the operator's additions
+  linkProblems(cf, err, warn);
+  additionProblems(cf, err, warn);
   return out;
 }

@@ -8,7 +8,7 @@
 // (ip_nonlocal_bind), so a VIP move only needs a gratuitous ARP, not a haproxy restart.
 import { ifname } from '../guard.ts';
 import { createHash } from 'node:crypto';
-import { controlPlanes, hasRole, type Machine, type Spec } from '../../spec/types.ts';
+import { controlPlanes, hasRole, nodeLink, type Machine, type Spec } from '../../spec/types.ts';
 import type { File, Phase } from '../types.ts';
 import { APISERVER_PORT, OS_UNITS } from '../paths.ts';
 import { wantedBy } from '../systemd.ts';
@@ -47,8 +47,8 @@ export const checkWeight = (spec: Spec): number => -Math.min(253, PRIORITY_STEP 
 export const vrrpAuthPass = (spec: Spec): string =>
   createHash('sha256').update(`slipway/${spec.name}/${spec.controlPlane.vrid}`).digest('hex').slice(0, 8);
 
-/** keepalived needs an interface name; systemd-networkd can match by MAC, keepalived cannot. */
-export const vrrpInterface = (m: Machine): string => ifname(m.interface ?? 'eth0', `keepalived.conf's interface (${m.name})`);
+/** keepalived needs an interface name; systemd-networkd can match by MAC, keepalived cannot. With links: the node link's. */
+export const vrrpInterface = (m: Machine): string => ifname(nodeLink(m)?.name ?? m.interface ?? 'eth0', `keepalived.conf's interface (${m.name})`);
 
 export function haproxyCfg(spec: Spec): string {
   const vip = spec.controlPlane.vip!;
@@ -126,7 +126,7 @@ export function keepalivedConf(spec: Spec, m: Machine): string {
     '  # BACKUP everywhere, and no nopreempt: the priority alone decides, so the VIP goes',
     '  # back to the preferred healthy machine and there is nothing per-machine to get wrong',
     '  state BACKUP',
-    m.interface
+    m.interface || nodeLink(m)
       ? `  interface ${iface}`
       : `  # the cluster file names no interface for ${m.name}; eth0 is assumed (set "interface" if its NIC is named otherwise)\n  interface ${iface}`,
     `  virtual_router_id ${spec.controlPlane.vrid}`,

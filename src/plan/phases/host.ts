@@ -7,6 +7,7 @@ import { ifname, oneLine, word } from '../guard.ts';
 import type { File, Phase, PhaseContext } from '../types.ts';
 import { OS_UNITS, UNITS } from '../paths.ts';
 import { podSlices } from '../pod-slices.ts';
+import { linkFiles } from './network.ts';
 
 function networkFile(ctx: PhaseContext, m: Machine): string {
   const d = ctx.spec.provisioner.dhcp;
@@ -63,7 +64,8 @@ export const hostPhase: Phase = {
   name: 'host',
   machine(ctx, m) {
     const files: File[] = [
-      { path: '/etc/systemd/network/10-slipway.network', mode: 0o644, contents: networkFile(ctx, m) },
+      // the simple form's one file, or (issue 20) every link's netdev/network files
+      ...(m.links ? linkFiles(ctx, m) : [{ path: '/etc/systemd/network/10-slipway.network', mode: 0o644, contents: networkFile(ctx, m) }]),
       { path: '/etc/hostname', mode: 0o644, contents: `${m.name}\n` },
       { path: '/etc/hosts', mode: 0o644, contents: hostsFile(ctx, m) },
       { path: '/etc/modules-load.d/slipway-kubernetes.conf', mode: 0o644, contents: 'overlay\nbr_netfilter\n' },
