@@ -5,7 +5,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab } from './helpers/serve.ts';
 import { slipway } from './helpers/cli.ts';
@@ -43,6 +44,19 @@ const report = (etc: string, seqDir: string, ...args: string[]) =>
   cp1.exec('unshare', ['-m', 'sh', '-c', `mount --make-rprivate / && mount --bind ${etc} /etc && mkdir -p ${seqDir} && mount --bind ${seqDir} /var/lib && sh /etc/slipway/report.sh "$@"`, 'report', ...args], { timeoutMs: 60_000 });
 
 const spec = () => parseClusterFile(readFileSync(lab.file, 'utf8'), lab.file).spec!;
+
+test('serve records what a machine was given when it fetches its configuration: a sha256 per file, 0600', { skip, timeout: 60_000 }, async () => {
+  const r = await cp1.exec('curl', ['-sS', '-f', '-o', '/dev/null', `${BASE}/machines/cp1/ignition.json`]);
+  assert.equal(r.code, 0, r.out);
+  const file = join(lab.state, 'given/cp1.json');
+  assert.equal(statSync(file).mode & 0o777, 0o600);
+  const given = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { sha256: string; mode: number }>;
+  const root = join(rendered, 'machines/cp1/root');
+  const files = readdirSync(root, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => join(e.parentPath, e.name).slice(root.length)).sort();
+  assert.deepEqual(Object.keys(given).sort(), files);
+  assert.equal(given['/etc/hosts']!.sha256, createHash('sha256').update(readFileSync(join(root, 'etc/hosts'))).digest('hex'));
+  assert.ok(!readFileSync(file, 'utf8').includes('PRIVATE KEY'), 'hashes, never contents');
+});
 
 test('installed carries the host key; serve pins the first one, refuses another, forgets it on reprovision', { skip, timeout: 120_000 }, async () => {
   assert.deepEqual(machineTargets(lab.state, spec()).reachable, [], 'nothing installed yet');

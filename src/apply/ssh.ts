@@ -14,7 +14,7 @@
 //         into place (each rename atomic); on any failure nothing is renamed and the
 //         temporaries are removed.
 //     .close()   removes the known_hosts files it wrote
-//   PutFile                 { path (absolute), mode, owner? ('root:root'), contents }
+//   PutFile                 { path (absolute), mode, owner? ('root:root'), contents, link? }
 //   RunResult               { code, stdout, stderr }
 //   SshError                .kind: 'unreachable' | 'host-key-mismatch' | 'auth-refused'
 //                           | 'timeout' | 'command-failed'; .machine; message names both
@@ -42,6 +42,8 @@ export interface PutFile {
   /** chown's USER:GROUP; root:root when unset */
   owner?: string;
   contents: string | Buffer;
+  /** a symbolic link to this absolute target instead (mode, owner and contents unused) */
+  link?: string;
 }
 
 export interface RunResult {
@@ -199,10 +201,16 @@ export function putScript(files: PutFile[]): string {
     if (!/^(\/[A-Za-z0-9_@%+=:,.-]+)+$/.test(f.path) || f.path.split('/').some((p) => p === '..' || p === '.')) throw new Error(`putFiles: ${JSON.stringify(f.path)} is not an absolute path of plain characters`);
     const owner = f.owner ?? 'root:root';
     if (!/^[a-z_][a-z0-9_-]*:[a-z_][a-z0-9_-]*$/.test(owner)) throw new Error(`putFiles: ${f.path}: owner ${JSON.stringify(owner)} is not USER:GROUP`);
-    const data = typeof f.contents === 'string' ? Buffer.from(f.contents, 'utf8') : f.contents;
-    const sum = createHash('sha256').update(data).digest('hex');
     const dir = f.path.slice(0, f.path.lastIndexOf('/')) || '/';
     const tmp = `${dir === '/' ? '' : dir}/.slipway-${tag}-${i}`;
+    if (f.link !== undefined) {
+      if (!/^(\/[A-Za-z0-9_@%+=:,.-]+)+$/.test(f.link)) throw new Error(`putFiles: ${f.path}: link target ${JSON.stringify(f.link)} is not an absolute path of plain characters`);
+      lines.push(`mkdir -p ${dir}`, `tmps="$tmps ${tmp}"`, `ln -s ${f.link} ${tmp}`);
+      renames.push(`mv -fT ${tmp} ${f.path}`);
+      return;
+    }
+    const data = typeof f.contents === 'string' ? Buffer.from(f.contents, 'utf8') : f.contents;
+    const sum = createHash('sha256').update(data).digest('hex');
     const b64 = data.toString('base64').match(/.{1,76}/g) ?? [];
     lines.push(
       `mkdir -p ${shellQuote(dir)}`,
@@ -214,7 +222,7 @@ export function putScript(files: PutFile[]): string {
       `chmod ${f.mode.toString(8).padStart(4, '0')} ${shellQuote(tmp)}`,
       `echo '${sum}  '${shellQuote(tmp)} | sha256sum -c --quiet - >/dev/null`,
     );
-    renames.push(`mv -f ${shellQuote(tmp)} ${shellQuote(f.path)}`);
+    renames.push(`mv -fT ${shellQuote(tmp)} ${shellQuote(f.path)}`);
   });
   // everything staged and checked: on disk before the renames make it real
   lines.push('sync', ...renames, 'tmps=""', 'sync');

@@ -78,6 +78,12 @@ Commands:
                                    one is within DAYS (default 30), expired or unreadable
   certs    renew -f FILE [--state DIR] (ID ... | --all)
                                    re-issue leaf certificates in the state (never a CA)
+  apply    -f FILE [--state DIR] [--assets DIR] [--dry-run] [--yes] [--health-timeout SECONDS]
+                                   deliver the file's changes to installed machines over SSH (the
+                                   provisioner's key, host keys pinned at install): changed files
+                                   replaced atomically, their units restarted, control-plane/etcd
+                                   machines one at a time, each healthy before the next; stops at
+                                   the first failure (run again to continue); --dry-run: the plan
 
 Exit codes: 0 ok, 1 invalid input or failure, 2 usage error, 3 plan has changes.
 State (CAs, keys, tokens) lives in --state, default .slipway/ beside the cluster file.`;
@@ -324,6 +330,16 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       return await etcdCommand(argv, { out, err, load, stateDirFor });
     } catch (e) {
       if (e instanceof Day2Usage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async apply(argv) {
+    const { applyCommand, ApplyUsage } = await import('./apply.ts');
+    try {
+      return await applyCommand(argv, { out, err, load, stateDirFor, pins: renderPins, plan: planOrConflict });
+    } catch (e) {
+      if (e instanceof ApplyUsage) throw new UsageError(e.message);
       throw e;
     }
   },

@@ -26,6 +26,7 @@ import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, 
 import { stageTftpRoot } from './tftp-root.ts';
 import { startNtpServer, type NtpServer } from './ntp/server.ts';
 import { bootAnswer } from './boot-answers.ts';
+import { givenOf, machineFiles, saveGiven } from '../render/given.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { renderOffThread } from './render-worker.ts';
@@ -222,7 +223,8 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     consoleRoutes(),
     ...(opts.handlers?.(ctx) ?? []),
     ...(extension?.handlers ?? []),
-    coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry, ready: () => ready })];
+    coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry, ready: () => ready,
+      configServed: (name) => saveGiven(opts.stateDir, name, givenOf(machineFiles(site.tree, name))) })];
   /** /readyz answers 200 once TFTP and DHCP serve too (HTTP comes up first) */
   let ready = false;
   const http = await startHttpServer({ address: opts.bind, port: opts.httpPort ?? site.spec.provisioner.httpPort, handlers, log, registry, maxConnections: fds.httpConnections });

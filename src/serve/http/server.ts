@@ -37,6 +37,8 @@ export interface HttpContext {
   macOf?: MacOf;
   /** every server of this serve is up (for /readyz) */
   ready?: () => boolean;
+  /** a machine was sent its configuration: record what it was given (for `slipway apply`) */
+  configServed?: (machine: string) => Promise<void>;
 }
 
 /** A route returns true when it answered. Extra handlers (API, console) are tried first. */
@@ -125,6 +127,7 @@ export function coreRoutes(ctx: HttpContext): Handler {
       // from 1 again: the installer has no memory of an earlier attempt's seq.
       if (m[2] === 'install.env') ctx.lifecycle.store.resetSeq(machine.name);
       const type = CONFIG_TYPES[m[2]!]!;
+      if (m[2] !== 'install.env') await ctx.configServed?.(machine.name).catch((e: Error) => ctx.log.error({ machine: machine.name, err: e.message }, 'could not record what the machine was given'));
       return send(res, 200, site.file(`machines/${machine.name}/${m[2]}`)!, type);
     }
     if (path.startsWith('/assets/') && ctx.assets) {

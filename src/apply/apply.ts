@@ -1,0 +1,226 @@
+// `slipway apply`: every installed machine gets what a fresh render says it should have,
+// over SSH (ssh.ts), and nothing else. Per machine: the files that differ from what it was
+// last given (<state>/given/<machine>.json, which serve writes when the machine fetches its
+// configuration and apply after each delivery), replaced atomically; the units those files
+// feed restarted or reloaded (changes.ts); then its health (its etcd member, its
+// apiserver's /readyz, its node Ready) before the next machine. Control-plane and etcd
+// machines go one at a time, first. The first failure stops the run: the machines after it
+// are left as they are, and a second run continues, since every finished machine's record
+// already says what it has.
+import { createHash } from 'node:crypto';
+import type { File } from '../plan/types.ts';
+import { KUBELET_CLIENT_CERT, PKI, ETCD_PKI } from '../plan/paths.ts';
+import type { Tree } from '../render/tree.ts';
+import { type Given, givenOf, loadGiven, machineFiles, saveGiven } from '../render/given.ts';
+import { apiServerURL, hasRole, type Spec } from '../spec/types.ts';
+import { fileChanges, isEmpty, machineActions, rolloutOrder, type FileChanges, type MachineActions } from './changes.ts';
+import { SshError, shellQuote, type SshTransport, type SshMachine } from './ssh.ts';
+import type { Target, Targets } from './targets.ts';
+
+export interface MachinePlan {
+  target: Target;
+  /** where the comparison started: the record of what it was given, or its own files (no record yet) */
+  baseline: 'record' | 'machine';
+  changes: FileChanges;
+  actions: MachineActions;
+  next: Map<string, File>;
+}
+
+export interface ApplyPlan {
+  machines: MachinePlan[];
+  /** left to serve: they get the current render when they boot */
+  notInstalled: Targets['notInstalled'];
+  /** installed without a pinned host key: never reached */
+  unpinned: Targets['unpinned'];
+}
+
+/** The machine's own files as a Given, read over SSH (only the paths the render names). */
+async function givenFromMachine(ssh: SshTransport, m: SshMachine, paths: string[]): Promise<Given> {
+  const plain = paths.filter((p) => /^(\/[A-Za-z0-9_@%+=:,.-]+)+$/.test(p));
+  const script = [
+    'for p in ' + plain.join(' ') + '; do',
+    '  if [ -L "$p" ]; then printf "L\\t%s\\t%s\\n" "$p" "$(readlink "$p")";',
+    '  elif [ -f "$p" ]; then printf "F\\t%s\\t%s\\t%s\\n" "$p" "$(sha256sum < "$p" | cut -d" " -f1)" "$(stat -c %a:%U:%G "$p")"; fi',
+    'done',
+    '',
+  ].join('\n');
+  const r = await ssh.run(m, { script }, { timeoutMs: 60_000 });
+  const given: Given = {};
+  for (const line of r.stdout.split('\n')) {
+    const [kind, path, a, b] = line.split('\t');
+    if (!path) continue;
+    if (kind === 'L') given[path] = { sha256: givenSha(''), mode: 0o777, link: a! };
+    else if (kind === 'F') {
+      const [mode, user, group] = b!.split(':');
+      const owner = `${user}:${group}`;
+      given[path] = { sha256: a!, mode: parseInt(mode!, 8), ...(owner !== 'root:root' ? { owner } : {}) };
+    }
+  }
+  return given;
+}
+
+const givenSha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/**
+ * What apply would do on each reachable machine. Machines without a record are compared
+ * with their own files over SSH (read only), so even a dry run may connect.
+ */
+export async function planApply(stateDir: string, tree: Tree, targets: Targets, ssh: SshTransport): Promise<ApplyPlan> {
+  const machines: MachinePlan[] = [];
+  for (const target of rolloutOrder(targets.reachable)) {
+    const next = machineFiles(tree, target.machine.name);
+    // links in the tree carry mode 0o777 and no contents; make the record's view of them match
+    let given = await loadGiven(stateDir, target.machine.name);
+    let baseline: MachinePlan['baseline'] = 'record';
+    if (!given) {
+      baseline = 'machine';
+      given = await givenFromMachine(ssh, target.ssh, [...next.keys()]);
+      for (const [p, f] of next) if (f.link && given[p]?.link === f.link) given[p] = givenOf(new Map([[p, f]]))[p]!;
+    }
+    const changes = fileChanges(given, next);
+    machines.push({ target, baseline, changes, actions: machineActions(changes, next, Object.keys(given)), next });
+  }
+  return { machines, notInstalled: targets.notInstalled, unpinned: targets.unpinned };
+}
+
+const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
+
+/** One line per action, as the dry run prints it and the run announces it. */
+export function describe(p: MachinePlan, showPaths = true): string[] {
+  const name = p.target.machine.name;
+  if (isEmpty(p.changes)) return [`${name}: up to date`];
+  const a = p.actions;
+  const lines = [`${name}: ${plural(p.changes.put.length, 'file')} to write, ${plural(p.changes.remove.length, 'file')} to remove${p.baseline === 'machine' ? " (no record of what it was given: compared with the machine's own files)" : ''}`];
+  if (showPaths) {
+    for (const f of p.changes.put) lines.push(`${name}:   ~ ${f.path}${f.secret ? ' (secret)' : ''}`);
+    for (const r of p.changes.remove) lines.push(`${name}:   - ${r}`);
+  }
+  if (a.stop.length) lines.push(`${name}: stop ${a.stop.join(', ')}`);
+  if (a.daemonReload) lines.push(`${name}: systemctl daemon-reload`);
+  for (const c of a.commands) lines.push(`${name}: ${c.argv.join(' ')} (${c.why})`);
+  for (const u of a.units) lines.push(`${name}: ${u.kind} ${u.unit}`);
+  if (!a.units.length && !a.commands.length) lines.push(`${name}: no unit to restart`);
+  return lines;
+}
+
+/** Which units of a plan are long-running (a oneshot is done, not active, once it ran). */
+function longRunning(next: Map<string, File>, unit: string): boolean {
+  const f = next.get(`/etc/systemd/system/${unit}`);
+  return !f || !/^Type=oneshot$/m.test(f.contents);
+}
+
+/** The health script: loops (bounded) until every check passes; prints the last failure. */
+export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { script: string; checks: string[] } {
+  const m = p.target.machine;
+  const checks: string[] = [];
+  const lines = ['why=""'];
+  const active = p.actions.units.filter((u) => u.kind !== 'stop' && longRunning(p.next, u.unit)).map((u) => u.unit);
+  for (const u of active) {
+    checks.push(`${u} active`);
+    lines.push(`systemctl is-active --quiet ${shellQuote(u)} || why="${u} is $(systemctl is-active ${shellQuote(u)})"`);
+  }
+  if (hasRole(m, 'etcd')) {
+    checks.push('etcd member healthy');
+    lines.push(`curl -fsS -m 5 --cacert ${ETCD_PKI}/ca.crt --cert ${ETCD_PKI}/server.crt --key ${ETCD_PKI}/server.key https://${m.ip}:2379/health 2>/dev/null | grep -q '"health":"true"' || why="\${why:+$why; }etcd member not healthy"`);
+  }
+  if (hasRole(m, 'control-plane')) {
+    checks.push('apiserver /readyz');
+    lines.push(`[ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${m.ip}:6443/readyz 2>/dev/null)" = ok ] || why="\${why:+$why; }apiserver /readyz not ok"`);
+  }
+  if (p.next.has('/etc/systemd/system/kubelet.service')) {
+    checks.push('node Ready');
+    lines.push(
+      `curl -fsS -m 5 --cacert ${PKI}/ca.crt --cert ${KUBELET_CLIENT_CERT} --key ${KUBELET_CLIENT_CERT} ${apiServerURL(spec)}/api/v1/nodes/${m.name} 2>/dev/null | tr -d ' \\n' | grep -q '"type":"Ready","status":"True"' || why="\${why:+$why; }node ${m.name} not Ready"`,
+    );
+  }
+  const script = [
+    `deadline=$(( $(date +%s) + ${seconds} ))`,
+    'while :; do',
+    ...lines.map((l) => `  ${l}`),
+    '  [ -z "$why" ] && exit 0',
+    '  [ "$(date +%s)" -ge "$deadline" ] && { echo "$why"; exit 1; }',
+    '  sleep 2',
+    'done',
+    '',
+  ].join('\n');
+  return { script, checks };
+}
+
+export interface RunOptions {
+  spec: Spec;
+  stateDir: string;
+  ssh: SshTransport;
+  /** progress lines */
+  out: (line: string) => void;
+  /** seconds a machine may take to be healthy after its changes; default 300 */
+  healthSeconds?: number;
+}
+
+export interface RunResult {
+  done: string[];
+  /** the machine that failed, and why */
+  failed?: { machine: string; error: string; kind?: string; stage: string };
+  /** machines with changes not (yet) delivered */
+  notDone: string[];
+}
+
+/** Delivers each machine's changes in order, stopping at the first failure. */
+export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResult> {
+  const done: string[] = [];
+  const todo = plan.machines.filter((p) => !isEmpty(p.changes));
+  for (const p of plan.machines.filter((x) => isEmpty(x.changes))) {
+    // nothing to deliver, but a machine compared with its own files gets its record now
+    if (p.baseline === 'machine') await saveGiven(o.stateDir, p.target.machine.name, givenOf(p.next));
+  }
+  for (let i = 0; i < todo.length; i++) {
+    const p = todo[i]!;
+    const name = p.target.machine.name;
+    const t0 = performance.now();
+    let stage = 'connect';
+    try {
+      const m = p.target.ssh;
+      if (p.actions.stop.length) {
+        stage = 'stop';
+        o.out(`${name}: systemctl stop ${p.actions.stop.join(' ')}`);
+        await o.ssh.run(m, ['systemctl', 'stop', ...p.actions.stop]);
+      }
+      stage = 'files';
+      o.out(`${name}: writing ${plural(p.changes.put.length, 'file')}${p.changes.remove.length ? `, removing ${p.changes.remove.length}` : ''}`);
+      await o.ssh.putFiles(m, p.changes.put.map((f) => ({ path: f.path, mode: f.mode, contents: f.contents, ...(f.owner ? { owner: f.owner } : {}), ...(f.link ? { link: f.link } : {}) })));
+      if (p.changes.remove.length) await o.ssh.run(m, ['rm', '-f', '--', ...p.changes.remove]);
+      if (p.actions.daemonReload) {
+        stage = 'daemon-reload';
+        await o.ssh.run(m, ['systemctl', 'daemon-reload']);
+      }
+      for (const c of p.actions.commands) {
+        stage = c.argv.join(' ');
+        o.out(`${name}: ${c.argv.join(' ')}`);
+        await o.ssh.run(m, c.argv);
+      }
+      for (const u of p.actions.units) {
+        stage = `${u.kind} ${u.unit}`;
+        o.out(`${name}: ${u.kind} ${u.unit}`);
+        // reload: only a running unit; a stopped one is left to its own start
+        const verb = u.kind === 'reload' ? 'try-reload-or-restart' : u.kind;
+        await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
+      }
+      stage = 'health';
+      const seconds = o.healthSeconds ?? 300;
+      const h = healthScript(o.spec, p, seconds);
+      if (h.checks.length) {
+        o.out(`${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`);
+        const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
+        if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
+      }
+      await saveGiven(o.stateDir, name, givenOf(p.next));
+      done.push(name);
+      o.out(`${name}: done (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      const kind = e instanceof SshError ? e.kind : undefined;
+      const error = e instanceof SshError ? e.message.replace(`${name}: `, '') : (e as Error).message;
+      o.out(`${name}: FAILED at ${stage}: ${error}`);
+      return { done, failed: { machine: name, error, kind, stage }, notDone: todo.slice(i).map((x) => x.target.machine.name) };
+    }
+  }
+  return { done, notDone: [] };
+}

@@ -1,0 +1,123 @@
+// `slipway apply`, `slipway drain`, `slipway remove`: the cluster file's changes delivered
+// to installed machines (src/apply/). Thin: flags, the core, printing, exit codes
+// (0 done or nothing to do, 1 failed or not done, 2 usage, 3 a dry run with changes).
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createInterface } from 'node:readline/promises';
+import type { Spec } from '../spec/types.ts';
+import type { AssetPins, Plan } from '../plan/types.ts';
+import { buildPlan } from '../plan/plan.ts';
+import { planTree } from '../render/tree.ts';
+import { stageSecrets } from '../secrets/store.ts';
+
+export class ApplyUsage extends Error {}
+
+export interface ApplyIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** reads and checks a cluster file, printing its problems; undefined when invalid */
+  load: (file: string) => Promise<Spec | undefined>;
+  stateDirFor: (file: string, state: unknown) => string;
+  /** the pins of --assets DIR, as render and serve take them */
+  pins: (dir: string | undefined) => Promise<AssetPins | undefined>;
+  /** builds the plan, turning a clash with a rendered file into the file's FILE:LINE:COL (main.ts's) */
+  plan: (file: string, build: () => Plan) => Promise<Plan>;
+  /** for tests: the ssh client (e.g. ['ip', 'netns', 'exec', NS, 'ssh']) */
+  sshCommand?: string[];
+}
+
+function flags<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O) {
+  try {
+    return parseArgs({ args: argv, options, allowPositionals: false, strict: true as const });
+  } catch (e) {
+    throw new ApplyUsage((e as Error).message);
+  }
+}
+
+function need(v: unknown, flag: string): string {
+  if (typeof v !== 'string' || v === '') throw new ApplyUsage(`missing ${flag}`);
+  return v;
+}
+
+async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+export async function applyCommand(argv: string[], io: ApplyIo): Promise<number> {
+  const { values: a } = flags(argv, {
+    file: { type: 'string', short: 'f' },
+    state: { type: 'string' },
+    assets: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    yes: { type: 'boolean' },
+    'health-timeout': { type: 'string' },
+  });
+  const file = need(a.file, '-f FILE');
+  const healthSeconds = a['health-timeout'] === undefined ? 300 : Number(a['health-timeout']);
+  if (!Number.isInteger(healthSeconds) || healthSeconds < 1) throw new ApplyUsage('--health-timeout must be a whole number of seconds');
+  const spec = await io.load(file);
+  if (!spec) return 1;
+  const stateDir = io.stateDirFor(file, a.state);
+  const { machineTargets, transportFor } = await import('../apply/targets.ts');
+  const { planApply, describe, runApply } = await import('../apply/apply.ts');
+  const { isEmpty } = await import('../apply/changes.ts');
+  const { checkMembership } = await import('../apply/membership.ts');
+
+  const pins = await io.pins(a.assets);
+  const staged = await stageSecrets(stateDir, spec, { log: io.err });
+  const tree = planTree(await io.plan(file, () => buildPlan(spec, staged.secrets, { pins })));
+  const targets = machineTargets(stateDir, spec);
+  const refusal = await checkMembership(stateDir, spec, targets);
+  if (refusal) {
+    io.err(`apply: refused, nothing done: ${refusal}`);
+    return 1;
+  }
+  const ssh = transportFor(stateDir, { ssh: io.sshCommand });
+  try {
+    let plan;
+    try {
+      plan = await planApply(stateDir, tree, targets, ssh);
+    } catch (e) {
+      io.err(`apply: nothing done: ${(e as Error).message}`);
+      return 1;
+    }
+    for (const n of targets.notInstalled) io.out(`${n.machine.name}: not installed (${n.state}): left to serve, which gives it this render when it boots`);
+    for (const n of targets.unpinned) io.out(`${n.machine.name}: ${n.state}, but no SSH host key was pinned when it was installed: not reached (reprovision it, or install it with this Slipway)`);
+    if (!pins && plan.machines.some((p) => p.changes.put.some((f) => f.path === '/etc/slipway/binaries.list')))
+      throw new ApplyUsage('the machines were given binaries pinned by sha256: pass --assets DIR (what serve serves) so this render pins them too');
+    for (const p of plan.machines) for (const l of describe(p, true)) io.out(l);
+    const changed = plan.machines.filter((p) => !isEmpty(p.changes));
+    if (a['dry-run']) {
+      io.out(`apply --dry-run: ${changed.length} of ${plan.machines.length} installed machines would change; nothing done`);
+      return changed.length || targets.unpinned.length ? 3 : 0;
+    }
+    if (!changed.length) {
+      await staged.commit();
+      await runApply(plan, { spec, stateDir, ssh, out: io.out, healthSeconds }); // records machines compared with their own files
+      io.out(`apply: nothing to change on ${plan.machines.length} installed machines`);
+      return targets.unpinned.length ? 1 : 0;
+    }
+    if (!a.yes) {
+      if (!process.stdin.isTTY) throw new ApplyUsage('apply changes running machines: pass --yes to go ahead without a question, or --dry-run to see the plan');
+      if (!(await confirm(`apply these changes to ${changed.map((p) => p.target.machine.name).join(', ')}? [y/N] `))) {
+        io.err('apply: nothing done');
+        return 1;
+      }
+    }
+    // new secrets (a new machine's certificates and token) are saved before they are delivered
+    await staged.commit();
+    const r = await runApply(plan, { spec, stateDir, ssh, out: io.out, healthSeconds });
+    io.out(`apply: done: ${r.done.join(', ') || 'none'}`);
+    if (r.failed) {
+      io.out(`apply: not done: ${r.notDone.join(', ')} (stopped at ${r.failed.machine}: ${r.failed.error}); run apply again to continue`);
+      return 1;
+    }
+    return targets.unpinned.length ? 1 : 0;
+  } finally {
+    ssh.close();
+  }
+}

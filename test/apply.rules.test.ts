@@ -1,0 +1,162 @@
+// apply's pure decisions on real renders of the examples: which files differ from what a
+// machine was given, which units that restarts or reloads (and in which order), the
+// rollout order, and etcd's membership rules. The scripts apply sends are checked by the
+// shell that runs them (sh -n).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { buildPlan } from '../src/plan/plan.ts';
+import { planTree } from '../src/render/tree.ts';
+import { givenOf, machineFiles } from '../src/render/given.ts';
+import { fileChanges, machineActions, rolloutOrder, unitInputs } from '../src/apply/changes.ts';
+import { membershipChange, quorum } from '../src/apply/membership.ts';
+import { healthScript, type MachinePlan } from '../src/apply/apply.ts';
+import { putScript } from '../src/apply/ssh.ts';
+import type { Secrets } from '../src/secrets/types.ts';
+import type { Spec } from '../src/spec/types.ts';
+import { haSpec, machine } from './helpers/spec.ts';
+import { fakeSecrets } from './helpers/secrets.ts';
+
+const render = (spec: Spec, secrets: Secrets = fakeSecrets(spec)) => planTree(buildPlan(spec, secrets));
+
+/** What `name` was given under `before` and what it gets under `after`, with apply's actions. */
+function delta(before: Spec, after: Spec, name: string, secretsAfter?: Secrets) {
+  const given = givenOf(machineFiles(render(before), name));
+  const next = machineFiles(render(after, secretsAfter ?? fakeSecrets(after)), name);
+  const changes = fileChanges(given, next);
+  return { changes, actions: machineActions(changes, next, Object.keys(given)), next };
+}
+
+test('an unchanged file: nothing to deliver anywhere', () => {
+  const s = haSpec();
+  for (const m of s.machines) {
+    const d = delta(s, haSpec(), m.name);
+    assert.deepEqual(d.changes, { put: [], remove: [] }, m.name);
+    assert.deepEqual(d.actions, { daemonReload: false, stop: [], commands: [], units: [] });
+  }
+});
+
+test('adding worker w3: the others get (cni: bridge) a route to its pod /24, by networkctl reload; no unit restarts', () => {
+  const before = haSpec();
+  before.network = { ...before.network, cni: 'bridge' };
+  const after = haSpec();
+  after.network = { ...after.network, cni: 'bridge' };
+  after.machines.push(machine('w3', '10.20.30.23', ['worker']));
+  const d = delta(before, after, 'w1');
+  assert.deepEqual(d.changes.put.map((f) => f.path), ['/etc/systemd/network/10-slipway.network']);
+  assert.match(d.changes.put[0]!.contents, /Gateway=10\.20\.30\.23/);
+  assert.deepEqual(d.actions.commands.map((c) => c.argv.join(' ')), ['networkctl reload']);
+  assert.deepEqual(d.actions.units, []);
+  assert.equal(d.actions.daemonReload, false);
+});
+
+test('a new apiserver certificate restarts exactly the apiserver on control-plane machines, nothing on workers', () => {
+  const s = haSpec();
+  const secrets = fakeSecrets(s);
+  const renewed: Secrets = { ...secrets, certs: { ...secrets.certs, apiserver: { cert: secrets.certs.apiserver.cert.replace('apiserver', 'apiserver-renewed'), key: secrets.certs.apiserver.key + '\n' } } };
+  const cp = delta(s, haSpec(), 'cp1', renewed);
+  assert.deepEqual(cp.changes.put.map((f) => f.path).sort(), ['/etc/kubernetes/pki/apiserver.crt', '/etc/kubernetes/pki/apiserver.key']);
+  assert.deepEqual(cp.actions.units, [{ kind: 'restart', unit: 'kube-apiserver.service' }]);
+  assert.equal(cp.actions.daemonReload, false);
+  const w = delta(s, haSpec(), 'w1', renewed);
+  assert.deepEqual(w.changes.put, []);
+});
+
+test('a new etcd CA and member certificates restart etcd before the apiserver; a kubeconfig change restarts its component', () => {
+  const s = haSpec();
+  const secrets = fakeSecrets(s);
+  const certs = { ...secrets.certs };
+  certs['etcd/ca'] = { cert: certs['etcd/ca'].cert + '#', key: certs['etcd/ca'].key };
+  certs['scheduler'] = { cert: certs['scheduler'].cert + '#', key: certs['scheduler'].key };
+  const d = delta(s, haSpec(), 'cp2', { ...secrets, certs });
+  const units = d.actions.units.map((u) => `${u.kind} ${u.unit}`);
+  assert.ok(units.indexOf('restart etcd.service') === 0, units.join(', '));
+  assert.ok(units.includes('restart kube-apiserver.service'), units.join(', '));
+  assert.ok(units.includes('restart kube-scheduler.service'), units.join(', '));
+  assert.ok(!units.includes('restart kube-controller-manager.service'), `the controller-manager reads neither: ${units.join(', ')}`);
+});
+
+test('unit files: a changed unit is daemon-reloaded and restarted; a newly enabled one started; a removed one stopped', () => {
+  const s = haSpec();
+  const given = givenOf(machineFiles(render(s), 'w1'));
+  const next = machineFiles(render(s), 'w1');
+  const kubelet = next.get('/etc/systemd/system/kubelet.service')!;
+  next.set(kubelet.path, { ...kubelet, contents: kubelet.contents.replace('--node-ip=', '--v=2 \\\n  --node-ip=') });
+  next.set('/etc/systemd/system/extra.service', { path: '/etc/systemd/system/extra.service', mode: 0o644, contents: '[Service]\nExecStart=/bin/true\n' });
+  next.set('/etc/systemd/system/multi-user.target.wants/extra.service', { path: '/etc/systemd/system/multi-user.target.wants/extra.service', mode: 0o644, contents: '', link: '/etc/systemd/system/extra.service' });
+  next.delete('/etc/systemd/system/slipway-swapoff.service');
+  next.delete('/etc/systemd/system/multi-user.target.wants/slipway-swapoff.service');
+  next.delete('/etc/systemd/system/slipway-swapoff.service.d/10-slipway-report.conf');
+  const changes = fileChanges(given, next);
+  const a = machineActions(changes, next, Object.keys(given));
+  assert.equal(a.daemonReload, true);
+  assert.deepEqual(a.stop, ['slipway-swapoff.service']);
+  assert.deepEqual(a.units, [{ kind: 'start', unit: 'extra.service' }, { kind: 'restart', unit: 'kubelet.service' }]);
+  assert.deepEqual(changes.remove, ['/etc/systemd/system/multi-user.target.wants/slipway-swapoff.service', '/etc/systemd/system/slipway-swapoff.service', '/etc/systemd/system/slipway-swapoff.service.d/10-slipway-report.conf']);
+});
+
+test('configuration of the OS units: haproxy and keepalived are reloaded, not restarted; a mode change counts', () => {
+  const s = haSpec();
+  const given = givenOf(machineFiles(render(s), 'cp1'));
+  const next = machineFiles(render(s), 'cp1');
+  for (const p of ['/etc/haproxy/haproxy.cfg', '/etc/keepalived/keepalived.conf']) next.set(p, { ...next.get(p)!, contents: next.get(p)!.contents + '# x\n' });
+  const hosts = next.get('/etc/hosts')!;
+  next.set('/etc/hosts', { ...hosts, mode: 0o600 });
+  const changes = fileChanges(given, next);
+  assert.deepEqual(changes.put.map((f) => f.path), ['/etc/haproxy/haproxy.cfg', '/etc/hosts', '/etc/keepalived/keepalived.conf']);
+  assert.deepEqual(machineActions(changes, next, Object.keys(given)).units, [{ kind: 'reload', unit: 'haproxy.service' }, { kind: 'reload', unit: 'keepalived.service' }]);
+});
+
+test('what each unit reads comes from its own text: flags, and the files those name', () => {
+  const inputs = unitInputs(machineFiles(render(haSpec()), 'cp1'));
+  const api = inputs.get('kube-apiserver.service')!;
+  for (const p of ['/etc/kubernetes/pki/apiserver.crt', '/etc/kubernetes/pki/etcd/ca.crt', '/etc/kubernetes/encryption-config.yaml', '/etc/kubernetes/pki/sa.pub']) assert.ok(api.has(p), p);
+  assert.ok(!api.has('/etc/hosts'));
+  assert.ok(inputs.get('kubelet.service')!.has('/var/lib/kubelet/config.yaml'));
+  assert.ok(inputs.get('kubelet.service')!.has('/etc/kubernetes/pki/ca.crt'), 'named by the kubelet config, not the unit');
+});
+
+test('rollout: control-plane and etcd machines first, in file order, then workers', () => {
+  const s = haSpec();
+  const targets = [...s.machines].reverse().map((machine) => ({ machine }));
+  assert.deepEqual(rolloutOrder(targets).map((t) => t.machine.name), ['cp3', 'cp2', 'cp1', 'w2', 'w1'].filter((n) => n.startsWith('cp')).concat(['w2', 'w1']));
+  assert.deepEqual(rolloutOrder(s.machines.map((machine) => ({ machine }))).map((t) => t.machine.name), ['cp1', 'cp2', 'cp3', 'w1', 'w2']);
+});
+
+test('etcd membership: one change at a time, never below a healthy majority, never the last member', () => {
+  const m = (spec: string) => spec.split(' ').map((x) => ({ name: x.replace('!', ''), healthy: !x.endsWith('!') }));
+  assert.deepEqual([1, 2, 3, 4, 5].map(quorum), [1, 2, 2, 3, 3]);
+  assert.deepEqual(membershipChange(m('cp1 cp2 cp3'), ['cp1', 'cp2', 'cp3']), { kind: 'none' });
+  assert.deepEqual(membershipChange(m('cp1 cp2 cp3'), ['cp1', 'cp2', 'cp3', 'cp4']), { kind: 'add', name: 'cp4' });
+  assert.deepEqual(membershipChange(m('cp1 cp2 cp3'), ['cp1', 'cp2']), { kind: 'remove', name: 'cp3' });
+  const rule = (r: ReturnType<typeof membershipChange>) => (r.kind === 'refused' ? r.rule : r.kind);
+  // replacing cp3 by cp4 in one edit: two changes
+  assert.equal(rule(membershipChange(m('cp1 cp2 cp3'), ['cp1', 'cp2', 'cp4'])), 'one-change-at-a-time');
+  // 3 members, one down: adding a 4th needs 3 healthy
+  assert.equal(rule(membershipChange(m('cp1 cp2 cp3!'), ['cp1', 'cp2', 'cp3', 'cp4'])), 'quorum-after-add');
+  // 3 members, one down: removing a healthy one leaves 1 healthy of 2
+  const r = membershipChange(m('cp1 cp2 cp3!'), ['cp2', 'cp3']);
+  assert.equal(rule(r), 'quorum-after-remove');
+  assert.match((r as { message: string }).message, /leaves 2 members, whose quorum is 2, but only 1 of them are healthy/);
+  // ...but removing the broken one is what fixes it
+  assert.deepEqual(membershipChange(m('cp1 cp2 cp3!'), ['cp1', 'cp2']), { kind: 'remove', name: 'cp3' });
+  assert.equal(rule(membershipChange(m('cp1'), [])), 'keep-a-member');
+  assert.equal(rule(membershipChange(m('cp1 cp2'), ['cp1'])), 'remove');
+});
+
+test('the scripts apply sends are valid sh', () => {
+  const s = haSpec();
+  const next = machineFiles(render(s), 'cp1');
+  const plan = { target: { machine: s.machines[0]!, state: 'ready', ssh: { name: 'cp1', address: '10.20.30.11', hostKey: 'ssh-ed25519 AAAA' } }, baseline: 'record', changes: { put: [], remove: [] }, actions: { daemonReload: true, stop: [], commands: [], units: [{ kind: 'restart', unit: 'etcd.service' }, { kind: 'restart', unit: 'slipway-addons.service' }] }, next } as MachinePlan;
+  const h = healthScript(s, plan, 30);
+  assert.deepEqual(h.checks, ['etcd.service active', 'etcd member healthy', 'apiserver /readyz', 'node Ready'], 'a oneshot unit is not waited for as active');
+  const put = putScript([
+    { path: '/etc/hosts', mode: 0o644, contents: "it's\n$HOME `x`\nSLIPWAY_EOF\n" },
+    { path: '/etc/systemd/system/multi-user.target.wants/x.service', mode: 0o777, contents: '', link: '/etc/systemd/system/x.service' },
+  ]);
+  for (const script of [h.script, put]) {
+    const r = spawnSync('sh', ['-n'], { input: script, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr + script);
+  }
+  assert.throws(() => putScript([{ path: '/etc/a b', mode: 0o644, contents: 'x' }]), /not an absolute path of plain characters/);
+});
