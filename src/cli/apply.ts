@@ -3,6 +3,7 @@
 // (0 done or nothing to do, 1 failed or not done, 2 usage, 3 a dry run with changes).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createInterface } from 'node:readline/promises';
+import { readFile } from 'node:fs/promises';
 import type { Spec } from '../spec/types.ts';
 import type { AssetPins, Plan } from '../plan/types.ts';
 import { buildPlan } from '../plan/plan.ts';
@@ -117,6 +118,66 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
       return 1;
     }
     return targets.unpinned.length ? 1 : 0;
+  } finally {
+    ssh.close();
+  }
+}
+
+/** `slipway drain NAME -f FILE` and `slipway remove NAME -f FILE`: a worker out of the cluster. */
+export async function nodeCommand(verb: 'drain' | 'remove', argv: string[], io: ApplyIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { file: { type: 'string', short: 'f' }, state: { type: 'string' }, server: { type: 'string' }, timeout: { type: 'string' } }, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new ApplyUsage((e as Error).message);
+  }
+  const { values: a, positionals } = parsed;
+  if (positionals.length !== 1) throw new ApplyUsage(`${verb} takes one machine name`);
+  const name = positionals[0]!;
+  const file = need(a.file, '-f FILE');
+  const timeoutS = a.timeout === undefined ? 300 : Number(a.timeout);
+  if (!Number.isInteger(timeoutS) || timeoutS < 1) throw new ApplyUsage('--timeout must be a whole number of seconds');
+  const spec = await io.load(file);
+  if (!spec) return 1;
+  const stateDir = io.stateDirFor(file, a.state);
+  const { machineTargets, transportFor } = await import('../apply/targets.ts');
+  const { workerRefusal, kubectlHost, drainNode, deleteNode, reprovision, forgetGiven } = await import('../apply/nodes.ts');
+  const refusal = workerRefusal(spec.machines, name);
+  if (refusal) {
+    io.err(`${verb}: refused, nothing done: ${refusal}`);
+    return 1;
+  }
+  const targets = machineTargets(stateDir, spec);
+  const via = kubectlHost(targets);
+  if (!via) {
+    io.err(`${verb}: nothing done: no installed control-plane machine with a pinned host key to run kubectl on`);
+    return 1;
+  }
+  const ssh = transportFor(stateDir, { ssh: io.sshCommand });
+  try {
+    await drainNode(ssh, via, name, timeoutS, io.out);
+    if (verb === 'drain') {
+      io.out(`${name}: drained (cordoned: \`kubectl uncordon ${name}\` takes it back)`);
+      return 0;
+    }
+    await deleteNode(ssh, via, name, io.out);
+    await forgetGiven(stateDir, name);
+    const { provisionerURL } = await import('../spec/types.ts');
+    const { defaultTokenFile } = await import('./status.ts');
+    const server = a.server ?? provisionerURL(spec);
+    try {
+      const token = (await readFile(defaultTokenFile(stateDir), 'utf8')).trim();
+      await reprovision(server, token, name);
+      io.out(`${name}: marked for reprovision at ${server} (its next network boot installs it again)`);
+    } catch (e) {
+      io.out(`${name}: Node deleted, but serve at ${server} could not mark it for reprovision (${(e as Error).message}): reprovision it from the console or the API`);
+      return 1;
+    }
+    io.out(`${name}: removed; take it out of the cluster file and run \`slipway apply\` so the others forget it (routes, hosts)`);
+    return 0;
+  } catch (e) {
+    io.err(`${verb} ${name}: stopped: ${(e as Error).message}`);
+    return 1;
   } finally {
     ssh.close();
   }

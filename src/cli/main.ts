@@ -84,6 +84,10 @@ Commands:
                                    replaced atomically, their units restarted, control-plane/etcd
                                    machines one at a time, each healthy before the next; stops at
                                    the first failure (run again to continue); --dry-run: the plan
+  drain    NAME -f FILE [--state DIR] [--timeout SECONDS]
+                                   cordon and drain a worker (PodDisruptionBudgets respected)
+  remove   NAME -f FILE [--state DIR] [--server URL] [--timeout SECONDS]
+                                   drain a worker, delete its Node, have serve reprovision it
 
 Exit codes: 0 ok, 1 invalid input or failure, 2 usage error, 3 plan has changes.
 State (CAs, keys, tokens) lives in --state, default .slipway/ beside the cluster file.`;
@@ -338,6 +342,26 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     const { applyCommand, ApplyUsage } = await import('./apply.ts');
     try {
       return await applyCommand(argv, { out, err, load, stateDirFor, pins: renderPins, plan: planOrConflict });
+    } catch (e) {
+      if (e instanceof ApplyUsage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async drain(argv) {
+    const { nodeCommand, ApplyUsage } = await import('./apply.ts');
+    try {
+      return await nodeCommand('drain', argv, { out, err, load, stateDirFor, pins: renderPins, plan: planOrConflict });
+    } catch (e) {
+      if (e instanceof ApplyUsage) throw new UsageError(e.message);
+      throw e;
+    }
+  },
+
+  async remove(argv) {
+    const { nodeCommand, ApplyUsage } = await import('./apply.ts');
+    try {
+      return await nodeCommand('remove', argv, { out, err, load, stateDirFor, pins: renderPins, plan: planOrConflict });
     } catch (e) {
       if (e instanceof ApplyUsage) throw new UsageError(e.message);
       throw e;
