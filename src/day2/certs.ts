@@ -89,7 +89,10 @@ export function signer(c: X509Certificate, cas: Cas): string {
 }
 
 function row(base: Pick<CertRow, 'name' | 'machine' | 'where'>, c: X509Certificate, cas: Cas, now: number): CertRow {
-  return { ...base, notAfter: c.validToDate, daysLeft: Math.floor((c.validToDate.getTime() - now) / DAY_MS), ca: c.ca && c.checkIssued(c) ? 'self (CA)' : signer(c, cas), serial: c.serialNumber };
+  let ca = c.ca && c.checkIssued(c) ? 'self (CA)' : signer(c, cas);
+  // Without serverTLSBootstrap the kubelet serves a pair it made itself (its own "<host>-ca@<time>").
+  if (base.name === 'kubelet' && ca.startsWith("not the cluster's: ")) ca = `kubelet's own: ${ca.slice("not the cluster's: ".length)}`;
+  return { ...base, notAfter: c.validToDate, daysLeft: Math.floor((c.validToDate.getTime() - now) / DAY_MS), ca, serial: c.serialNumber };
 }
 
 /** The leaf certificate served at host:port (no verification: reading it is the point). */
@@ -149,7 +152,7 @@ export function dueReason(r: CertRow, windowDays: number): string | undefined {
   if (r.error) return `unreadable: ${r.error}`;
   if (r.daysLeft! < 0) return 'expired';
   if (r.daysLeft! < windowDays) return `due (within ${windowDays} days)`;
-  if (r.ca?.startsWith("not the cluster's") && r.name !== 'kubelet') return 'signed by a CA that is not the cluster\'s';
+  if (r.ca?.startsWith("not the cluster's")) return "signed by a CA that is not the cluster's";
   return undefined;
 }
 

@@ -199,7 +199,9 @@ async function reconcileLeaf(ctx: LeafContext, def: CertDef): Promise<LeafResult
       ? 'missing'
       : cert === undefined || key === undefined
         ? `${cert === undefined ? 'certificate' : 'key'} missing`
-        : staleness(def, cert, key, ctx.caX509(caId), ctx.index.certs[def.id]?.def, ctx.alg, ctx.now);
+        : ctx.renew.has(def.id)
+          ? 'renewal requested'
+          : staleness(def, cert, key, ctx.caX509(caId), ctx.index.certs[def.id]?.def, ctx.alg, ctx.now);
   if (reason === undefined) {
     await keepPrivate(ctx.w, keyPath(ctx.pki, def.id), ctx.log);
     return { pair: { cert: cert!, key: key! } };
