@@ -48,6 +48,42 @@ export async function etcdCommand(argv: string[], io: Day2Io): Promise<number> {
     io.out(`  sha256 ${r.sha256}`);
     return 0;
   }
+  if (sub === 'restore') {
+    const { values: a } = flags(rest, { file: { type: 'string', short: 'f' }, from: { type: 'string' }, state: { type: 'string' }, yes: { type: 'boolean' } });
+    const file = need(a.file, '-f FILE');
+    const from = need(a.from, '--from FILE.db');
+    let data: Buffer;
+    try {
+      data = await readFile(from);
+    } catch (e) {
+      throw new Day2Usage(`cannot read ${from}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const spec = await io.load(file);
+    if (!spec) return 1;
+    const { snapshotStatus } = await import('../day2/snapshot-file.ts');
+    const status = snapshotStatus(data, from); // refuses a file that is not a snapshot before anything else
+    const stateDir = io.stateDirFor(file, a.state);
+    const { etcdMembers, controlPlanes } = await import('../spec/types.ts');
+    const members = etcdMembers(spec).map((m) => m.name);
+    io.out(`${from}: revision ${status.revision}, ${status.totalKey} keys, hash ${hex(status.hash)}`);
+    if (!a.yes) {
+      io.out(`restore would replace the etcd data of ${members.join(', ')} with this snapshot (every change after it is lost; each member's current data is kept beside it) and restart the control plane of ${controlPlanes(spec).map((m) => m.name).join(', ')}: pass --yes to do it`);
+      return 1;
+    }
+    const { machineTargets, transportFor } = await import('../apply/targets.ts');
+    const { restoreEtcd } = await import('../day2/restore.ts');
+    const { etcdClientTls, apiClientTls } = await import('../day2/etcd.ts');
+    const targets = machineTargets(stateDir, spec);
+    const remote = transportFor(stateDir);
+    try {
+      const t0 = Date.now();
+      const r = await restoreEtcd({ spec, snapshot: data, from, remote, machines: new Map(targets.reachable.map((t) => [t.machine.name, t.ssh])), etcdTls: await etcdClientTls(stateDir), apiTls: await apiClientTls(stateDir), log: io.out });
+      io.out(`restored ${from} on ${members.join(', ')} in ${((Date.now() - t0) / 1000).toFixed(1)} s: etcd at revision ${r.revision}; previous data kept in ${[...new Set(Object.values(r.kept))].join(', ')} on each member (remove it once the cluster is as it should be)`);
+      return 0;
+    } finally {
+      remote.close();
+    }
+  }
   if (sub === 'status') {
     const { positionals } = flags(rest, {}, true);
     if (positionals.length !== 1) throw new Day2Usage('etcd status takes one FILE.db');
@@ -65,7 +101,7 @@ export async function etcdCommand(argv: string[], io: Day2Io): Promise<number> {
     io.out(`  sha256 ${createHash('sha256').update(data).digest('hex')}`);
     return 0;
   }
-  throw new Day2Usage(sub ? `unknown etcd command "${sub}" (snapshot, status)` : 'etcd needs a command: snapshot, status');
+  throw new Day2Usage(sub ? `unknown etcd command "${sub}" (snapshot, restore, status)` : 'etcd needs a command: snapshot, restore, status');
 }
 
 export async function certsCommand(argv: string[], io: Day2Io): Promise<number> {

@@ -72,6 +72,10 @@ Commands:
                                    a consistent etcd snapshot over TLS from the provisioner (0600,
                                    atomic); prints its revision, key count, hash and sha256
   etcd     status FILE.db          what etcdctl snapshot status says of a snapshot; refuses other files
+  etcd     restore -f FILE --from FILE.db [--state DIR] [--yes]
+                                   disaster recovery over SSH: every member restored from the snapshot
+                                   (previous data kept beside it), etcd and the control plane restarted
+                                   and waited for; without --yes only says what it would do
   certs    check -f FILE [--state DIR] [--window DAYS]
                                    the certificates the machines serve (apiserver, etcd, kubelet, the
                                    VIP) and the state holds: not-after, days left, CA; exit 1 when

@@ -34,6 +34,19 @@ export async function etcdClientTls(stateDir: string): Promise<EtcdClientTls> {
   return { ca, cert, key };
 }
 
+/** CA and the admin client pair the apiservers accept (the state's admin certificate). */
+export async function apiClientTls(stateDir: string): Promise<EtcdClientTls> {
+  const pki = join(stateDir, 'pki');
+  const [ca, cert, key] = await Promise.all([certPath(pki, 'ca'), certPath(pki, 'admin'), keyPath(pki, 'admin')].map(async (f) => {
+    try {
+      return await readFile(f, 'utf8');
+    } catch (e) {
+      throw new Error(`cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): is ${stateDir} this cluster's state directory (--state)?`);
+    }
+  }));
+  return { ca: ca!, cert: cert!, key: key! };
+}
+
 export const memberEndpoints = (spec: Spec): { name: string; url: string }[] => etcdMembers(spec).map((m) => ({ name: m.name, url: `https://${m.ip}:${ETCD_CLIENT_PORT}` }));
 
 /** Streams one member's snapshot into `sink`; resolves with the bytes written. */
