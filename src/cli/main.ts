@@ -41,6 +41,13 @@ Commands:
   status   -f FILE [--watch] [--server URL] [--state DIR] [--timeout SECONDS]
                                    machines and their states from a running serve; --watch follows
                                    live until all are ready or failed; exit 0 only when all are ready
+  power    -f FILE status|on|off|cycle|reset NAME...|--all [--parallel N]
+                                   power machines through their BMCs (machines[].bmc, IPMI): a table,
+                                   one row per machine; exit 0 only when every machine succeeded
+  provision -f FILE NAME...|--all [--parallel N] [--server URL] [--state DIR] [--timeout SECONDS]
+                                   through their BMCs: next boot from the network (once), marked for
+                                   (re)provisioning in the running serve, power cycled; then followed
+                                   until ready or failed; exit 0 only when all are ready
   rehearse -f FILE [--engine containers|vm] [--binaries DIR] [--keep] [--report FILE.json]
            [--timeout SECONDS] [--fault MACHINE=wrong-mac|failing-unit ...] [--no-kubernetes]
            [--console-port PORT | --no-console]
@@ -166,6 +173,17 @@ async function planOrConflict(file: string, plan: () => Plan): Promise<Plan> {
   }
 }
 
+/** `power` and `provision` (cli/power.ts; issue 18) */
+async function powerEntry(cmd: 'power' | 'provision', argv: string[]): Promise<number> {
+  const { powerCli, PowerUsage } = await import('./power.ts');
+  try {
+    return await powerCli(cmd, argv, { load, out, err, stateDir: stateDirFor, server: provisionerURL });
+  } catch (e) {
+    if (e instanceof PowerUsage) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   async validate(argv) {
     const file = need(args(argv, fileOpts).file, '-f FILE');
@@ -285,6 +303,14 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       out: process.stdout,
       timeoutSeconds: timeout,
     });
+  },
+
+  async power(argv) {
+    return powerEntry('power', argv);
+  },
+
+  async provision(argv) {
+    return powerEntry('provision', argv);
   },
 
   async rehearse(argv) {
