@@ -52,6 +52,24 @@ export interface RestoreResult {
 
 const CONTROL_PLANE_UNITS = ['kube-apiserver.service', 'kube-controller-manager.service', 'kube-scheduler.service'];
 const STAGE = '/var/lib/slipway-restore';
+/**
+ * An apiserver whose etcd is gone waits out its requests before it exits (~60 s
+ * measured); its state is about to be replaced anyway, so after this grace it is killed.
+ */
+const STOP_GRACE_S = 15;
+
+/** Stops units, killing what has not stopped after `grace` seconds. */
+export function stopScript(units: string[], grace: number): string {
+  const u = units.join(' ');
+  return [
+    'set -e',
+    `systemctl stop --no-block ${u}`,
+    `i=0; while [ $i -lt ${grace * 2} ] && systemctl is-active --quiet ${u}; do sleep 0.5; i=$((i+1)); done`,
+    // (is-active with several units is true while any of them is active)
+    `for x in ${u}; do if systemctl is-active --quiet $x; then systemctl kill --signal=SIGKILL $x; echo "killed $x after ${grace} s" >&2; fi; done`,
+    `systemctl stop ${u}`,
+  ].join('\n') + '\n';
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -158,7 +176,7 @@ export async function restoreEtcd(o: RestoreOptions): Promise<RestoreResult> {
     );
   try {
     // 3. nothing may write to etcd while its data is swapped
-    await onAll(cps, (m) => remote.run(at(m.name), ['systemctl', 'stop', ...CONTROL_PLANE_UNITS], { timeoutMs: 120_000 }));
+    await onAll(cps, (m) => remote.run(at(m.name), { script: stopScript(CONTROL_PLANE_UNITS, STOP_GRACE_S) }, { timeoutMs: 120_000 }));
     await onAll(members, (m) => remote.run(at(m.name), ['systemctl', 'stop', 'etcd.service'], { timeoutMs: 120_000 }));
     step(`stopped the control plane (${cps.map((m) => m.name).join(', ')}) and etcd (${members.map((m) => m.name).join(', ')})`);
 
