@@ -18,7 +18,7 @@ import { haSpec } from './helpers/spec.ts';
 import { snapshot } from './helpers/fs-snapshot.ts';
 import { slipway, EXAMPLE_HA } from './helpers/cli.ts';
 import { loadOrCreateSecrets } from '../src/secrets/store.ts';
-import { checkServed, checkState, dueReason, endpoints, formatTable, readCas } from '../src/day2/certs.ts';
+import { checkHeld, checkServed, checkState, dueReason, endpoints, formatTable, heldScript, readCas } from '../src/day2/certs.ts';
 import { renewCertificates } from '../src/day2/renew.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
@@ -88,6 +88,31 @@ test('the state\'s rows: every CA and leaf of the file, CAs self-signed, leaves 
   assert.equal(by.get('front-proxy-client')!.ca, 'front-proxy-ca');
   assert.equal(by.get('admin')!.ca, 'ca');
   assert.ok(rows.every((r) => !r.error && r.where === 'state'));
+}));
+
+test('what a machine holds: the script read by sh, sed and base64 over a rendered machine root: its certificate files and kubeconfigs\' client certificates, no key', withState(async (state) => {
+  const out = join(state, '..', 'out');
+  const r = slipway(['render', '-f', EXAMPLE_HA, '-o', out, '--state', state]);
+  assert.equal(r.code, 0, r.stderr);
+  const root = join(out, 'machines/cp1/root');
+  const cas = await readCas(state);
+  const rows = await checkHeld([{ name: 'cp1', ssh: { name: 'cp1', address: '10.20.30.11', hostKey: 'ssh-ed25519 AAAA' } }, { name: 'w9', why: 'not installed (booting)' }], async () => {
+    const sh = spawnSync('sh', ['-s'], { input: heldScript(root), encoding: 'utf8' });
+    assert.equal(sh.status, 0, sh.stderr);
+    assert.doesNotMatch(sh.stdout, /PRIVATE KEY/);
+    return sh.stdout;
+  }, cas, Date.now());
+  const by = new Map(rows.map((x) => [`${x.machine} ${x.name}`, x]));
+  const serial = (id: string) => new X509Certificate(readFileSync(join(state, 'pki', `${id}.crt`), 'utf8')).serialNumber;
+  for (const [name, id, ca] of [['pki/apiserver.crt', 'apiserver', 'ca'], ['pki/etcd/server.crt', 'etcd/server/cp1', 'etcd/ca'], ['pki/front-proxy-client.crt', 'front-proxy-client', 'front-proxy-ca'], ['admin.conf', 'admin', 'ca'], ['scheduler.conf', 'scheduler', 'ca'], ['kube-proxy.conf', 'kube-proxy', 'ca']] as const) {
+    const x = by.get(`cp1 ${name}`);
+    assert.ok(x, `cp1 ${name} missing: ${[...by.keys()].join(', ')}`);
+    assert.equal(x.serial, serial(id), name);
+    assert.equal(x.ca, ca, name);
+    assert.equal(x.where, 'held');
+  }
+  assert.equal(by.get('cp1 pki/ca.crt')!.ca, 'self (CA)');
+  assert.equal(by.get('w9 files')!.error, 'not installed (booting)');
 }));
 
 test('renew --all: every leaf re-issued (new serial and not-after, same CA, openssl verify accepts it); CAs, SA key and tokens untouched', { skip: OPENSSL }, withState(async (state) => {

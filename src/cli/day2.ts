@@ -104,6 +104,30 @@ export async function etcdCommand(argv: string[], io: Day2Io): Promise<number> {
   throw new Day2Usage(sub ? `unknown etcd command "${sub}" (snapshot, restore, status)` : 'etcd needs a command: snapshot, restore, status');
 }
 
+/** What each installed machine holds, over apply's SSH transport; none (with a note) when the state has no provisioner key. */
+async function heldRows(stateDir: string, spec: Spec, cas: import('../day2/certs.ts').Cas, now: number, io: Day2Io) {
+  const { existsSync } = await import('node:fs');
+  const { provisionerKeyPath } = await import('../secrets/store.ts');
+  if (!existsSync(provisionerKeyPath(stateDir))) {
+    io.err(`note: ${provisionerKeyPath(stateDir)} does not exist: the certificates the machines hold are not read (only those they serve)`);
+    return [];
+  }
+  const { machineTargets, transportFor } = await import('../apply/targets.ts');
+  const { checkHeld } = await import('../day2/certs.ts');
+  const t = machineTargets(stateDir, spec);
+  const machines = [
+    ...t.reachable.map((r) => ({ name: r.machine.name, ssh: r.ssh })),
+    ...t.unpinned.map((u) => ({ name: u.machine.name, why: `no SSH host key pinned (${u.state})` })),
+    ...t.notInstalled.map((n) => ({ name: n.machine.name, why: `not installed (${n.state})` })),
+  ].sort((a, b) => spec.machines.findIndex((m) => m.name === a.name) - spec.machines.findIndex((m) => m.name === b.name));
+  const remote = transportFor(stateDir, { connectTimeoutS: 5 });
+  try {
+    return await checkHeld(machines, async (m, script) => (await remote.run(m, { script }, { timeoutMs: 30_000 })).stdout, cas, now);
+  } finally {
+    remote.close();
+  }
+}
+
 export async function certsCommand(argv: string[], io: Day2Io): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === 'check') {
@@ -119,7 +143,7 @@ export async function certsCommand(argv: string[], io: Day2Io): Promise<number> 
     const cas = await readCas(stateDir);
     const tls = await etcdClientTls(stateDir);
     const now = Date.now();
-    const rows = [...(await checkServed(endpoints(spec), cas, tls, now)), ...(await checkState(stateDir, spec, cas, now))];
+    const rows = [...(await checkServed(endpoints(spec), cas, tls, now)), ...(await heldRows(stateDir, spec, cas, now, io)), ...(await checkState(stateDir, spec, cas, now))];
     io.out(formatTable(rows, window));
     const bad = rows.filter((r) => dueReason(r, window));
     if (bad.length) {

@@ -14,6 +14,7 @@ import { ETCD_CLIENT_PORT, ETCD_PEER_PORT } from '../plan/phases/etcd.ts';
 import { CA_IDS, certList } from '../secrets/certlist.ts';
 import { certPath } from '../secrets/pki.ts';
 import type { EtcdClientTls } from './etcd.ts';
+import type { SshMachine } from '../apply/ssh.ts';
 
 export const KUBELET_PORT = 10250;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -145,6 +146,76 @@ export async function checkState(stateDir: string, spec: Spec, cas: Cas, now: nu
       }
     }),
   );
+}
+
+/**
+ * What a machine runs (as root, over SSH) to show the certificates it holds: every
+ * certificate file under /etc/kubernetes/pki, the kubelet's rotated client pair, and the
+ * client certificates its kubeconfigs embed, each after a "== PATH" line. Only the
+ * CERTIFICATE blocks leave the machine, never a key. `root`: a directory to read instead
+ * of / (tests read a rendered machine's root/).
+ */
+export function heldScript(root = ''): string {
+  const r = root.replace(/'/g, '');
+  return [
+    `R='${r}'`,
+    'certs() { sed -n "/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p"; }',
+    'for f in $(find "$R/etc/kubernetes/pki" -name "*.crt" 2>/dev/null | sort) "$R/var/lib/kubelet/pki/kubelet-client-current.pem"; do',
+    '  if [ -r "$f" ]; then echo "== ${f#"$R"}"; certs < "$f"; fi',
+    'done',
+    'for c in "$R"/etc/kubernetes/*.conf; do',
+    '  d=$(sed -n "s/^ *client-certificate-data: *//p" "$c" 2>/dev/null | head -n 1)',
+    '  if [ -n "$d" ]; then echo "== ${c#"$R"}"; echo "$d" | base64 -d | certs; fi',
+    'done',
+    'exit 0',
+  ].join('\n') + '\n';
+}
+
+/** heldScript's output: each path with its first certificate. */
+export function parseHeld(out: string): { path: string; pem: string }[] {
+  const res: { path: string; pem: string }[] = [];
+  for (const part of out.split(/^== /m).slice(1)) {
+    const nl = part.indexOf('\n');
+    const path = part.slice(0, nl).trim();
+    const pem = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec(part)?.[0];
+    if (path && pem) res.push({ path, pem: pem + '\n' });
+  }
+  return res;
+}
+
+/** A held file's short name in the table: pki/apiserver.crt, admin.conf, kubelet-client. */
+export function heldName(path: string): string {
+  if (path === '/var/lib/kubelet/pki/kubelet-client-current.pem') return 'kubelet-client';
+  return path.replace(/^\/etc\/kubernetes\//, '');
+}
+
+/** The machines' held certificates, over a transport; one row per certificate, or one naming why a machine could not be read. */
+export async function checkHeld(
+  machines: { name: string; ssh?: SshMachine; why?: string }[],
+  run: (m: SshMachine, script: string) => Promise<string>,
+  cas: Cas,
+  now: number,
+): Promise<CertRow[]> {
+  const per = await Promise.all(
+    machines.map(async (m): Promise<CertRow[]> => {
+      const base = { machine: m.name, where: 'held' };
+      if (!m.ssh) return [{ ...base, name: 'files', error: m.why ?? 'not reachable' }];
+      try {
+        const held = parseHeld(await run(m.ssh, heldScript()));
+        if (!held.length) return [{ ...base, name: 'files', error: 'no certificates under /etc/kubernetes' }];
+        return held.map((h) => {
+          try {
+            return row({ ...base, name: heldName(h.path) }, new X509Certificate(h.pem), cas, now);
+          } catch (e) {
+            return { ...base, name: heldName(h.path), error: (e as Error).message };
+          }
+        });
+      } catch (e) {
+        return [{ ...base, name: 'files', error: (e as Error).message.replace(`${m.name}: `, '') }];
+      }
+    }),
+  );
+  return per.flat();
 }
 
 /** Why a row fails the check, or undefined when it passes. */
