@@ -85,8 +85,9 @@ Commands:
                                    and waited for; without --yes only says what it would do
   certs    check -f FILE [--state DIR] [--window DAYS]
                                    the certificates the machines serve (apiserver, etcd, kubelet, the
-                                   VIP) and the state holds: not-after, days left, CA; exit 1 when
-                                   one is within DAYS (default 30), expired or unreadable
+                                   VIP), hold (files and kubeconfigs, over SSH) and the state holds:
+                                   not-after, days left, CA; exit 1 when one is within DAYS (default
+                                   30), expired or unreadable
   certs    renew -f FILE [--state DIR] (ID ... | --all)
                                    re-issue leaf certificates in the state (never a CA)
   apply    -f FILE [--state DIR] [--assets DIR] [--dry-run] [--yes] [--health-timeout SECONDS]
