@@ -106,52 +106,121 @@ export async function provisionCommand(spec: Spec, names: string[], all: boolean
   const missing = ms.filter((m) => !before.some((r) => r.name === m.name));
   if (missing.length) throw new Error(`serve at ${opts.server} does not know ${missing.map((m) => m.name).join(', ')}: is it serving this cluster file?`);
 
-  const bmcs = ms.map(bmcOf);
-  const outcomes = await forEach(
-    bmcs.map((b) => b.machine),
-    opts.parallel,
-    async (name) => {
-      const d = driverFor(bmcs.find((b) => b.machine === name)!, io.driver);
-      await d.setNextBoot('pxe', true);
-      await api(opts.server, token, `/api/v1/machines/${name}/reprovision`, 'POST');
-      try {
-        await d.cycle();
-      } catch (e) {
-        (e as Error).message = `marked for reprovisioning, but the power cycle failed: ${(e as Error).message}`;
-        throw e;
+  // serve's event stream, opened before any machine is touched: a machine's DHCP request
+  // can come within a second of its power cycle, before a table fetched later would show it
+  const events = await openEvents(opts.server, token);
+  try {
+    const bmcs = ms.map(bmcOf);
+    const outcomes = await forEach(
+      bmcs.map((b) => b.machine),
+      opts.parallel,
+      async (name) => {
+        const d = driverFor(bmcs.find((b) => b.machine === name)!, io.driver);
+        await d.setNextBoot('pxe', true);
+        await api(opts.server, token, `/api/v1/machines/${name}/reprovision`, 'POST');
+        try {
+          await d.cycle();
+        } catch (e) {
+          (e as Error).message = `marked for reprovisioning, but the power cycle failed: ${(e as Error).message}`;
+          throw e;
+        }
+        return 'network boot';
+      },
+    );
+    io.out(outcomeTable(bmcs, outcomes));
+    const started = outcomes.filter((o) => o.ok).map((o) => o.machine);
+    const failedToStart = outcomes.length - started.length;
+    if (started.length === 0) {
+      io.err(`no machine was started: ${failedToStart} failed`);
+      return 1;
+    }
+    // Follow like `status --watch`: a line per transition, the table at the end.
+    io.out(`following ${started.length} machines until every one is ready or failed`);
+    const deadline = Date.now() + opts.timeoutSeconds * 1000;
+    const rowsNow = async () => (await machinesOf(opts.server, token)).filter((r) => started.includes(r.name));
+    let rows = await rowsNow();
+    let lastLook = Date.now();
+    while (!rows.every((r) => done(r.state))) {
+      if (Date.now() >= deadline) {
+        io.err(`gave up following after ${opts.timeoutSeconds} s`);
+        break;
       }
-      return 'network boot';
-    },
-  );
-  io.out(outcomeTable(bmcs, outcomes));
-  const started = outcomes.filter((o) => o.ok).map((o) => o.machine);
-  const failedToStart = outcomes.length - started.length;
-  if (started.length === 0) {
-    io.err(`no machine was started: ${failedToStart} failed`);
-    return 1;
+      const ev = await events.next(Math.min(deadline - Date.now(), 5_000));
+      if (ev && started.includes(ev.machine)) io.out(`${ev.at} ${ev.machine} ${ev.to} (${ev.source})${ev.reason ? `: ${ev.reason}` : ''}`);
+      // the table decides when every machine is done (events may arrive out of a table's order)
+      if ((ev && done(ev.to)) || Date.now() - lastLook > 5_000 || events.closed) {
+        rows = await rowsNow();
+        lastLook = Date.now();
+        if (events.closed && !rows.every((r) => done(r.state))) await new Promise((r) => setTimeout(r, 2_000));
+      }
+    }
+    io.out(`\n${table(rows)}`);
+    const ready = rows.filter((r) => r.state === 'ready').length;
+    return ready === rows.length && failedToStart === 0 ? 0 : 1;
+  } finally {
+    events.close();
   }
+}
 
-  // Follow like `status --watch`: a line per transition, the table at the end.
-  io.out(`following ${started.length} machines until every one is ready or failed`);
-  const last = new Map<string, State>();
-  const deadline = Date.now() + opts.timeoutSeconds * 1000;
-  let rows: MachineRow[] = [];
-  for (;;) {
-    rows = (await machinesOf(opts.server, token)).filter((r) => started.includes(r.name));
-    for (const r of rows) {
-      if (last.get(r.name) !== r.state) io.out(`${new Date().toISOString()} ${r.name} ${r.state}${r.reason ? `: ${r.reason}` : ''}`);
-      last.set(r.name, r.state);
+interface StreamEvent {
+  machine: string;
+  to: State;
+  at: string;
+  source: string;
+  reason?: string;
+}
+
+/** serve's /api/v1/events (server-sent events) as a queue: next(ms) gives the next event or undefined after ms. */
+async function openEvents(server: string, token: string) {
+  const ctrl = new AbortController();
+  const res = await fetch(`${server}/api/v1/events`, { headers: { Authorization: `Bearer ${token}` }, signal: ctrl.signal });
+  if (!res.ok || !res.body) throw new Error(`${server}/api/v1/events: HTTP ${res.status}`);
+  const queue: StreamEvent[] = [];
+  let wake: (() => void) | undefined;
+  const q = {
+    closed: false,
+    async next(ms: number): Promise<StreamEvent | undefined> {
+      if (queue.length === 0 && !q.closed) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, Math.max(0, ms));
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        wake = undefined;
+      }
+      return queue.shift();
+    },
+    close: () => ctrl.abort(),
+  };
+  void (async () => {
+    let buf = '';
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body!) {
+        buf += decoder.decode(chunk as Uint8Array, { stream: true });
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const data = /^data: (.*)$/m.exec(buf.slice(0, i))?.[1];
+          buf = buf.slice(i + 2);
+          if (!data) continue;
+          try {
+            queue.push(JSON.parse(data) as StreamEvent);
+          } catch {
+            // not an event of ours
+          }
+          wake?.();
+        }
+      }
+    } catch {
+      // aborted, or serve went away: the table fetches say which
+    } finally {
+      q.closed = true;
+      wake?.();
     }
-    if (rows.every((r) => done(r.state))) break;
-    if (Date.now() >= deadline) {
-      io.err(`gave up following after ${opts.timeoutSeconds} s`);
-      break;
-    }
-    await new Promise((r) => setTimeout(r, (opts.pollSeconds ?? 2) * 1000));
-  }
-  io.out(`\n${table(rows)}`);
-  const ready = rows.filter((r) => r.state === 'ready').length;
-  return ready === rows.length && failedToStart === 0 ? 0 : 1;
+  })();
+  return q;
 }
 
 export interface PowerCliContext {
