@@ -145,6 +145,15 @@ test('renew --all: every leaf re-issued (new serial and not-after, same CA, open
   assert.equal(e.status, 0, e.stdout + e.stderr);
 }));
 
+test('renew without --yes re-issues and says how to deliver', withState(async (state) => {
+  await loadOrCreateSecrets(state, haSpec());
+  const r = slipway(['certs', 'renew', '-f', EXAMPLE_HA, '--state', state, 'apiserver', 'admin']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^renewed apiserver: not after \S+ \(was \S+\)$/m);
+  assert.match(r.stdout, /^2 leaf certificates re-issued in /m);
+  assert.match(r.stdout, new RegExp(`Not delivered yet: .*: slipway apply -f ${EXAMPLE_HA.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} --state ${state.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} --yes$`, 'm'));
+}));
+
 test('renew by id renews only those; a CA or an unknown id is refused and nothing is written', withState(async (state) => {
   const spec = haSpec();
   await loadOrCreateSecrets(state, spec);
@@ -171,6 +180,7 @@ test('the CLI: usage errors exit 2; a wrong --state says so; a file that is not 
   const c = slipway(['certs', 'check', '-f', EXAMPLE_HA, '--state', state]);
   assert.equal(c.code, 1);
   assert.match(c.stderr, /cannot read .*ca\.crt \(ENOENT\): is .* this cluster's state directory/);
+  assert.match(slipway(['certs', 'renew', '-f', EXAMPLE_HA, '--state', state, '--all', '--assets', '/nonexistent']).stderr, /--assets is for the delivery: it goes with --yes/);
   const notSnap = join(state, '..', 'not.db');
   writeFileSync(notSnap, 'apiVersion: v1\n');
   for (const args of [['etcd', 'status', notSnap], ['etcd', 'restore', '-f', EXAMPLE_HA, '--state', state, '--from', notSnap, '--yes']]) {

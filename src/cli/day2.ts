@@ -14,6 +14,8 @@ export interface Day2Io {
   /** reads and checks a cluster file, printing its problems; undefined when invalid */
   load: (file: string) => Promise<Spec | undefined>;
   stateDirFor: (file: string, state: unknown) => string;
+  /** `slipway apply` with these arguments (main.ts's), for certs renew --yes */
+  apply?: (argv: string[]) => Promise<number>;
 }
 
 function flags<O extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: O, positionals = false) {
@@ -154,18 +156,26 @@ export async function certsCommand(argv: string[], io: Day2Io): Promise<number> 
     return 0;
   }
   if (sub === 'renew') {
-    const { values: a, positionals: ids } = flags(rest, { file: { type: 'string', short: 'f' }, state: { type: 'string' }, all: { type: 'boolean' } }, true);
+    const { values: a, positionals: ids } = flags(rest, { file: { type: 'string', short: 'f' }, state: { type: 'string' }, all: { type: 'boolean' }, yes: { type: 'boolean' }, assets: { type: 'string' } }, true);
     const file = need(a.file, '-f FILE');
     if (!a.all && !ids.length) throw new Day2Usage('certs renew needs certificate ids or --all');
     if (a.all && ids.length) throw new Day2Usage('certs renew takes ids or --all, not both');
+    if (a.assets && !a.yes) throw new Day2Usage('--assets is for the delivery: it goes with --yes');
     const spec = await io.load(file);
     if (!spec) return 1;
+    const stateDir = io.stateDirFor(file, a.state);
     const { renewCertificates } = await import('../day2/renew.ts');
-    const r = await renewCertificates(io.stateDirFor(file, a.state), spec, a.all ? 'all' : ids, io.err);
+    const r = await renewCertificates(stateDir, spec, a.all ? 'all' : ids, io.err);
     for (const c of r.renewed) io.out(`renewed ${c.id}: not after ${c.notAfter.toISOString()} (was ${c.before.toISOString()})`);
     io.out(`${r.renewed.length} leaf certificates re-issued in ${r.pki}; the CAs are unchanged.`);
-    io.out('Not delivered yet: the machines still serve the old certificates until they get the new files (see docs/day2.md, "Renewing certificates").');
-    return 0;
+    const deliver = ['apply', '-f', file, '--state', stateDir, ...(a.assets ? ['--assets', a.assets] : [])];
+    if (!a.yes || !io.apply) {
+      io.out(`Not delivered yet: the machines keep the old certificates until they get the new files: slipway ${deliver.join(' ')} --yes`);
+      return 0;
+    }
+    // apply's own rolling order: control-plane/etcd machines one at a time, each healthy before the next
+    io.out('delivering with apply:');
+    return io.apply([...deliver.slice(1), '--yes']);
   }
   throw new Day2Usage(sub ? `unknown certs command "${sub}" (check, renew)` : 'certs needs a command: check, renew');
 }

@@ -88,8 +88,9 @@ Commands:
                                    VIP), hold (files and kubeconfigs, over SSH) and the state holds:
                                    not-after, days left, CA; exit 1 when one is within DAYS (default
                                    30), expired or unreadable
-  certs    renew -f FILE [--state DIR] (ID ... | --all)
-                                   re-issue leaf certificates in the state (never a CA)
+  certs    renew -f FILE [--state DIR] (ID ... | --all) [--yes [--assets DIR]]
+                                   re-issue leaf certificates in the state (never a CA); --yes then
+                                   delivers them with apply (its rolling order, --assets as apply's)
   apply    -f FILE [--state DIR] [--assets DIR] [--dry-run] [--yes] [--health-timeout SECONDS]
                                    deliver the file's changes to installed machines over SSH (the
                                    provisioner's key, host keys pinned at install): changed files
@@ -402,7 +403,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   async certs(argv) {
     const { certsCommand, Day2Usage } = await import('./day2.ts');
     try {
-      return await certsCommand(argv, { out, err, load, stateDirFor });
+      return await certsCommand(argv, { out, err, load, stateDirFor, apply: (a) => COMMANDS.apply!(a) });
     } catch (e) {
       if (e instanceof Day2Usage) throw new UsageError(e.message);
       throw e;
