@@ -8,14 +8,13 @@ cd "$(dirname "$0")/.."
 
 # Real consumers the tests check every artifact with (see README "Tests").
 PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-server dnsmasq-base
-      ignition golang-cfssl openssl systemd iproute2 curl ca-certificates dbus-daemon
+      ignition golang-cfssl openssl systemd iproute2 curl ca-certificates
       isc-dhcp-client isc-dhcp-relay udhcpc busybox-static tftp-hpa atftp tftpd-hpa
       qemu-system-x86 ipxe-qemu ipxe pxelinux syslinux-common ovmf linux-image-amd64 cpio
       chromium docker-registry skopeo containerd containernetworking-plugins iptables
       systemd-container debootstrap util-linux radvd ndisc6 chrony ntpsec-ntpdig
       syslinux syslinux-efi mtools dosfstools fdisk qemu-utils e2fsprogs kmod zstd
-      openssh-client openssh-server
-      openipmi ipmitool)
+      openssh-client openssh-server)
 # kubectl: Debian's kubernetes-client, unless some kubectl is already installed.
 command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 source scripts/install-missing.sh
