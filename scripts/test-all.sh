@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # Real consumers the tests check every artifact with (see README "Tests").
 PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-server dnsmasq-base
-      ignition golang-cfssl openssl systemd iproute2 curl ca-certificates
+      ignition golang-cfssl openssl systemd iproute2 curl ca-certificates dbus-daemon tcpdump
       isc-dhcp-client isc-dhcp-relay udhcpc busybox-static tftp-hpa atftp tftpd-hpa
       qemu-system-x86 ipxe-qemu ipxe pxelinux syslinux-common ovmf linux-image-amd64 cpio
       chromium docker-registry skopeo containerd containernetworking-plugins iptables

@@ -2,9 +2,12 @@
 // .network per link, and one per bond member. The same files go into Ignition and
 // cloud-config (render/). The simple form (no links) stays host.ts's one 10-slipway.network.
 //
-// Matching: a NIC by MAC is matched with PermanentMACAddress= and Type=ether, because a
-// bond gives its members (and a VLAN its parent's) MAC: matched by MACAddress= alone, the
-// bond or the second member would also match the first member's file.
+// Matching: Type=ether with every MAC, because a bond takes its first member's MAC and a
+// VLAN its parent's: matched by MAC alone, they would match that NIC's file too. A bond
+// member is matched by its permanent MAC (PermanentMACAddress=): the bond rewrites its
+// members' current MAC to its own, after which the second member would match the first
+// member's file. A NIC that is no bond member keeps its MAC: MACAddress= (which also
+// matches NICs that report no permanent address, like veths).
 import type { Link, Machine } from '../../spec/types.ts';
 import { ifname, oneLine } from '../guard.ts';
 import type { File, PhaseContext } from '../types.ts';
@@ -16,8 +19,9 @@ export const MII_MONITOR_MS = 100;
 
 const isMac = (s: string) => s.includes(':');
 
-function match(where: string, nameOrMac: string): string[] {
-  return isMac(nameOrMac) ? ['[Match]', `PermanentMACAddress=${oneLine(nameOrMac, where)}`, 'Type=ether'] : ['[Match]', `Name=${ifname(nameOrMac, where)}`];
+function match(where: string, nameOrMac: string, member = false): string[] {
+  if (!isMac(nameOrMac)) return ['[Match]', `Name=${ifname(nameOrMac, where)}`];
+  return ['[Match]', `${member ? 'PermanentMACAddress' : 'MACAddress'}=${oneLine(nameOrMac, where)}`, 'Type=ether'];
 }
 
 function netdev(m: Machine, l: Link): File {
@@ -62,7 +66,7 @@ function network(ctx: PhaseContext, m: Machine, l: Link, all: Link[]): File {
 
 function member(m: Machine, bond: Link, nic: string, k: number): File {
   const where = `${m.name}'s bond ${bond.name} member ${nic}`;
-  const lines = [`# member ${k + 1} of bond ${bond.name} (Slipway).`, ...match(where, nic), '', '[Network]', `Bond=${ifname(bond.name, where)}`];
+  const lines = [`# member ${k + 1} of bond ${bond.name} (Slipway).`, ...match(where, nic, true), '', '[Network]', `Bond=${ifname(bond.name, where)}`];
   // the first member is the one that PXE-boots (untagged) and the one active-backup prefers
   if (k === 0 && bond.mode === 'active-backup') lines.push('PrimarySlave=yes');
   return { path: `${NETWORK_DIR}/15-slipway-${bond.name}-member${k + 1}.network`, mode: 0o644, contents: lines.join('\n') + '\n' };
