@@ -117,7 +117,8 @@ export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { scr
   const active = p.actions.units.filter((u) => u.kind !== 'stop' && longRunning(p.next, u.unit)).map((u) => u.unit);
   for (const u of active) {
     checks.push(`${u} active`);
-    lines.push(`systemctl is-active --quiet ${shellQuote(u)} || why="${u} is $(systemctl is-active ${shellQuote(u)})"`);
+    // active, or skipped by its own Condition...= (timesyncd in a container): not failed
+    lines.push(`st=$(systemctl show -p ActiveState -p ConditionResult ${shellQuote(u)} | tr '\\n' ' '); case "$st" in *ActiveState=active*|*ConditionResult=no*) ;; *) why="\${why:+$why; }${u}: $st";; esac`);
   }
   if (hasRole(m, 'etcd')) {
     checks.push('etcd member healthy');
@@ -179,6 +180,7 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
     let stage = 'connect';
     try {
       const m = p.target.ssh;
+      await o.ssh.run(m, ['true'], { timeoutMs: 30_000 }); // reachable, and the machine it was pinned as
       if (p.actions.stop.length) {
         stage = 'stop';
         o.out(`${name}: systemctl stop ${p.actions.stop.join(' ')}`);

@@ -2,9 +2,11 @@
 // serve runs (the hub namespace), its state and assets, each machine's PID 1; and its
 // removal by the README's PIDs, roots, namespaces and cgroups (never by process name),
 // as test/rehearse.test.ts's --keep tests remove theirs.
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Machine } from '../../src/spec/types.ts';
+import { nspawnCommand } from '../../src/rehearse/containers/adjustments.ts';
 
 export interface KeptLab {
   dir: string;
@@ -14,6 +16,10 @@ export interface KeptLab {
   assets: string;
   /** machine name → its PID 1 (nsenter --target PID --all) */
   leaders: Map<string, number>;
+  /** machine name → its namespace */
+  namespaces: Map<string, string>;
+  /** machine name → its cgroup2 directory */
+  cgroups: Map<string, string>;
 }
 
 export function readKeptLab(dir: string): KeptLab {
@@ -22,7 +28,44 @@ export function readKeptLab(dir: string): KeptLab {
   if (!lab) throw new Error(`${dir}/README names no lab namespace:\n${readme}`);
   const leaders = new Map<string, number>();
   for (const m of readme.matchAll(/^ {2}(\S+): namespace \S+, root \S+, systemd-nspawn pid \d+, its PID 1 pid (\d+)/gm)) leaders.set(m[1]!, Number(m[2]));
-  return { dir, hub: lab[1]!, servePid: Number(lab[2]), state: join(dir, 'state'), assets: join(dir, 'assets'), leaders };
+  const namespaces = new Map([...readme.matchAll(/^ {2}(\S+): namespace (\S+),/gm)].map((m) => [m[1]!, m[2]!] as [string, string]));
+  const cgroups = new Map<string, string>();
+  for (const cg of /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ').filter((c) => c && !c.startsWith('/sys/fs/cgroup/systemd/')) ?? []) cgroups.set(/-([^-]+)$/.exec(cg)![1]!, cg);
+  return { dir, hub: lab[1]!, servePid: Number(lab[2]), state: join(dir, 'state'), assets: join(dir, 'assets'), leaders, namespaces, cgroups };
+}
+
+/**
+ * Powers a kept machine on again (a check powered it off): the rehearsal's own nspawn
+ * command line, in the machine's cgroup the README names (so its removal still ends it).
+ */
+export async function powerOnKept(lab: KeptLab, machine: Machine): Promise<void> {
+  const ns = lab.namespaces.get(machine.name);
+  const cgroup = lab.cgroups.get(machine.name);
+  if (!ns || !cgroup) throw new Error(`${machine.name}: no namespace or cgroup in ${lab.dir}/README`);
+  spawnSync('ip', ['-n', ns, 'link', 'set', machine.interface ?? 'eth0', 'up']);
+  const dir = join(lab.dir, 'machines', machine.name);
+  const { argv, env } = nspawnCommand({ root: join(dir, 'root'), machine, netnsPath: `/run/netns/${ns}`, containerdDir: join(dir, 'containerd'), cgroup });
+  const fd = openSync(join(dir, 'console.log'), 'a', 0o600);
+  const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: true });
+  closeSync(fd);
+  child.unref();
+  // its PID 1: nspawn's child running systemd
+  for (let i = 0; i < 300; i++) {
+    const kids = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(child.pid) && readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'systemd';
+      } catch {
+        return false;
+      }
+    });
+    if (kids.length) {
+      lab.leaders.set(machine.name, Number(kids[0]));
+      return;
+    }
+    if (child.exitCode !== null) throw new Error(`${machine.name}: systemd-nspawn exited ${child.exitCode}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${machine.name}: no systemd in the container after 60 s`);
 }
 
 /** Runs a command inside a kept machine (all its namespaces), as the README says to look inside. */
