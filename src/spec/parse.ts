@@ -7,6 +7,7 @@ import addFormatsModule from 'ajv-formats';
 import { ClusterFileSchema, type ClusterFile } from './schema.ts';
 import { locate, type LocatedProblem, type PathSeg, type Problem } from './problems.ts';
 import { semanticProblems } from './validate.ts';
+import { bmcProblems } from './bmc.ts'; // issue 18
 import { resolve } from './resolve.ts';
 import type { Spec } from './types.ts';
 import { dirname } from 'node:path';
@@ -63,7 +64,9 @@ export function parseClusterFile(text: string, file: string, baseDir?: string): 
   // issue 20: the additions' `source` files, beside the cluster file (baseDir for files given by another name)
   const sources = readSources(cf, baseDir ?? dirname(file));
   problems.push(...locate(sources.problems, doc, lc, file));
-  return hasErrors(problems) ? { problems } : { spec: resolve(cf, sources.contents), problems };
+  // issue 18: BMC password files exist and are not world-readable (relative to the same directory)
+  problems.push(...locate(bmcProblems(cf, baseDir ?? dirname(file)), doc, lc, file));
+  return hasErrors(problems) ? { problems } : { spec: resolve(cf, sources.contents, baseDir ?? dirname(file)), problems };
 }
 
 /** Problems found after loading (a clash with a rendered file, say) at their FILE:LINE:COL in `text`. */

@@ -6,6 +6,7 @@ import { DEFAULT_OS } from '../catalog/os.ts';
 import type { ClusterFile } from './schema.ts';
 import type { Role, Spec } from './types.ts';
 import { resolveLinks } from './links.ts';
+import { resolveBmc } from './bmc.ts'; // issue 18
 import { resolveAdditions, resolveProxy } from './additions.ts';
 
 export const DEFAULTS = {
@@ -24,7 +25,7 @@ export const DEFAULTS = {
   cni: 'flannel',
 } as const;
 
-export function resolve(cf: ClusterFile, sources: Map<string, string> = new Map()): Spec {
+export function resolve(cf: ClusterFile, sources: Map<string, string> = new Map(), baseDir = '.'): Spec {
   const s = cf.spec;
   const subnet = parseCidr(s.provisioner.dhcp.subnet)!;
   return {
@@ -77,6 +78,7 @@ export function resolve(cf: ClusterFile, sources: Map<string, string> = new Map(
         disk: m.disk,
         labels: m.labels ?? {},
         ...(resolveLinks(cf, i) ? { links: resolveLinks(cf, i) } : {}),
+        ...(m.bmc ? { bmc: resolveBmc(cf, i, baseDir) } : {}), // issue 18
       };
     }),
   };

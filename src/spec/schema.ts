@@ -30,6 +30,10 @@ export const ONE_LINE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
 export const NTP_SERVER_PATTERN = '^(\\d{1,3}(\\.\\d{1,3}){3}|[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*)$';
 /** Certificates' days: X.509 dates end in 9999, and a century is more than any cluster needs. */
 export const MAX_VALIDITY_DAYS = 36500;
+/** A BMC address: an IPv4 address or a DNS name (it is an argument to ipmitool). */
+export const BMC_ADDRESS_PATTERN = '^(\\d{1,3}(\\.\\d{1,3}){3}|[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*)$';
+/** An IPMI user name: at most 16 bytes (IPMI v2.0, 13.14); printable, no spaces. */
+export const BMC_USER_PATTERN = '^[!-~]{1,16}$';
 
 
 // A plain JSON Schema `enum` (TypeBox unions of literals become anyOf, whose errors
@@ -138,6 +142,21 @@ const Machine = Type.Object(
       Type.String({ pattern: DISK_PATTERN, maxLength: 255, description: 'install disk: a device path under /dev (/dev/sda, /dev/nvme0n1, /dev/disk/by-id/..., /dev/disk/by-path/...); default: the machine\'s only non-removable disk (with several, the install fails listing them)' }),
     ),
     links: Type.Optional(Links),
+    // BMC power control (docs/power.md): where the BMC is and where its password is, never the password
+    bmc: Type.Optional(
+      Type.Object(
+        {
+          address: Type.String({ pattern: BMC_ADDRESS_PATTERN, maxLength: 253, description: 'the BMC\'s LAN address: an IPv4 address or a DNS name' }),
+          port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'UDP port of the BMC\'s RMCP+ service (default 623)' })),
+          username: Type.String({ pattern: BMC_USER_PATTERN, description: 'the BMC user: 1-16 printable characters, no spaces' }),
+          passwordFile: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'a file holding the password on one line, not readable by everyone (0600); relative to the cluster file' })),
+          passwordEnv: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', description: 'an environment variable holding the password' })),
+          protocol: StringEnum(['ipmi'], 'ipmi: IPMI v2.0 over LAN (RMCP+), through ipmitool'),
+          cipher: Type.Optional(Type.Unsafe<3 | 17>({ type: 'integer', enum: [3, 17], description: 'RMCP+ cipher suite: 3 (HMAC-SHA1, AES-128; default) or 17 (HMAC-SHA256, AES-128)' })),
+        },
+        { additionalProperties: false, description: 'the machine\'s BMC, for `slipway power` and `slipway provision`: exactly one of passwordFile and passwordEnv' },
+      ),
+    ),
     labels: Type.Optional(
       Type.Record(
         Type.String(),

@@ -25,6 +25,19 @@ export interface Machine {
   labels: Record<string, string>;
   /** the machine's links (its own or its role's default); undefined: the simple form, one link from `interface`/`mac` */
   links?: Link[];
+  /** issue 18: the machine's BMC (power/), when the file gives one */
+  bmc?: BmcSpec;
+}
+
+// --- BMC power control (issue 18; docs/power.md) ---
+export interface BmcSpec {
+  address: string;
+  port: number;
+  username: string;
+  /** where the password is read when it is needed (an absolute path, or a variable): never the password */
+  password: { file: string } | { env: string };
+  protocol: 'ipmi';
+  cipher: 3 | 17;
 }
 
 // --- Rack networks, proxy and the operator's additions (issue 20) ---
