@@ -77,6 +77,13 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     io.err(`apply: refused, nothing done: ${refusal}`);
     return 1;
   }
+  if (!targets.reachable.length) {
+    // nothing to reach: no SSH (and, on a state never rendered, no key yet)
+    for (const n of targets.notInstalled) io.out(`${n.machine.name}: not installed (${n.state}): left to serve, which gives it this render when it boots`);
+    for (const n of targets.unpinned) io.out(`${n.machine.name}: ${n.state}, but no SSH host key was pinned when it was installed: not reached (reprovision it, or install it with this Slipway)`);
+    io.out(`apply${a['dry-run'] ? ' --dry-run' : ''}: 0 of 0 installed machines would change; nothing done`);
+    return targets.unpinned.length ? (a['dry-run'] ? 3 : 1) : 0;
+  }
   const ssh = transportFor(stateDir, { ssh: io.sshCommand });
   try {
     let plan;

@@ -1,0 +1,92 @@
+// `slipway apply`, `drain` and `remove` refusing before they reach any machine: usage
+// errors (exit 2), a cluster not installed yet (everything left to serve), etcd membership
+// changes by file edit (refused naming the rule), drain of a control-plane machine. Each
+// leaves the state directory as it was. The state is a real render's, with serve's store
+// saying which machines are installed.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { slipway, EXAMPLE_HA } from './helpers/cli.ts';
+import { SqliteStore } from '../src/store/sqlite.ts';
+import { givenOf, machineFiles, saveGiven } from '../src/render/given.ts';
+import { parseClusterFile } from '../src/spec/parse.ts';
+import { buildPlan } from '../src/plan/plan.ts';
+import { planTree } from '../src/render/tree.ts';
+import { loadOrCreateSecrets } from '../src/secrets/store.ts';
+
+let work: string;
+let state: string;
+const HA = readFileSync(EXAMPLE_HA, 'utf8');
+const fileWith = (name: string, text: string) => {
+  const f = join(work, name);
+  writeFileSync(f, text);
+  return f;
+};
+/** every file of the state directory with its bytes, to see that nothing changed */
+const snapshot = () => readdirSync(state, { recursive: true, withFileTypes: true }).filter((e) => e.isFile() && !e.name.startsWith('serve.db')).map((e) => `${join(e.parentPath, e.name)}:${readFileSync(join(e.parentPath, e.name), 'utf8').length}`).sort();
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'slipway-apply-cli-'));
+  state = join(work, 'state');
+});
+after(() => rmSync(work, { recursive: true, force: true }));
+
+test('usage errors: exit 2, naming the flag', () => {
+  for (const [args, msg] of [
+    [['apply'], /missing -f FILE/],
+    [['apply', '-f', EXAMPLE_HA, '--health-timeout', 'soon'], /--health-timeout must be a whole number/],
+    [['apply', '-f', EXAMPLE_HA, '--bogus'], /Unknown option '--bogus'/],
+    [['drain', '-f', EXAMPLE_HA], /drain takes one machine name/],
+    [['remove', 'w1', 'w2', '-f', EXAMPLE_HA], /remove takes one machine name/],
+  ] as const) {
+    const r = slipway([...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, msg);
+  }
+});
+
+test('nothing installed yet: every machine is left to serve, nothing is reached', () => {
+  const r = slipway(['apply', '-f', EXAMPLE_HA, '--state', state, '--dry-run']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const m of ['cp1', 'cp2', 'cp3', 'w1', 'w2']) assert.match(r.stdout, new RegExp(`^${m}: not installed \\(unknown\\): left to serve`, 'm'));
+  assert.match(r.stdout, /0 of 0 installed machines would change/);
+});
+
+test('an etcd membership change by file edit is refused with its rule, before any machine is reached; the state is unchanged', async () => {
+  // cp1..cp3 installed as etcd members (serve's records), host keys pinned
+  const spec = parseClusterFile(HA, EXAMPLE_HA).spec!;
+  const secrets = await loadOrCreateSecrets(state, spec);
+  const tree = planTree(buildPlan(spec, secrets));
+  const store = new SqliteStore(join(state, 'serve.db'));
+  for (const m of spec.machines) {
+    await saveGiven(state, m.name, givenOf(machineFiles(tree, m.name)));
+    store.transition(m.name, 'ready', 'test', () => true);
+    store.pinHostKey(m.name, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoV7irw7un7QlJFAtFficETkA8oSUkSqFvoIXTO3CUY');
+  }
+  store.close();
+  const before = snapshot();
+  const cp4 = '    - name: cp4\n      mac: "52:54:00:20:30:14"\n      ip: 10.20.30.14/24\n      interface: eth0\n      roles: [control-plane, etcd]\n';
+  const withCp4 = HA.replace(/(  machines:\n)/, `$1${cp4}`);
+  assert.notEqual(withCp4, HA);
+  let r = slipway(['apply', '-f', fileWith('add.yaml', withCp4), '--state', state, '--yes']);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /apply: refused, nothing done: cp4 is a new etcd member: .*member add.*\[rule member-add-first\]/);
+  // replacing cp3 by cp4 in one edit: two changes
+  const cp3 = /    - name: cp3\n(?: {6}.*\n)+/.exec(HA)![0];
+  r = slipway(['apply', '-f', fileWith('replace.yaml', withCp4.replace(cp3, '')), '--state', state, '--yes']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /by more than one \(add cp4, remove cp3\).*\[rule one-change-at-a-time\]/);
+  r = slipway(['apply', '-f', fileWith('remove.yaml', HA.replace(cp3, '')), '--state', state, '--yes']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cp3 is no longer an etcd member.*\[rule member-remove-first\]/);
+  // drain: workers only
+  r = slipway(['drain', 'cp1', '-f', EXAMPLE_HA, '--state', state]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cp1 is a control-plane and etcd machine: drain and remove take workers only.*\[rule workers-only\]/);
+  r = slipway(['remove', 'nope', '-f', EXAMPLE_HA, '--state', state]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /nope is not a machine of the cluster file/);
+  assert.deepEqual(snapshot(), before, 'the state directory is as it was');
+});
