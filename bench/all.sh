@@ -4,7 +4,7 @@
 # picks a subset.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-all=(render fuzz events dhcp tftp http storm bundle boot install rehearse rehearse-vm)
+all=(render fuzz events dhcp tftp http storm bundle boot install rehearse rehearse-vm power)
 IFS=, read -r -a pick <<< "${BENCH:-${all[*]// /,}}"
 status=0
 for b in "${pick[@]}"; do
