@@ -64,9 +64,10 @@ export function stopScript(units: string[], grace: number): string {
   return [
     'set -e',
     `systemctl stop --no-block ${u}`,
-    `i=0; while [ $i -lt ${grace * 2} ] && systemctl is-active --quiet ${u}; do sleep 0.5; i=$((i+1)); done`,
-    // (is-active with several units is true while any of them is active)
-    `for x in ${u}; do if systemctl is-active --quiet $x; then systemctl kill --signal=SIGKILL $x; echo "killed $x after ${grace} s" >&2; fi; done`,
+    // "deactivating" is not "active" to is-active, so ask for each unit's state
+    `left() { for x in ${u}; do case "$(systemctl show -p ActiveState --value $x)" in inactive|failed) ;; *) echo $x ;; esac; done; }`,
+    `i=0; while [ $i -lt ${grace * 2} ] && [ -n "$(left)" ]; do sleep 0.5; i=$((i+1)); done`,
+    `for x in $(left); do systemctl kill --signal=SIGKILL $x || true; echo "killed $x after ${grace} s" >&2; done`,
     `systemctl stop ${u}`,
   ].join('\n') + '\n';
 }
