@@ -184,5 +184,21 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
     inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf uncordon w2');
   }
   steps.push({ name: 'drain', seconds: r.seconds, detail: change === 'kube-proxy-cert' ? 'cp1 refused (workers-only)' : 'w2 cordoned and drained; cp1 refused (workers-only)' });
+
+  // 7. a worker removed (last: the lab goes after this): drained, its Node deleted, its
+  // record forgotten, and serve asked to reprovision it
+  r = slipwayInLab(lab, ['remove', 'w2', ...nodeArgs, '--timeout', '120']);
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /^w2: marked for reprovision at http:\/\/10\.20\.30\.2:8080/m, r.out);
+  assert.match(inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf get node w2 2>&1').out, /NotFound/);
+  assert.ok(!existsSync(join(lab.state, 'given/w2.json')), "w2's record is gone");
+  const s2 = new SqliteStore(join(lab.state, 'serve.db'));
+  try {
+    assert.equal(s2.get('w2')?.state, 'unknown', 'serve reprovisions w2: its next network boot installs it');
+    assert.equal(s2.hostKey('w2'), undefined, "w2's host key pin is forgotten");
+  } finally {
+    s2.close();
+  }
+  steps.push({ name: 'remove', seconds: r.seconds, detail: 'w2 drained, its Node deleted, its record and host key forgotten, serve reprovisions it' });
   return steps;
 }
