@@ -23,7 +23,7 @@ interface Run {
 
 /** ipmitool's argv for one command on this BMC: never a password (-E: from the environment). */
 export function ipmitoolArgs(bmc: Bmc, command: string[]): string[] {
-  return ['-I', 'lanplus', '-H', bmc.address, '-p', String(bmc.port), '-U', bmc.username, '-E', '-C', String(bmc.cipher), '-L', 'ADMINISTRATOR', '-N', String(TOOL_INTERVAL_S), '-R', String(TOOL_RETRIES), '-v', ...command];
+  return ['-I', 'lanplus', '-H', bmc.address, '-p', String(bmc.port), '-U', bmc.username, '-E', '-C', String(bmc.cipher), '-L', 'OPERATOR', '-N', String(TOOL_INTERVAL_S), '-R', String(TOOL_RETRIES), '-v', ...command];
 }
 
 function run(args: string[], password: string, timeoutMs: number): Promise<Run> {

@@ -19,9 +19,13 @@ export interface SimBmcOptions {
   username: string;
   /** at most 20 bytes (IPMI v2.0 passwords) */
   password: string;
+  /** the user's highest privilege (default admin) */
+  privilege?: 'operator' | 'admin';
   /** the machine: a shell command, started on power on, ended (its whole session) on power off */
   machine: string;
   dir: string;
+  /** where a VM's BMC device (QEMU ipmi-bmc-extern) connects: ipmi_sim's "VM" serial codec on the system interface */
+  vmSerial?: [string, number];
 }
 
 function chassisScript(dir: string, machine: string): string {
@@ -100,7 +104,8 @@ export class SimBmc {
         '    guid a123456789abcdefa123456789abcdef',
         '  endlan',
         `  chassis_control "${script} 0x20"`,
-        `  user 2 true "${opts.username}" "${opts.password}" admin 10 md5`,
+        ...(opts.vmSerial ? [`  serial 15 ${opts.vmSerial[0]} ${opts.vmSerial[1]} codec VM`] : []),
+        `  user 2 true "${opts.username}" "${opts.password}" ${opts.privilege ?? 'admin'} 10 md5`,
         '',
       ].join('\n'),
       { mode: 0o600 },
@@ -122,7 +127,7 @@ export class SimBmc {
 
   /** The peer: ipmitool itself, from the namespace, with this BMC's credentials. */
   ipmitool(addr: string, port: number, command: string[], timeoutMs = 15_000) {
-    return this.ns.exec('ipmitool', ['-I', 'lanplus', '-C', '3', '-H', addr, '-p', String(port), '-U', this.opts.username, '-E', '-N', '1', '-R', '2', ...command], {
+    return this.ns.exec('ipmitool', ['-I', 'lanplus', '-C', '3', '-L', this.opts.privilege === 'operator' ? 'OPERATOR' : 'ADMINISTRATOR', '-H', addr, '-p', String(port), '-U', this.opts.username, '-E', '-N', '1', '-R', '2', ...command], {
       timeoutMs,
       env: { PATH: process.env.PATH, IPMI_PASSWORD: this.opts.password },
     });
