@@ -91,7 +91,9 @@ test('slipway power against ipmi_sim: every result agrees with ipmitool and with
     const pwA = randomBytes(8).toString('hex');
     const pwB = randomBytes(8).toString('hex');
     const A = new SimBmc(ns, { name: 'bmc-a', listen: [['10.77.0.10', 623]], username: 'admin', password: pwA, machine: 'exec sleep 600', dir });
-    // B's user may operate, not administer: power and boot options need no more
+    // B's user is an operator, not an administrator: power and boot options need no more
+    // (ipmi_sim grants such a user an administrator session too if asked: this shows that
+    // operator sessions do the work, not that a BMC refuses more)
     const B = new SimBmc(ns, { name: 'bmc-b', listen: [['10.77.0.11', 623]], username: 'root', password: pwB, privilege: 'operator', machine: 'exec sleep 600', dir });
     // C: only for the bad file's cipher suite 17, which ipmi_sim does not offer
     const C = new SimBmc(ns, { name: 'bmc-c', listen: [['10.77.0.14', 623]], username: 'admin', password: pwA, machine: 'exec sleep 600', dir });
