@@ -44,7 +44,8 @@ export interface SmokeImage {
 }
 
 export interface CheckContext {
-  lab: Lab;
+  /** the checks run from the lab's hub (the provisioner's side of the network) */
+  lab: Pick<Lab, 'hub'>;
   spec: Spec;
   /** the render directory (cluster/admin.conf, cluster/pki/...) */
   out: string;

@@ -41,6 +41,8 @@ export interface VmOptions {
   dir: string;
   /** MiB. The initramfs (~17 MB packed, ~35 MB unpacked) and Ignition run in RAM. */
   memory?: number;
+  /** virtual CPUs (default 1) */
+  cpus?: number;
   firmware?: 'bios' | 'uefi';
   /**
    * UEFI HTTP boot by the firmware itself (uefi only): the NIC gets no option ROM, so
@@ -107,7 +109,7 @@ export class Vm {
       const startedAt = performance.now();
       const wallStart = Date.now();
       const qemu = await Qemu.start({
-        hub, name: o.name, mac: o.mac, tap, memoryMiB: o.memory ?? 384, accel: 'tcg',
+        hub, name: o.name, mac: o.mac, tap, memoryMiB: o.memory ?? 384, cpus: o.cpus, accel: 'tcg',
         serialSocket: join(o.dir, `${o.name}.serial.sock`), serialLog: log, disk: o.disk,
         // romfile= (empty): no iPXE ROM; the firmware's own driver runs the NIC
         nicOptions: o.httpBoot ? ',romfile=' : undefined,

@@ -80,6 +80,8 @@ export interface QemuOptions {
   /** the NIC's tap (addTap) */
   tap: string;
   memoryMiB: number;
+  /** virtual CPUs (default 1; under TCG each is a host thread, MTTCG) */
+  cpus?: number;
   accel: 'kvm' | 'tcg';
   /** the serial console's unix socket */
   serialSocket: string;
@@ -136,7 +138,7 @@ export class Qemu {
    */
   static async start(o: QemuOptions): Promise<Qemu> {
     const args = [
-      '-accel', o.accel, '-machine', 'q35', '-m', String(o.memoryMiB), '-smp', '1', '-name', o.name,
+      '-accel', o.accel, '-machine', 'q35', '-m', String(o.memoryMiB), '-smp', String(o.cpus ?? 1), '-name', o.name,
       // a rehearsal VM: the node OS gives root a shell on its serial console, which the checks type into
       ...rehearsalSmbios(),
       // -nographic: SeaBIOS (and so iPXE) print to the serial console too.
