@@ -184,8 +184,8 @@ test('rehearse --engine containers: the HA example comes up from its rendered fi
     // powered off is powered on again, then apply delivers a re-issued kube-proxy
     // certificate over each machine's real sshd: stopped at an unreachable machine and at
     // a wrong host key with nothing written there, continued by a second run, the units
-    // restarted, the VIP answering throughout; then w2 removed (drained, Node deleted,
-    // reprovisioned by serve).
+    // restarted, the VIP answering throughout; w3 added to the file (the others route its
+    // pod /24); then w2 removed (drained, Node deleted, reprovisioned by serve).
     assert.ok(kept, `the kept run directory:\n${context}`);
     const t0 = performance.now();
     const lab = readKeptLab(kept);

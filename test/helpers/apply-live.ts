@@ -171,7 +171,22 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   assert.equal(r.code, 0, r.out);
   steps.push({ name: 'effects', seconds: 0, detail: `${detail}; 5 nodes Ready; nothing left to apply` });
 
-  // 6. drain takes workers only
+  // 6. a worker added to the file (not booted: serve's): the others get the route to its
+  // pod /24 (cni: bridge) by networkctl reload, and nothing restarts
+  const text3 = readFileSync(file, 'utf8');
+  assert.match(text3, /roles: \[worker\]\n?$/, 'the machines are the file\'s last list');
+  const withW3 = join(lab.dir, 'cluster-w3.yaml');
+  writeFileSync(withW3, text3.replace(/\n?$/, '\n    - name: w3\n      mac: "52:54:00:20:30:23"\n      ip: 10.20.30.23/24\n      roles: [worker]\n'));
+  r = slipwayInLab(lab, ['apply', '-f', withW3, '--state', lab.state, '--assets', lab.assets, '--yes']);
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /^w3: not installed \(unknown\): left to serve/m, r.out);
+  for (const m of ['cp1', 'cp2', 'cp3', 'w1', 'w2']) assert.match(r.out, new RegExp(`^${m}: networkctl reload$`, 'm'), r.out);
+  assert.doesNotMatch(r.out, /: restart /, r.out);
+  for (let i = 0; i < 20 && !/via 10\.20\.30\.23/.test(inMachine(lab, 'w1', 'ip route show 10.244.5.0/24').out); i++) await new Promise((res) => setTimeout(res, 500));
+  assert.match(inMachine(lab, 'w1', 'ip route show 10.244.5.0/24').out, /via 10\.20\.30\.23/, "w1 routes w3's pod /24 to w3");
+  steps.push({ name: 'add-worker', seconds: r.seconds, detail: "w3 added to the file: left to serve; the five others got the route to its pod /24 (networkctl reload), nothing restarted" });
+
+  // 7. drain takes workers only
   const nodeArgs = ['-f', file, '--state', lab.state];
   r = slipwayInLab(lab, ['drain', 'cp1', ...nodeArgs]);
   assert.equal(r.code, 1, r.out);
@@ -185,7 +200,7 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   }
   steps.push({ name: 'drain', seconds: r.seconds, detail: change === 'kube-proxy-cert' ? 'cp1 refused (workers-only)' : 'w2 cordoned and drained; cp1 refused (workers-only)' });
 
-  // 7. a worker removed (last: the lab goes after this): drained, its Node deleted, its
+  // 8. a worker removed (last: the lab goes after this): drained, its Node deleted, its
   // record forgotten, and serve asked to reprovision it
   r = slipwayInLab(lab, ['remove', 'w2', ...nodeArgs, '--timeout', '120']);
   assert.equal(r.code, 0, r.out);
