@@ -91,6 +91,28 @@ test('slipway provision: next boot pxe, reprovision in serve, power cycle throug
       assert.ok(rep.length === 1 && dhcp.length >= 1 && Math.max(...dhcp) > rep[0]!, view);
     }
 
+    // the API's power action (operator token): the same drivers, ipmitool agrees
+    const power = async (m: string, method: string, body?: string, auth = true) => {
+      const args = ['-sS', '-m', '30', '-o', '-', '-w', '\n%{http_code}', '-X', method, ...(auth ? ['-H', `Authorization: Bearer ${token}`] : []), ...(body ? ['-H', 'Content-Type: application/json', '--data-binary', body] : []), `http://10.20.30.2:8080/api/v1/machines/${m}/power`];
+      const r = await lab.hub.exec('curl', args, { timeoutMs: 60_000 });
+      const lines = r.stdout.trimEnd().split('\n');
+      return { status: Number(lines.pop()), body: lines.join('\n') };
+    };
+    let p = await power('w1', 'POST', '{"action":"off"}');
+    assert.equal(p.status, 200, p.body);
+    assert.equal((JSON.parse(p.body) as { result: string }).result, 'powered off');
+    assert.equal(await w1.peerPower(), 'off');
+    assert.equal(w1.machinePid(), undefined);
+    p = await power('w1', 'GET');
+    assert.deepEqual(JSON.parse(p.body), { machine: 'w1', action: 'status', result: 'off' });
+    p = await power('cp1', 'GET');
+    assert.equal((JSON.parse(p.body) as { result: string }).result, 'on');
+    assert.equal((await power('cp2', 'POST', '{"action":"on"}')).status, 409, 'cp2 has no bmc');
+    assert.equal((await power('w1', 'POST', '{"action":"explode"}')).status, 400);
+    assert.equal((await power('w1', 'POST', '{"action":"on"}', false)).status, 401);
+    assert.equal((await power('nosuch', 'GET')).status, 404);
+    assert.equal(await w1.peerPower(), 'off', 'no refused request powered anything');
+
     // the passwords: nowhere in provision's output, serve's log, the API, or a render of the same file
     const rendered = join(dir, 'out');
     const rr = slipway(['render', '-f', lab.file, '-o', rendered, '--state', lab.state]);

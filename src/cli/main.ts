@@ -269,6 +269,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
         noRivalCheck: a['no-rival-check'] ?? false,
         // the bundle's registry and assets plug into serve from here: serve knows no bundle
         extension: bundle ? async (l) => (await import('../bundle/serve.ts')).serveBundle(bundle, l) : undefined,
+        // issue 18: the API's power action, through the same drivers as `slipway power`
+        power: (await import('./power.ts')).servePowerControl,
         timeoutSeconds: num(a.timeout, '--timeout') ?? 3600,
         log,
       });

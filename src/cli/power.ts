@@ -7,6 +7,7 @@ import { POWER_ACTIONS, type Bmc, type DriverOptions, type PowerAction } from '.
 import { driverFor, errorLabel, forEach, type Outcome } from '../power/drivers.ts';
 import { table, type MachineRow } from '../lifecycle/table.ts';
 import type { State } from '../store/states.ts';
+import type { PowerControl } from '../serve/context.ts';
 
 export class PowerUsage extends Error {}
 
@@ -276,3 +277,15 @@ export async function powerCli(cmd: 'power' | 'provision', argv: string[], ctx: 
     io,
   );
 }
+
+/** `slipway serve`'s power control (the API's POST /api/v1/machines/NAME/power): the same drivers as `slipway power`. */
+export const servePowerControl: PowerControl = async (m, action) => {
+  if (!m.bmc) return { ok: false, kind: 'failed', error: `${m.name} has no bmc` };
+  const d = driverFor({ ...m.bmc, machine: m.name });
+  const [o] = await forEach([m.name], 1, async () => {
+    if (action === 'status') return d.status();
+    await d[action]();
+    return action === 'cycle' || action === 'reset' ? `${action} done` : `powered ${action}`;
+  });
+  return o!.ok ? { ok: true, result: o!.value } : { ok: false, kind: errorLabel(o!.kind), error: o!.error };
+};

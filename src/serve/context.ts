@@ -7,6 +7,7 @@ import type { Store, StoredEvent } from '../store/store.ts';
 import type { Inventory } from './inventory.ts';
 import type { Logger } from './log.ts';
 import type { Site } from './site.ts';
+import type { Machine } from '../spec/types.ts';
 
 export interface ServeContext {
   site: () => Site;
@@ -22,4 +23,9 @@ export interface ServeContext {
    * start, so its next network boot installs again.
    */
   reprovision(name: string, by: string): Promise<StoredEvent | undefined>;
+  /** issue 18: a machine's BMC (power/, plugged in by the CLI: serve knows no driver); absent: no power control */
+  power?: PowerControl;
 }
+
+/** What the API's power action asks: one action on one machine's BMC, never a throw. */
+export type PowerControl = (machine: Machine, action: 'status' | 'on' | 'off' | 'cycle' | 'reset') => Promise<{ ok: true; result: string } | { ok: false; kind: string; error: string }>;

@@ -30,7 +30,7 @@ import { givenOf, machineFiles, saveGiven } from '../render/given.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { renderOffThread } from './render-worker.ts';
-import type { ServeContext } from './context.ts';
+import type { PowerControl, ServeContext } from './context.ts';
 import { consoleRoutes } from './http/console.ts';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -80,6 +80,8 @@ export interface ServeOptions {
    * bundle: layers import downward only).
    */
   extension?: (log: Logger) => Promise<ServeExtension>;
+  /** issue 18: machines' BMCs for the API's power action (the CLI plugs power/ in) */
+  power?: PowerControl;
 }
 
 export interface ServeExtension {
@@ -203,7 +205,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       site = new Site(base.spec, await renderOffThread(base.spec, secrets, base.pins), secrets, base.pins);
       return lifecycle.reprovision(name, by);
     });
-  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision };
+  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision, power: opts.power };
   // Unknown MACs age out, and their number is capped (anyone on the segment can make up MACs).
   const pruneDiscovered = () => {
     const gone = store.pruneDiscovered(new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), DISCOVERED_MAX);

@@ -289,6 +289,29 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       ctx.log.info({ machine: m[1] }, 'reprovisioned: new report token, next network boot installs');
       return json(res, 200, { event: ev });
     }
+    // issue 18: power through the machine's BMC (docs/power.md); the password never leaves power/
+    m = /^\/api\/v1\/machines\/([a-z0-9-]+)\/power$/.exec(p);
+    if (m && (req.method === 'GET' || req.method === 'POST')) {
+      const machine = ctx.site().spec.machines.find((x) => x.name === m![1]);
+      if (!machine) return problem(res, 404, `no machine ${m[1]}`);
+      if (!ctx.power) return problem(res, 501, 'this serve has no power control');
+      if (!machine.bmc) return problem(res, 409, `${machine.name} has no bmc in the cluster file (machines[].bmc)`);
+      let action = 'status';
+      if (req.method === 'POST') {
+        const body = await readBody(req, 1024);
+        let parsed: unknown;
+        try {
+          parsed = body && JSON.parse(body.toString('utf8'));
+        } catch {
+          parsed = undefined;
+        }
+        action = (parsed as { action?: unknown } | undefined)?.action as string;
+        if (!['status', 'on', 'off', 'cycle', 'reset'].includes(action)) return problem(res, 400, 'the body must be {"action": "status"|"on"|"off"|"cycle"|"reset"}');
+      }
+      const r = await ctx.power(machine, action as 'status');
+      ctx.log.info({ machine: machine.name, action, ok: r.ok, ...(r.ok ? { result: r.result } : { kind: r.kind, err: r.error }) }, 'power');
+      return r.ok ? json(res, 200, { machine: machine.name, action, result: r.result }) : json(res, 502, { machine: machine.name, action, error: r.error, kind: r.kind });
+    }
     if (p === '/api/v1/events' && req.method === 'GET') return events(req, res, url);
     return problem(res, 404, 'no such endpoint');
   };
