@@ -90,3 +90,30 @@ test('an etcd membership change by file edit is refused with its rule, before an
   assert.match(r.stderr, /nope is not a machine of the cluster file/);
   assert.deepEqual(snapshot(), before, 'the state directory is as it was');
 });
+
+test("the provisioner's SSH key: created once, kept byte for byte, a damaged one refused naming the file with nothing written", () => {
+  const dir = join(work, 'keystate');
+  let r = slipway(['render', '-f', EXAMPLE_HA, '-o', join(work, 'out1'), '--state', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  const key = join(dir, 'ssh/provisioner');
+  const first = readFileSync(key, 'utf8');
+  assert.match(first, /^-----BEGIN OPENSSH PRIVATE KEY-----\n/);
+  r = slipway(['render', '-f', EXAMPLE_HA, '-o', join(work, 'out2'), '--state', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readFileSync(key, 'utf8'), first, 'kept: every installed machine trusts it');
+  assert.equal(readFileSync(join(work, 'out2/machines/w1/root/root/.ssh/authorized_keys'), 'utf8'), readFileSync(join(work, 'out1/machines/w1/root/root/.ssh/authorized_keys'), 'utf8'));
+  // one byte of the private half changed: refused, naming the file; nothing written
+  const b64 = first.split('\n').slice(1, -2).join('');
+  const raw = Buffer.from(b64, 'base64');
+  const pub = Buffer.from(readFileSync(`${key}.pub`, 'utf8').split(' ')[1]!, 'base64').subarray(-32);
+  const third = raw.indexOf(pub, raw.indexOf(pub, raw.indexOf(pub) + 1) + 1); // the 64-byte private string's public half
+  raw[third - 27] = raw[third - 27]! ^ 0xff; // a byte of its seed
+
+  writeFileSync(key, `-----BEGIN OPENSSH PRIVATE KEY-----\n${raw.toString('base64').match(/.{1,70}/g)!.join('\n')}\n-----END OPENSSH PRIVATE KEY-----\n`, { mode: 0o600 });
+  const tokens = readFileSync(join(dir, 'tokens.json'), 'utf8');
+  r = slipway(['render', '-f', EXAMPLE_HA, '-o', join(work, 'out3'), '--state', dir]);
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, new RegExp(`${key.replace(/[.]/g, '\\.')}: the key is damaged \\(its private half does not give its public half\\)`));
+  assert.equal(readFileSync(join(dir, 'tokens.json'), 'utf8'), tokens);
+  assert.ok(!readdirSync(work).includes('out3'), 'nothing rendered');
+});
