@@ -77,6 +77,22 @@ $('#reprovision').addEventListener('click', async () => {
   await api(`/api/v1/machines/${encodeURIComponent(selected)}/reprovision`, { method: 'POST' });
 });
 
+// Power through the machine's BMC (machines[].bmc; docs/power.md): the API answers with
+// the result, or the error's kind and message (a machine without a bmc: 409).
+for (const b of document.querySelectorAll('[data-power]')) {
+  b.addEventListener('click', async () => {
+    const action = b.dataset.power;
+    if (!selected || (action !== 'status' && !confirm(`Power ${action} ${selected}?`))) return;
+    const name = selected;
+    $('#power-result').textContent = `${name}: ${action}...`;
+    const res = await fetch(`/api/v1/machines/${encodeURIComponent(name)}/power`, { method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ action }) });
+    if (res.status === 401) return showLogin();
+    const body = await res.json().catch(() => ({}));
+    $('#power-result').textContent = res.ok ? `${name}: ${body.result}` : `${name}: ${body.kind ? `${body.kind}: ` : ''}${body.error ?? `HTTP ${res.status}`}`;
+    $('#power-result').dataset.ok = String(res.ok);
+  });
+}
+
 async function load() {
   const data = await api('/api/v1/machines');
   machines = new Map(data.machines.map((m) => [m.name, m]));
