@@ -48,6 +48,10 @@ Commands:
                                    through their BMCs: next boot from the network (once), marked for
                                    (re)provisioning in the running serve, power cycled; then followed
                                    until ready or failed; exit 0 only when all are ready
+  adopt    -f FILE MAC --name NAME --roles ROLE[,ROLE...] [--ip IP[/PREFIX]]
+                                   add a machine to the cluster file (comments and layout kept; ip
+                                   defaults to the next free address); refused, the file untouched,
+                                   for a MAC already adopted, a name in use or a file it would invalidate
   rehearse -f FILE [--engine containers|vm] [--binaries DIR] [--keep] [--report FILE.json]
            [--timeout SECONDS] [--fault MACHINE=wrong-mac|failing-unit ...] [--no-kubernetes]
            [--console-port PORT | --no-console]
@@ -315,6 +319,20 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 
   async provision(argv) {
     return powerEntry('provision', argv);
+  },
+
+  async adopt(argv) {
+    const { adoptCli, AdoptUsage, AdoptRefused } = await import('./adopt.ts');
+    try {
+      return await adoptCli(argv, out);
+    } catch (e) {
+      if (e instanceof AdoptUsage) throw new UsageError(e.message);
+      if (e instanceof AdoptRefused) {
+        err(`slipway adopt: ${e.message}`);
+        return 1;
+      }
+      throw e;
+    }
   },
 
   async rehearse(argv) {
