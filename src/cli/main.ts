@@ -48,6 +48,9 @@ Commands:
                                    through their BMCs: next boot from the network (once), marked for
                                    (re)provisioning in the running serve, power cycled; then followed
                                    until ready or failed; exit 0 only when all are ready
+  machines -f FILE [--discovered] [-o table|json] [--server URL] [--state DIR]
+                                   from a running serve: the file's machines and states, and the MACs
+                                   it saw network-boot that the file does not name (--discovered: only those)
   adopt    -f FILE MAC --name NAME --roles ROLE[,ROLE...] [--ip IP[/PREFIX]]
                                    add a machine to the cluster file (comments and layout kept; ip
                                    defaults to the next free address); refused, the file untouched,
@@ -319,6 +322,17 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
 
   async provision(argv) {
     return powerEntry('provision', argv);
+  },
+
+  async machines(argv) {
+    const a = args(argv, { ...fileOpts, discovered: { type: 'boolean' }, output: { type: 'string', short: 'o' }, server: { type: 'string' }, state: { type: 'string' }, 'token-file': { type: 'string' } });
+    const file = need(a.file, '-f FILE');
+    const output = a.output ?? 'table';
+    if (output !== 'table' && output !== 'json') throw new UsageError('-o must be table or json');
+    const spec = await load(file);
+    if (!spec) return 1;
+    const { machinesCommand } = await import('./machines.ts');
+    return machinesCommand({ server: a.server ?? provisionerURL(spec), tokenFile: a['token-file'] ?? join(stateDirFor(file, a.state), 'api-token'), discoveredOnly: a.discovered ?? false, output }, out);
   },
 
   async adopt(argv) {

@@ -1,0 +1,54 @@
+// `slipway machines -f FILE [--discovered] [-o table|json]` (issue 18): what a running
+// serve knows: the file's machines with their states, and (--discovered: only them) the
+// MACs it saw network-boot that the file does not name, to adopt (`slipway adopt`).
+// The discovered list is read a page at a time, as the API hands it out.
+import { readFile } from 'node:fs/promises';
+import { table, type MachineRow } from '../lifecycle/table.ts';
+import type { Discovered } from '../store/store.ts';
+
+export class MachinesUsage extends Error {}
+
+export interface MachinesOptions {
+  server: string;
+  tokenFile: string;
+  discoveredOnly: boolean;
+  output: 'table' | 'json';
+}
+
+/** Every discovered MAC, following the API's pages (bounded: at most 100 pages). */
+async function fetchAll(server: string, token: string): Promise<{ machines: MachineRow[]; discovered: Discovered[] }> {
+  const get = async (q: string) => {
+    const res = await fetch(`${server}/api/v1/machines${q}`, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
+    if (res.status === 401) throw new Error(`${server} refused the API token`);
+    if (!res.ok) throw new Error(`${server}/api/v1/machines: HTTP ${res.status}`);
+    return (await res.json()) as { machines: MachineRow[]; discovered: Discovered[]; discoveredNext?: string };
+  };
+  let page = await get('');
+  const machines = page.machines;
+  const discovered = [...page.discovered];
+  for (let i = 0; page.discoveredNext && i < 100; i++) {
+    page = await get(`?after=${encodeURIComponent(page.discoveredNext)}`);
+    discovered.push(...page.discovered);
+  }
+  return { machines, discovered };
+}
+
+export async function machinesCommand(opts: MachinesOptions, out: (s: string) => void): Promise<number> {
+  let token: string;
+  try {
+    token = (await readFile(opts.tokenFile, 'utf8')).trim();
+  } catch {
+    throw new Error(`cannot read the API token ${opts.tokenFile} (slipway serve creates it on first start)`);
+  }
+  const { machines, discovered } = await fetchAll(opts.server, token);
+  if (opts.output === 'json') {
+    out(JSON.stringify(opts.discoveredOnly ? { discovered } : { machines, discovered }, null, 2));
+    return 0;
+  }
+  if (!opts.discoveredOnly) out(table(machines));
+  const rows = [['MAC', 'SEEN VIA', 'FIRST SEEN', 'LAST SEEN']];
+  for (const d of discovered) rows.push([d.mac, d.via, d.firstSeen, d.lastSeen]);
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  out(`${opts.discoveredOnly ? '' : '\n'}discovered (not in the file; adopt with slipway adopt -f FILE MAC --name NAME --roles ROLES):\n` + rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n'));
+  return 0;
+}
