@@ -56,6 +56,17 @@ function collect(where: string, parts: [string, File[]][]): File[] {
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
+/** An operator's file where Slipway needs a directory (or under one of Slipway's files) could not be written by Ignition. */
+function directoryClashes(where: string, files: File[]): void {
+  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : 1));
+  for (let i = 0; i < sorted.length - 1; i++) {
+    const [a, b] = [sorted[i]!, sorted[i + 1]!];
+    if (!b.path.startsWith(`${a.path}/`) || (!a.origin && !b.origin)) continue;
+    const theirs = a.origin ? a : b;
+    throw new AdditionConflict(theirs.origin!.split(', ')[0]!, `${a.path} on ${where} is a file, but ${b.path} puts a directory there (${b.origin ? b.origin : 'a file Slipway renders'})`);
+  }
+}
+
 /** The operator's sysctls may not undo Slipway's: a key both set, to different values, is refused. */
 function sysctlClashes(where: string, files: File[]): void {
   const site = files.find((f) => f.path === SITE_SYSCTL && f.origin);
@@ -95,6 +106,7 @@ function machineFiles(ctx: PhaseContext, phases: Phase[], m: Machine): File[] {
   parts.push(['enable', enableLinks(all)], ['report', failureDropIns(all)]);
   const files = collect(`machine ${m.name}`, parts);
   sysctlClashes(`machine ${m.name}`, files);
+  directoryClashes(`machine ${m.name}`, files);
   return files;
 }
 
