@@ -1,26 +1,33 @@
-// DHCP throughput and latency: Slipway's server against kea-dhcp4 (memfile) and dnsmasq,
-// each running the configuration Slipway exports for the same cluster (so all three
-// apply the same boot policy), on the same veth/bridge segment in network namespaces.
-// A load generator plays a relay agent (test/helpers/dhcp-load.ts): it runs the full
-// DORA exchange for N distinct MACs (default 10,000, all from the pool) with a bounded
-// number in flight, and reports exchanges per second and p50/p99 latency from the first
-// DISCOVER to the ACK.
+// DHCP throughput and latency: the product as a user starts it (`slipway serve -f
+// cluster.yaml` from the CLI, default log level, lifecycle and event store on) against
+// kea-dhcp4 (memfile) and dnsmasq running the configuration Slipway exports for the same
+// cluster, in one run, one server after another. A load generator plays a relay agent
+// (test/helpers/dhcp-load.ts): it runs the full DORA exchange for N distinct MACs
+// (default 10,000) with a bounded number in flight, and reports exchanges per second and
+// p50/p99 latency from the first DISCOVER to the ACK.
+//
+// Two product rows: `slipway-known` (the N MACs are the cluster file's machines: each
+// DORA also moves its machine to dhcp in the lifecycle, an event in the store) and
+// `slipway-pool` (`--unknown local`: the N MACs are unknown, leased from the pool and
+// recorded as discovered). Kea and dnsmasq lease from the pool.
 //
 // Every server keeps its leases on disk the way it would in production: Slipway in
-// SQLite (WAL, synchronous=FULL, one commit per batch of ACKs), Kea in its memfile CSV,
-// dnsmasq in its lease file. Logging is at warning level for all three (per-lease
-// logging is a choice of the operator, not of the server).
+// SQLite (a lease fsynced before its ACK, group commit), Kea in its memfile CSV, dnsmasq
+// in its lease file. Kea and dnsmasq log at warning level (their packaged defaults log
+// every lease to syslog; that is the operator's choice there).
 //
 // Run directly (as root: it creates namespaces): node bench/dhcp.bench.ts
-//   CLIENTS=10000 CONCURRENCY=64 node bench/dhcp.bench.ts
+//   CLIENTS=10000 CONCURRENCY=64 SERVERS=slipway-known,slipway-pool,kea-dhcp4 node bench/dhcp.bench.ts
+//   SERVE_CPU_PROF=/tmp/prof: serve runs with --cpu-prof, its profile written there on exit.
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DhcpLab } from '../test/helpers/dhcp-lab.ts';
+import { Lab } from '../test/helpers/serve.ts';
+import { bigClusterFile } from '../test/helpers/spec.ts';
 import type { Netns } from '../test/helpers/netns.ts';
 import { generatedMacs, percentile, type LoadRequest, type LoadResult } from '../test/helpers/dhcp-load.ts';
-import type { ServeRequest } from '../test/helpers/dhcp-serve.ts';
 import { haSpec } from '../test/helpers/spec.ts';
 import { keaConfig } from '../src/plan/phases/pxe/kea.ts';
 import { dnsmasqConf } from '../src/plan/phases/pxe/dnsmasq.ts';
@@ -34,7 +41,7 @@ const RELAY_IP = '10.20.30.3';
 const SUBNET = '10.20.0.0/16';
 const POOL = { start: '10.20.64.0', end: '10.20.127.255' }; // 16,384 addresses
 
-export type DhcpServerName = 'slipway' | 'kea-dhcp4' | 'dnsmasq';
+export type DhcpServerName = 'slipway-known' | 'slipway-pool' | 'kea-dhcp4' | 'dnsmasq';
 
 export interface DhcpBenchRow {
   server: DhcpServerName;
@@ -84,12 +91,8 @@ function spawnLogged(ns: Netns, cmd: string, args: string[], env?: NodeJS.Proces
   return { stop: () => ns.kill(child), log: () => log };
 }
 
-function startServer(name: DhcpServerName, lab: DhcpLab, dir: string): Running {
+function startServer(name: 'kea-dhcp4' | 'dnsmasq', lab: DhcpLab, dir: string): Running {
   const spec = benchSpec();
-  if (name === 'slipway') {
-    const req: ServeRequest = { mode: 'full', subnet: SUBNET, pool: POOL, stateDir: join(dir, 'state'), logLevel: 'warn' };
-    return spawnLogged(lab.srv, NODE, [join(HELPERS, 'dhcp-serve.ts'), JSON.stringify({ serve: req })]);
-  }
   if (name === 'kea-dhcp4') {
     const cfg = keaConfig(spec) as { Dhcp4: Record<string, unknown> };
     cfg.Dhcp4['lease-database'] = { type: 'memfile', persist: true, name: join(dir, 'kea-leases4.csv'), 'lfc-interval': 0 };
@@ -117,31 +120,77 @@ async function load(gen: Netns, req: LoadRequest, timeoutMs: number): Promise<Lo
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as LoadResult;
 }
 
+/** The N MACs and the cluster file serve runs: N machines, or 3 and the pool for unknown MACs. */
+function productCluster(name: 'slipway-known' | 'slipway-pool', clients: number): { yaml: string; macs: string[]; warm?: string } {
+  if (name === 'slipway-known') {
+    // one machine more than measured: the warm-up's. Their addresses from 10.20.128.0 up,
+    // clear of the provisioner's 10.20.30.0/24 and of the pool (at most 32,767 clients).
+    if (clients > 32_767) throw new Error('at most 32,767 known machines fit 10.20.128.0-10.20.255.255');
+    const yaml = bigClusterFile(clients + 1).replace(/ip: 10\.20\.(\d+)\.(\d+)\//g, (_, a: string, b: string) => {
+      const host = 32_768 + (Number(a) * 256 + Number(b) - 256);
+      return `ip: 10.20.${host >> 8}.${host & 255}/`;
+    });
+    const macs = [...yaml.matchAll(/mac: "([0-9a-f:]+)"/g)].map((m) => m[1]!);
+    return { yaml, macs: macs.slice(1), warm: macs[0] };
+  }
+  const yaml = bigClusterFile(3).replace('dhcp: {mode: full, subnet: 10.20.0.0/16,', `dhcp: {mode: full, subnet: 10.20.0.0/16, pool: {start: ${POOL.start}, end: ${POOL.end}},`);
+  if (yaml === bigClusterFile(3)) throw new Error('could not add the pool to the cluster file');
+  return { yaml, macs: generatedMacs(clients, 1, true) };
+}
+
+async function measure(name: DhcpServerName, gen: Netns, macs: string[], concurrency: number, log: () => string, warmMac?: string): Promise<DhcpBenchRow> {
+  // Ready when one client completes (each server takes its own time to start).
+  const warm = await load(gen, { server: SERVER_IP, relay: RELAY_IP, ...(warmMac ? { macs: [warmMac] } : { count: 1 }), timeoutMs: 250, attempts: 60, deadlineMs: 20_000 }, 30_000);
+  if (warm.acks.length !== 1) throw new Error(`${name} never answered:\n${log()}`);
+  // A PXE client told NAK starts over, and firmware keeps trying: allow many restarts.
+  const r = await load(gen, { server: SERVER_IP, relay: RELAY_IP, macs, concurrency, timeoutMs: 1000, attempts: 3, restarts: 100, deadlineMs: 300_000 }, 330_000);
+  const seconds = r.elapsedMs / 1000;
+  return {
+    server: name,
+    clients: macs.length,
+    acked: r.acks.length,
+    naks: r.nakCount,
+    unserved: macs.length - r.acks.length,
+    seconds,
+    perSecond: r.acks.length / seconds,
+    p50Ms: percentile(r.latenciesMs, 50),
+    p99Ms: percentile(r.latenciesMs, 99),
+  };
+}
+
+/** The product: `slipway serve` from the CLI in the lab namespace, default log level. */
+async function benchProduct(name: 'slipway-known' | 'slipway-pool', clients: number, concurrency: number): Promise<DhcpBenchRow> {
+  const { yaml, macs, warm } = productCluster(name, clients);
+  const lab = Lab.create(yaml);
+  const prof = process.env.SERVE_CPU_PROF;
+  const saved = process.env.NODE_OPTIONS;
+  try {
+    if (prof) process.env.NODE_OPTIONS = `${saved ?? ''} --cpu-prof --cpu-prof-dir=${prof}`;
+    try {
+      await lab.start(name === 'slipway-pool' ? ['--unknown', 'local'] : []);
+    } finally {
+      if (prof) saved === undefined ? delete process.env.NODE_OPTIONS : (process.env.NODE_OPTIONS = saved);
+    }
+    const gen = lab.host('02:00:00:00:00:fe', RELAY_IP);
+    const row = await measure(name, gen, macs, concurrency, () => lab.log.slice(-3000), warm);
+    if (lab.serve!.exitCode !== null) throw new Error(`serve died during the run:\n${lab.log.slice(-3000)}`);
+    await lab.stop();
+    return row;
+  } finally {
+    await lab.close();
+  }
+}
+
 async function benchOne(name: DhcpServerName, clients: number, concurrency: number): Promise<DhcpBenchRow> {
+  if (name === 'slipway-known' || name === 'slipway-pool') return benchProduct(name, clients, concurrency);
   const dir = mkdtempSync(join(tmpdir(), `slipway-dhcp-bench-${name}-`));
   const lab = DhcpLab.create(`${SERVER_IP}/16`);
   try {
     const gen = lab.host('gen', { address: `${RELAY_IP}/16` });
     const server = startServer(name, lab, dir);
-    // Ready when one client completes (each server takes its own time to start).
-    const warm = await load(gen, { server: SERVER_IP, relay: RELAY_IP, count: 1, timeoutMs: 250, attempts: 60, deadlineMs: 20_000 }, 30_000);
-    if (warm.acks.length !== 1) throw new Error(`${name} never answered:\n${server.log()}`);
-    const macs = generatedMacs(clients, 1, true);
-    // A PXE client told NAK starts over, and firmware keeps trying: allow many restarts.
-    const r = await load(gen, { server: SERVER_IP, relay: RELAY_IP, macs, concurrency, timeoutMs: 1000, attempts: 3, restarts: 100, deadlineMs: 300_000 }, 330_000);
+    const row = await measure(name, gen, generatedMacs(clients, 1, true), concurrency, server.log);
     await server.stop();
-    const seconds = r.elapsedMs / 1000;
-    return {
-      server: name,
-      clients,
-      acked: r.acks.length,
-      naks: r.nakCount,
-      unserved: clients - r.acks.length,
-      seconds,
-      perSecond: r.acks.length / seconds,
-      p50Ms: percentile(r.latenciesMs, 50),
-      p99Ms: percentile(r.latenciesMs, 99),
-    };
+    return row;
   } finally {
     await lab.close();
     rmSync(dir, { recursive: true, force: true });
@@ -150,24 +199,23 @@ async function benchOne(name: DhcpServerName, clients: number, concurrency: numb
 
 export async function benchDhcp(opts: DhcpBenchOptions = {}): Promise<DhcpBenchRow[]> {
   const rows: DhcpBenchRow[] = [];
-  for (const name of opts.servers ?? (['slipway', 'kea-dhcp4', 'dnsmasq'] as DhcpServerName[])) rows.push(await benchOne(name, opts.clients ?? 10_000, opts.concurrency ?? 64));
+  for (const name of opts.servers ?? (['slipway-known', 'slipway-pool', 'kea-dhcp4', 'dnsmasq'] as DhcpServerName[])) rows.push(await benchOne(name, opts.clients ?? 10_000, opts.concurrency ?? 64));
   return rows;
 }
 
 export function formatDhcpBench(rows: DhcpBenchRow[]): string {
   const out = [
     `DHCP: full DORA for ${rows[0]?.clients ?? 0} distinct MACs through a relay; same segment, same exported policy`,
-    '| server    | DORA/s | p50 ms | p99 ms | acked |  NAKs | unserved | seconds |',
-    '|-----------|-------:|-------:|-------:|------:|------:|---------:|--------:|',
+    '| server        | DORA/s | p50 ms | p99 ms | acked |  NAKs | unserved | seconds |',
+    '|---------------|-------:|-------:|-------:|------:|------:|---------:|--------:|',
   ];
   for (const r of rows)
     out.push(
-      `| ${r.server.padEnd(9)} | ${r.perSecond.toFixed(0).padStart(6)} | ${r.p50Ms.toFixed(2).padStart(6)} | ${r.p99Ms.toFixed(2).padStart(6)} | ${String(r.acked).padStart(5)} | ${String(r.naks).padStart(5)} | ${String(r.unserved).padStart(8)} | ${r.seconds.toFixed(1).padStart(7)} |`,
+      `| ${r.server.padEnd(13)} | ${r.perSecond.toFixed(0).padStart(6)} | ${r.p50Ms.toFixed(2).padStart(6)} | ${r.p99Ms.toFixed(2).padStart(6)} | ${String(r.acked).padStart(5)} | ${String(r.naks).padStart(5)} | ${String(r.unserved).padStart(8)} | ${r.seconds.toFixed(1).padStart(7)} |`,
     );
-  const us = rows.find((r) => r.server === 'slipway');
-  if (us)
-    for (const r of rows.filter((x) => x !== us))
-      out.push(`slipway vs ${r.server}: ${(us.perSecond / r.perSecond).toFixed(2)}x the exchanges per second, ${(us.p99Ms / r.p99Ms).toFixed(2)}x the p99 latency`);
+  for (const us of rows.filter((r) => r.server.startsWith('slipway')))
+    for (const r of rows.filter((x) => !x.server.startsWith('slipway')))
+      out.push(`${us.server} vs ${r.server}: ${(us.perSecond / r.perSecond).toFixed(2)}x the exchanges per second, ${(us.p99Ms / r.p99Ms).toFixed(2)}x the p99 latency`);
   return out.join('\n');
 }
 

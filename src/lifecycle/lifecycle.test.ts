@@ -17,7 +17,7 @@ test('forward only (installing and installed also repeat, as progress); failed f
   assert.equal(isInstalled('config-fetched'), false);
 });
 
-test('observations move machines forward and are recorded as events with their source', () => {
+test('observations move machines forward and are recorded as events with their source', async () => {
   const store = new SqliteStore(':memory:');
   const lc = new Lifecycle(store, ['cp1', 'w1']);
   const seen: string[] = [];
@@ -33,6 +33,8 @@ test('observations move machines forward and are recorded as events with their s
   assert.equal(lc.bootAction('w1'), 'local', 'a failed machine is not reinstalled by itself');
   assert.equal(lc.localReason('w1'), 'w1 failed: reprovision it to install again');
   assert.equal(lc.localReason('cp1'), 'cp1 is installed');
+  assert.deepEqual(seen, [], 'listeners hear of events at the end of the loop turn, once committed');
+  await new Promise((r) => setImmediate(r));
   assert.deepEqual(seen, ['cp1:unknown>dhcp', 'cp1:dhcp>booting', 'cp1:booting>installed', 'w1:unknown>failed']);
   assert.equal(store.get('w1')?.reason, 'unit kubelet.service failed');
   lc.reprovision('w1');

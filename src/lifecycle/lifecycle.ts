@@ -15,6 +15,16 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
   readonly store: Store;
   private machines: Set<string>;
   private readonly opts: LifecycleOptions;
+  /** events recorded this loop turn, told to listeners once committed */
+  private unsent: StoredEvent[] = [];
+  /**
+   * Each machine's state as this Lifecycle last read or wrote it: every DHCP packet asks
+   * for it (the boot action) and most observations (a REQUEST after its DISCOVER) move
+   * nothing, so neither needs the database. This Lifecycle is its store's only writer of
+   * states (src/store has no other caller of transition()), and the store still checks
+   * every move it is asked for against its own row.
+   */
+  private readonly states = new Map<string, State>();
 
   constructor(store: Store, machineNames: string[], opts: LifecycleOptions = {}) {
     super();
@@ -33,7 +43,9 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
   }
 
   state(name: string): State {
-    return this.store.get(name)?.state ?? 'unknown';
+    let s = this.states.get(name);
+    if (s === undefined) this.states.set(name, (s = this.store.get(name)?.state ?? 'unknown'));
+    return s;
   }
 
   /** Every machine of the cluster file, including those never seen (state unknown). */
@@ -45,14 +57,31 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
   /** The servers or the machine saw progress: move forward if that is forward. */
   observe(name: string, to: State, source: string, extra: { reason?: string; detail?: Record<string, unknown> } = {}): StoredEvent | undefined {
     if (!this.machines.has(name)) return undefined;
+    if (!canMove(this.state(name), to)) return undefined;
     const ev = this.store.transition(name, to, source, (from) => canMove(from, to), extra);
+    this.states.delete(name); // read again when next asked (the move may have been refused)
     if (ev) {
-      // Synced at once, off this thread; whoever acknowledges it (the report API) awaits
-      // store.durable() itself, and a failed sync fails that from then on.
-      void this.store.durable().catch(() => {});
-      this.emit('event', ev);
+      this.states.set(name, ev.to);
+      this.tell(ev);
     }
     return ev;
+  }
+
+  /**
+   * Listeners (SSE clients, the console) hear of an event at the end of this loop turn,
+   * after the store committed it with the turn's others: what they are shown survives
+   * kill -9, and whoever recorded it (a DHCP answer) never waits on them. Synced at
+   * once, off this thread; whoever acknowledges it (the report API) awaits
+   * store.durable() itself, and a failed sync fails that from then on.
+   */
+  private tell(ev: StoredEvent): void {
+    this.unsent.push(ev);
+    if (this.unsent.length > 1) return;
+    setImmediate(() => {
+      this.store.commit();
+      void this.store.durable().catch(() => {});
+      for (const e of this.unsent.splice(0)) this.emit('event', e);
+    });
   }
 
   fail(name: string, reason: string, source: string, detail?: Record<string, unknown>): StoredEvent | undefined {
@@ -67,9 +96,10 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
   reprovision(name: string, by = 'operator'): StoredEvent | undefined {
     if (!this.machines.has(name)) return undefined;
     const ev = this.store.transition(name, 'unknown', by, () => true, { reason: 'reprovision' });
+    this.states.set(name, 'unknown');
     this.store.resetSeq(name);
     this.store.forgetHostKey(name); // its new disk makes new host keys, pinned at its next install
-    if (ev) this.emit('event', ev);
+    if (ev) this.tell(ev);
     return ev;
   }
 

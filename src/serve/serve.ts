@@ -182,8 +182,10 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       whyLocal: (m) => lifecycle.localReason(m.name),
       onSeen: (mac, via, machine, detail) => {
         if (!machine) {
+          // Grouped into the loop turn's commit; at debug: a storm of unknown MACs would
+          // otherwise write a line per packet (`slipway machines` lists them).
           store.recordDiscovered(mac, via, detail);
-          log.info({ mac, via }, 'unknown machine seen');
+          log.debug({ mac, via }, 'unknown machine seen');
         } else if (via === 'dhcp') lifecycle.observe(machine.name, 'dhcp', 'dhcp', { detail });
       },
     });

@@ -3,6 +3,13 @@
 // commit so far power-safe with an fdatasync of the WAL on libuv's thread pool, so what
 // serve acknowledges survives power loss too, and no fsync ever waits on serve's thread
 // (one can take hundreds of ms on a busy disk, and DHCP, TFTP and HTTP share that thread).
+//
+// Group commit for events: transitions and discovered MACs recorded in one turn of the
+// event loop share one transaction, committed (into the WAL) at the end of that turn or
+// before anything else reads that promise: commit(), durable(), close() and every other
+// write. A DHCP storm then costs one commit per batch of packets, not one per packet.
+// Nothing is lost that anyone was told about: an event reaches listeners only after its
+// commit (Lifecycle), and whoever acknowledges one awaits durable().
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -76,6 +83,8 @@ export class SqliteStore implements Store {
   private next?: Promise<void>;
   /** a failed sync: data may be lost, so every later durable() fails too */
   private syncError?: Error;
+  /** the open group-commit transaction's end, scheduled for the end of this loop turn */
+  private batch?: NodeJS.Immediate;
 
   constructor(path: string) {
     this.path = path;
@@ -110,32 +119,48 @@ export class SqliteStore implements Store {
   }
 
   list(): MachineRecord[] {
+    this.commit(); // what the API shows is committed
     return (this.q.list!.all() as unknown as MachineRow[]).map(toMachine);
   }
 
   transition(name: string, to: State, source: string, allowed: (from: State) => boolean, extra: { reason?: string; detail?: Record<string, unknown>; at?: string } = {}): StoredEvent | undefined {
     const at = extra.at ?? new Date().toISOString();
-    // BEGIN IMMEDIATE: the read of the current state and the write are one unit, so two
-    // concurrent reports cannot both move the machine from the same state.
-    this.db.exec('BEGIN IMMEDIATE');
+    // In the batch's transaction (BEGIN IMMEDIATE: the write lock is held), so the read of
+    // the current state and the write are one unit: two reports cannot both move the
+    // machine from the same state. A savepoint undoes this move alone if it fails half-way.
+    this.openBatch();
+    const from = this.get(name)?.state ?? 'unknown';
+    if (!allowed(from)) return undefined;
+    this.db.exec('SAVEPOINT move');
     try {
-      const from = this.get(name)?.state ?? 'unknown';
-      if (!allowed(from)) {
-        this.db.exec('ROLLBACK');
-        return undefined;
-      }
       const detail = extra.detail ? JSON.stringify(extra.detail) : null;
       const res = this.q.insertEvent!.run(name, from, to, at, source, extra.reason ?? null, detail);
       this.q.upsert!.run(name, to, to === 'failed' ? (extra.reason ?? null) : null, at);
-      this.db.exec('COMMIT');
+      this.db.exec('RELEASE move');
       return { id: Number(res.lastInsertRowid), machine: name, from, to, at, source, ...(extra.reason ? { reason: extra.reason } : {}), ...(extra.detail ? { detail: extra.detail } : {}) };
     } catch (e) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      this.db.exec('ROLLBACK TO move; RELEASE move');
       throw e;
     }
   }
 
+  /** Starts the batch's transaction unless one is open; it commits at the end of this loop turn. */
+  private openBatch(): void {
+    if (this.batch) return;
+    this.db.exec('BEGIN IMMEDIATE');
+    this.batch = setImmediate(() => this.commit());
+  }
+
+  /** Commits what this loop turn recorded (into the WAL: it survives kill -9 from here on). */
+  commit(): void {
+    if (!this.batch) return;
+    clearImmediate(this.batch);
+    this.batch = undefined;
+    this.db.exec('COMMIT');
+  }
+
   events(opts: { machine?: string; afterId?: number; limit?: number } = {}): StoredEvent[] {
+    this.commit(); // what the API shows is committed
     const where: string[] = ['id > ?'];
     const args: (string | number)[] = [opts.afterId ?? 0];
     if (opts.machine) {
@@ -147,6 +172,7 @@ export class SqliteStore implements Store {
   }
 
   recentEvents(machine: string, opts: { beforeId?: number; limit: number; maxDetailBytes: number; withDetail?: boolean }): { events: StoredEvent[]; more: boolean } {
+    this.commit(); // what the API shows is committed
     const before = opts.beforeId ?? Number.MAX_SAFE_INTEGER;
     // Sizes first (no detail read), newest first, one more than asked to tell whether older ones exist.
     const sizes = this.q.recentSizes!.all(machine, before, opts.limit + 1) as unknown as { id: number; size: number | null }[];
@@ -163,10 +189,12 @@ export class SqliteStore implements Store {
   }
 
   acceptSeq(machine: string, seq: number): boolean {
+    this.commit(); // its own commit, as before: the batch goes first, in order
     return Number(this.q.acceptSeq!.run(machine, seq).changes) === 1;
   }
 
   durable(): Promise<void> {
+    this.commit();
     if (this.path === ':memory:') return Promise.resolve();
     if (this.syncError) return Promise.reject(this.syncError);
     // Group commit: a sync already running may have started before the caller's commit,
@@ -193,6 +221,7 @@ export class SqliteStore implements Store {
   }
 
   resetSeq(machine: string): void {
+    this.commit(); // its own commit, as before: the batch goes first, in order
     this.q.resetSeq!.run(machine);
   }
 
@@ -201,31 +230,37 @@ export class SqliteStore implements Store {
   }
 
   pinHostKey(machine: string, key: string): string {
+    this.commit(); // its own commit, as before: the batch goes first, in order
     // One statement: the first key wins, whatever arrives at the same time.
     this.q.pinHostKey!.run(machine, key, new Date().toISOString());
     return this.hostKey(machine)!;
   }
 
   forgetHostKey(machine: string): void {
+    this.commit(); // its own commit, as before: the batch goes first, in order
     this.q.forgetHostKey!.run(machine);
   }
 
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void {
     const now = new Date().toISOString();
+    this.openBatch();
     this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null);
   }
 
   discovered(opts: { seenSince?: string; after?: string; limit?: number } = {}): Discovered[] {
+    this.commit(); // what the API shows is committed
     return (this.q.discovered!.all(opts.seenSince ?? '', opts.after ?? '', opts.limit ?? -1) as unknown as { mac: string; first_seen: string; last_seen: string; via: string; detail: string | null }[]).map((r) => ({
       mac: r.mac, firstSeen: r.first_seen, lastSeen: r.last_seen, via: r.via, ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
     }));
   }
 
   pruneDiscovered(seenBefore: string, keep: number): number {
+    this.commit(); // its own commit, as before: the batch goes first, in order
     return Number(this.q.pruneOld!.run(seenBefore).changes) + Number(this.q.pruneExtra!.run(keep).changes);
   }
 
   close(): void {
+    if (this.db.isOpen) this.commit();
     void this.wal?.close().catch(() => {});
     this.wal = undefined;
     if (this.db.isOpen) this.db.close();

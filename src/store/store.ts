@@ -41,7 +41,8 @@ export interface Store {
   /**
    * Move `name` to `to` if `allowed(current)` says so, recording the event, atomically:
    * either both the state and its event are stored, or neither (a crash of the process
-   * loses neither; a power cut only what durable() has not covered yet). Returns the
+   * loses only what commit() has not covered yet, which happens by the end of this loop
+   * turn; a power cut only what durable() has not covered yet). Returns the
    * event, or undefined when the move was not allowed.
    */
   transition(name: string, to: State, source: string, allowed: (from: State) => boolean, extra?: { reason?: string; detail?: Record<string, unknown>; at?: string }): StoredEvent | undefined;
@@ -67,6 +68,11 @@ export interface Store {
    * Rejects, from then on, once a sync failed.
    */
   durable(): Promise<void>;
+  /**
+   * Commits the writes of this loop turn now (they would be at its end): transitions and
+   * discovered MACs share one transaction per turn. After it, they survive kill -9.
+   */
+  commit(): void;
   /** the SSH host key (public line) pinned for a machine at install, if any */
   hostKey(machine: string): string | undefined;
   /**

@@ -29,6 +29,9 @@ import { MemoryLeaseStore, SqliteLeaseStore, type LeaseStore, type Pool } from '
 import { DhcpParseError, LIMITED_BROADCAST, MessageType, Opt, ZERO, decode, encode, macOf, messageType, optU16, typeName, type Packet } from './packet.ts';
 import { handle, type Decision, type DhcpMode, type PolicyContext, type Via } from './policy.ts';
 
+/** how often the info-level line counting ACKs is written (while there are any) */
+const SUMMARY_MS = 10_000;
+
 export const LEASES_FILE = 'dhcp-leases.sqlite';
 
 export interface DhcpPorts {
@@ -236,6 +239,9 @@ class Handler {
   private stopped = false;
   /** the lease store may be closed: no more commits */
   private closed = false;
+  /** ACKs since the last summary line; each one is logged at debug only */
+  private acked = 0;
+  private summary?: NodeJS.Timeout;
 
   constructor(ctx: PolicyContext, ports: DhcpPorts, m: Metrics, log: Logger, out: Socket, proxy: Socket | undefined) {
     this.ctx = ctx;
@@ -249,6 +255,8 @@ class Handler {
   /** Send what is decided, then ignore everything: the lease store is about to close. */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.summary);
+    this.summarize();
     // a commit scheduled in this loop turn joins the chain first (immediates run in order)
     await new Promise<void>((resolve) => setImmediate(resolve));
     await this.flushing;
@@ -359,7 +367,28 @@ class Handler {
       this.m.replies.inc({ type });
       this.m.latency.observe({ type }, Number(process.hrtime.bigint() - o.started) / 1e9);
     });
+    if (o.type === MessageType.ACK) this.countAck();
+    // Per-reply lines at debug: at info, writing them to stderr cost a fifth of the DHCP
+    // path's CPU in a storm (profiled; docs/benchmarks.md). Machines' progress shows as
+    // lifecycle events, and the summary line below counts the ACKs.
+    if (!this.log.isLevelEnabled('debug')) return;
     const fields = { mac: d.mac, ip: d.ip ?? (d.reply.ciaddr !== ZERO ? d.reply.ciaddr : undefined), machine: d.machine?.name, file: d.bootFile, relay: d.reply.giaddr !== ZERO ? d.reply.giaddr : undefined, to: o.to.address };
-    this.log.info(fields, `dhcp ${d.reason}`);
+    this.log.debug(fields, `dhcp ${d.reason}`);
+  }
+
+  private countAck(): void {
+    this.acked++;
+    this.summary ??= setInterval(() => this.summarize(), SUMMARY_MS).unref();
+  }
+
+  /** One info line for the ACKs of the last SUMMARY_MS, none when there were none. */
+  private summarize(): void {
+    if (!this.acked) {
+      clearInterval(this.summary);
+      this.summary = undefined;
+      return;
+    }
+    this.log.info({ acks: this.acked, seconds: SUMMARY_MS / 1000 }, 'dhcp leases acknowledged');
+    this.acked = 0;
   }
 }
