@@ -4,7 +4,7 @@
 // named; the table and the exit rule; renew re-issues leaves (new serial, new not-after,
 // same CA, accepted by `openssl verify`) and nothing else, and refuses a CA or an unknown
 // id writing nothing. The live checks against a rehearsed cluster are in
-// day2.containers.test.ts.
+// test/helpers/day2-live.ts, run by rehearse.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:tls';

@@ -5,7 +5,8 @@
 // refused while a member is down, then every member wiped and restored (a ConfigMap made
 // before the snapshot is back, one made after is gone); certs renew --all delivered by
 // apply while /readyz is probed through the VIP, the machines then serving the new
-// certificates. Shared by day2.containers.test.ts and a run against a lab kept by hand.
+// certificates. Run by test/rehearse.test.ts on the cluster it rehearsed and checked (kept
+// with --keep), before apply's own steps there.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
