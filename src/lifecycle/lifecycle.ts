@@ -5,6 +5,9 @@ import type { Store, StoredEvent, MachineRecord } from '../store/store.ts';
 import { canMove, isInstalled, isTerminal } from './states.ts';
 import type { State } from '../store/states.ts';
 
+/** events nobody awaited durable() for are synced (power-safe) within this long */
+const SYNC_MS = 1000;
+
 export interface LifecycleOptions {
   /** a machine stuck longer than this in one (non-terminal) state fails with "timeout in <state>"; 0 = never */
   timeoutSeconds?: number;
@@ -25,6 +28,7 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
    * every move it is asked for against its own row.
    */
   private readonly states = new Map<string, State>();
+  private syncTimer?: NodeJS.Timeout;
 
   constructor(store: Store, machineNames: string[], opts: LifecycleOptions = {}) {
     super();
@@ -70,16 +74,21 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
   /**
    * Listeners (SSE clients, the console) hear of an event at the end of this loop turn,
    * after the store committed it with the turn's others: what they are shown survives
-   * kill -9, and whoever recorded it (a DHCP answer) never waits on them. Synced at
-   * once, off this thread; whoever acknowledges it (the report API) awaits
-   * store.durable() itself, and a failed sync fails that from then on.
+   * kill -9, and whoever recorded it (a DHCP answer) never waits on them. Whoever
+   * acknowledges an event (the report API) awaits store.durable() itself, and a failed
+   * sync fails that from then on; the rest is made power-safe within SYNC_MS, one sync
+   * for all (syncing after every turn kept the disk busy beside the DHCP leases' own
+   * fsync before each ACK, and that doubled their wait in a storm).
    */
   private tell(ev: StoredEvent): void {
     this.unsent.push(ev);
     if (this.unsent.length > 1) return;
     setImmediate(() => {
       this.store.commit();
-      void this.store.durable().catch(() => {});
+      this.syncTimer ??= setTimeout(() => {
+        this.syncTimer = undefined;
+        void this.store.durable().catch(() => {});
+      }, SYNC_MS).unref(); // at exit, closing the store checkpoints and syncs it
       for (const e of this.unsent.splice(0)) this.emit('event', e);
     });
   }

@@ -61,3 +61,26 @@ test('durable(): syncs the WAL off the thread; callers arriving meanwhile share 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('discovered sightings wait in memory, are written together on the next commit, and keep the first sighting', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'slipway-sightings-'));
+  try {
+    const s = new SqliteStore(join(dir, 'serve.db'));
+    s.recordDiscovered('02:00:00:00:00:01', 'dhcp', { type: 'DISCOVER' });
+    const peek = new SqliteStore(join(dir, 'serve.db')); // another connection sees only what is committed
+    assert.equal(peek.discovered().length, 0, 'not written yet');
+    await new Promise((r) => setTimeout(r, 5));
+    s.recordDiscovered('02:00:00:00:00:01', 'dhcp', { type: 'REQUEST' });
+    await s.durable();
+    const [d] = peek.discovered();
+    assert.equal(d?.detail?.type, 'REQUEST', 'the last sighting is what is kept');
+    assert.ok(d!.firstSeen < d!.lastSeen, 'and the first one when it was first seen');
+    s.recordDiscovered('02:00:00:00:00:01', 'tftp');
+    s.close();
+    assert.equal(peek.discovered()[0]?.via, 'tftp', 'close() writes what is pending');
+    assert.equal(peek.discovered()[0]?.firstSeen, d!.firstSeen);
+    peek.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS host_keys (
 );
 `;
 
+/** how long unknown MACs' sightings wait in memory to be written together */
+const SIGHTINGS_MS = 1000;
+
 interface EventRow { id: number; machine: string; from: string; to: string; at: string; source: string; reason: string | null; detail: string | null }
 interface MachineRow { name: string; state: string; reason: string | null; since: string }
 
@@ -85,6 +88,9 @@ export class SqliteStore implements Store {
   private syncError?: Error;
   /** the open group-commit transaction's end, scheduled for the end of this loop turn */
   private batch?: NodeJS.Immediate;
+  /** unknown MACs seen since the last write of them: MAC → first and last sighting */
+  private sightings = new Map<string, { first: string; last: string; via: string; detail: string | null }>();
+  private sightingsTimer?: NodeJS.Timeout;
 
   constructor(path: string) {
     this.path = path;
@@ -153,6 +159,8 @@ export class SqliteStore implements Store {
 
   /** Commits what this loop turn recorded (into the WAL: it survives kill -9 from here on). */
   commit(): void {
+    if (!this.db.isOpen) return; // closed: close() committed everything
+    if (this.sightings.size) this.writeSightings();
     if (!this.batch) return;
     clearImmediate(this.batch);
     this.batch = undefined;
@@ -195,7 +203,7 @@ export class SqliteStore implements Store {
 
   durable(): Promise<void> {
     this.commit();
-    if (this.path === ':memory:') return Promise.resolve();
+    if (this.path === ':memory:' || !this.db.isOpen) return Promise.resolve();
     if (this.syncError) return Promise.reject(this.syncError);
     // Group commit: a sync already running may have started before the caller's commit,
     // so callers wait for the next one, which all who arrive meanwhile share.
@@ -241,10 +249,26 @@ export class SqliteStore implements Store {
     this.q.forgetHostKey!.run(machine);
   }
 
+  /**
+   * Sightings are kept in memory and written together at most SIGHTINGS_MS later (or at
+   * the next commit(): durable(), any read the API makes, any other write, close()): a
+   * PXE client's DISCOVER and REQUEST then cost one row write, not two, and a storm of
+   * unknown MACs one transaction a second. Nobody is told of a sighting before it is
+   * committed; kill -9 loses at most the last second of them.
+   */
   recordDiscovered(mac: string, via: string, detail?: Record<string, unknown>): void {
     const now = new Date().toISOString();
+    this.sightings.set(mac, { first: this.sightings.get(mac)?.first ?? now, last: now, via, detail: detail ? JSON.stringify(detail) : null });
+    this.sightingsTimer ??= setTimeout(() => this.commit(), SIGHTINGS_MS);
+  }
+
+  private writeSightings(): void {
+    clearTimeout(this.sightingsTimer);
+    this.sightingsTimer = undefined;
     this.openBatch();
-    this.q.discover!.run(mac, now, now, via, detail ? JSON.stringify(detail) : null);
+    // first_seen is kept by the upsert for a MAC already stored
+    for (const [mac, s] of this.sightings) this.q.discover!.run(mac, s.first, s.last, s.via, s.detail);
+    this.sightings.clear();
   }
 
   discovered(opts: { seenSince?: string; after?: string; limit?: number } = {}): Discovered[] {
