@@ -6,12 +6,12 @@
 // the file through the same loader; cli.bad-input.test.ts runs it on its cases.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, EXAMPLE_HA, slipway } from './helpers/cli.ts';
+import { EXAMPLE_HA, slipway } from './helpers/cli.ts';
 import { snapshot } from './helpers/fs-snapshot.ts';
+import { applyEdits, position, runCli } from './helpers/edits.ts';
 
 const base = readFileSync(EXAMPLE_HA, 'utf8');
 
@@ -161,32 +161,6 @@ const CASES: Case[] = [
   labelValue('label value with a right-to-left override', '"r1\\u202e"', '"r1\\u202e"'),
 ];
 
-function apply(c: Case): string {
-  return c.edits.reduce<string>((s, [a, b]) => {
-    const next = s.replace(a, b);
-    assert.notEqual(next, s, `${c.name}: edit ${a} did not apply`);
-    return next;
-  }, base);
-}
-
-/** 1-based line and column of `needle` in `text` (the YAML parser's own convention); a ▸ in it marks the point. */
-function position(text: string, needle: string): string {
-  const mark = Math.max(0, needle.indexOf('▸'));
-  const found = text.indexOf(needle.replace('▸', ''));
-  assert.ok(found >= 0, `"${needle}" not in the edited file`);
-  const i = found + mark;
-  const before = text.slice(0, i).split('\n');
-  return `${before.length}:${before.at(-1)!.length + 1}`;
-}
-
-function run(args: string[]): Promise<{ code: number; stderr: string; stdout: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 120_000, encoding: 'utf8' }, (e, stdout, stderr) => {
-      resolve({ code: e ? ((e as { code?: number }).code ?? -1) : 0, stdout, stderr });
-    });
-  });
-}
-
 test('at least 60 hostile cluster files', () => assert.ok(CASES.length >= 60, `${CASES.length} cases`));
 
 test('hostile cluster files: refused with FILE:LINE:COL, nothing written', { concurrency: 3 }, async (t) => {
@@ -206,12 +180,12 @@ test('hostile cluster files: refused with FILE:LINE:COL, nothing written', { con
       cpSync(join(dir, 'state'), state, { recursive: true, preserveTimestamps: true });
       cpSync(join(dir, 'out'), out, { recursive: true, preserveTimestamps: true });
       const [stateBefore, outBefore] = await Promise.all([snapshot(state), snapshot(out)]);
-      const text = apply(c);
+      const text = applyEdits(base, c);
       const file = join(cdir, 'bad.yaml');
       writeFileSync(file, c.bytes ? c.bytes(text) : text);
       const where = `${file}:${position(text, c.at ?? c.edits[0]![1])}: ${c.path}: `;
       for (const verb of ['validate', 'render']) {
-        const res = await run(verb === 'validate' ? [verb, '-f', file] : [verb, '-f', file, '-o', out, '--state', state]);
+        const res = await runCli(verb === 'validate' ? [verb, '-f', file] : [verb, '-f', file, '-o', out, '--state', state]);
         assert.equal(res.code, 1, `${verb} exit code; stderr:\n${res.stderr}`);
         const line = res.stderr.split('\n').find((l) => l.startsWith(where));
         assert.ok(line, `${verb}: no problem at ${where} in:\n${res.stderr}`);

@@ -5,12 +5,12 @@
 // directory and output directory exactly as they were.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BIN, ROOT, slipway } from './helpers/cli.ts';
+import { ROOT, slipway } from './helpers/cli.ts';
 import { snapshot } from './helpers/fs-snapshot.ts';
+import { applyEdits, position, runCli } from './helpers/edits.ts';
 
 const FIXTURE = join(ROOT, 'test/fixtures/rack');
 const base = readFileSync(join(FIXTURE, 'cluster.yaml'), 'utf8');
@@ -79,28 +79,6 @@ const CASES: Case[] = [
   { name: 'a sysctl name that is not one', edits: [['name: net.core.somaxconn', 'name: "net core"']], path: 'spec.sysctls[0].name', message: /is not valid: expected a sysctl key/, at: '"net core"' },
 ];
 
-function apply(c: Case): string {
-  return c.edits.reduce<string>((s, [a, b]) => {
-    const next = s.replace(a, b);
-    assert.notEqual(next, s, `${c.name}: edit ${a} did not apply`);
-    return next;
-  }, base);
-}
-
-function position(text: string, needle: string): string {
-  const mark = Math.max(0, needle.indexOf('▸'));
-  const found = text.indexOf(needle.replace('▸', ''));
-  assert.ok(found >= 0, `"${needle}" not in the edited file`);
-  const before = text.slice(0, found + mark).split('\n');
-  return `${before.length}:${before.at(-1)!.length + 1}`;
-}
-
-function run(args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 120_000, encoding: 'utf8' }, (e, _stdout, stderr) => resolve({ code: e ? ((e as { code?: number }).code ?? -1) : 0, stderr }));
-  });
-}
-
 test('bad input for every new field: refused with FILE:LINE:COL, nothing written', { concurrency: 3 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'slipway-net-hostile-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -119,12 +97,12 @@ test('bad input for every new field: refused with FILE:LINE:COL, nothing written
       cpSync(join(dir, 'out'), out, { recursive: true, preserveTimestamps: true });
       copyFileSync(join(FIXTURE, 'site.crt'), join(cdir, 'site.crt'));
       const [stateBefore, outBefore] = await Promise.all([snapshot(state), snapshot(out)]);
-      const text = apply(c);
+      const text = applyEdits(base, c);
       const file = join(cdir, 'bad.yaml');
       writeFileSync(file, text);
       const where = `${file}:${position(text, c.at ?? c.edits[0]![1])}: ${c.path}: `;
       for (const verb of c.verbs ?? ['validate', 'render']) {
-        const res = await run(verb === 'validate' ? [verb, '-f', file] : [verb, '-f', file, '-o', out, '--state', state]);
+        const res = await runCli(verb === 'validate' ? [verb, '-f', file] : [verb, '-f', file, '-o', out, '--state', state]);
         assert.equal(res.code, 1, `${verb} exit code; stderr:\n${res.stderr}`);
         const line = res.stderr.split('\n').find((l) => l.startsWith(where));
         assert.ok(line, `${verb}: no problem at ${where} in:\n${res.stderr}`);
