@@ -3,11 +3,11 @@
 // boots the rehearsal and by a run against a lab kept by hand. Every step runs the real
 // CLI inside the lab's namespace (where the machines are reachable, as from a provisioner).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ROOT } from './cli.ts';
-import { inMachine, type KeptLab } from './kept-lab.ts';
+import { inMachine, vipProber, type KeptLab } from './kept-lab.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 
 export interface Step {
@@ -26,22 +26,6 @@ function slipwayInLab(lab: KeptLab, args: string[], timeoutMs = 20 * 60_000): { 
   return { code: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}`, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** /readyz through the VIP ten times a second, from the lab, until stopped (bounded: 15 min). */
-function prober(lab: KeptLab) {
-  const stop = join(lab.dir, 'prober.stop');
-  const log = join(lab.dir, 'prober.log');
-  const script = `i=0; while [ $i -lt 9000 ] && [ ! -e ${stop} ]; do curl -s -m 1 -o /dev/null -w '%{http_code}\\n' --cacert ${lab.state}/pki/ca.crt https://${VIP}:6443/readyz >> ${log}; i=$((i+1)); sleep 0.1; done`;
-  spawnSync('rm', ['-f', stop, log]);
-  const child = spawn('ip', ['netns', 'exec', lab.hub, 'sh', '-c', script], { stdio: 'ignore' });
-  return {
-    async finish(): Promise<{ failed: number; sent: number }> {
-      writeFileSync(stop, '');
-      await new Promise<void>((res) => (child.exitCode !== null ? res() : child.on('exit', () => res())));
-      const codes = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
-      return { failed: codes.filter((c) => c !== '200').length, sent: codes.length };
-    },
-  };
-}
 
 const notAfter = (lab: KeptLab, hostPort: string): string => {
   const r = spawnSync('ip', ['netns', 'exec', lab.hub, 'sh', '-c', `openssl s_client -connect ${hostPort} </dev/null 2>/dev/null | openssl x509 -noout -enddate`], { encoding: 'utf8', timeout: 30_000 });
@@ -105,7 +89,7 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   const before = { proxies: invocations(), cp2Api: invocation(lab, 'cp2', 'kube-apiserver.service') };
   const w1Conf = inMachine(lab, 'w1', 'sha256sum /etc/kubernetes/kube-proxy.conf').out;
   const w2Conf = inMachine(lab, 'w2', 'sha256sum /etc/kubernetes/kube-proxy.conf').out;
-  const probe = prober(lab);
+  const probe = vipProber(lab, VIP);
   try {
     // 3. w1's sshd down: the control plane goes, one machine at a time, then apply stops at w1
     assert.equal(inMachine(lab, 'w1', 'systemctl stop ssh.service ssh.socket 2>/dev/null; systemctl is-active ssh.service').out.trim(), 'inactive');

@@ -8,12 +8,12 @@
 // certificates. Run by test/rehearse.test.ts on the cluster it rehearsed and checked (kept
 // with --keep), before apply's own steps there.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ROOT } from './cli.ts';
-import { powerOnKept, type KeptLab } from './kept-lab.ts';
+import { powerOnKept, vipProber, type KeptLab } from './kept-lab.ts';
 import type { Machine, Spec } from '../../src/spec/types.ts';
 import { machineTargets, transportFor } from '../../src/apply/targets.ts';
 
@@ -54,22 +54,6 @@ async function ssh(lab: KeptLab, spec: Spec, m: Machine, script: string): Promis
   }
 }
 
-/** /readyz through the VIP ten times a second from the lab until finished (bounded: 15 min). */
-function prober(lab: KeptLab, vip: string) {
-  const stop = join(lab.dir, 'day2-prober.stop');
-  const log = join(lab.dir, 'day2-prober.log');
-  const script = `i=0; while [ $i -lt 9000 ] && [ ! -e ${stop} ]; do curl -s -m 1 -o /dev/null -w '%{http_code}\\n' --cacert ${lab.state}/pki/ca.crt https://${vip}:6443/readyz >> ${log}; i=$((i+1)); sleep 0.1; done`;
-  spawnSync('rm', ['-f', stop, log]);
-  const child = spawn('ip', ['netns', 'exec', lab.hub, 'sh', '-c', script], { stdio: 'ignore' });
-  return {
-    async finish(): Promise<{ failed: number; sent: number }> {
-      writeFileSync(stop, '');
-      await new Promise<void>((res) => (child.exitCode !== null ? res() : child.on('exit', () => res())));
-      const codes = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
-      return { failed: codes.filter((c) => c !== '200').length, sent: codes.length };
-    },
-  };
-}
 
 /** What `openssl s_client` reads at host:port: not-after (as a Date) and serial. */
 function served(lab: KeptLab, hostPort: string, clientCert = false): { notAfter: Date; serial: string } {
@@ -188,7 +172,7 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
 
   // renew every leaf, deliver with apply while the VIP is probed
   const before = served(lab, `${vip}:6443`);
-  const probe = prober(lab, vip);
+  const probe = vipProber(lab, vip, 'day2-prober');
   const renew = slipway(lab, ['certs', 'renew', ...f, '--all', '--assets', lab.assets, '--yes'], 20 * 60_000);
   const probes = await probe.finish();
   assert.equal(renew.code, 0, renew.out);

@@ -76,7 +76,7 @@ export function inMachine(lab: KeptLab, machine: string, script: string, timeout
   return { code: r.status, out: (r.stdout ?? '') + (r.stderr ?? '') };
 }
 
-/** Removes everything the README names, then the run directory. */
+/** Removes everything the README names (by PID, never by name), then the run directory: a kept containers or VM rehearsal. */
 export async function removeKeptLab(dir: string): Promise<void> {
   const readme = existsSync(join(dir, 'README')) ? readFileSync(join(dir, 'README'), 'utf8') : '';
   const kill = (pid: number) => {
@@ -88,10 +88,30 @@ export async function removeKeptLab(dir: string): Promise<void> {
   };
   const cgroups = /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ').filter(Boolean) ?? [];
   for (const cg of cgroups) if (existsSync(join(cg, 'cgroup.kill'))) writeFileSync(join(cg, 'cgroup.kill'), '1');
-  for (const m of readme.matchAll(/(?:systemd-nspawn pid|slipway serve, pid) (\d+)/g)) kill(Number(m[1]));
+  for (const m of readme.matchAll(/(?:qemu pid|systemd-nspawn pid|slipway serve, pid) (\d+)/g)) kill(Number(m[1]));
   await new Promise((res) => setTimeout(res, 2000));
   for (const m of readme.matchAll(/root (\S+?),/g)) spawnSync('umount', ['-l', m[1]!]);
   for (const m of readme.matchAll(/namespace:? (slipway-rh-\S+?)[,\s]/g)) spawnSync('ip', ['netns', 'delete', m[1]!]);
   for (const cg of cgroups) spawnSync('find', [cg, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';']);
   rmSync(dir, { recursive: true, force: true });
+}
+
+/**
+ * /readyz through the VIP ten times a second from the lab's hub until finished (bounded:
+ * 15 min); `name` keeps two probers' files apart.
+ */
+export function vipProber(lab: KeptLab, vip: string, name = 'prober') {
+  const stop = join(lab.dir, `${name}.stop`);
+  const log = join(lab.dir, `${name}.log`);
+  const script = `i=0; while [ $i -lt 9000 ] && [ ! -e ${stop} ]; do curl -s -m 1 -o /dev/null -w '%{http_code}\\n' --cacert ${lab.state}/pki/ca.crt https://${vip}:6443/readyz >> ${log}; i=$((i+1)); sleep 0.1; done`;
+  spawnSync('rm', ['-f', stop, log]);
+  const child = spawn('ip', ['netns', 'exec', lab.hub, 'sh', '-c', script], { stdio: 'ignore' });
+  return {
+    async finish(): Promise<{ failed: number; sent: number }> {
+      writeFileSync(stop, '');
+      await new Promise<void>((res) => (child.exitCode !== null ? res() : child.on('exit', () => res())));
+      const codes = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
+      return { failed: codes.filter((c) => c !== '200').length, sent: codes.length };
+    },
+  };
 }
