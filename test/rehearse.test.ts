@@ -295,32 +295,15 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
     } catch (e) {
       failed = e;
     } finally {
-      // remove it all as the README says (by PID; never by name)
-      const readme = existsSync(join(dir, 'README')) ? readFileSync(join(dir, 'README'), 'utf8') : '';
-      const kill = (pid: number) => {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      };
-      const cgroups = /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ').filter(Boolean) ?? [];
-      for (const cg of cgroups) if (existsSync(join(cg, 'cgroup.kill'))) writeFileSync(join(cg, 'cgroup.kill'), '1');
-      for (const m of readme.matchAll(/(?:qemu pid|systemd-nspawn pid|slipway serve, pid) (\d+)/g)) kill(Number(m[1]));
-      await new Promise((res) => setTimeout(res, 2000));
-      for (const m of readme.matchAll(/root (\S+?),/g)) spawnSync('umount', ['-l', m[1]!]);
-      for (const m of readme.matchAll(/namespace:? (slipway-rh-\S+?)[,\s]/g)) spawnSync('ip', ['netns', 'delete', m[1]!]);
-      for (const cg of cgroups) spawnSync('find', [cg, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';']);
-      // a failure above is the one to report, not what it left for the removal
-      if (failed) {
-        try {
-          rmSync(dir, { recursive: true, force: true });
-        } catch (e) {
-          console.error(`removing the kept rehearsal after a failure: ${(e as Error).message}`);
-        }
-        throw failed;
+      // remove it all as the README says (by PID; never by name): test/helpers/kept-lab.ts
+      try {
+        await removeKeptLab(dir);
+      } catch (e) {
+        // a failure above is the one to report, not what it left for the removal
+        if (!failed) throw e;
+        console.error(`removing the kept rehearsal after a failure: ${(e as Error).message}`);
       }
-      rmSync(dir, { recursive: true, force: true });
+      if (failed) throw failed;
       assert.deepEqual(leftovers(), before, 'the README\'s steps did not remove everything');
       assert.equal(leftoverProcesses(), '');
       assert.deepEqual(leftoverCgroups(), []);
