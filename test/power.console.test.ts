@@ -5,22 +5,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { Lab } from './helpers/serve.ts';
 import { EXAMPLE_HA } from './helpers/cli.ts';
-import { haveIpmiSim, haveIpmitool, SimBmc } from './helpers/ipmi.ts';
+import { clusterWithBmcs, haveIpmiSim, haveIpmitool, SimBmc } from './helpers/ipmi.ts';
 
 const isRoot = process.getuid?.() === 0;
 const skip = !isRoot ? 'needs root (network namespaces)' : !haveIpmiSim ? 'missing ipmi_sim (Debian openipmi)' : !haveIpmitool ? 'missing ipmitool (Debian ipmitool)' : !existsSync('/usr/bin/chromium') ? 'missing chromium (Debian chromium)' : false;
 
 test('console: power a machine through its BMC with the buttons; ipmitool agrees; a machine without bmc says why', { skip, timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'slipway-power-console-'));
-  const pw = randomBytes(8).toString('hex');
-  writeFileSync(join(dir, 'w1.pw'), `${pw}\n`, { mode: 0o600 });
-  const yaml = readFileSync(EXAMPLE_HA, 'utf8').replace(/^(\s+)- name: w1\n/m, (line, indent: string) => `${line}${indent}  bmc: {address: 10.20.30.202, username: admin, passwordFile: ${join(dir, 'w1.pw')}, protocol: ipmi}\n`);
+  const { yaml, passwords: { w1: pw } } = clusterWithBmcs(readFileSync(EXAMPLE_HA, 'utf8'), dir, { w1: '10.20.30.202' });
   const lab = Lab.create(yaml);
   let bmc: SimBmc | undefined;
   let browser: Browser | undefined;

@@ -8,13 +8,12 @@
 // appear nowhere: not in provision's output, serve's log, the API, or the rendered files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, EXAMPLE_HA, slipway } from './helpers/cli.ts';
 import { Lab } from './helpers/serve.ts';
-import { haveIpmiSim, haveIpmitool, SimBmc } from './helpers/ipmi.ts';
+import { clusterWithBmcs, haveIpmiSim, haveIpmitool, SimBmc } from './helpers/ipmi.ts';
 
 const isRoot = process.getuid?.() === 0;
 const haveUdhcpc = ['/sbin/udhcpc', '/usr/sbin/udhcpc'].some((p) => existsSync(p));
@@ -26,14 +25,7 @@ function filesUnder(dir: string): string[] {
 
 test('slipway provision: next boot pxe, reprovision in serve, power cycle through ipmi_sim, followed as the machine network-boots; the password is nowhere', { skip, timeout: 240_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'slipway-provision-'));
-  const pw = { cp1: randomBytes(8).toString('hex'), w1: randomBytes(8).toString('hex') };
-  writeFileSync(join(dir, 'cp1.pw'), `${pw.cp1}\n`, { mode: 0o600 });
-  writeFileSync(join(dir, 'w1.pw'), `${pw.w1}\n`, { mode: 0o600 });
-  const bmcs: Record<string, string> = {
-    cp1: `{address: 10.20.30.201, username: admin, passwordFile: ${join(dir, 'cp1.pw')}, protocol: ipmi}`,
-    w1: `{address: 10.20.30.202, username: admin, passwordFile: ${join(dir, 'w1.pw')}, protocol: ipmi}`,
-  };
-  const yaml = readFileSync(EXAMPLE_HA, 'utf8').replace(/^(\s+)- name: (\S+)\n/gm, (line, indent: string, name: string) => (bmcs[name] ? `${line}${indent}  bmc: ${bmcs[name]}\n` : line));
+  const { yaml, passwords: pw } = clusterWithBmcs(readFileSync(EXAMPLE_HA, 'utf8'), dir, { cp1: '10.20.30.201', w1: '10.20.30.202' });
   const lab = Lab.create(yaml);
   const sims: SimBmc[] = [];
   try {

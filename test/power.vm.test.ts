@@ -7,13 +7,12 @@
 // VM's DHCP request and iPXE fetch. `slipway power off` ends QEMU; ipmitool agrees.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, EXAMPLE_HA } from './helpers/cli.ts';
 import { Lab } from './helpers/serve.ts';
-import { haveIpmiSim, haveIpmitool, SimBmc } from './helpers/ipmi.ts';
+import { clusterWithBmcs, haveIpmiSim, haveIpmitool, SimBmc } from './helpers/ipmi.ts';
 import { heavyTestTurn } from './helpers/vm-lock.ts';
 import { addTap, delTap, QEMU } from '../src/rehearse/vm/qemu.ts';
 
@@ -31,9 +30,7 @@ const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 test('a VM powered through its BMC (ipmi_sim + ipmi-bmc-extern/isa-ipmi-kcs): provision network-boots it against serve; power off ends it; ipmitool agrees', { skip, timeout: 300_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'slipway-power-vm-'));
-  const pw = randomBytes(8).toString('hex');
-  writeFileSync(join(dir, 'cp1.pw'), `${pw}\n`, { mode: 0o600 });
-  const yaml = readFileSync(EXAMPLE_HA, 'utf8').replace(/^(\s+)- name: cp1\n/m, (line, indent: string) => `${line}${indent}  bmc: {address: 10.20.30.201, username: admin, passwordFile: ${join(dir, 'cp1.pw')}, protocol: ipmi}\n`);
+  const { yaml, passwords: { cp1: pw } } = clusterWithBmcs(readFileSync(EXAMPLE_HA, 'utf8'), dir, { cp1: '10.20.30.201' });
   const lab = Lab.create(yaml);
   const tap = 'tbmc1';
   let bmc: SimBmc | undefined;

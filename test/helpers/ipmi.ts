@@ -6,6 +6,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { Netns } from './netns.ts';
 
 export const haveIpmiSim = existsSync('/usr/bin/ipmi_sim');
@@ -182,4 +183,20 @@ export class SimBmc {
     }
     if (this.child) await this.ns.kill(this.child);
   }
+}
+
+/**
+ * `yaml` (a cluster file) with a `bmc:` entry for each named machine (ipmi, user admin),
+ * each with a fresh random password in its own 0600 file in `dir`; the passwords, by machine.
+ */
+export function clusterWithBmcs<N extends string>(yaml: string, dir: string, addresses: Record<N, string>): { yaml: string; passwords: Record<N, string> } {
+  const passwords = {} as Record<N, string>;
+  const entries = new Map<string, string>();
+  for (const [name, address] of Object.entries(addresses) as [N, string][]) {
+    passwords[name] = randomBytes(8).toString('hex');
+    writeFileSync(join(dir, `${name}.pw`), `${passwords[name]}\n`, { mode: 0o600 });
+    entries.set(name, `{address: ${address}, username: admin, passwordFile: ${join(dir, `${name}.pw`)}, protocol: ipmi}`);
+  }
+  const out = yaml.replace(/^(\s+)- name: (\S+)\n/gm, (line, indent: string, name: string) => (entries.has(name) ? `${line}${indent}  bmc: ${entries.get(name)}\n` : line));
+  return { yaml: out, passwords };
 }
