@@ -156,3 +156,20 @@ test('files that are not snapshots are refused, saying why', { skip: SKIP }, () 
   writeFileSync(join(work, 'plain.db'), good.subarray(0, good.length - 32));
   assert.equal(snapshotStatus(readFileSync(join(work, 'plain.db'))).checksummed, false);
 });
+
+test('a member that accepts the connection but never completes TLS (down behind a switch, hung) is given up after 5 s, not the 120 s stream timeout', { skip: SKIP, timeout: 60_000 }, async () => {
+  const held: import('node:net').Socket[] = [];
+  const silent = createServer((s) => void held.push(s));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  try {
+    const url = `https://127.0.0.1:${(silent.address() as { port: number }).port}`;
+    const said: string[] = [];
+    const r = await takeSnapshot([{ name: 'hung', url }, { name: 'cp1', url: client }], await etcdClientTls(state), join(work, 'snap3.db'), (s) => said.push(s));
+    assert.equal(r.member, 'cp1');
+    assert.match(said.join('\n'), /snapshot from hung failed: .*no TLS connection within 5 s \(is the member down\?\)/);
+    assert.equal(held.length, 1, 'the hung member was asked once');
+  } finally {
+    for (const s of held) s.destroy();
+    silent.close();
+  }
+});

@@ -14,25 +14,9 @@ import { ETCD_CLIENT_PORT } from '../plan/phases/etcd.ts';
 import { certPath, keyPath } from '../secrets/pki.ts';
 import { snapshotStatus, type SnapshotStatus } from './snapshot-file.ts';
 
-export interface EtcdClientTls {
-  ca: string;
-  cert: string;
-  key: string;
-}
-
-/** The provisioner's etcd client credentials from the state directory (read only). */
-export async function etcdClientTls(stateDir: string): Promise<EtcdClientTls> {
-  const pki = join(stateDir, 'pki');
-  const read = async (f: string) => {
-    try {
-      return await readFile(f, 'utf8');
-    } catch (e) {
-      throw new Error(`cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): is ${stateDir} this cluster's state directory (--state)?`);
-    }
-  };
-  const [ca, cert, key] = await Promise.all([read(certPath(pki, 'etcd/ca')), read(certPath(pki, 'etcd/healthcheck-client')), read(keyPath(pki, 'etcd/healthcheck-client'))]);
-  return { ca, cert, key };
-}
+// the etcd client credentials live with apply's membership calls (apply/etcd-members.ts)
+import type { EtcdClientTls } from '../apply/etcd-members.ts';
+export { etcdClientTls, type EtcdClientTls } from '../apply/etcd-members.ts';
 
 /** CA and the admin client pair the apiservers accept (the state's admin certificate). */
 export async function apiClientTls(stateDir: string): Promise<EtcdClientTls> {
@@ -50,7 +34,7 @@ export async function apiClientTls(stateDir: string): Promise<EtcdClientTls> {
 export const memberEndpoints = (spec: Spec): { name: string; url: string }[] => etcdMembers(spec).map((m) => ({ name: m.name, url: `https://${m.ip}:${ETCD_CLIENT_PORT}` }));
 
 /** Streams one member's snapshot into `sink`; resolves with the bytes written. */
-export function streamSnapshot(url: string, tls: EtcdClientTls, sink: (chunk: Buffer) => Promise<void>, timeoutMs: number): Promise<number> {
+export function streamSnapshot(url: string, tls: EtcdClientTls, sink: (chunk: Buffer) => Promise<void>, timeoutMs: number, connectTimeoutMs = 5_000): Promise<number> {
   return new Promise((resolve, reject) => {
     let total = 0;
     let settled = false;
@@ -115,6 +99,11 @@ export function streamSnapshot(url: string, tls: EtcdClientTls, sink: (chunk: Bu
         res.on('error', fail);
       },
     );
+    // A member that is down (powered off, unplugged) must not hold the others up for the
+    // kernel's SYN retries: the TLS handshake gets its own short bound.
+    const connectTimer = setTimeout(() => fail(new Error(`${url}: no TLS connection within ${connectTimeoutMs / 1000} s (is the member down?)`)), connectTimeoutMs);
+    req.on('socket', (sock) => sock.once('secureConnect', () => clearTimeout(connectTimer)));
+    req.on('close', () => clearTimeout(connectTimer));
     req.on('timeout', () => fail(new Error(`${url}: no answer within ${timeoutMs / 1000} s`)));
     req.on('error', (e) => fail(new Error(`${url}: ${e.message}`)));
     req.end('{}');
