@@ -1,263 +1,189 @@
-// TFTP throughput: Slipway's server against tftpd-hpa and dnsmasq, with one client for
-// all three (atftp, the client here that can ask for windowsize).
+// TFTP through the product as a user runs it: `slipway serve -f cluster.yaml --assets DIR`
+// from the CLI in a lab namespace (default log level, lifecycle and event store on)
+// against tftpd-hpa with Debian's production flags (`--secure --user tftp`, i.e. chroot to
+// the root and drop privileges), both serving the same root: serve's own staged TFTP root
+// (the Debian loaders undionly.kpxe and ipxe.efi, and a 30 MiB os/initrd.img from the
+// assets directory, the file PXELINUX loads over TFTP).
 //
-//   node bench/tftp.bench.ts          prints the table
-//   import { benchTftp } from ...     the numbers, for `npm run bench`
+// Clients: bench/tftp-load.c (compiled here with cc), one process in its own namespace on
+// the lab bridge, running N transfers at once (1, 16, 64) as N firmware clients would:
+// RRQ with blksize (1468 as iPXE asks, or none: RFC 1350's 512) and tsize, lock-step
+// ACKs; every byte compared with the file. Rows with windowsize (RFC 7440) stand beside:
+// tftpd-hpa does not grant it, so for it those rows are lock-step again.
 //
-// Scenarios: one 32 MiB transfer and 50 at once, each in lock-step (blksize 1468) and
-// with windowsize 16 asked for (RFC 7440). Neither peer grants windowsize, so for them
-// the second run is lock-step again; Slipway grants it.
+// Both servers run at once on the lab bridge (serve on 10.20.30.2, tftpd-hpa on
+// 10.20.30.4), idle while the other is measured; each scenario runs on serve and then
+// on tftpd-hpa straight after, so the host's load (shared with other work) drifts less
+// between the two halves of a ratio.
 //
-// On loopback a round trip costs ~20 µs, so lock-step loses little there and the windowed
-// gain is mostly fewer context switches. Over a real LAN, lock-step TFTP to PXE firmware
-// runs at 1-5 MB/s, i.e. round trips of 0.3-1.5 ms, and that is where windows pay off.
-// The kernel here has no netem to add delay, so the last scenario sends the same client
-// through a relay (test/helpers/tftp.ts LossyProxy, no loss) that holds every packet
-// ~1 ms each way, with a smaller file (every server pays the same relay).
-//
-// Everything runs in a throwaway network namespace on its loopback: dnsmasq's TFTP has
-// no port option and needs port 69, which a namespace gives us without touching the
-// host. The namespace also gets an addressed link, because tftpd-hpa resolves its bind
-// address with AI_ADDRCONFIG, which fails where loopback is the only interface. Slipway
-// runs as a child process (this file with --serve) so it competes with its client the
-// way the peers do. Files live in tmpfs, so the disk is not measured. Each output is
-// checked by sha256: a fast wrong transfer does not count.
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// Run (as root: it creates namespaces): node bench/tftp.bench.ts
+//   TFTP_SCENARIOS=lock-1468,lock-512,window-16  which modes (default all three)
+//   TFTP_FILES=undionly.kpxe,ipxe.efi,os/initrd.img   TFTP_CONCURRENCY=1,16,64
+//   TFTP_BIG_MIB=30   TFTP_ROUNDS=4 (transfers per client slot for the small files)
+//   SERVE_CPU_PROF=/tmp/prof: serve runs with --cpu-prof, its profile written there on exit.
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Netns } from '../test/helpers/netns.ts';
+import { Lab } from '../test/helpers/serve.ts';
+import { percentile } from '../test/helpers/dhcp-load.ts';
+import type { Netns } from '../test/helpers/netns.ts';
 
-export interface TftpBenchRow {
-  scenario: string;
-  /** wall seconds per server; undefined when that server is not installed */
-  slipway: number;
-  tftpdHpa?: number;
-  dnsmasq?: number;
+const HERE = dirname(fileURLToPath(import.meta.url));
+const SERVE_IP = '10.20.30.2';
+const HPA_IP = '10.20.30.4';
+const CLIENT_IP = '10.20.30.50';
+
+export type TftpServerName = 'slipway serve' | 'tftpd-hpa';
+export interface TftpScenario {
+  file: string;
+  /** 0: no blksize option (512-byte blocks) */
+  blksize: number;
+  /** 0: no windowsize option (lock-step) */
+  windowsize: number;
+  concurrency: number;
+  transfers: number;
+}
+export interface TftpBenchRow extends TftpScenario {
+  server: TftpServerName;
+  size: number;
+  done: number;
+  failed: string[];
+  seconds: number;
+  /** file bytes of completed transfers per second, all clients together */
+  mbPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
 }
 
 export interface TftpBenchOptions {
-  /** size of the file, MiB (default 32) */
-  sizeMiB?: number;
-  /** size of the file sent through the delaying relay, MiB (default 2; 0 skips that scenario) */
-  lanMiB?: number;
-  /** the relay's delay each way, ms (default 1) */
-  lanDelayMs?: number;
-  /** transfers at once in the concurrent scenarios (default 50) */
-  concurrent?: number;
-  /** windowsize asked for in the windowed scenarios (default 16) */
-  windowsize?: number;
-  blksize?: number;
-  /** runs of each single-transfer scenario; the median counts (default 3) */
-  repeats?: number;
+  modes?: string[];
+  files?: string[];
+  concurrency?: number[];
+  bigMiB?: number;
+  rounds?: number;
 }
 
-const SERVERS = { slipway: 6901, tftpdHpa: 6902, dnsmasq: 69 } as const;
-/** each server's delaying relay listens here */
-const RELAYS = { slipway: 7901, tftpdHpa: 7902, dnsmasq: 7903 } as const;
-type ServerName = keyof typeof SERVERS;
-const NAMES: ServerName[] = ['slipway', 'tftpdHpa', 'dnsmasq'];
-const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const MODES: Record<string, { blksize: number; windowsize: number }> = {
+  'lock-1468': { blksize: 1468, windowsize: 0 },
+  'lock-512': { blksize: 0, windowsize: 0 },
+  'window-16': { blksize: 1468, windowsize: 16 },
+};
+
+function compileClient(dir: string): string {
+  const out = join(dir, 'tftp-load');
+  const r = spawnSync('cc', ['-O2', '-Wall', '-o', out, join(HERE, 'tftp-load.c')], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cannot compile bench/tftp-load.c (needs cc, Debian gcc): ${r.stderr}${r.error?.message ?? ''}`);
+  return out;
+}
+
+async function run(client: Netns, bin: string, ip: string, s: TftpScenario, local: string, size: number, server: TftpServerName): Promise<TftpBenchRow> {
+  const deadlineS = 300;
+  const args = [ip, '69', s.file, local, String(s.blksize), String(s.windowsize), String(s.concurrency), String(s.transfers), '1000', String(deadlineS)];
+  const r = await client.exec(bin, args, { timeoutMs: (deadlineS + 30) * 1000 });
+  if (r.code !== 0) throw new Error(`tftp-load failed (exit ${r.code}): ${r.out.slice(-2000)}`);
+  const times: number[] = [];
+  const failed: string[] = [];
+  let wall = NaN;
+  for (const line of r.stdout.split('\n')) {
+    if (line.startsWith('T ')) times.push(Number(line.split(' ')[1]));
+    else if (line.startsWith('F ')) failed.push(line.slice(2));
+    else if (line.startsWith('W ')) wall = Number(line.slice(2));
+  }
+  const seconds = wall / 1000;
+  return { ...s, server, size, done: times.length, failed, seconds, mbPerSecond: (times.length * size) / 1e6 / seconds, p50Ms: percentile(times, 50), p99Ms: percentile(times, 99) };
+}
 
 export async function benchTftp(o: TftpBenchOptions = {}): Promise<TftpBenchRow[]> {
-  const sizeMiB = o.sizeMiB ?? 32;
-  const lanMiB = o.lanMiB ?? 2;
-  const lanDelayMs = o.lanDelayMs ?? 1;
-  const concurrent = o.concurrent ?? 50;
-  const windowsize = o.windowsize ?? 16;
-  const blksize = o.blksize ?? 1468;
-  const repeats = o.repeats ?? 3;
-  if (!has('atftp')) throw new Error('the TFTP bench needs atftp (the client that asks for windowsize)');
-  const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
-  const dir = mkdtempSync(join(base, 'slipway-tftp-bench-'));
-  const ns = Netns.create('slipway-b');
+  const modes = o.modes ?? Object.keys(MODES);
+  const files = o.files ?? ['undionly.kpxe', 'ipxe.efi', 'os/initrd.img'];
+  const concurrency = o.concurrency ?? [1, 16, 64];
+  const rounds = o.rounds ?? 4;
+  const lab = Lab.create();
+  const prof = process.env.SERVE_CPU_PROF;
+  const saved = process.env.NODE_OPTIONS;
   try {
-    const root = join(dir, 'root');
-    const out = join(dir, 'out');
-    mkdirSync(root);
-    mkdirSync(out);
-    // Both peers drop privileges (tftpd-hpa to nobody inside its chroot, dnsmasq to nobody).
-    for (const d of [dir, root]) chmodSync(d, 0o755);
-    const client: Client = { ns, out, blksize, sums: new Map() };
-    addFile(client, root, 'big.bin', sizeMiB);
-    if (lanMiB > 0) addFile(client, root, 'lan.bin', lanMiB);
-    ns.addDummy('eth0');
-    ns.addAddress('eth0', '10.254.0.1/24');
-    const running = await startServers(ns, root);
-    const rows: TftpBenchRow[] = [];
-    for (const w of [undefined, windowsize]) {
-      const label = w ? `windowsize ${w} asked` : 'lock-step';
-      rows.push(await scenario(`1 × ${sizeMiB} MiB, ${label}`, running, (s) => median(repeats, () => fetchAll(client, SERVERS[s], 'big.bin', 1, w))));
-      rows.push(await scenario(`${concurrent} × ${sizeMiB} MiB at once, ${label}`, running, (s) => fetchAll(client, SERVERS[s], 'big.bin', concurrent, w)));
+    const bin = compileClient(lab.dir);
+    const assets = join(lab.dir, 'assets');
+    mkdirSync(join(assets, 'os'), { recursive: true, mode: 0o755 });
+    writeFileSync(join(assets, 'os', 'initrd.img'), randomBytes((o.bigMiB ?? 30) * 1024 * 1024), { mode: 0o644 });
+    if (prof) process.env.NODE_OPTIONS = `${saved ?? ''} --cpu-prof --cpu-prof-dir=${prof}`;
+    try {
+      await lab.start(['--assets', assets]);
+    } finally {
+      if (prof) saved === undefined ? delete process.env.NODE_OPTIONS : (process.env.NODE_OPTIONS = saved);
     }
-    if (lanMiB > 0) {
-      await startRelays(ns, running, lanDelayMs);
-      for (const w of [undefined, windowsize]) {
-        const label = `${w ? `windowsize ${w} asked` : 'lock-step'}, ${lanDelayMs} ms each way`;
-        rows.push(await scenario(`1 × ${lanMiB} MiB, ${label}`, running, (s) => fetchAll(client, RELAYS[s], 'lan.bin', 1, w)));
+    const root = join(lab.state, 'tftp');
+    // tftpd-hpa as Debian's tftpd-hpa.service starts it (TFTP_OPTIONS="--secure",
+    // TFTP_USERNAME="tftp"), in the foreground (-L) so it stays this bench's child.
+    lab.hub.addAddress('br0', `${HPA_IP}/24`);
+    const hpa = lab.hub.spawn('in.tftpd', ['-L', '--user', 'tftp', '--address', `${HPA_IP}:69`, '--secure', root]);
+    let hpaLog = '';
+    hpa.stderr?.on('data', (d: Buffer) => (hpaLog = (hpaLog + d.toString()).slice(-2000)));
+    const client = lab.host('02:00:00:00:00:fe', CLIENT_IP);
+    const rows: TftpBenchRow[] = [];
+    for (const mode of modes) {
+      const m = MODES[mode];
+      if (!m) throw new Error(`unknown mode ${mode} (${Object.keys(MODES).join(', ')})`);
+      for (const file of files) {
+        const local = join(root, file);
+        const size = statSync(local).size;
+        for (const n of concurrency) {
+          // the 30 MiB file once per client, small files `rounds` times each
+          const transfers = size > 8 << 20 ? Math.max(n, 3) : Math.max(n * rounds, 20);
+          const s: TftpScenario = { file, ...m, concurrency: n, transfers };
+          for (const [server, ip] of [['slipway serve', SERVE_IP], ['tftpd-hpa', HPA_IP]] as const) {
+            if (server === 'tftpd-hpa' && hpa.exitCode !== null) throw new Error(`tftpd-hpa exited ${hpa.exitCode}: ${hpaLog}`);
+            const row = await run(client, bin, ip, s, local, size, server);
+            rows.push(row);
+            console.error(formatRow(row));
+          }
+        }
       }
     }
+    if (lab.serve!.exitCode !== null) throw new Error(`serve died during the run:\n${lab.log.slice(-3000)}`);
+    await lab.stop();
     return rows;
   } finally {
-    await ns.close(); // kills the servers and relays it spawned, by pid
-    rmSync(dir, { recursive: true, force: true });
+    await lab.close();
   }
 }
 
-/** A file of random bytes in the root, world-readable, with its sha256 kept to check copies. */
-function addFile(c: Client, root: string, name: string, mib: number): void {
-  const data = randomBytes(mib * 1024 * 1024);
-  writeFileSync(join(root, name), data, { mode: 0o644 });
-  c.sums.set(name, createHash('sha256').update(data).digest('hex'));
-}
+const modeLabel = (r: TftpScenario) => `${r.blksize ? `blksize ${r.blksize}` : 'blksize 512 (none asked)'}${r.windowsize ? `, windowsize ${r.windowsize}` : ', lock-step'}`;
 
-/** Start every installed server in the namespace; returns the ones that run. */
-async function startServers(ns: Netns, root: string): Promise<Set<ServerName>> {
-  const running = new Set<ServerName>();
-  const self = fileURLToPath(import.meta.url);
-  const slipway = ns.spawn(process.execPath, [self, '--serve', root, String(SERVERS.slipway)]);
-  await waitForLine(slipway, /^ready/, 'Slipway');
-  running.add('slipway');
-  if (has('in.tftpd')) {
-    // -L: foreground; -4: IPv4 only; -s: chroot to the root, as a boot server runs it.
-    const hpa = ns.spawn('in.tftpd', ['-L', '-4', '-s', root, '-a', `127.0.0.1:${SERVERS.tftpdHpa}`]);
-    await waitForPort(ns, SERVERS.tftpdHpa, hpa, 'tftpd-hpa');
-    running.add('tftpdHpa');
-  }
-  if (has('dnsmasq')) {
-    // --port=0: no DNS; --tftp-max: its default of 50 would be exactly at the limit.
-    const args = ['-k', '-C', '/dev/null', '--port=0', '--enable-tftp', `--tftp-root=${root}`, '--tftp-max=500', '--pid-file=', '--log-facility=-', '--quiet-tftp'];
-    const dnsmasq = ns.spawn('dnsmasq', args);
-    await waitForPort(ns, SERVERS.dnsmasq, dnsmasq, 'dnsmasq');
-    running.add('dnsmasq');
-  }
-  return running;
-}
-
-/** One relay per running server, all in one child process in the namespace. */
-async function startRelays(ns: Netns, running: Set<ServerName>, delayMs: number): Promise<void> {
-  const pairs = NAMES.filter((s) => running.has(s)).map((s) => `${RELAYS[s]}:${SERVERS[s]}`);
-  const relay = ns.spawn(process.execPath, [fileURLToPath(import.meta.url), '--relay', pairs.join(','), String(delayMs)]);
-  await waitForLine(relay, /^ready/, 'the relay');
-}
-
-async function scenario(name: string, running: Set<ServerName>, run: (s: ServerName) => Promise<number>): Promise<TftpBenchRow> {
-  const row: TftpBenchRow = { scenario: name, slipway: NaN };
-  for (const s of NAMES) if (running.has(s)) row[s] = await run(s);
-  return row;
-}
-
-interface Client {
-  ns: Netns;
-  out: string;
-  blksize: number;
-  /** sha256 of each file in the root */
-  sums: Map<string, string>;
-}
-
-/** `n` atftp fetches at once; wall seconds until the last one ends. Every copy must be exact. */
-async function fetchAll(c: Client, port: number, remote: string, n: number, windowsize: number | undefined): Promise<number> {
-  const locals = Array.from({ length: n }, (_, i) => join(c.out, `copy-${port}-${i}`));
-  const opts = ['--option', `blksize ${c.blksize}`, ...(windowsize ? ['--option', `windowsize ${windowsize}`] : [])];
-  const t0 = performance.now();
-  const results = await Promise.all(locals.map((l) => c.ns.exec('atftp', [...opts, '-g', '-r', remote, '-l', l, '127.0.0.1', String(port)], { timeoutMs: 300_000 })));
-  const seconds = (performance.now() - t0) / 1000;
-  results.forEach((r, i) => {
-    const got = existsSync(locals[i]!) ? createHash('sha256').update(readFileSync(locals[i]!)).digest('hex') : 'missing';
-    if (r.code !== 0 || got !== c.sums.get(remote)) throw new Error(`port ${port}: copy ${i} of ${remote} is wrong (exit ${r.code}): ${r.out.slice(-500)}`);
-    rmSync(locals[i]!);
-  });
-  return seconds;
-}
-
-async function median(n: number, run: () => Promise<number>): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < n; i++) times.push(await run());
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!;
-}
-
-function waitForLine(child: ChildProcess, re: RegExp, what: string, timeoutMs = 15_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${text}`)), timeoutMs);
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (text += d));
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      text += d;
-      if (re.test(text)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`${what} exited ${code}: ${text}`)));
-  });
-}
-
-async function waitForPort(ns: Netns, port: number, child: ChildProcess, what: string): Promise<void> {
-  let log = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (log = (log + d).slice(-2000)));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (log = (log + d).slice(-2000)));
-  await ns.waitFor(
-    `${what} on UDP ${port}`,
-    async () => {
-      if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}: ${log}`);
-      return (await ns.exec('ss', ['-Hulnp', `sport = :${port}`], { timeoutMs: 5_000 })).stdout.trim() !== '';
-    },
-    10_000,
-    100,
-  );
+function formatRow(r: TftpBenchRow): string {
+  const fail = r.failed.length ? ` | ${r.failed.length} failed: ${[...new Set(r.failed)].slice(0, 3).join('; ')}` : '';
+  return `| ${r.server.padEnd(13)} | ${r.file.padEnd(13)} | ${modeLabel(r).padEnd(36)} | ${String(r.concurrency).padStart(3)} | ${String(r.done).padStart(4)}/${String(r.transfers).padEnd(4)} | ${r.mbPerSecond.toFixed(1).padStart(7)} | ${r.p50Ms.toFixed(1).padStart(8)} | ${r.p99Ms.toFixed(1).padStart(8)} |${fail}`;
 }
 
 export function formatTftpBench(rows: TftpBenchRow[]): string {
-  const f = (s: number | undefined) => (s === undefined || Number.isNaN(s) ? 'n/a' : `${s.toFixed(2)} s`);
-  const ratio = (peer: number | undefined, own: number) => (peer === undefined || Number.isNaN(own) ? 'n/a' : `${(peer / own).toFixed(1)}×`);
-  const w = Math.max(34, ...rows.map((r) => r.scenario.length));
-  const lines = [
-    `| ${'TFTP, client atftp, blksize 1468'.padEnd(w)} | Slipway  | tftpd-hpa | dnsmasq  | hpa/Slipway | dnsmasq/Slipway |`,
-    `|${'-'.repeat(w + 2)}|----------|-----------|----------|-------------|-----------------|`,
+  const out = [
+    'TFTP: slipway serve (product, from the CLI) vs tftpd-hpa (--secure --user tftp), same root, same run',
+    '| server        | file          | mode                                 |   N | done      |    MB/s |  p50 ms  |  p99 ms  |',
+    '|---------------|---------------|--------------------------------------|----:|-----------|--------:|---------:|---------:|',
+    ...rows.map(formatRow),
+    '',
+    '| file          | mode                                 |   N | throughput × tftpd-hpa | p50 × hpa | p99 × hpa |',
+    '|---------------|--------------------------------------|----:|-----------------------:|----------:|----------:|',
   ];
-  for (const r of rows) {
-    lines.push(`| ${r.scenario.padEnd(w)} | ${f(r.slipway).padStart(8)} | ${f(r.tftpdHpa).padStart(9)} | ${f(r.dnsmasq).padStart(8)} | ${ratio(r.tftpdHpa, r.slipway).padStart(11)} | ${ratio(r.dnsmasq, r.slipway).padStart(15)} |`);
+  for (const us of rows.filter((r) => r.server === 'slipway serve')) {
+    const peer = rows.find((r) => r.server === 'tftpd-hpa' && r.file === us.file && r.blksize === us.blksize && r.windowsize === us.windowsize && r.concurrency === us.concurrency);
+    if (!peer) continue;
+    out.push(`| ${us.file.padEnd(13)} | ${modeLabel(us).padEnd(36)} | ${String(us.concurrency).padStart(3)} | ${(us.mbPerSecond / peer.mbPerSecond).toFixed(2).padStart(22)} | ${(us.p50Ms / peer.p50Ms).toFixed(2).padStart(9)} | ${(us.p99Ms / peer.p99Ms).toFixed(2).padStart(9)} |`);
   }
-  return lines.join('\n');
-}
-
-/** The child that runs Slipway's server: quiet logs, "ready" once bound, closes on SIGTERM. */
-async function serve(root: string, port: number): Promise<void> {
-  const { startTftpServer } = await import('../src/serve/tftp/server.ts');
-  const { newLogger } = await import('../src/serve/log.ts');
-  const { newRegistry } = await import('../src/serve/metrics.ts');
-  const server = await startTftpServer({ root, address: '127.0.0.1', port, log: newLogger({ level: 'warn', pretty: false }), registry: newRegistry() });
-  process.stdout.write('ready\n');
-  process.on('SIGTERM', () => void server.close().then(() => process.exit(0)));
-}
-
-/** The child that runs the delaying relays: "listen:target,..." pairs, every packet held delayMs each way. */
-async function relay(pairs: string, delayMs: number): Promise<void> {
-  const { LossyProxy } = await import('../test/helpers/tftp.ts');
-  const proxies = await Promise.all(
-    pairs.split(',').map((p) => {
-      const [listen, target] = p.split(':').map(Number);
-      return LossyProxy.start(target!, { port: listen, delayMs });
-    }),
-  );
-  process.stdout.write('ready\n');
-  process.on('SIGTERM', () => void Promise.all(proxies.map((x) => x.close())).then(() => process.exit(0)));
+  out.push('(throughput: higher is better for serve; p50/p99 × hpa: below 1 is better for serve)');
+  return out.join('\n');
 }
 
 if (import.meta.main) {
-  if (process.argv[2] === '--serve') await serve(process.argv[3]!, Number(process.argv[4]));
-  else if (process.argv[2] === '--relay') await relay(process.argv[3]!, Number(process.argv[4]));
-  else {
-    const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-    const rows = await benchTftp({
-      sizeMiB: env('TFTP_BENCH_MIB', 32),
-      lanMiB: env('TFTP_BENCH_LAN_MIB', 2),
-      concurrent: env('TFTP_BENCH_CONCURRENT', 50),
-      repeats: env('TFTP_BENCH_REPEATS', 3),
-    });
-    console.log(formatTftpBench(rows));
-  }
+  const list = (name: string) => process.env[name]?.split(',').filter(Boolean);
+  const rows = await benchTftp({
+    ...(list('TFTP_SCENARIOS') ? { modes: list('TFTP_SCENARIOS') } : {}),
+    ...(list('TFTP_FILES') ? { files: list('TFTP_FILES') } : {}),
+    ...(list('TFTP_CONCURRENCY') ? { concurrency: list('TFTP_CONCURRENCY')!.map(Number) } : {}),
+    ...(process.env.TFTP_BIG_MIB ? { bigMiB: Number(process.env.TFTP_BIG_MIB) } : {}),
+    ...(process.env.TFTP_ROUNDS ? { rounds: Number(process.env.TFTP_ROUNDS) } : {}),
+  });
+  console.log(formatTftpBench(rows));
 }
