@@ -110,7 +110,7 @@ let release: (() => void) | undefined;
 
 before(async () => {
   if (skip) return;
-  release = await heavyTestTurn('boot.qemu');
+  release = await heavyTestTurn('boot.qemu', undefined, { cores: 1 });
   q = await QemuLab.create();
   await q.serve();
 });

@@ -74,7 +74,7 @@ function plantNetworkFiles(disk: string, rendered: string): string[] {
 test('bond-failover: an active-backup bond carrying the node VLAN, on the node OS kernel, keeps its address when a member\'s link is cut', { timeout: 40 * 60_000 }, async (t) => {
   const image = osImage();
   if (!image) return t.skip(`no node OS image under ${OS_TREES}: build it with scripts/rehearsal-deps.sh`);
-  const release = await heavyTestTurn('network.qemu');
+  const release = await heavyTestTurn('network.qemu', undefined, { cores: 1 });
   t.after(release);
 
   const rendered = join(work, 'out');

@@ -22,7 +22,7 @@ const skip = !isRoot ? 'needs root (network namespaces, taps)' : !haveIpmiSim ? 
 
 let release: (() => void) | undefined;
 before(async () => {
-  if (!skip) release = await heavyTestTurn('power.vm');
+  if (!skip) release = await heavyTestTurn('power.vm', undefined, { cores: 1 });
 });
 after(() => release?.());
 
