@@ -1,7 +1,8 @@
 // Bad input for every field issue 20 added (links, linkDefaults, proxy, files, units,
-// sysctls), on the rack fixture (test/fixtures/rack/cluster.yaml): `validate` and `render`
-// (and `plan` for what only the planner can see: a clash with a file Slipway renders)
-// exit 1 with a FILE:LINE:COL message naming the field, and leave an existing state
+// sysctls, kernelArgs), on the rack fixture (test/fixtures/rack/cluster.yaml): `validate`
+// and `render` (and `plan` for a clash with a file Slipway renders, which validate finds
+// by building the plan too) exit 1 with a FILE:LINE:COL message naming the field (and the
+// other entry's FILE:LINE:COL when two entries clash), and leave an existing state
 // directory and output directory exactly as they were.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +28,10 @@ interface Case {
   verbs?: ('validate' | 'render' | 'plan')[];
 }
 
-const PLANNER: Case['verbs'] = ['render', 'plan'];
+/** clashes with what Slipway renders: validate builds the plan as render and plan do */
+const PLANNER: Case['verbs'] = ['validate', 'render', 'plan'];
+/** "(spec.files[1]: FILE:LINE:COL)": the other entry of a clash, located */
+const other = (path: string) => `\\(${path.replace(/[.[\]]/g, '\\$&')}: \\S+bad\\.yaml:\\d+:\\d+\\)`;
 
 const CASES: Case[] = [
   // links
@@ -65,9 +69,12 @@ const CASES: Case[] = [
   { name: 'a source that does not exist', edits: [['source: site.crt', 'source: missing.crt']], path: 'spec.files[0].source', message: /cannot read .*missing\.crt: ENOENT/, at: 'missing.crt' },
   { name: 'a source outside the cluster file\'s directory', edits: [['source: site.crt', 'source: ../../etc/shadow']], path: 'spec.files[0].source', message: /is not valid: expected a file beside the cluster file/, at: '../../etc/shadow' },
   { name: 'a selector naming no machine', edits: [['machines: [w2]', 'machines: [w9]']], path: 'spec.units[1].machines[0]', message: /no machine is named w9/, at: 'w9' },
-  { name: 'one path twice for one machine', edits: [['  units:\n', '    - {path: /etc/log-shipper.conf, contents: "x", machines: [w1]}\n  units:\n']], path: 'spec.files[2]', message: /path \/etc\/log-shipper\.conf is also spec\.files\[1\] for w1/, at: '{path: /etc/log-shipper.conf, contents' },
+  { name: 'one path twice for one machine', edits: [['  units:\n', '    - {path: /etc/log-shipper.conf, contents: "x", machines: [w1]}\n  units:\n']], path: 'spec.files[2]', message: new RegExp(`path /etc/log-shipper\\.conf is also spec\\.files\\[1\\] for w1 ${other('spec.files[1]')}`), at: '{path: /etc/log-shipper.conf, contents' },
   { name: 'a file Slipway renders (/etc/hosts)', edits: [['path: /etc/log-shipper.conf', 'path: /etc/hosts']], path: 'spec.files[1]', message: /\/etc\/hosts on machine w1 is also a file Slipway renders \(its host phase\)/, at: 'path: /etc/hosts', verbs: PLANNER },
   { name: 'a file where Slipway needs a directory (/etc/kubernetes)', edits: [['path: /etc/log-shipper.conf', 'path: /etc/kubernetes']], path: 'spec.files[1]', message: /\/etc\/kubernetes on machine w1 is a file, but \/etc\/kubernetes\/\S+ puts a directory there \(a file Slipway renders\)/, at: 'path: /etc/kubernetes', verbs: PLANNER },
+  { name: 'a file where a unit\'s enable link goes', edits: [['path: /etc/log-shipper.conf', 'path: /etc/systemd/system/multi-user.target.wants/log-shipper.service']], path: 'spec.units[0]', message: new RegExp(`multi-user\\.target\\.wants/log-shipper\\.service on machine w1 is also written by spec\\.files\\[1\\]: one path, two entries ${other('spec.files[1]')}`), at: 'name: log-shipper.service', verbs: PLANNER },
+  { name: 'a file where the kernel arguments go', edits: [['path: /etc/log-shipper.conf', 'path: /etc/slipway/kernel-args']], path: 'spec.kernelArgs[0]', message: new RegExp(`/etc/slipway/kernel-args on machine w1 is also written by spec\\.files\\[1\\]: one path, two entries ${other('spec.files[1]')}`), at: '{args: [intel_iommu', verbs: PLANNER },
+  { name: 'a unit also written by spec.files', edits: [['path: /etc/log-shipper.conf', 'path: /etc/systemd/system/log-shipper.service']], path: 'spec.units[0].name', message: new RegExp(`log-shipper\\.service is also written by spec\\.files\\[1\\] \\(/etc/systemd/system/log-shipper\\.service\\) ${other('spec.files[1]')}`), at: 'log-shipper.service\n      contents' },
   // units
   { name: 'an enabled unit without [Install]', edits: [['        [Install]\n        WantedBy=multi-user.target\n    - name: site-cleanup.timer', '    - name: site-cleanup.timer']], path: 'spec.units[0].enabled', message: /log-shipper\.service is enabled but its \[Install\] section names no WantedBy=/, at: 'name: log-shipper.service' },
   { name: 'a unit Slipway renders (kubelet.service)', edits: [['name: log-shipper.service', 'name: kubelet.service']], path: 'spec.units[0]', message: /\/etc\/systemd\/system\/kubelet\.service on machine cp1 is also a file Slipway renders \(its node phase\)/, at: 'name: kubelet.service', verbs: PLANNER },
@@ -77,6 +84,16 @@ const CASES: Case[] = [
   { name: 'a sysctl that undoes one Kubernetes needs', edits: [['{name: net.core.somaxconn, value: "4096"}', '{name: net.ipv4.ip_forward, value: "0"}']], path: 'spec.sysctls[0]', message: /net\.ipv4\.ip_forward = 0 on machine cp1, but Slipway sets net\.ipv4\.ip_forward = 1/, at: '{name: net.ipv4.ip_forward', verbs: PLANNER },
   { name: 'a sysctl value with a newline', edits: [['value: "4096"', 'value: "4096\\nkernel.panic = 1"']], path: 'spec.sysctls[0].value', message: /is not valid: expected its value as sysctl\.d takes it/, at: '"4096\\n' },
   { name: 'a sysctl name that is not one', edits: [['name: net.core.somaxconn', 'name: "net core"']], path: 'spec.sysctls[0].name', message: /is not valid: expected a sysctl key/, at: '"net core"' },
+  // kernel arguments
+  { name: 'a kernel argument with a space', edits: [['intel_iommu=on,', '"quiet splash",']], path: 'spec.kernelArgs[0].args[0]', message: /"quiet splash" is not valid: expected one kernel argument/ },
+  { name: 'a kernel argument with quotes', edits: [['intel_iommu=on,', `'acpi_osi="!Windows"',`]], path: 'spec.kernelArgs[0].args[0]', message: /is not valid: expected one kernel argument.*no spaces, quotes or newlines/ },
+  { name: 'a kernel argument with a newline', edits: [['intel_iommu=on,', '"intel_iommu=on\\nAPPEND x",']], path: 'spec.kernelArgs[0].args[0]', message: /is not valid: expected one kernel argument/ },
+  { name: 'a kernel argument that ends the kernel\'s own ("--")', edits: [['intel_iommu=on,', '"--",']], path: 'spec.kernelArgs[0].args[0]', message: /"--" is not valid/ },
+  { name: 'root= in the kernel arguments', edits: [['hugepages=16]', 'root=/dev/sda1]']], path: 'spec.kernelArgs[0].args[1]', message: /root= is Slipway's: the installed system boots with "root=LABEL=ROOT rw console=tty0 console=ttyS0,115200n8"/ },
+  { name: 'the installer\'s own flag in the kernel arguments', edits: [['hugepages=16]', 'slipway.install=http://10.20.30.9/x]']], path: 'spec.kernelArgs[0].args[1]', message: /slipway\.install= is Slipway's: .*slipway\.\* drive Ignition and the installer/ },
+  { name: 'ro in the kernel arguments', edits: [['hugepages=16]', 'ro]']], path: 'spec.kernelArgs[0].args[1]', message: /ro is Slipway's/ },
+  { name: 'kernel arguments longer than the loader\'s line takes', edits: [['["console=ttyS1,115200n8"]', `[${Array.from({ length: 5 }, (_, i) => `p${i}=${'x'.repeat(200)}`).join(', ')}]`]], path: 'spec.kernelArgs[1].args', message: /machine w1's kernel arguments are 1047 bytes with this entry; at most 1024/, at: '[p0=' },
+  { name: 'kernel arguments for a machine that is not there', edits: [['roles: [worker]}\n  ssh', 'machines: [w9]}\n  ssh']], path: 'spec.kernelArgs[1].machines[0]', message: /no machine is named w9/, at: 'w9' },
 ];
 
 test('bad input for every new field: refused with FILE:LINE:COL, nothing written', { concurrency: 3 }, async (t) => {

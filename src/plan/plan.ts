@@ -27,9 +27,12 @@ export const PHASES: Phase[] = [hostPhase, pkiPhase, etcdPhase, controlPlanePhas
  */
 export class AdditionConflict extends Error {
   readonly origin: string;
-  constructor(origin: string, message: string) {
+  /** the other addition of a clash between two ("spec.units[0]"), when it is one */
+  readonly also?: string;
+  constructor(origin: string, message: string, also?: string) {
     super(`${origin}: ${message}`);
     this.origin = origin;
+    if (also) this.also = also;
     this.name = 'AdditionConflict';
   }
 }
@@ -48,6 +51,11 @@ function collect(where: string, parts: [string, File[]][]): File[] {
         const ours = [prev, { phase, file: f }].find((x) => !x.file.origin);
         const theirs = [prev, { phase, file: f }].find((x) => x.file.origin);
         if (ours && theirs) throw new AdditionConflict(theirs.file.origin!.split(', ')[0]!, `${f.path} on ${where} is also a file Slipway renders (its ${ours.phase} phase): choose another path`);
+        // two of the operator's entries for one path (a file where a unit's enable link goes, say)
+        if (prev.file.origin && f.origin) {
+          const [first, second] = [prev.file.origin.split(', ')[0]!, f.origin.split(', ')[0]!];
+          throw new AdditionConflict(second, `${f.path} on ${where} is also written by ${first}: one path, two entries`, first);
+        }
         throw new Error(`${where}: phases ${prev.phase} and ${phase} both write ${f.path}`);
       }
       byPath.set(f.path, { phase, file: f });
@@ -63,7 +71,8 @@ function directoryClashes(where: string, files: File[]): void {
     const [a, b] = [sorted[i]!, sorted[i + 1]!];
     if (!b.path.startsWith(`${a.path}/`) || (!a.origin && !b.origin)) continue;
     const theirs = a.origin ? a : b;
-    throw new AdditionConflict(theirs.origin!.split(', ')[0]!, `${a.path} on ${where} is a file, but ${b.path} puts a directory there (${b.origin ? b.origin : 'a file Slipway renders'})`);
+    const other = a.origin && b.origin ? b.origin.split(', ')[0] : undefined;
+    throw new AdditionConflict(theirs.origin!.split(', ')[0]!, `${a.path} on ${where} is a file, but ${b.path} puts a directory there (${b.origin ? b.origin : 'a file Slipway renders'})`, other);
   }
 }
 

@@ -1,5 +1,5 @@
-// The operator's own additions (issue 20): files, systemd units and sysctls per role or
-// per machine, and the proxy. Checked here for what the file alone can tell (one source
+// The operator's own additions (issue 20): files, systemd units, sysctls and kernel
+// arguments per role or per machine, and the proxy. Checked here for what the file alone can tell (one source
 // of contents, selectors naming real machines, no two entries for one path on one
 // machine); a clash with a file Slipway renders is found by the planner, which knows them
 // all (plan/phases/additions.ts), and reported at the same FILE:LINE:COL.
@@ -9,12 +9,27 @@ import type { ClusterFile } from './schema.ts';
 import type { PathSeg, Problem } from './problems.ts';
 import type { Additions, Proxy, Role } from './types.ts';
 
-type Report = (path: PathSeg[], message: string) => void;
+type Report = (path: PathSeg[], message: string, also?: PathSeg[]) => void;
 type Spec = ClusterFile['spec'];
 type Sel = { roles?: string[]; machines?: string[] };
 
 /** Largest file `source` may name: contents travel inline in Ignition and cloud-config. */
 export const SOURCE_MAX = 1024 * 1024;
+
+/**
+ * The installed system's own command line, as scripts/build-os-image.sh writes it into
+ * the boot partition's SYSLINUX configs (os.json's kernelCmdline; the install test
+ * compares them). spec.kernelArgs are appended after it.
+ */
+export const OS_KERNEL_CMDLINE = 'root=LABEL=ROOT rw console=tty0 console=ttyS0,115200n8';
+/**
+ * At most this many bytes of spec.kernelArgs per machine (joined by spaces): x86 Linux
+ * takes 2048 with SYSLINUX's BOOT_IMAGE= and initrd= and Slipway's own, which leaves room.
+ */
+export const KERNEL_ARGS_MAX = 1024;
+/** Arguments that decide what boots (root file system, init, Ignition, the installer): Slipway's. */
+const OWNED_ARGS = new Set(['root', 'rootfstype', 'rootflags', 'rootwait', 'rootdelay', 'ro', 'rw', 'init', 'rdinit', 'initrd', 'BOOT_IMAGE']);
+const OWNED_PREFIXES = ['ignition.', 'flatcar.', 'slipway.'];
 
 /** Names of the machines an entry applies to. */
 function targets(s: Spec, sel: Sel): Set<string> {
@@ -39,7 +54,7 @@ export function additionProblems(cf: ClusterFile, err: Report, warn: Report): vo
     list?.forEach((e, i) => {
       const mine = targets(s, e);
       const j = list.findIndex((o, k) => k < i && key(o) === key(e) && [...targets(s, o)].some((n) => mine.has(n)));
-      if (j >= 0) err(['spec', field, i], `${what} ${key(e)} is also spec.${field}[${j}] for ${[...targets(s, list[j]!)].filter((n) => mine.has(n)).join(', ')}`);
+      if (j >= 0) err(['spec', field, i], `${what} ${key(e)} is also spec.${field}[${j}] for ${[...targets(s, list[j]!)].filter((n) => mine.has(n)).join(', ')}`, ['spec', field, j]);
     });
   };
   s.files?.forEach((f, i) => {
@@ -50,13 +65,35 @@ export function additionProblems(cf: ClusterFile, err: Report, warn: Report): vo
   s.units?.forEach((u, i) => {
     oneSource(['spec', 'units', i], u);
     selector(['spec', 'units', i], u);
-    if (s.files?.some((f) => f.path === `/etc/systemd/system/${u.name}`)) err(['spec', 'units', i, 'name'], `${u.name} is also written by spec.files (/etc/systemd/system/${u.name})`);
+    const j = s.files?.findIndex((f) => f.path === `/etc/systemd/system/${u.name}`) ?? -1;
+    if (j >= 0) err(['spec', 'units', i, 'name'], `${u.name} is also written by spec.files[${j}] (/etc/systemd/system/${u.name})`, ['spec', 'files', j]);
   });
   unique(s.units, 'units', (u) => u.name, 'unit');
   s.sysctls?.forEach((x, i) => selector(['spec', 'sysctls', i], x));
   unique(s.sysctls, 'sysctls', (x) => x.name, 'sysctl');
+  kernelArgProblems(s, err, selector);
   const p = s.proxy;
   if (p && !p.http && !p.https) warn(['spec', 'proxy'], 'neither http nor https: no proxy is configured');
+}
+
+/** spec.kernelArgs: none of Slipway's own, and a command line the loader and kernel take. */
+function kernelArgProblems(s: Spec, err: Report, selector: (base: PathSeg[], sel: Sel) => void): void {
+  const used = new Map<string, number>();
+  s.kernelArgs?.forEach((e, i) => {
+    selector(['spec', 'kernelArgs', i], e);
+    e.args.forEach((a, k) => {
+      const name = a.split('=')[0]!;
+      if (OWNED_ARGS.has(name) || OWNED_PREFIXES.some((p) => name.startsWith(p)))
+        err(['spec', 'kernelArgs', i, 'args', k], `${name}${a.includes('=') ? '=' : ''} is Slipway's: the installed system boots with "${OS_KERNEL_CMDLINE}", and ${OWNED_PREFIXES.map((p) => `${p}*`).join(', ')} drive Ignition and the installer`);
+    });
+    const length = e.args.join(' ').length;
+    for (const m of targets(s, e)) {
+      const before = used.get(m);
+      const total = before === undefined ? length : before + 1 + length;
+      used.set(m, total);
+      if (total > KERNEL_ARGS_MAX && (before ?? 0) <= KERNEL_ARGS_MAX) err(['spec', 'kernelArgs', i, 'args'], `machine ${m}'s kernel arguments are ${total} bytes with this entry; at most ${KERNEL_ARGS_MAX} (the kernel's command line holds 2048 with the boot loader's and Slipway's own)`);
+    }
+  });
 }
 
 /** A unit file's targets from [Install] WantedBy=/RequiredBy= (what `systemctl enable` links it into). */
@@ -115,7 +152,7 @@ const sel = (e: Sel) => ({ roles: e.roles as Role[] | undefined, machines: e.mac
 
 export function resolveAdditions(cf: ClusterFile, contents: Map<string, string>): Additions | undefined {
   const s = cf.spec;
-  if (!s.files && !s.units && !s.sysctls) return undefined;
+  if (!s.files && !s.units && !s.sysctls && !s.kernelArgs) return undefined;
   return {
     files: (s.files ?? []).map((f, i) => ({
       origin: `spec.files[${i}]`,
@@ -127,6 +164,7 @@ export function resolveAdditions(cf: ClusterFile, contents: Map<string, string>)
     })),
     units: (s.units ?? []).map((u, i) => ({ origin: `spec.units[${i}]`, ...sel(u), name: u.name, enabled: u.enabled ?? true, contents: contents.get(`units/${i}`) ?? '' })),
     sysctls: (s.sysctls ?? []).map((x, i) => ({ origin: `spec.sysctls[${i}]`, ...sel(x), name: x.name, value: x.value })),
+    kernelArgs: (s.kernelArgs ?? []).map((x, i) => ({ origin: `spec.kernelArgs[${i}]`, ...sel(x), args: [...x.args] })),
   };
 }
 

@@ -10,6 +10,8 @@ export interface Problem {
   message: string;
   /** point at the key instead of the value (unknown fields) */
   atKey?: boolean;
+  /** the other entry of a clash: its FILE:LINE:COL is added to the message */
+  also?: PathSeg[];
 }
 
 export interface LocatedProblem extends Problem {
@@ -62,6 +64,8 @@ function offsetOf(doc: Document, path: PathSeg[], atKey: boolean): number {
 export function locate(problems: Problem[], doc: Document, lc: LineCounter, file: string): LocatedProblem[] {
   return problems.map((p) => {
     const { line, col } = lc.linePos(offsetOf(doc, p.path, p.atKey ?? false));
-    return { ...p, file, line, col };
+    if (!p.also) return { ...p, file, line, col };
+    const other = lc.linePos(offsetOf(doc, p.also, false));
+    return { ...p, file, line, col, message: `${p.message} (${formatPath(p.also)}: ${file}:${other.line}:${other.col})` };
   });
 }

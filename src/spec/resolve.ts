@@ -65,7 +65,7 @@ export function resolve(cf: ClusterFile, sources: Map<string, string> = new Map(
     ssh: { authorizedKeys: s.ssh?.authorizedKeys ?? [] },
     // issue 20: proxy, additions and per-machine links (undefined when the file has none)
     ...(s.proxy ? { proxy: resolveProxy(cf) } : {}),
-    ...(s.files || s.units || s.sysctls ? { additions: resolveAdditions(cf, sources) } : {}),
+    ...(s.files || s.units || s.sysctls || s.kernelArgs ? { additions: resolveAdditions(cf, sources) } : {}),
     machines: s.machines.map((m, i) => {
       const [ip, prefix] = m.ip.split('/');
       return {

@@ -126,6 +126,18 @@ const SysctlAddition = Type.Object(
   },
   { additionalProperties: false },
 );
+/** One kernel argument as the boot loader's APPEND line and the installer take it: no space, quote, newline or shell character; not "--". */
+export const KERNEL_ARG_PATTERN = '^[A-Za-z0-9_][A-Za-z0-9_.,:/=+@%~-]*$';
+const KernelArgsAddition = Type.Object(
+  {
+    args: Type.Array(
+      Type.String({ pattern: KERNEL_ARG_PATTERN, maxLength: 256, description: 'one kernel argument, e.g. intel_iommu=on or hugepages=64: letters, digits and . _ - , : / = + @ % ~ (no spaces, quotes or newlines: the boot loader\'s line takes them unquoted)' }),
+      { minItems: 1, maxItems: 64, description: 'kernel arguments, appended in this order after Slipway\'s own' },
+    ),
+    ...Selector,
+  },
+  { additionalProperties: false },
+);
 // --- end of issue 20's block ---
 
 const Machine = Type.Object(
@@ -268,6 +280,7 @@ export const ClusterFileSchema = Type.Object(
         files: Type.Optional(Type.Array(FileAddition, { maxItems: 256, description: 'files of your own on the machines' })),
         units: Type.Optional(Type.Array(UnitAddition, { maxItems: 128, description: 'systemd units of your own on the machines' })),
         sysctls: Type.Optional(Type.Array(SysctlAddition, { maxItems: 256, description: 'kernel settings of your own (sysctl.d)' })),
+        kernelArgs: Type.Optional(Type.Array(KernelArgsAddition, { maxItems: 64, description: 'kernel arguments of your own for the installed system (the installer appends them to its boot loader\'s line)' })),
         machines: Type.Array(Machine, { minItems: 1 }),
       },
       { additionalProperties: false },

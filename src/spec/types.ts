@@ -89,10 +89,15 @@ export interface SysctlAddition extends Selector, Origin {
   name: string;
   value: string;
 }
+/** Kernel arguments for the installed system's boot loader (the installer appends them). */
+export interface KernelArgsAddition extends Selector, Origin {
+  args: string[];
+}
 export interface Additions {
   files: FileAddition[];
   units: UnitAddition[];
   sysctls: SysctlAddition[];
+  kernelArgs: KernelArgsAddition[];
 }
 export interface Proxy {
   http?: string;

@@ -37,7 +37,7 @@ function kubeletRefusesLabel(key: string): boolean {
 
 export function semanticProblems(cf: ClusterFile): Problem[] {
   const out: Problem[] = [];
-  const err = (path: PathSeg[], message: string) => out.push({ severity: 'error', path, message });
+  const err = (path: PathSeg[], message: string, also?: PathSeg[]) => out.push({ severity: 'error', path, message, ...(also ? { also } : {}) });
   const warn = (path: PathSeg[], message: string) => out.push({ severity: 'warning', path, message });
   const s = cf.spec;
 

@@ -1,14 +1,20 @@
-// The operator's own files, units and sysctls (issue 20), on the machines their roles
-// or names select. Each file carries its origin ("spec.files[2]"): the planner refuses a
+// The operator's own files, units, sysctls and kernel arguments (issue 20), on the
+// machines their roles or names select. Each file carries its origin ("spec.files[2]"): the planner refuses a
 // clash with a file Slipway renders naming both (plan.ts), and `plan` shows it.
 import { applies, type Machine } from '../../spec/types.ts';
 import { installTargets } from '../../spec/additions.ts';
 import { oneLine } from '../guard.ts';
 import type { File, Phase } from '../types.ts';
-import { UNITS } from '../paths.ts';
+import { SLIPWAY, UNITS } from '../paths.ts';
 
 /** The operator's sysctls: after Slipway's 90-slipway-* files; a key both set differently is refused (plan.ts). */
 export const SITE_SYSCTL = '/etc/sysctl.d/95-slipway-site.conf';
+
+/**
+ * The operator's kernel arguments, one line: the installer (scripts/os-image/init,
+ * kernel_args) appends it to the APPEND line of the boot partition's SYSLINUX configs.
+ */
+export const KERNEL_ARGS_FILE = `${SLIPWAY}/kernel-args`;
 
 /** "KEY = VALUE" lines of a sysctl.d file. */
 export function sysctlKeys(contents: string): Map<string, string> {
@@ -46,6 +52,14 @@ export const additionsPhase: Phase = {
         mode: 0o644,
         origin: sysctls.map((x) => x.origin).join(', '),
         contents: `# spec.sysctls from the cluster file (Slipway).\n${sysctls.map((x) => `${x.name} = ${oneLine(x.value, x.origin)}`).join('\n')}\n`,
+      });
+    const kargs = a.kernelArgs.filter((x) => applies(x, m));
+    if (kargs.length)
+      files.push({
+        path: KERNEL_ARGS_FILE,
+        mode: 0o644,
+        origin: kargs.map((x) => x.origin).join(', '),
+        contents: `# spec.kernelArgs from the cluster file (Slipway): the installer appends this line to the boot loader's.\n${kargs.flatMap((x) => x.args.map((arg) => oneLine(arg, x.origin))).join(' ')}\n`,
       });
     return files;
   },
