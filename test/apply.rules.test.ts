@@ -9,8 +9,9 @@ import { buildPlan } from '../src/plan/plan.ts';
 import { planTree } from '../src/render/tree.ts';
 import { givenOf, machineFiles } from '../src/render/given.ts';
 import { fileChanges, machineActions, rolloutOrder, unitInputs } from '../src/apply/changes.ts';
-import { membershipChange, quorum } from '../src/apply/membership.ts';
-import { healthScript, type MachinePlan } from '../src/apply/apply.ts';
+import { membershipChange, membershipStep, quorum } from '../src/apply/membership.ts';
+import { healthScript, withoutBootstrapFlags, type MachinePlan } from '../src/apply/apply.ts';
+import { readEtcdJoins, writeEtcdJoins } from '../src/secrets/etcd-joins.ts';
 import { putScript } from '../src/apply/ssh.ts';
 import type { Secrets } from '../src/secrets/types.ts';
 import type { Spec } from '../src/spec/types.ts';
@@ -142,6 +143,74 @@ test('etcd membership: one change at a time, never below a healthy majority, nev
   assert.deepEqual(membershipChange(m('cp1 cp2 cp3!'), ['cp1', 'cp2']), { kind: 'remove', name: 'cp3' });
   assert.equal(rule(membershipChange(m('cp1'), [])), 'keep-a-member');
   assert.equal(rule(membershipChange(m('cp1 cp2'), ['cp1'])), 'remove');
+});
+
+test('etcd membership step from the running cluster: names of members not yet started, the initial cluster of a join, an installed machine cannot join', () => {
+  const s = haSpec();
+  const cp4 = machine('cp4', '10.20.30.14', ['control-plane', 'etcd']);
+  const s4 = { ...s, machines: [...s.machines, cp4] };
+  const member = (name: string, ip: string, healthy = true) => ({ id: String(1000 + Number(ip.split('.')[3])), name, peerURLs: [`https://${ip}:2380`], clientURLs: name ? [`https://${ip}:2379`] : [], isLearner: false, healthy });
+  // etcd lists members by id; the step reads them in the file's order
+  const three = [member('cp2', '10.20.30.12'), member('cp3', '10.20.30.13'), member('cp1', '10.20.30.11')];
+  const add = membershipStep(s4, three, new Set(['cp1', 'cp2', 'cp3']));
+  assert.deepEqual(add, { kind: 'add', name: 'cp4', peerURL: 'https://10.20.30.14:2380', initialCluster: 'cp1=https://10.20.30.11:2380,cp2=https://10.20.30.12:2380,cp3=https://10.20.30.13:2380,cp4=https://10.20.30.14:2380', members: ['cp1', 'cp2', 'cp3'] });
+  // added but not started: etcd gives it no name; its peer URL is cp4's, so nothing is left to do
+  assert.deepEqual(membershipStep(s4, [...three, member('', '10.20.30.14', false)], new Set()), { kind: 'none', forget: [] });
+  // an installed machine started its own cluster: refused, named
+  const installed = membershipStep(s4, three, new Set(['cp1', 'cp2', 'cp3', 'cp4']));
+  assert.equal(installed.kind === 'refused' && installed.rule, 'join-before-install');
+  // a removal names the member's id and address
+  const s2 = { ...s, machines: s.machines.filter((m) => m.name !== 'cp3') };
+  assert.deepEqual(membershipStep(s2, three, new Set()), { kind: 'remove', name: 'cp3', id: '1013', ip: '10.20.30.13', members: ['cp1', 'cp2', 'cp3'] });
+  // cp4 added but not running yet: removing cp3 is one change, and cp1, cp2 are a majority of the 3 that stay
+  const r = membershipStep({ ...s4, machines: s4.machines.filter((m) => m.name !== 'cp3') }, [...three, member('', '10.20.30.14', false)], new Set());
+  assert.equal(r.kind, 'remove');
+});
+
+test('a joining member renders --initial-cluster-state=existing with its recorded cluster; the others differ only in bootstrap-only flags', async () => {
+  const s = haSpec();
+  const cp4 = machine('cp4', '10.20.30.14', ['control-plane', 'etcd']);
+  const s4 = { ...s, machines: [...s.machines, cp4] };
+  const joined = 'cp1=https://10.20.30.11:2380,cp2=https://10.20.30.12:2380,cp3=https://10.20.30.13:2380,cp4=https://10.20.30.14:2380';
+  const secrets = { ...fakeSecrets(s4), etcdJoins: { cp4: joined } };
+  const unit = (spec: Spec, sec: Secrets, m: string) => machineFiles(render(spec, sec), m).get('/etc/systemd/system/etcd.service')!.contents;
+  const u4 = unit(s4, secrets, 'cp4');
+  assert.match(u4, /--initial-cluster-state=existing/);
+  assert.match(u4, new RegExp(`--initial-cluster=${joined.replace(/\./g, '\.')} `));
+  const fresh = unit(s4, fakeSecrets(s4), 'cp4');
+  assert.match(fresh, /--initial-cluster-state=new/, 'without the record: a first install');
+  const before = unit(s, fakeSecrets(s), 'cp1');
+  const after = unit(s4, secrets, 'cp1');
+  assert.notEqual(before, after);
+  assert.equal(withoutBootstrapFlags(before), withoutBootstrapFlags(after));
+  // a real flag change is not hidden
+  assert.notEqual(withoutBootstrapFlags(before), withoutBootstrapFlags(before.replace('--snapshot-count=10000', '--snapshot-count=5')));
+});
+
+test('the join record: written 0600, read back, a damaged one refused naming the file, an empty one removed', async () => {
+  const { mkdtempSync, writeFileSync, statSync, existsSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'slipway-joins-'));
+  try {
+    assert.deepEqual(await readEtcdJoins(dir), {});
+    await writeEtcdJoins(dir, { cp4: 'cp1=https://10.20.30.11:2380,cp4=https://10.20.30.14:2380' });
+    assert.equal(statSync(join(dir, 'etcd-joins.json')).mode & 0o777, 0o600);
+    assert.deepEqual(await readEtcdJoins(dir), { cp4: 'cp1=https://10.20.30.11:2380,cp4=https://10.20.30.14:2380' });
+    for (const [text, msg] of [
+      ['{', /etcd-joins\.json: not JSON/],
+      ['[]', /not an object of machine name/],
+      ['{"cp4": "cp1=https://10.20.30.11:2380"}', /cp4: .* is not an initial cluster .* that names cp4/],
+      ['{"Bad Name": "x"}', /"Bad Name" is not a machine name/],
+    ] as const) {
+      writeFileSync(join(dir, 'etcd-joins.json'), text);
+      await assert.rejects(readEtcdJoins(dir), msg);
+    }
+    await writeEtcdJoins(dir, {});
+    assert.equal(existsSync(join(dir, 'etcd-joins.json')), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('the scripts apply sends are valid sh', () => {

@@ -15,6 +15,8 @@ import { type Given, givenOf, loadGiven, machineFiles, saveGiven } from '../rend
 import { apiServerURL, hasRole, type Spec } from '../spec/types.ts';
 import { fileChanges, isEmpty, machineActions, rolloutOrder, type FileChanges, type MachineActions } from './changes.ts';
 import { SshError, shellQuote, type SshTransport, type SshMachine } from './ssh.ts';
+import { BOOTSTRAP_ONLY_FLAGS } from '../plan/phases/etcd.ts';
+import { ETCD_UNIT } from './membership.ts';
 import type { Target, Targets } from './targets.ts';
 
 export interface MachinePlan {
@@ -24,6 +26,8 @@ export interface MachinePlan {
   changes: FileChanges;
   actions: MachineActions;
   next: Map<string, File>;
+  /** why a changed unit is not restarted (etcd.service whose bootstrap-only flags alone changed) */
+  notes?: string[];
 }
 
 export interface ApplyPlan {
@@ -61,6 +65,30 @@ async function givenFromMachine(ssh: SshTransport, m: SshMachine, paths: string[
 
 const givenSha = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** An etcd unit without the flags etcd reads only when its data directory is empty. */
+export const withoutBootstrapFlags = (unit: string): string =>
+  unit
+    .replace(/\\\n/g, ' ')
+    .split(/\s+/)
+    .filter((w) => !BOOTSTRAP_ONLY_FLAGS.some((f) => w.startsWith(`--${f}=`)))
+    .join(' ');
+
+/**
+ * A member added or removed changes every other member's --initial-cluster, which a
+ * running member ignores; restarting them one by one for it would, with a new member not
+ * yet running, leave etcd without quorum while each restarts. So when the machine's own
+ * etcd.service (read over SSH: the record holds no contents) differs from the new one only
+ * in those flags, the file is written but etcd is not restarted. Returns the note, if so.
+ */
+async function keepEtcdRunning(ssh: SshTransport, m: SshMachine, given: Given, next: Map<string, File>, actions: MachineActions): Promise<string[] | undefined> {
+  const unit = next.get(ETCD_UNIT);
+  if (!unit || !given[ETCD_UNIT] || !actions.units.some((u) => u.unit === 'etcd.service' && u.kind === 'restart')) return undefined;
+  const r = await ssh.run(m, ['cat', ETCD_UNIT], { timeoutMs: 30_000, check: false });
+  if (r.code !== 0 || withoutBootstrapFlags(r.stdout) !== withoutBootstrapFlags(unit.contents)) return undefined;
+  actions.units = actions.units.filter((u) => u.unit !== 'etcd.service');
+  return ['etcd.service: only its initial cluster changed (read when its data directory is empty): written, etcd not restarted'];
+}
+
 /**
  * What apply would do on each reachable machine. Machines without a record are compared
  * with their own files over SSH (read only), so even a dry run may connect.
@@ -78,7 +106,9 @@ export async function planApply(stateDir: string, tree: Tree, targets: Targets, 
       for (const [p, f] of next) if (f.link && given[p]?.link === f.link) given[p] = givenOf(new Map([[p, f]]))[p]!;
     }
     const changes = fileChanges(given, next);
-    machines.push({ target, baseline, changes, actions: machineActions(changes, next, Object.keys(given)), next });
+    const actions = machineActions(changes, next, Object.keys(given));
+    const notes = await keepEtcdRunning(ssh, target.ssh, given, next, actions);
+    machines.push({ target, baseline, changes, actions, next, ...(notes ? { notes } : {}) });
   }
   return { machines, notInstalled: targets.notInstalled, unpinned: targets.unpinned };
 }
@@ -99,6 +129,7 @@ export function describe(p: MachinePlan, showPaths = true): string[] {
   if (a.daemonReload) lines.push(`${name}: systemctl daemon-reload`);
   for (const c of a.commands) lines.push(`${name}: ${c.argv.join(' ')} (${c.why})`);
   for (const u of a.units) lines.push(`${name}: ${u.kind} ${u.unit}`);
+  for (const n of p.notes ?? []) lines.push(`${name}: ${n}`);
   if (!a.units.length && !a.commands.length) lines.push(`${name}: no unit to restart`);
   return lines;
 }

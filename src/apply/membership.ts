@@ -1,11 +1,20 @@
 // etcd membership and the rules that keep its quorum (etcd's runtime-reconfiguration
 // guide: one change at a time, never below a majority of healthy members). The rules are
-// pure; checkMembership reads who is a member from the state directory's records.
+// pure (membershipChange, membershipStep); planMembership asks the running cluster who is
+// a member and how healthy each is (etcd-members.ts), and addEtcdMember/removeEtcdMember
+// do the change: a new member is recorded in the state (so its render starts it with
+// --initial-cluster-state=existing) and `member add`ed; a leaving one is drained, its Node
+// deleted, `member remove`d and its units stopped, before the others get their new lists.
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { forgetGiven } from './nodes.ts';
 import { loadGiven } from '../render/given.ts';
+import { readEtcdJoins, writeEtcdJoins } from '../secrets/etcd-joins.ts';
+import { ETCD_CLIENT_PORT, ETCD_PEER_PORT } from '../plan/phases/etcd.ts';
 import { etcdMembers, type Spec } from '../spec/types.ts';
-import type { Targets } from './targets.ts';
+import { addMember, listMembers, memberHealthy, removeMember, type EtcdClientTls, type EtcdMember } from './etcd-members.ts';
+import type { SshMachine, SshTransport } from './ssh.ts';
+import type { Target, Targets } from './targets.ts';
 
 export const ETCD_UNIT = '/etc/systemd/system/etcd.service';
 
@@ -75,22 +84,179 @@ export async function recordedMembers(stateDir: string): Promise<string[]> {
   return out;
 }
 
+export type MembershipStep =
+  | { kind: 'none'; forget: string[] }
+  | { kind: 'add'; name: string; peerURL: string; initialCluster: string; members: string[] }
+  | { kind: 'remove'; name: string; id: string; ip: string; members: string[] }
+  | { kind: 'refused'; rule: string; message: string };
+
+export const peerURL = (ip: string): string => `https://${ip}:${ETCD_PEER_PORT}`;
+export const clientURL = (ip: string): string => `https://${ip}:${ETCD_CLIENT_PORT}`;
+const hostOf = (url: string): string => new URL(url).hostname.replace(/^\[|\]$/g, '');
+
+/** A member as the file knows it: its own name once started, else the machine with its peer URL. */
+function memberName(m: EtcdMember, spec: Spec): string {
+  if (m.name) return m.name;
+  const ip = m.peerURLs[0] ? hostOf(m.peerURLs[0]) : '';
+  return spec.machines.find((x) => x.ip === ip)?.name ?? m.peerURLs[0] ?? `member ${m.id}`;
+}
+
 /**
- * Refuses (returns why) when the file changes etcd's members: apply delivers files, and a
- * member added or removed by a file change alone would split or break etcd. The rule is
- * named; `slipway remove` handles a worker; members change one at a time with the etcd
- * steps (member add / member remove) described in docs/day2.md.
+ * The step that turns the running cluster's `members` (with each one's health) into the
+ * file's etcd members, or why not (pure). `installed`: machines already installed, which
+ * cannot join (their etcd bootstrapped a cluster of its own: reprovision it after the add).
  */
-export async function checkMembership(stateDir: string, spec: Spec, targets: Targets): Promise<string | undefined> {
-  const current = await recordedMembers(stateDir);
-  if (!current.length) return undefined; // nothing installed yet: the first install makes the cluster
-  const installed = new Set([...targets.reachable, ...targets.unpinned].map((t) => t.machine.name));
-  // A member's health is read when apply reaches it; here a member counts as healthy when it is installed and in the file.
-  const members: Member[] = current.map((name) => ({ name, healthy: installed.has(name) }));
-  const change = membershipChange(members, etcdMembers(spec).map((m) => m.name));
-  if (change.kind === 'none') return undefined;
-  if (change.kind === 'refused') return `${change.message} [rule ${change.rule}]`;
-  return change.kind === 'add'
-    ? `${change.name} is a new etcd member: it must be added with \`etcdctl member add\` before it is provisioned and rendered with --initial-cluster-state=existing, which this version of apply does not do yet (docs/day2.md: adding a control-plane machine) [rule member-add-first]`
-    : `${change.name} is no longer an etcd member in the file: drain it, delete its Node and \`etcdctl member remove\` it before apply delivers the others' new member lists (docs/day2.md: removing a control-plane machine) [rule member-remove-first]`;
+export function membershipStep(spec: Spec, members: (EtcdMember & { healthy: boolean })[], installed: Set<string>): MembershipStep {
+  // in the file's order (etcd lists them by id): the recorded initial cluster reads as the file does
+  const rank = (n: string) => (spec.machines.findIndex((x) => x.name === n) + spec.machines.length + 1) % (spec.machines.length + 1);
+  const named = members.map((m) => ({ ...m, name: memberName(m, spec) })).sort((a, b) => rank(a.name) - rank(b.name) || (a.name < b.name ? -1 : 1));
+  const desired = etcdMembers(spec);
+  const change = membershipChange(named, desired.map((m) => m.name));
+  const names = named.map((m) => m.name);
+  if (change.kind === 'refused') return change;
+  if (change.kind === 'none') return { kind: 'none', forget: [] };
+  if (change.kind === 'add') {
+    const machine = desired.find((m) => m.name === change.name)!;
+    if (installed.has(machine.name))
+      return { kind: 'refused', rule: 'join-before-install', message: `${machine.name} is already installed, so its etcd started a cluster of its own: apply adds a member before its machine is provisioned; reprovision ${machine.name} (\`slipway provision ${machine.name}\`) and run apply before it boots again` };
+    const url = peerURL(machine.ip);
+    const taken = named.find((m) => m.peerURLs.includes(url));
+    if (taken) return { kind: 'refused', rule: 'one-member-per-address', message: `${url} is already the peer URL of etcd member ${taken.name} (${taken.id})` };
+    const initialCluster = [...named.map((m) => `${m.name}=${m.peerURLs[0]}`), `${machine.name}=${url}`].join(',');
+    return { kind: 'add', name: machine.name, peerURL: url, initialCluster, members: names };
+  }
+  const gone = named.find((m) => m.name === change.name)!;
+  return { kind: 'remove', name: gone.name, id: gone.id, ip: gone.peerURLs[0] ? hostOf(gone.peerURLs[0]) : '', members: names };
+}
+
+export interface MembershipInputs {
+  stateDir: string;
+  spec: Spec;
+  targets: Targets;
+  tls: () => Promise<EtcdClientTls>;
+  /** a member's health (its /health over TLS); tests may pass their own probe of the real member */
+  healthy?: (clientURL: string, tls: EtcdClientTls) => Promise<boolean>;
+}
+
+/**
+ * What apply must do to etcd's members for this file. Nothing to ask when the machines
+ * given an etcd member are the file's etcd members; otherwise the running cluster is asked
+ * (member list and each member's /health, over TLS from the provisioner).
+ */
+export async function planMembership(i: MembershipInputs): Promise<MembershipStep> {
+  const recorded = await recordedMembers(i.stateDir);
+  if (!recorded.length) return { kind: 'none', forget: [] }; // nothing installed yet: the first install makes the cluster
+  const wanted = etcdMembers(i.spec).map((m) => m.name);
+  if (recorded.length === wanted.length && recorded.every((n) => wanted.includes(n))) return { kind: 'none', forget: [] };
+  // two edits at once are refused before anything is asked
+  const joins = await readEtcdJoins(i.stateDir);
+  const known = [...new Set([...recorded, ...Object.keys(joins).filter((n) => wanted.includes(n))])];
+  const early = membershipChange(known.map((name) => ({ name, healthy: true })), wanted);
+  if (early.kind === 'refused' && early.rule === 'one-change-at-a-time') return early;
+  const tls = await i.tls();
+  const urls = etcdMembers(i.spec).filter((m) => recorded.includes(m.name)).map((m) => clientURL(m.ip));
+  let members: EtcdMember[];
+  try {
+    members = await listMembers(urls, tls);
+  } catch (e) {
+    return { kind: 'refused', rule: 'members-known', message: `the file changes etcd's members, but the running cluster's member list could not be read (${(e as Error).message}): apply changes members only when it knows them` };
+  }
+  const probe = i.healthy ?? ((u, t) => memberHealthy(u, t));
+  const withHealth = await Promise.all(members.map(async (m) => ({ ...m, healthy: m.clientURLs[0] ? await probe(m.clientURLs[0], tls) : false })));
+  const installed = new Set([...i.targets.reachable, ...i.targets.unpinned].map((t) => t.machine.name));
+  const step = membershipStep(i.spec, withHealth, installed);
+  if (step.kind !== 'none') return step;
+  // a removal that stopped after `member remove`: its record goes now
+  const names = new Set(withHealth.map((m) => memberName(m, i.spec)));
+  return { kind: 'none', forget: recorded.filter((n) => !names.has(n) && !wanted.includes(n)) };
+}
+
+/** The lines a dry run (and the run) prints for the etcd step. */
+export function describeMembership(step: MembershipStep, via?: string): string[] {
+  if (step.kind === 'add')
+    return [
+      `etcd: add member ${step.name} (${step.peerURL}) to ${step.members.join(', ')}, after the others are delivered (before ${step.name} is provisioned)`,
+      `etcd: ${step.name} is recorded as joining: it starts with --initial-cluster-state=existing --initial-cluster=${step.initialCluster}`,
+    ];
+  if (step.kind === 'remove')
+    return [
+      `etcd: remove member ${step.name} first: drain it and delete its Node (kubectl on ${via ?? 'a control-plane machine'}), \`member remove\` ${step.id}, stop its units; then the others get their new lists`,
+    ];
+  if (step.kind === 'none' && step.forget.length) return [`etcd: ${step.forget.join(', ')} no longer a member: its record is forgotten`];
+  return [];
+}
+
+/** Records the join (so serve renders the machine with existing state), unless the run is only shown. */
+export async function recordJoin(stateDir: string, step: Extract<MembershipStep, { kind: 'add' }>): Promise<void> {
+  const joins = await readEtcdJoins(stateDir);
+  await writeEtcdJoins(stateDir, { ...joins, [step.name]: step.initialCluster });
+}
+
+/** `member add` (once: a member with its peer URL already there is kept). */
+export async function addEtcdMember(urls: string[], tls: EtcdClientTls, step: Extract<MembershipStep, { kind: 'add' }>, out: (l: string) => void): Promise<void> {
+  const now = await listMembers(urls, tls);
+  const there = now.find((m) => m.peerURLs.includes(step.peerURL));
+  if (there) {
+    out(`etcd: ${step.name} is already a member (${there.id})`);
+    return;
+  }
+  const m = await addMember(urls, tls, step.peerURL);
+  out(`etcd: member ${step.name} added (${m.id}); until it runs etcd has ${now.length + 1} members with ${now.length} running and tolerates ${Math.max(0, now.length - quorum(now.length + 1))} failure(s): provision ${step.name} now`);
+}
+
+const KUBECTL = ['/opt/bin/kubectl', '--kubeconfig', '/etc/kubernetes/admin.conf'];
+/** The units a control-plane/etcd machine runs, stopped once its member is gone (the VIP moves off it with keepalived). */
+export const LEAVING_UNITS = ['keepalived.service', 'haproxy.service', 'kubelet.service', 'kube-proxy.service', 'kube-scheduler.service', 'kube-controller-manager.service', 'kube-apiserver.service', 'etcd.service'];
+
+export interface RemoveIo {
+  stateDir: string;
+  /** how via and leaving are reached; none: only etcd (over TLS) and the state are changed */
+  ssh?: SshTransport;
+  /** a control-plane machine that stays, for kubectl */
+  via: Target | undefined;
+  /** the leaving machine over SSH (its pinned key), if it was pinned */
+  leaving: SshMachine | undefined;
+  urls: string[];
+  tls: EtcdClientTls;
+  out: (l: string) => void;
+  /** drain timeout, seconds */
+  drainSeconds?: number;
+}
+
+/** Drain, delete the Node, `member remove`, stop its units, forget its records. Each step is skipped when already done (a second run). */
+export async function removeEtcdMember(step: Extract<MembershipStep, { kind: 'remove' }>, io: RemoveIo): Promise<void> {
+  const { drainNode, deleteNode } = await import('./nodes.ts');
+  const name = step.name;
+  if (io.via && io.ssh) {
+    const has = await io.ssh.run(io.via.ssh, [...KUBECTL, 'get', 'node', name, '--ignore-not-found', '-o', 'name'], { timeoutMs: 60_000 });
+    if (has.stdout.trim()) {
+      await drainNode(io.ssh, io.via, name, io.drainSeconds ?? 300, io.out);
+      await deleteNode(io.ssh, io.via, name, io.out);
+    } else io.out(`${name}: no Node ${name} (already deleted)`);
+  } else io.out(`${name}: no reachable control-plane machine to drain it from: its Node is left (delete it with kubectl)`);
+  const now = await listMembers(io.urls, io.tls);
+  if (now.some((m) => m.id === step.id)) {
+    await removeMember(io.urls, io.tls, step.id);
+    io.out(`etcd: member ${name} (${step.id}) removed; ${now.length - 1} members`);
+  } else io.out(`etcd: ${name} is no longer a member`);
+  if (io.leaving && io.ssh) {
+    const script = `for u in ${LEAVING_UNITS.join(' ')}; do systemctl disable --now "$u" >/dev/null 2>&1 || true; done\n`;
+    try {
+      await io.ssh.run(io.leaving, { script }, { timeoutMs: 120_000 });
+      io.out(`${name}: stopped and disabled ${LEAVING_UNITS.join(', ')}`);
+    } catch (e) {
+      io.out(`${name}: its units could not be stopped (${(e as Error).message}): power it off or reprovision it before it comes back`);
+    }
+  } else io.out(`${name}: no pinned SSH host key: its units are not stopped here; power it off or reprovision it`);
+  await forgetMember(io.stateDir, name);
+}
+
+/** Forgets what the state says of a machine that is no longer a member (its given record, its join). */
+export async function forgetMember(stateDir: string, name: string): Promise<void> {
+  await forgetGiven(stateDir, name);
+  const joins = await readEtcdJoins(stateDir);
+  if (name in joins) {
+    delete joins[name];
+    await writeEtcdJoins(stateDir, joins);
+  }
 }

@@ -65,3 +65,19 @@ export function transportFor(stateDir: string, opts: Omit<SshTransportOptions, '
   if (!existsSync(keyFile)) throw new Error(`${keyFile} does not exist: render or serve this cluster file with --state ${stateDir} first (it creates the provisioner's SSH key)`);
   return new SshTransport({ ...opts, keyFile });
 }
+
+/**
+ * A machine the file no longer names (an etcd member being removed), reached at `address`
+ * with the host key pinned when it was installed; undefined when none was pinned.
+ */
+export function formerTarget(stateDir: string, name: string, address: string): SshMachine | undefined {
+  const db = serveDbPath(stateDir);
+  if (!existsSync(db)) return undefined;
+  const store = new SqliteStore(db);
+  try {
+    const hostKey = store.hostKey(name);
+    return hostKey ? { name, address, hostKey } : undefined;
+  } finally {
+    store.close();
+  }
+}

@@ -63,20 +63,27 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
   const spec = await io.load(file);
   if (!spec) return 1;
   const stateDir = io.stateDirFor(file, a.state);
-  const { machineTargets, transportFor } = await import('../apply/targets.ts');
+  const { machineTargets, transportFor, formerTarget } = await import('../apply/targets.ts');
   const { planApply, describe, runApply } = await import('../apply/apply.ts');
   const { isEmpty } = await import('../apply/changes.ts');
-  const { checkMembership } = await import('../apply/membership.ts');
+  const m = await import('../apply/membership.ts');
+  const { etcdClientTls } = await import('../apply/etcd-members.ts');
 
   const pins = await io.pins(a.assets);
-  const staged = await stageSecrets(stateDir, spec, { log: io.err });
-  const tree = planTree(await io.plan(file, () => buildPlan(spec, staged.secrets, { pins })));
   const targets = machineTargets(stateDir, spec);
-  const refusal = await checkMembership(stateDir, spec, targets);
-  if (refusal) {
-    io.err(`apply: refused, nothing done: ${refusal}`);
+  // etcd's members first: a change is refused (naming the rule) before anything is rendered or reached
+  const step = await m.planMembership({ stateDir, spec, targets, tls: () => etcdClientTls(stateDir) });
+  if (step.kind === 'refused') {
+    io.err(`apply: refused, nothing done: ${step.message} [rule ${step.rule}]`);
     return 1;
   }
+  const staged = await stageSecrets(stateDir, spec, { log: io.err });
+  // a member being added renders (for serve, later) with the join this run records
+  if (step.kind === 'add') staged.secrets.etcdJoins = { ...staged.secrets.etcdJoins, [step.name]: step.initialCluster };
+  const tree = planTree(await io.plan(file, () => buildPlan(spec, staged.secrets, { pins })));
+  const { kubectlHost } = await import('../apply/nodes.ts');
+  const via = kubectlHost(targets);
+  const etcdLines = m.describeMembership(step, via?.machine.name);
   if (!targets.reachable.length) {
     // nothing to reach: no SSH (and, on a state never rendered, no key yet)
     for (const n of targets.notInstalled) io.out(`${n.machine.name}: not installed (${n.state}): left to serve, which gives it this render when it boots`);
@@ -97,13 +104,16 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     for (const n of targets.unpinned) io.out(`${n.machine.name}: ${n.state}, but no SSH host key was pinned when it was installed: not reached (reprovision it, or install it with this Slipway)`);
     if (!pins && plan.machines.some((p) => p.changes.put.some((f) => f.path === '/etc/slipway/binaries.list')))
       throw new ApplyUsage('the machines were given binaries pinned by sha256: pass --assets DIR (what serve serves) so this render pins them too');
+    for (const l of etcdLines) io.out(l);
     for (const p of plan.machines) for (const l of describe(p, true)) io.out(l);
     const changed = plan.machines.filter((p) => !isEmpty(p.changes));
+    const etcdChange = step.kind === 'add' || step.kind === 'remove';
     if (a['dry-run']) {
-      io.out(`apply --dry-run: ${changed.length} of ${plan.machines.length} installed machines would change; nothing done`);
-      return changed.length || targets.unpinned.length ? 3 : 0;
+      io.out(`apply --dry-run: ${changed.length} of ${plan.machines.length} installed machines would change${etcdChange ? `, and etcd's members (${step.kind} ${step.name})` : ''}; nothing done`);
+      return changed.length || etcdChange || targets.unpinned.length ? 3 : 0;
     }
-    if (!changed.length) {
+    if (step.kind === 'none') for (const n of step.forget) await m.forgetMember(stateDir, n);
+    if (!changed.length && !etcdChange) {
       await staged.commit();
       await runApply(plan, { spec, stateDir, ssh, out: io.out, healthSeconds }); // records machines compared with their own files
       io.out(`apply: nothing to change on ${plan.machines.length} installed machines`);
@@ -111,18 +121,42 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     }
     if (!a.yes) {
       if (!process.stdin.isTTY) throw new ApplyUsage('apply changes running machines: pass --yes to go ahead without a question, or --dry-run to see the plan');
-      if (!(await confirm(`apply these changes to ${changed.map((p) => p.target.machine.name).join(', ')}? [y/N] `))) {
+      if (!(await confirm(`apply these changes to ${[...(etcdChange ? [`etcd (${step.kind} ${step.name})`] : []), ...changed.map((p) => p.target.machine.name)].join(', ')}? [y/N] `))) {
         io.err('apply: nothing done');
         return 1;
       }
     }
     // new secrets (a new machine's certificates and token) are saved before they are delivered
     await staged.commit();
+    const etcdUrls = targets.reachable.filter((t) => t.machine.roles.includes('etcd')).map((t) => m.clientURL(t.machine.ip));
+    if (step.kind === 'remove') {
+      // the member leaves before the others are given lists without it
+      try {
+        await m.removeEtcdMember(step, { stateDir, ssh, via, leaving: step.ip ? formerTarget(stateDir, step.name, step.ip) : undefined, urls: etcdUrls, tls: await etcdClientTls(stateDir), out: io.out });
+      } catch (e) {
+        io.out(`etcd: FAILED removing ${step.name}: ${(e as Error).message}`);
+        io.out(`apply: not done: etcd (remove ${step.name}), ${changed.map((p) => p.target.machine.name).join(', ') || 'none'}; run apply again to continue`);
+        return 1;
+      }
+    }
+    // recorded before anything else changes: serve renders the new machine with it
+    if (step.kind === 'add') await m.recordJoin(stateDir, step);
     const r = await runApply(plan, { spec, stateDir, ssh, out: io.out, healthSeconds });
-    io.out(`apply: done: ${r.done.join(', ') || 'none'}`);
+    io.out(`apply: done: ${[...(step.kind === 'remove' ? [`etcd (remove ${step.name})`] : []), ...r.done].join(', ') || 'none'}`);
     if (r.failed) {
-      io.out(`apply: not done: ${r.notDone.join(', ')} (stopped at ${r.failed.machine}: ${r.failed.error}); run apply again to continue`);
+      io.out(`apply: not done: ${[...r.notDone, ...(step.kind === 'add' ? [`etcd (add ${step.name})`] : [])].join(', ')} (stopped at ${r.failed.machine}: ${r.failed.error}); run apply again to continue`);
       return 1;
+    }
+    if (step.kind === 'add') {
+      // last: the cluster runs with a member not yet started for as short a time as can be
+      try {
+        await m.addEtcdMember(etcdUrls, await etcdClientTls(stateDir), step, io.out);
+      } catch (e) {
+        io.out(`etcd: FAILED adding ${step.name}: ${(e as Error).message}`);
+        io.out(`apply: not done: etcd (add ${step.name}); run apply again to continue (${step.name} must not be provisioned until it is done)`);
+        return 1;
+      }
+      io.out(`${step.name}: left to serve (reload it: SIGHUP), which renders it with --initial-cluster-state=existing; its network boot installs it and it joins`);
     }
     return targets.unpinned.length ? 1 : 0;
   } finally {

@@ -14,25 +14,9 @@ import { ETCD_CLIENT_PORT } from '../plan/phases/etcd.ts';
 import { certPath, keyPath } from '../secrets/pki.ts';
 import { snapshotStatus, type SnapshotStatus } from './snapshot-file.ts';
 
-export interface EtcdClientTls {
-  ca: string;
-  cert: string;
-  key: string;
-}
-
-/** The provisioner's etcd client credentials from the state directory (read only). */
-export async function etcdClientTls(stateDir: string): Promise<EtcdClientTls> {
-  const pki = join(stateDir, 'pki');
-  const read = async (f: string) => {
-    try {
-      return await readFile(f, 'utf8');
-    } catch (e) {
-      throw new Error(`cannot read ${f} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): is ${stateDir} this cluster's state directory (--state)?`);
-    }
-  };
-  const [ca, cert, key] = await Promise.all([read(certPath(pki, 'etcd/ca')), read(certPath(pki, 'etcd/healthcheck-client')), read(keyPath(pki, 'etcd/healthcheck-client'))]);
-  return { ca, cert, key };
-}
+// the etcd client credentials live with apply's membership calls (apply/etcd-members.ts)
+import type { EtcdClientTls } from '../apply/etcd-members.ts';
+export { etcdClientTls, type EtcdClientTls } from '../apply/etcd-members.ts';
 
 /** CA and the admin client pair the apiservers accept (the state's admin certificate). */
 export async function apiClientTls(stateDir: string): Promise<EtcdClientTls> {

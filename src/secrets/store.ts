@@ -9,6 +9,7 @@
 //   <state>/tokens.json   0600   bootstrap token, encryption key, machine tokens
 //   <state>/ssh/provisioner      0600  the provisioner's SSH key (OpenSSH format; `apply`)
 //   <state>/ssh/provisioner.pub  0644  its public line, in every machine's authorized_keys
+//   <state>/etcd-joins.json      0600  etcd members added to a running cluster (apply; etcd-joins.ts), read only here
 import { join } from 'node:path';
 import type { Spec } from '../spec/types.ts';
 import type { Secrets } from './types.ts';
@@ -16,6 +17,7 @@ import { certList } from './certlist.ts';
 import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type LoadedCa, type Log } from './pki.ts';
 import { checkTokens, parseTokens, reconcileTokens, formatTokens, newMachineToken, type Tokens } from './tokens.ts';
 import { newSshKey, parseSshKey } from './ssh-key.ts';
+import { readEtcdJoins } from './etcd-joins.ts';
 import { PUBLIC_MODE, SECRET_MODE, dryRunWriter, diskWriter, othersCanRead, readIfExists, type Writer } from './fs.ts';
 
 export interface StoreOptions {
@@ -78,6 +80,7 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const sshKeyFile = provisionerKeyPath(stateDir);
   const sshKeyText = await readIfExists(sshKeyFile);
   if (sshKeyText !== undefined) parseSshKey(sshKeyText, sshKeyFile);
+  const etcdJoins = await readEtcdJoins(stateDir);
 
   if (await w.privateDir(stateDir)) log(`${stateDir} was readable by others; set it to 0700`);
   await w.privateDir(pki);
@@ -86,7 +89,7 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const tokens = await reconcileTokenFile(w, tokensFile, tokensText, spec.machines.map((m) => m.name), log);
   await w.privateDir(join(stateDir, 'ssh'));
   const provisionerSshKey = await ensureProvisionerKey(w, sshKeyFile, sshKeyText, log);
-  return { certs, serviceAccount, ...tokens, provisionerSshKey };
+  return { certs, serviceAccount, ...tokens, provisionerSshKey, ...(Object.keys(etcdJoins).length ? { etcdJoins } : {}) };
 }
 
 /** A Writer that only records, in order, what it would do; `replay` then does it on disk. */

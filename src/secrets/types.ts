@@ -26,4 +26,6 @@ export interface Secrets {
   machineTokens: Record<string, string>;
   /** the provisioner's SSH public key line (its private key stays in <state>/ssh/provisioner) */
   provisionerSshKey: string;
+  /** etcd members that joined a running cluster (<state>/etcd-joins.json): name → their --initial-cluster */
+  etcdJoins?: Record<string, string>;
 }
