@@ -5,8 +5,9 @@
 // planMembership asks the cluster (member list and /health over TLS with the state's
 // client certificate) and plans `add cp4`; recordJoin writes <state>/etcd-joins.json and
 // addEtcdMember runs `member add`; `slipway render` (reading that record) gives cp4
-// --initial-cluster-state=existing, and cp4 started from that unit joins. Then the file
-// without cp3: `remove cp3`, `member remove`, cp3's etcd stops itself, 3 healthy members.
+// --initial-cluster-state=existing, and cp4 started from that unit joins. Before that, as
+// docs/day2.md's replacement does, the file without cp3: `member remove`, cp3's etcd stops
+// itself. 3 healthy members after.
 // The quorum rules are then checked against the real cluster with a member down.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -120,11 +121,11 @@ const memberNames = async (endpoint: string[]) => {
   return (JSON.parse(r.stdout).members as { name?: string; peerURLs: string[] }[]).map((m) => m.name || `unstarted ${m.peerURLs[0]}`).sort();
 };
 
-test('apply adds cp4 to a running 3-member etcd (member add, existing state) and removes cp3; 3 healthy members after, the quorum rules checked on the real cluster', { timeout: 240_000 }, async () => {
+test('apply replaces cp3 by cp4 in a running 3-member etcd: member remove, then member add with existing state; 3 healthy members after, the quorum rules checked on the real cluster', { timeout: 240_000 }, async () => {
   const t0 = performance.now();
   const three = file('three.yaml', HA);
-  const four = file('four.yaml', HA.replace(/(  machines:\n)/, `$1${CP4}`));
-  const replaced = file('replaced.yaml', HA.replace(/(  machines:\n)/, `$1${CP4}`).replace(CP3, ''));
+  const two = file('two.yaml', HA.replace(CP3, ''));
+  const replaced = file('replaced.yaml', HA.replace(CP3, CP4)); // cp1, cp2, cp4
   const out3 = join(work, 'out3');
   render(three, out3);
   for (const m of ['cp1', 'cp2', 'cp3']) {
@@ -134,55 +135,58 @@ test('apply adds cp4 to a running 3-member etcd (member add, existing state) and
   }
   await healthy(['cp1', 'cp2', 'cp3']);
 
-  // the file adds cp4: planned from the running cluster, nothing changed by planning
-  const plan = await membership('plan', four, ['cp1', 'cp2', 'cp3', 'w1', 'w2']);
-  assert.equal(plan.step.kind, 'add', JSON.stringify(plan));
-  assert.equal(plan.step.initialCluster, 'cp1=https://10.20.30.11:2380,cp2=https://10.20.30.12:2380,cp3=https://10.20.30.13:2380,cp4=https://10.20.30.14:2380');
-  assert.equal(existsSync(join(state, 'etcd-joins.json')), false);
-  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'cp3']);
+  // replacing in one edit is two changes: refused before etcd is asked
+  const both = await membership('plan', replaced, ['cp1', 'cp2', 'cp3', 'w1', 'w2']);
+  assert.equal(both.step.rule, 'one-change-at-a-time', JSON.stringify(both));
 
-  const add = await membership('add', four, ['cp1', 'cp2', 'cp3', 'w1', 'w2']);
-  assert.match(add.lines.join('\n'), /etcd: member cp4 added \([0-9]+\); until it runs etcd has 4 members with 3 running and tolerates 0 failure/);
-  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'cp3', 'unstarted https://10.20.30.14:2380']);
-  assert.equal(statSync(join(state, 'etcd-joins.json')).mode & 0o777, 0o600);
-  assert.deepEqual(JSON.parse(readFileSync(join(state, 'etcd-joins.json'), 'utf8')), { cp4: plan.step.initialCluster });
-  // a second run continues: the member is there, nothing more to add
-  assert.equal((await membership('plan', four, ['cp1', 'cp2', 'cp3', 'w1', 'w2'])).step.kind, 'none');
-
-  // render reads the record: cp4 joins the existing cluster; the others' units differ only in bootstrap-only flags
-  const out4 = join(work, 'out4');
-  render(four, out4);
-  const cp4 = unitOf(out4, 'cp4');
-  assert.match(cp4, /--initial-cluster-state=existing/);
-  assert.match(cp4, /--initial-cluster=cp1=https:\/\/10\.20\.30\.11:2380,cp2=https:\/\/10\.20\.30\.12:2380,cp3=https:\/\/10\.20\.30\.13:2380,cp4=https:\/\/10\.20\.30\.14:2380 /);
-  for (const m of ['cp1', 'cp2', 'cp3']) {
-    assert.notEqual(unitOf(out4, m), unitOf(out3, m), `${m}: its initial cluster names cp4`);
-    assert.equal(withoutBootstrapFlags(unitOf(out4, m)), withoutBootstrapFlags(unitOf(out3, m)), `${m}: only bootstrap-only flags changed (apply does not restart etcd)`);
-    assert.match(unitOf(out4, m), /--initial-cluster-state=new/);
-  }
-  start(out4, 'cp4');
-  await healthy(['cp1', 'cp2', 'cp3', 'cp4']);
-  assert.deepEqual(await memberNames(['cp4']), ['cp1', 'cp2', 'cp3', 'cp4']);
-  await recordGiven(out4, 'cp4'); // serve gave cp4 its configuration
-  assert.equal((await membership('plan', four, ['cp1', 'cp2', 'cp3', 'cp4', 'w1', 'w2'])).step.kind, 'none');
-
-  // the file without cp3 (cp3 installed, no longer in the file): remove it
-  const rm3 = await membership('plan', replaced, ['cp1', 'cp2', 'cp4', 'w1', 'w2']);
+  // 1. the file without cp3: planned from the running cluster (planning changes nothing), then removed
+  const rm3 = await membership('plan', two, ['cp1', 'cp2', 'w1', 'w2']);
   assert.equal(rm3.step.kind, 'remove', JSON.stringify(rm3));
   assert.equal(rm3.step.name, 'cp3');
-  const removed = await membership('remove', replaced, ['cp1', 'cp2', 'cp4', 'w1', 'w2']);
-  assert.match(removed.lines.join('\n'), /etcd: member cp3 \([0-9]+\) removed; 3 members/);
+  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'cp3']);
+  const removed = await membership('remove', two, ['cp1', 'cp2', 'w1', 'w2']);
+  assert.match(removed.lines.join('\n'), /etcd: member cp3 \([0-9]+\) removed; 2 members/);
   assert.equal(existsSync(join(state, 'given/cp3.json')), false, "cp3's record is forgotten");
   // etcd on cp3 learns it was removed and stops itself
   const cp3 = procs.get('cp3')!;
   await hub.waitFor('cp3 etcd exits once removed', () => cp3.child.exitCode !== null || cp3.child.signalCode !== null, 30_000, 250);
   assert.match(logs.get('cp3')!, /removed|not a member/i);
+  await healthy(['cp1', 'cp2']);
+  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2']);
+  // a second run has nothing left to do
+  assert.deepEqual((await membership('plan', two, ['cp1', 'cp2', 'w1', 'w2'])).step, { kind: 'none', forget: [] });
+
+  // 2. the file with cp4 in cp3's place: member add, recorded for render
+  const plan = await membership('plan', replaced, ['cp1', 'cp2', 'w1', 'w2']);
+  assert.equal(plan.step.kind, 'add', JSON.stringify(plan));
+  assert.equal(plan.step.initialCluster, 'cp1=https://10.20.30.11:2380,cp2=https://10.20.30.12:2380,cp4=https://10.20.30.14:2380');
+  assert.equal(existsSync(join(state, 'etcd-joins.json')), false);
+  const add = await membership('add', replaced, ['cp1', 'cp2', 'w1', 'w2']);
+  assert.match(add.lines.join('\n'), /etcd: member cp4 added \([0-9]+\); until it runs etcd has 3 members with 2 running and tolerates 0 failure/);
+  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'unstarted https://10.20.30.14:2380']);
+  assert.equal(statSync(join(state, 'etcd-joins.json')).mode & 0o777, 0o600);
+  assert.deepEqual(JSON.parse(readFileSync(join(state, 'etcd-joins.json'), 'utf8')), { cp4: plan.step.initialCluster });
+  // a second run continues: the member is there, nothing more to add
+  assert.equal((await membership('plan', replaced, ['cp1', 'cp2', 'w1', 'w2'])).step.kind, 'none');
+
+  // render reads the record: cp4 joins the existing cluster; the others' units differ only in bootstrap-only flags
+  const out4 = join(work, 'out4');
+  render(replaced, out4);
+  const cp4 = unitOf(out4, 'cp4');
+  assert.match(cp4, /--initial-cluster-state=existing/);
+  assert.match(cp4, /--initial-cluster=cp1=https:\/\/10\.20\.30\.11:2380,cp2=https:\/\/10\.20\.30\.12:2380,cp4=https:\/\/10\.20\.30\.14:2380 /);
+  for (const m of ['cp1', 'cp2']) {
+    assert.notEqual(unitOf(out4, m), unitOf(out3, m), `${m}: its initial cluster names cp4`);
+    assert.equal(withoutBootstrapFlags(unitOf(out4, m)), withoutBootstrapFlags(unitOf(out3, m)), `${m}: only bootstrap-only flags changed (apply does not restart etcd)`);
+    assert.match(unitOf(out4, m), /--initial-cluster-state=new/);
+  }
+  start(out4, 'cp4');
   await healthy(['cp1', 'cp2', 'cp4']);
-  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'cp4']);
+  assert.deepEqual(await memberNames(['cp4']), ['cp1', 'cp2', 'cp4']);
   const r = await etcdctl(['cp1', 'cp2', 'cp4'], ['endpoint', 'health', '--cluster']);
   assert.equal(r.code, 0, r.out);
   assert.equal((r.out.match(/is healthy/g) ?? []).length, 3, r.out);
-  // a second run has nothing left to do
+  await recordGiven(out4, 'cp4'); // serve gave cp4 its configuration
   assert.deepEqual((await membership('plan', replaced, ['cp1', 'cp2', 'cp4', 'w1', 'w2'])).step, { kind: 'none', forget: [] });
 
   // the rules on the real cluster: with cp2 down, adding or removing a member is refused
@@ -190,7 +194,7 @@ test('apply adds cp4 to a running 3-member etcd (member add, existing state) and
   const five = file('five.yaml', readFileSync(replaced, 'utf8').replace(/(  machines:\n)/, `$1${CP4.replace(/cp4/g, 'cp5').replace('30:14', '30:15').replace('10.20.30.14', '10.20.30.15')}`));
   const refusedAdd = await membership('plan', five, ['cp1', 'cp2', 'cp4', 'w1', 'w2']);
   assert.equal(refusedAdd.step.rule, 'quorum-after-add', JSON.stringify(refusedAdd));
-  assert.match(refusedAdd.step.message!, /adding cp5 makes 4 members, whose quorum is 3, but only 2 of the 3 members are healthy \(cp4, cp1\)/);
+  assert.match(refusedAdd.step.message!, /adding cp5 makes 4 members, whose quorum is 3, but only 2 of the 3 members are healthy \(cp1, cp4\)/);
   const without4 = file('without4.yaml', readFileSync(replaced, 'utf8').replace(/    - name: cp4\n(?: {6}.*\n)+/, ''));
   const refusedRemove = await membership('plan', without4, ['cp1', 'cp2', 'cp4', 'w1', 'w2']);
   assert.equal(refusedRemove.step.rule, 'quorum-after-remove', JSON.stringify(refusedRemove));
