@@ -106,7 +106,11 @@ SYSLINUX_EFI_MODULES=/usr/lib/syslinux/modules/efi64
 MBR=/usr/lib/syslinux/mbr/mbr.bin
 # What the installer runs besides busybox (from the host's Debian packages, with the
 # shared libraries ldd names).
-INSTALLER_TOOLS=(/usr/bin/zstd /usr/sbin/sfdisk /usr/sbin/e2fsck /usr/sbin/resize2fs)
+INSTALLER_TOOLS=(/usr/bin/zstd /usr/sbin/sfdisk /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/bin/ipmitool)
+# Loaded only to enlist (slipway.enlist=): the host side of the machine's BMC over KCS/SMIC/BT,
+# so `ipmitool lan print` reads its LAN address. Not in every boot: probing a BMC that is
+# not there costs seconds.
+ENLIST_MODULES=(ipmi_msghandler ipmi_si ipmi_devintf)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FILES=$HERE/os-image
@@ -165,7 +169,7 @@ KERNEL_VERSION=$(chroot "$TREE" dpkg-query -W -f '${Version}' "linux-image-$RELE
 KEY=$( {
   echo "revision=$IMAGE_REVISION boot_mb=$BOOT_MB root_margin=$ROOT_MARGIN_PERCENT%+${ROOT_MARGIN_MB}M zstd=$ZSTD_LEVEL"
   echo "tree=$TREE_KEY $(sha256sum <"$(dirname "$TREE")/MANIFEST" | cut -c1-64)"
-  echo "kernel=$RELEASE $KERNEL_VERSION storage=${STORAGE_MODULES[*]} nic=${NIC_MODULES[*]}"
+  echo "kernel=$RELEASE $KERNEL_VERSION storage=${STORAGE_MODULES[*]} nic=${NIC_MODULES[*]} enlist=${ENLIST_MODULES[*]}"
   echo "root_modules=${ROOT_MODULES[*]} -${ROOT_MODULES_EXCLUDE[*]}"
   sha256sum "$TREE/boot/vmlinuz-$RELEASE" "$MODDIR/modules.dep" "$IGNITION_BIN" /bin/busybox "$MBR" "$SYSLINUX_EFI" \
     "$SYSLINUX_BIOS/ldlinux.c32" "$SYSLINUX_EFI_MODULES/ldlinux.e64" "${INSTALLER_TOOLS[@]}" \
@@ -431,6 +435,12 @@ install -m 0755 "$FILES/setfiles" "$INITRD/usr/sbin/setfiles"
 add_binary "$IGNITION_BIN"
 mv "$INITRD$IGNITION_BIN" "$INITRD/usr/bin/ignition"
 for t in "${INSTALLER_TOOLS[@]}"; do add_binary "$t"; done
+# the enlistment's modules: beside the others, in their own order file (init loads them only to enlist)
+for ko in $(load_order "${ENLIST_MODULES[*]}"); do
+  [[ $ko == MISSING* ]] && die "kernel module $ko not found in $MODDIR"
+  [[ -e $INITRD/lib/modules/$(basename "$ko") ]] || cp "$MODDIR/$ko" "$INITRD/lib/modules/"
+  basename "$ko" >>"$INITRD/lib/modules/enlist.order"
+done
 pack "$WORK/out/initrd.img"
 cp "$TREE/boot/vmlinuz-$RELEASE" "$WORK/out/vmlinuz"
 step initramfs

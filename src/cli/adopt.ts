@@ -6,13 +6,13 @@
 // file byte for byte as it was.
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { dirname, join, basename } from 'node:path';
+import { dirname, join, basename, resolve } from 'node:path';
 import { isMap, isSeq, LineCounter, parseDocument } from 'yaml';
 import { parseClusterFile, hasErrors } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import { formatIp, parseIp } from '../lib/ipv4.ts';
 import { MAC_RE, normalizeMac } from '../lib/mac.ts';
-import type { Spec } from '../spec/types.ts';
+import { provisionerURL, type Spec } from '../spec/types.ts';
 
 export class AdoptRefused extends Error {}
 
@@ -22,6 +22,30 @@ export interface Adoption {
   roles: string[];
   /** with or without a prefix; default: the next free address of the subnet */
   ip?: string;
+  /** the install disk (machines[].disk), from the facts it enlisted with */
+  disk?: string;
+  /** its BMC (machines[].bmc): the address from its facts, the credentials from the operator */
+  bmc?: { address: string; username: string; passwordFile?: string; passwordEnv?: string };
+  /** a BMC address from its facts without credentials to go with it: written as a comment */
+  bmcNote?: string;
+}
+
+/** What enlistment's facts say of a machine's disks and BMC (serve/enlist.ts's Facts, the parts adopt reads). */
+export interface FactsForAdopt {
+  disks?: { path: string; ids: string[]; removable: boolean }[];
+  bmc?: { address: string; mac: string };
+}
+
+/**
+ * The disk the installer would take (the only non-removable one), by a stable name: a
+ * /dev/disk/by-id name (by-path when it has none; /dev/NAME last), or why there is none.
+ */
+export function installDisk(facts: FactsForAdopt): { disk: string } | { why: string } {
+  const fixed = (facts.disks ?? []).filter((d) => !d.removable);
+  if (fixed.length === 0) return { why: 'it reported no non-removable disk' };
+  if (fixed.length > 1) return { why: `it has ${fixed.length} disks (${fixed.map((d) => d.path).join(', ')}): name one with machines[].disk` };
+  const d = fixed[0]!;
+  return { disk: d.ids.find((i) => i.startsWith('/dev/disk/by-id/')) ?? d.ids.find((i) => i.startsWith('/dev/disk/by-path/')) ?? d.path };
 }
 
 /** The first free host address after the highest machine address (then from the subnet's start). */
@@ -64,9 +88,13 @@ export function adoptText(text: string, file: string, a: Adoption): { text: stri
   // the column of "- " is two before the map's first key in a block list ("- name: ...")
   const dash = ' '.repeat(Math.max(0, col - 3));
   const q = (v: string) => JSON.stringify(v);
+  const b = a.bmc;
+  const bmc = b ? `{address: ${q(b.address)}, username: ${q(b.username)}, ${b.passwordFile !== undefined ? `passwordFile: ${q(b.passwordFile)}` : `passwordEnv: ${q(b.passwordEnv ?? '')}`}, protocol: ipmi}` : undefined;
+  const fields = [`name: ${a.name}`, `mac: ${q(mac)}`, `ip: ${ip}`, `roles: [${a.roles.join(', ')}]`, ...(a.disk ? [`disk: ${q(a.disk)}`] : []), ...(bmc ? [`bmc: ${bmc}`] : [])];
+  const note = a.bmcNote ? `${dash}  # ${a.bmcNote.replace(/[\r\n]/g, ' ')}\n` : '';
   const entry = last.flow
-    ? `${dash}- {name: ${a.name}, mac: ${q(mac)}, ip: ${ip}, roles: [${a.roles.join(', ')}]}\n`
-    : `${dash}- name: ${a.name}\n${dash}  mac: ${q(mac)}\n${dash}  ip: ${ip}\n${dash}  roles: [${a.roles.join(', ')}]\n`;
+    ? `${dash}- {${fields.join(', ')}}\n${note}`
+    : `${dash}- ${fields.join(`\n${dash}  `)}\n${note}`;
   const eol = text.indexOf('\n', last.range[1]);
   const at = eol < 0 ? text.length : eol + 1;
   const out = (eol < 0 ? `${text}\n` : text.slice(0, at)) + entry + text.slice(at);
@@ -91,6 +119,23 @@ export async function adoptFile(file: string, a: Adoption): Promise<{ ip: string
   return { ip: r.ip };
 }
 
+/** The facts a running serve holds for `mac` (undefined: it enlisted none); throws when serve cannot be asked. */
+async function factsOf(file: string, mac: string, o: { server?: string; state?: string; tokenFile?: string }): Promise<FactsForAdopt | undefined> {
+  if (!MAC_RE.test(mac)) return undefined; // adoptText says why
+  const loaded = parseClusterFile(await readFile(file, 'utf8'), file);
+  if (!loaded.spec) return undefined; // adoptText says why
+  const tokenFile = o.tokenFile ?? join(o.state ?? join(dirname(resolve(file)), '.slipway'), 'api-token');
+  let token: string;
+  try {
+    token = (await readFile(tokenFile, 'utf8')).trim();
+  } catch {
+    throw new Error(`cannot read the API token ${tokenFile} (is slipway serve running for this file?)`);
+  }
+  const { fetchAll } = await import('./machines.ts');
+  const { discovered } = await fetchAll(o.server ?? provisionerURL(loaded.spec), token);
+  return discovered.find((d) => d.mac === normalizeMac(mac))?.facts?.facts;
+}
+
 /** argv of `slipway adopt`; AdoptUsage for a usage error (exit 2), AdoptRefused for a refusal (exit 1). */
 export class AdoptUsage extends Error {}
 
@@ -98,7 +143,14 @@ export async function adoptCli(argv: string[], out: (s: string) => void): Promis
   const { parseArgs } = await import('node:util');
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { file: { type: 'string', short: 'f' }, name: { type: 'string' }, roles: { type: 'string' }, ip: { type: 'string' } } });
+    parsed = parseArgs({
+      args: argv, allowPositionals: true, strict: true,
+      options: {
+        file: { type: 'string', short: 'f' }, name: { type: 'string' }, roles: { type: 'string' }, ip: { type: 'string' },
+        server: { type: 'string' }, state: { type: 'string' }, 'token-file': { type: 'string' }, 'no-facts': { type: 'boolean' },
+        'bmc-username': { type: 'string' }, 'bmc-password-file': { type: 'string' }, 'bmc-password-env': { type: 'string' },
+      },
+    });
   } catch (e) {
     throw new AdoptUsage((e as Error).message);
   }
@@ -108,7 +160,26 @@ export async function adoptCli(argv: string[], out: (s: string) => void): Promis
   if (!a.name) throw new AdoptUsage('missing --name NAME');
   if (!a.roles) throw new AdoptUsage('missing --roles ROLE[,ROLE...]');
   const roles = a.roles.split(',').map((r) => r.trim()).filter(Boolean);
-  const { ip } = await adoptFile(a.file, { mac: parsed.positionals[0]!, name: a.name, roles, ip: a.ip });
-  out(`${a.file}: adopted ${normalizeMac(parsed.positionals[0]!)} as ${a.name} (${roles.join(', ')}, ${ip})`);
+  if (a['bmc-password-file'] !== undefined && a['bmc-password-env'] !== undefined) throw new AdoptUsage('give one of --bmc-password-file and --bmc-password-env');
+  if ((a['bmc-password-file'] ?? a['bmc-password-env']) !== undefined && !a['bmc-username']) throw new AdoptUsage('--bmc-password-file/--bmc-password-env need --bmc-username');
+  const mac = parsed.positionals[0]!;
+  const adoption: Adoption = { mac, name: a.name, roles, ip: a.ip };
+  const notes: string[] = [];
+  // The facts it enlisted with (serve --unknown enlist), from the running serve: its install disk and BMC.
+  const facts = a['no-facts'] ? undefined : await factsOf(a.file, mac, { server: a.server, state: a.state, tokenFile: a['token-file'] }).catch((e: Error) => void notes.push(`no facts: ${e.message}`));
+  if (facts) {
+    const d = installDisk(facts);
+    if ('disk' in d) adoption.disk = d.disk;
+    else notes.push(`disk not filled in: ${d.why}`);
+    const addr = facts.bmc?.address;
+    if (addr && a['bmc-username']) adoption.bmc = { address: addr, username: a['bmc-username'], ...(a['bmc-password-env'] !== undefined ? { passwordEnv: a['bmc-password-env'] } : { passwordFile: a['bmc-password-file'] ?? `bmc/${a.name}.pw` }) };
+    else if (addr) adoption.bmcNote = `its BMC (enlisted): ${addr}${facts.bmc?.mac ? ` (${facts.bmc.mac})` : ''}: bmc: {address: ${addr}, username: ..., passwordFile: ..., protocol: ipmi}`;
+    else notes.push('no BMC address in its facts');
+  } else if (a['bmc-username']) throw new AdoptRefused(`no BMC address to go with --bmc-username: ${notes[0] ?? `${mac} has no enlistment facts`}`);
+  if (a['bmc-username'] && facts && !facts.bmc?.address) throw new AdoptRefused(`no BMC address to go with --bmc-username: ${mac}'s facts name none`);
+  const { ip } = await adoptFile(a.file, adoption);
+  out(`${a.file}: adopted ${normalizeMac(mac)} as ${a.name} (${roles.join(', ')}, ${ip}${adoption.disk ? `, disk ${adoption.disk}` : ''}${adoption.bmc ? `, bmc ${adoption.bmc.address}` : ''})`);
+  for (const n of notes) out(`  ${n}`);
+  if (adoption.bmcNote) out(`  its BMC reported ${facts!.bmc!.address}: written as a comment (give --bmc-username and --bmc-password-file to fill in bmc)`);
   return 0;
 }

@@ -4,7 +4,11 @@
 // The discovered list is read a page at a time, as the API hands it out.
 import { readFile } from 'node:fs/promises';
 import { table, type MachineRow } from '../lifecycle/table.ts';
-import type { Discovered } from '../store/store.ts';
+import type { Discovered, StoredFacts } from '../store/store.ts';
+import type { Facts } from '../serve/enlist.ts';
+
+/** A discovered MAC as the API lists it: with the facts it enlisted with, if it did. */
+export type DiscoveredWithFacts = Discovered & { facts?: StoredFacts & { facts: Facts } };
 
 export class MachinesUsage extends Error {}
 
@@ -16,12 +20,12 @@ export interface MachinesOptions {
 }
 
 /** Every discovered MAC, following the API's pages (bounded: at most 100 pages). */
-async function fetchAll(server: string, token: string): Promise<{ machines: MachineRow[]; discovered: Discovered[] }> {
+export async function fetchAll(server: string, token: string): Promise<{ machines: MachineRow[]; discovered: DiscoveredWithFacts[] }> {
   const get = async (q: string) => {
     const res = await fetch(`${server}/api/v1/machines${q}`, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
     if (res.status === 401) throw new Error(`${server} refused the API token`);
     if (!res.ok) throw new Error(`${server}/api/v1/machines: HTTP ${res.status}`);
-    return (await res.json()) as { machines: MachineRow[]; discovered: Discovered[]; discoveredNext?: string };
+    return (await res.json()) as { machines: MachineRow[]; discovered: DiscoveredWithFacts[]; discoveredNext?: string };
   };
   let page = await get('');
   const machines = page.machines;
@@ -31,6 +35,17 @@ async function fetchAll(server: string, token: string): Promise<{ machines: Mach
     discovered.push(...page.discovered);
   }
   return { machines, discovered };
+}
+
+const GIB = 1024 ** 3;
+/** "QEMU Standard PC (Q35), 2 CPUs, 1.0 GiB" */
+export function hardware(f: Facts): string {
+  const product = [f.dmi.vendor, f.dmi.product].filter(Boolean).join(' ');
+  return `${product || 'unknown product'}${f.dmi.serial ? ` #${f.dmi.serial}` : ''}, ${f.cpu.count} CPU${f.cpu.count === 1 ? '' : 's'}, ${(f.memoryBytes / GIB).toFixed(1)} GiB`;
+}
+/** "/dev/vda 4.0 GiB" per disk */
+export function disks(f: Facts): string {
+  return f.disks.map((d) => `${d.path} ${(d.size / GIB).toFixed(1)} GiB${d.serial ? ` ${d.serial}` : ''}`).join('; ') || 'none';
 }
 
 export async function machinesCommand(opts: MachinesOptions, out: (s: string) => void): Promise<number> {
@@ -46,8 +61,11 @@ export async function machinesCommand(opts: MachinesOptions, out: (s: string) =>
     return 0;
   }
   if (!opts.discoveredOnly) out(table(machines));
-  const rows = [['MAC', 'SEEN VIA', 'FIRST SEEN', 'LAST SEEN']];
-  for (const d of discovered) rows.push([d.mac, d.via, d.firstSeen, d.lastSeen]);
+  const rows = [['MAC', 'SEEN VIA', 'FIRST SEEN', 'LAST SEEN', 'ENLISTED', 'HARDWARE', 'DISKS', 'BMC']];
+  for (const d of discovered) {
+    const f = d.facts?.facts;
+    rows.push([d.mac, d.via, d.firstSeen, d.lastSeen, d.facts?.at ?? '-', f ? hardware(f) : '-', f ? disks(f) : '-', f?.bmc?.address || '-']);
+  }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   out(`${opts.discoveredOnly ? '' : '\n'}discovered (not in the file; adopt with slipway adopt -f FILE MAC --name NAME --roles ROLES):\n` + rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n'));
   return 0;

@@ -35,11 +35,14 @@ Commands:
                                    show what render would add, change or remove (writes nothing);
                                    exit 0 when there is no change, 3 when there are changes
   serve    -f FILE [--interface IF] [--state DIR] [--assets DIR] [--bind ADDR]
-           [--http-port N] [--unknown ignore|local] [--timeout SECONDS]
-           [--loader ipxe|pxelinux] [--no-rival-check] [--bundle BUNDLE.tar]
+           [--http-port N] [--unknown ignore|local|enlist] [--enlist-then poweroff|wait]
+           [--timeout SECONDS] [--loader ipxe|pxelinux] [--no-rival-check] [--bundle BUNDLE.tar]
                                    serve the machines over DHCP, TFTP and HTTP until stopped;
                                    SIGHUP re-reads the cluster file; --bundle serves its binaries
-                                   and OS image under /assets/ and its images as a registry at /v2/
+                                   and OS image under /assets/ and its images as a registry at /v2/;
+                                   --unknown enlist: unknown MACs (from the pool) boot the installer,
+                                   which reports their NICs, disks, CPU, memory, DMI and BMC address,
+                                   then powers off (or waits); nothing is written to their disks
   status   -f FILE [--watch] [--server URL] [--state DIR] [--timeout SECONDS]
                                    machines and their states from a running serve; --watch follows
                                    live until all are ready or failed; exit 0 only when all are ready
@@ -52,11 +55,16 @@ Commands:
                                    until ready or failed; exit 0 only when all are ready
   machines -f FILE [--discovered] [-o table|json] [--server URL] [--state DIR]
                                    from a running serve: the file's machines and states, and the MACs
-                                   it saw network-boot that the file does not name (--discovered: only those)
-  adopt    -f FILE MAC --name NAME --roles ROLE[,ROLE...] [--ip IP[/PREFIX]]
+                                   it saw network-boot that the file does not name (--discovered: only those),
+                                   with the facts the enlisted ones reported
+  adopt    -f FILE MAC --name NAME --roles ROLE[,ROLE...] [--ip IP[/PREFIX]] [--server URL] [--state DIR]
+           [--bmc-username USER (--bmc-password-file F | --bmc-password-env VAR)] [--no-facts]
                                    add a machine to the cluster file (comments and layout kept; ip
-                                   defaults to the next free address); refused, the file untouched,
-                                   for a MAC already adopted, a name in use or a file it would invalidate
+                                   defaults to the next free address; from the facts it enlisted with,
+                                   its install disk by a stable /dev/disk/by-id name and its BMC address,
+                                   a comment without --bmc-username);
+                                   refused, the file untouched, for a MAC already adopted, a name in use
+                                   or a file it would invalidate
   rehearse -f FILE [--engine containers|vm] [--binaries DIR] [--keep] [--report FILE.json]
            [--timeout SECONDS] [--fault MACHINE=wrong-mac|failing-unit ...] [--no-kubernetes]
            [--console-port PORT | --no-console]
@@ -253,6 +261,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
       bind: { type: 'string' },
       'http-port': { type: 'string' },
       unknown: { type: 'string' },
+      'enlist-then': { type: 'string' },
       timeout: { type: 'string' },
       'log-level': { type: 'string' },
       loader: { type: 'string' },
@@ -262,7 +271,10 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
     const file = need(a.file, '-f FILE');
     const bundle = a.bundle;
     const unknown = a.unknown ?? 'ignore';
-    if (unknown !== 'ignore' && unknown !== 'local') throw new UsageError('--unknown must be ignore or local');
+    if (unknown !== 'ignore' && unknown !== 'local' && unknown !== 'enlist') throw new UsageError('--unknown must be ignore, local or enlist');
+    const enlistThen = a['enlist-then'] ?? 'poweroff';
+    if (enlistThen !== 'poweroff' && enlistThen !== 'wait') throw new UsageError('--enlist-then must be poweroff or wait');
+    if (a['enlist-then'] !== undefined && unknown !== 'enlist') throw new UsageError('--enlist-then needs --unknown enlist');
     const loader = a.loader ?? 'ipxe';
     if (loader !== 'ipxe' && loader !== 'pxelinux') throw new UsageError('--loader must be ipxe or pxelinux');
     const num = (v: string | undefined, flag: string) => {
@@ -283,6 +295,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
         interface: a.interface,
         httpPort: num(a['http-port'], '--http-port'),
         unknown,
+        enlistThen,
         loader,
         noRivalCheck: a['no-rival-check'] ?? false,
         // the bundle's registry and assets plug into serve from here: serve knows no bundle

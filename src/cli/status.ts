@@ -6,6 +6,9 @@ import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { STATES, type State } from '../store/states.ts';
 import { elapsed, table, type MachineRow } from '../lifecycle/table.ts';
+import type { StoredFacts } from '../store/store.ts';
+import type { Facts } from '../serve/enlist.ts';
+import { disks, hardware } from './machines.ts';
 
 export interface StatusOptions {
   server: string;
@@ -19,6 +22,15 @@ export interface StatusOptions {
 const rank = (s: State) => (s === 'failed' ? STATES.length - 1 : STATES.indexOf(s));
 const allDone = (ms: MachineRow[]) => ms.every((m) => m.state === 'ready' || m.state === 'failed');
 const allReady = (ms: MachineRow[]) => ms.length > 0 && ms.every((m) => m.state === 'ready');
+
+/** The hardware each machine reported (enlistment or its installed report), a line each; nothing when none did. */
+function factsLines(machines: MachineRow[]): string {
+  const rows = machines.flatMap((m) => {
+    const f = (m as MachineRow & { facts?: StoredFacts & { facts: Facts } }).facts;
+    return f ? [`${m.name}  ${hardware(f.facts)}; disks ${disks(f.facts)}${f.facts.bmc?.address ? `; bmc ${f.facts.bmc.address}` : ''} (${f.source} ${f.at})`] : [];
+  });
+  return rows.length ? `\nhardware (as the machines reported it):\n${rows.join('\n')}\n` : '';
+}
 
 async function fetchMachines(opts: StatusOptions, token: string): Promise<MachineRow[]> {
   const res = await fetch(`${opts.server}/api/v1/machines`, { headers: { Authorization: `Bearer ${token}` } });
@@ -37,6 +49,7 @@ export async function status(opts: StatusOptions): Promise<number> {
   const machines = await fetchMachines(opts, token);
   if (!opts.watch || allDone(machines)) {
     opts.out.write(table(machines));
+    opts.out.write(factsLines(machines));
     return allReady(machines) ? 0 : 1;
   }
   return watch(opts, token, machines);

@@ -19,12 +19,19 @@ export type BootAnswer =
   /** boot from the local disk, saying why */
   | { kind: 'local'; body: string }
   /** not ours to answer: an unknown MAC with `--unknown ignore` */
-  | { kind: 'none' };
+  | { kind: 'none' }
+  /** an unknown MAC with `--unknown enlist`: the installer in inventory mode (iPXE only; serve's enlist.ts) */
+  | { kind: 'enlist'; mac: string };
 
 /** state → answer: install while being provisioned, local disk once installed, unknown MACs by --unknown. */
 export function bootAnswer(loader: Loader, mac: string, lookup: Lookup): BootAnswer {
   const { machine, action } = lookup;
-  if (!machine) return action === 'local' ? { kind: 'local', body: LOCAL_BOOT[loader](`unknown machine ${mac}`) } : { kind: 'none' };
+  if (!machine) {
+    if (action === 'enlist' && loader === 'ipxe') return { kind: 'enlist', mac };
+    // PXELINUX's menus are static files over TFTP: no per-boot token to hand out
+    if (action === 'enlist') return { kind: 'local', body: LOCAL_BOOT[loader](`unknown machine ${mac} (enlistment needs the iPXE loader)`) };
+    return action === 'local' ? { kind: 'local', body: LOCAL_BOOT[loader](`unknown machine ${mac}`) } : { kind: 'none' };
+  }
   if (action !== 'install') return { kind: 'local', body: LOCAL_BOOT[loader](lookup.why ?? `${machine.name} is installed`) };
   return { kind: 'install', machine };
 }

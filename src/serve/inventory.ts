@@ -6,7 +6,7 @@ import type { Machine, Spec } from '../spec/types.ts';
 import { normalizeMac } from '../lib/mac.ts';
 
 /** What a machine's next network boot does. */
-export type BootAction = 'install' | 'local' | 'ignore';
+export type BootAction = 'install' | 'local' | 'ignore' | 'enlist';
 export type Protocol = 'dhcp' | 'tftp' | 'http';
 
 export interface Lookup {
@@ -26,8 +26,8 @@ export interface Inventory {
 }
 
 export interface InventoryOptions {
-  /** what unknown MACs get: nothing, or "boot from your local disk" */
-  unknown: 'ignore' | 'local';
+  /** what unknown MACs get: nothing, "boot from your local disk", or the installer in inventory mode (issue 18) */
+  unknown: 'ignore' | 'local' | 'enlist';
   /** whether a known machine still has to be installed (default: always install) */
   actionFor?: (m: Machine) => 'install' | 'local';
   /** why a known machine boots locally (default "<name> is installed") */

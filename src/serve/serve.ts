@@ -26,6 +26,8 @@ import { startDhcpServer, dhcpConfigFromSpec, detectRivalDhcp, type DhcpServer, 
 import { stageTftpRoot } from './tftp-root.ts';
 import { startNtpServer, type NtpServer } from './ntp/server.ts';
 import { bootAnswer } from './boot-answers.ts';
+import { enlistScript } from './enlist.ts';
+import { bootUrls } from '../plan/phases/pxe/boot.ts';
 import { givenOf, machineFiles, saveGiven } from '../render/given.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
@@ -66,8 +68,10 @@ export interface ServeOptions {
   loader: 'ipxe' | 'pxelinux';
   /** skip the start-up check for another DHCP server on the segment */
   noRivalCheck?: boolean;
-  /** what unknown MACs get */
-  unknown: 'ignore' | 'local';
+  /** what unknown MACs get; `enlist`: the installer in inventory mode (issue 18, enlist.ts) */
+  unknown: 'ignore' | 'local' | 'enlist';
+  /** after enlisting, the machine powers off (default) or waits */
+  enlistThen?: 'poweroff' | 'wait';
   /** seconds a machine may stay in one state before it fails (0 = never) */
   timeoutSeconds: number;
   log: Logger;
@@ -109,6 +113,7 @@ function pxelinuxMenu(path: string, site: () => Site, inventory: Inventory, life
   const answer = bootAnswer('pxelinux', m[1]!, inventory.getByMac(m[1]!));
   if (answer.kind === 'none') return undefined;
   if (answer.kind === 'local') return Buffer.from(answer.body);
+  if (answer.kind !== 'install') return undefined; // enlistment is iPXE's only
   lifecycle.observe(answer.machine.name, 'booting', 'tftp', { detail: { path } });
   return Buffer.from(site().pxelinuxConfig(answer.machine.mac)!);
 }
@@ -190,6 +195,9 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       },
     });
   let inventory = makeInventory();
+  // issue 18: an unknown machine gets an address only from the pool (or another server's, in proxy mode)
+  if (opts.unknown === 'enlist' && firstSpec.provisioner.dhcp.mode === 'full' && !firstSpec.provisioner.dhcp.pool)
+    log.warn('--unknown enlist without provisioner.dhcp.pool: unknown machines get no address from this server, so cannot enlist');
   // Whatever replaces the site (a reload, a reprovision's new token) runs one at a time.
   let swapping: Promise<unknown> = Promise.resolve();
   const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
@@ -228,6 +236,10 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
     ...(opts.handlers?.(ctx) ?? []),
     ...(extension?.handlers ?? []),
     coreRoutes({ site: ctx.site, inventory: ctx.inventory, lifecycle, assets, log, registry, ready: () => ready,
+      ...(opts.unknown === 'enlist' ? { enlistScript: (mac: string) => {
+        const u = bootUrls(site.spec);
+        return enlistScript(ctx, mac, { kernel: u.kernel, initrd: u.initrd, enlistUrl: `${u.base}/api/v1/enlist`, then: opts.enlistThen ?? 'poweroff' });
+      } } : {}),
       configServed: (name) => saveGiven(opts.stateDir, name, givenOf(machineFiles(site.tree, name))) })];
   /** /readyz answers 200 once TFTP and DHCP serve too (HTTP comes up first) */
   let ready = false;

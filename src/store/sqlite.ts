@@ -14,7 +14,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { State } from './states.ts';
-import type { Discovered, MachineRecord, Store, StoredEvent } from './store.ts';
+import type { Discovered, MachineRecord, Store, StoredEvent, StoredFacts } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS machines (
@@ -46,6 +46,18 @@ CREATE TABLE IF NOT EXISTS discovered (
   detail     TEXT
 );
 CREATE INDEX IF NOT EXISTS discovered_last_seen ON discovered(last_seen);
+CREATE TABLE IF NOT EXISTS enlist_tokens (
+  hash   TEXT PRIMARY KEY,
+  mac    TEXT NOT NULL UNIQUE,
+  issued TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS facts (
+  mac     TEXT PRIMARY KEY,
+  machine TEXT,
+  at      TEXT NOT NULL,
+  source  TEXT NOT NULL,
+  facts   TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS host_keys (
   machine TEXT PRIMARY KEY,
   key     TEXT NOT NULL,
@@ -110,6 +122,12 @@ export class SqliteStore implements Store {
       discovered: this.db.prepare('SELECT mac, first_seen, last_seen, via, detail FROM discovered WHERE last_seen >= ? AND mac > ? ORDER BY mac LIMIT ?'),
       pruneOld: this.db.prepare('DELETE FROM discovered WHERE last_seen < ?'),
       pruneExtra: this.db.prepare('DELETE FROM discovered WHERE mac IN (SELECT mac FROM discovered ORDER BY last_seen DESC, mac LIMIT -1 OFFSET ?)'),
+      issueToken: this.db.prepare('INSERT INTO enlist_tokens(hash, mac, issued) VALUES (?, ?, ?) ON CONFLICT(mac) DO UPDATE SET hash = excluded.hash, issued = excluded.issued'),
+      pruneTokens: this.db.prepare('DELETE FROM enlist_tokens WHERE issued < ? OR hash IN (SELECT hash FROM enlist_tokens ORDER BY issued DESC LIMIT -1 OFFSET ?)'),
+      token: this.db.prepare('SELECT mac FROM enlist_tokens WHERE hash = ? AND issued >= ?'),
+      useToken: this.db.prepare('DELETE FROM enlist_tokens WHERE hash = ? AND mac = ?'),
+      putFacts: this.db.prepare('INSERT INTO facts(mac, machine, at, source, facts) VALUES (?, ?, ?, ?, ?) ON CONFLICT(mac) DO UPDATE SET machine = excluded.machine, at = excluded.at, source = excluded.source, facts = excluded.facts'),
+      facts: this.db.prepare('SELECT mac, machine, at, source, facts FROM facts WHERE mac = ?'),
       hostKey: this.db.prepare('SELECT key FROM host_keys WHERE machine = ?'),
       pinHostKey: this.db.prepare('INSERT INTO host_keys(machine, key, at) VALUES (?, ?, ?) ON CONFLICT(machine) DO NOTHING'),
       forgetHostKey: this.db.prepare('DELETE FROM host_keys WHERE machine = ?'),
@@ -281,6 +299,40 @@ export class SqliteStore implements Store {
   pruneDiscovered(seenBefore: string, keep: number): number {
     this.commit(); // its own commit, as before: the batch goes first, in order
     return Number(this.q.pruneOld!.run(seenBefore).changes) + Number(this.q.pruneExtra!.run(keep).changes);
+  }
+
+  issueEnlistToken(mac: string, hash: string, opts: { expireBefore: string; keep: number }): void {
+    this.commit(); // its own commit, as before: the batch goes first, in order
+    this.q.issueToken!.run(hash, mac, new Date().toISOString());
+    this.q.pruneTokens!.run(opts.expireBefore, opts.keep);
+  }
+
+  enlistTokenMac(hash: string, issuedSince: string): string | undefined {
+    return (this.q.token!.get(hash, issuedSince) as { mac: string } | undefined)?.mac;
+  }
+
+  recordFacts(mac: string, facts: Record<string, unknown>, source: string, opts: { machine?: string; useToken?: string } = {}): StoredFacts | undefined {
+    this.commit(); // its own transaction: the token used and the facts stored together, or neither
+    const at = new Date().toISOString();
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      // single use: whoever deletes the token's row first stores; a second use stores nothing
+      if (opts.useToken !== undefined && Number(this.q.useToken!.run(opts.useToken, mac).changes) !== 1) {
+        this.db.exec('ROLLBACK');
+        return undefined;
+      }
+      this.q.putFacts!.run(mac, opts.machine ?? null, at, source, JSON.stringify(facts));
+      this.db.exec('COMMIT');
+    } catch (e) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw e;
+    }
+    return { mac, ...(opts.machine ? { machine: opts.machine } : {}), at, source, facts };
+  }
+
+  facts(mac: string): StoredFacts | undefined {
+    const r = this.q.facts!.get(mac) as { mac: string; machine: string | null; at: string; source: string; facts: string } | undefined;
+    return r ? { mac: r.mac, ...(r.machine ? { machine: r.machine } : {}), at: r.at, source: r.source, facts: JSON.parse(r.facts) as Record<string, unknown> } : undefined;
   }
 
   close(): void {

@@ -35,6 +35,18 @@ export interface Discovered {
   detail?: Record<string, unknown>;
 }
 
+/** A machine's hardware facts as it reported them (enlistment or its installed report; issue 18). */
+export interface StoredFacts {
+  mac: string;
+  /** the cluster file's machine, when a known machine reported them */
+  machine?: string;
+  /** ISO time they were stored */
+  at: string;
+  /** enlist or installed */
+  source: string;
+  facts: Record<string, unknown>;
+}
+
 export interface Store {
   get(name: string): MachineRecord | undefined;
   list(): MachineRecord[];
@@ -87,5 +99,20 @@ export interface Store {
   discovered(opts?: { seenSince?: string; after?: string; limit?: number }): Discovered[];
   /** forget MACs last seen before `seenBefore` (ISO time), then all but the `keep` seen most recently; returns how many went */
   pruneDiscovered(seenBefore: string, keep: number): number;
+  /**
+   * An enlistment token for a MAC's network boot, stored as its hash (never the token):
+   * it replaces the MAC's earlier one (a token per boot); tokens issued before
+   * `expireBefore`, and all but the `keep` newest, are forgotten.
+   */
+  issueEnlistToken(mac: string, hash: string, opts: { expireBefore: string; keep: number }): void;
+  /** the MAC a token's hash was issued to, if it was issued at or after `issuedSince` and is unused */
+  enlistTokenMac(hash: string, issuedSince: string): string | undefined;
+  /**
+   * Stores a MAC's facts (replacing earlier ones). With `useToken`, only if that token
+   * hash is still unused for this MAC, which it uses up in the same transaction
+   * (undefined: used already, nothing stored).
+   */
+  recordFacts(mac: string, facts: Record<string, unknown>, source: string, opts?: { machine?: string; useToken?: string }): StoredFacts | undefined;
+  facts(mac: string): StoredFacts | undefined;
   close(): void;
 }

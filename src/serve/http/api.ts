@@ -11,6 +11,7 @@ import type { ServeContext } from '../context.ts';
 import { counter } from '../metrics.ts';
 import { clientIp, type Handler } from './server.ts';
 import { checkDetail } from './report-limits.ts';
+import { checkFacts, enlistReport } from '../enlist.ts';
 
 export const MAX_REPORT_BYTES = 64 * 1024;
 /** GET /api/v1/machines/{name}: at most this many events, and no more detail than MACHINE_DETAIL_BYTES; `?before=` pages back */
@@ -145,6 +146,8 @@ export function machineView(ctx: ServeContext, name: string, withDetail: boolean
     name, mac: m.mac, ip: m.ip, roles: m.roles,
     state: rec?.state ?? 'unknown', since: rec?.since || undefined, reason: rec?.reason,
     lastEvent: last,
+    // issue 18: what the machine reported it is (enlistment or its installed report)
+    facts: ctx.store.facts(m.mac),
     ...(recent ? { events: recent.events, moreEvents: recent.more, artifacts: artifactList(ctx, name) } : {}),
   };
 }
@@ -244,6 +247,23 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       if (req.method !== 'POST') return problem(res, 405, 'POST only');
       return report(req, res);
     }
+    // issue 18: an unknown machine's facts, with the one-use token of its enlistment boot
+    if (p === '/api/v1/enlist') {
+      if (req.method !== 'POST') return problem(res, 405, 'POST only');
+      const from = clientIp(req);
+      const r = await enlistReport(ctx, req, bearer(req), readBody, from);
+      if (r.log) {
+        const line = r.log;
+        if (line.level === 'info') ctx.log.info(line.fields, line.msg);
+        else quiet(`enlist ${from}`, (x) => ctx.log.warn({ ...line.fields, ...x }, line.msg));
+      }
+      if (r.status === 401) {
+        unauthorized.inc({ endpoint: '/api/v1/enlist' });
+        res.setHeader('WWW-Authenticate', 'Bearer realm="slipway"');
+      }
+      if (r.status === 413 && !req.complete) res.setHeader('Connection', 'close'); // the rest of the body was not read
+      return json(res, r.status, r.body);
+    }
     if (!operator(req)) return deny(req, res, p.split('/').slice(0, 4).join('/'));
     if (p === '/api/v1/session' && req.method === 'POST') {
       res.setHeader('Set-Cookie', `${SESSION_COOKIE}=${bearer(req) ?? cookie(req, SESSION_COOKIE)}; Path=/api/; HttpOnly; SameSite=Strict`);
@@ -264,7 +284,8 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       const records = new Map(ctx.lifecycle.list().map((r) => [r.name, r]));
       return json(res, 200, {
         machines: ctx.site().spec.machines.map((m) => machineView(ctx, m.name, false, { records })),
-        discovered: page.slice(0, limit),
+        // with what each enlisted (issue 18)
+        discovered: page.slice(0, limit).map((d) => ({ ...d, facts: ctx.store.facts(d.mac) })),
         ...(page.length > limit ? { discoveredNext: page[limit - 1]!.mac } : {}),
       });
     }
@@ -403,6 +424,15 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const why = r.detail === undefined ? undefined : checkDetail(r.detail);
     if (why) return bad(why);
     if (r.state === 'failed' && !r.reason) return bad('a failed report needs a reason');
+    // issue 18: the installer sends the machine's facts with `installed`; checked as strictly as an enlistment's
+    let facts: Record<string, unknown> | undefined;
+    const given = (r.detail as Record<string, unknown> | undefined)?.facts;
+    if (given !== undefined) {
+      if (r.state !== 'installed') return bad('detail.facts only comes with the installed report');
+      const checked = checkFacts(given);
+      if ('error' in checked) return bad(`detail.${checked.error}`);
+      facts = checked.facts as unknown as Record<string, unknown>;
+    }
     if (r.hostKey !== undefined && (r.state !== 'installed' || typeof r.hostKey !== 'string' || !HOST_KEY.test(r.hostKey))) return bad('hostKey must be an installed report\'s "ssh-ed25519 AAAA..." line');
     if (!takeToken(name)) {
       reports.inc({ outcome: 'throttled' });
@@ -421,7 +451,14 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
         return bad('hostKey differs from the one pinned when this machine was installed: reprovision it to pin a new one');
       }
     }
-    const extra = { reason: r.reason as string | undefined, detail: { ...(r.detail as Record<string, unknown> | undefined), from: clientIp(req), seq: r.seq } };
+    const detail: Record<string, unknown> = { ...(r.detail as Record<string, unknown> | undefined), from: clientIp(req), seq: r.seq };
+    // the facts are kept by MAC (store.facts), not in the event: the event says they came
+    if (facts) {
+      const machine = ctx.site().machine(name);
+      if (machine) ctx.store.recordFacts(machine.mac, facts, 'installed', { machine: name });
+      detail.facts = 'stored';
+    }
+    const extra = { reason: r.reason as string | undefined, detail };
     const ev = r.state === 'failed' ? ctx.lifecycle.fail(name, extra.reason!, 'machine', extra.detail) : ctx.lifecycle.observe(name, r.state, 'machine', extra);
     await ctx.store.durable(); // acknowledged means on disk (the fsync runs off this thread)
     reports.inc({ outcome: ev ? 'accepted' : 'ignored' });

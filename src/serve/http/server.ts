@@ -37,6 +37,8 @@ export interface HttpContext {
   macOf?: MacOf;
   /** every server of this serve is up (for /readyz) */
   ready?: () => boolean;
+  /** `--unknown enlist`: the iPXE script that enlists this unknown MAC (a new token each time) */
+  enlistScript?: (mac: string) => string;
   /** a machine was sent its configuration: record what it was given (for `slipway apply`) */
   configServed?: (machine: string) => Promise<void>;
 }
@@ -94,6 +96,11 @@ export function coreRoutes(ctx: HttpContext): Handler {
       const answer = bootAnswer('ipxe', mac, inv.getByMac(mac));
       if (answer.kind === 'none') return send(res, 404, `unknown machine ${mac}\n`);
       if (answer.kind === 'local') return send(res, 200, answer.body);
+      if (answer.kind === 'enlist') {
+        if (!ctx.enlistScript) return send(res, 404, `unknown machine ${mac}\n`);
+        ctx.log.info({ mac, from: clientIp(req) }, 'unknown machine: enlistment boot');
+        return send(res, 200, ctx.enlistScript(mac));
+      }
       ctx.lifecycle.observe(answer.machine.name, 'booting', 'http', { detail: { path } });
       const body = site.file(`pxe/ipxe/mac/${m[1]!.toLowerCase()}.ipxe`);
       return body ? send(res, 200, body) : false;
@@ -103,7 +110,8 @@ export function coreRoutes(ctx: HttpContext): Handler {
       const machine = site.machine(m[1]!);
       if (!machine) return false;
       const answer = bootAnswer('ipxe', machine.mac, { machine, action: ctx.lifecycle.bootAction(machine.name), why: ctx.lifecycle.localReason(machine.name) });
-      if (answer.kind === 'local') return send(res, 200, answer.body); // a known machine is never 'none'
+      if (answer.kind === 'local') return send(res, 200, answer.body);
+      if (answer.kind !== 'install') return false; // a known machine is never 'none' or 'enlist'
       ctx.lifecycle.observe(machine.name, 'booting', 'http', { detail: { path } });
       return send(res, 200, site.file(`pxe/ipxe/${machine.name}.ipxe`)!);
     }

@@ -1,0 +1,165 @@
+// Enlistment against the real `slipway serve --unknown enlist` (issue 18): an unknown MAC's
+// iPXE script boots the installer in inventory mode with a one-use token; the facts it
+// POSTs are checked strictly (hostile JSON, wrong or used token, oversize body: a clear
+// 4xx and nothing stored); good facts are listed by `slipway machines --discovered`,
+// survive a restart of serve, and `slipway adopt` takes the install disk and BMC from
+// them. The installer's side (the facts of a real QEMU machine, its BMC over KCS) is
+// test/power.vm.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, EXAMPLE_HA } from './helpers/cli.ts';
+import { Lab } from './helpers/serve.ts';
+import { checkFacts, FACT_LIMITS, MAX_ENLIST_BYTES } from '../src/serve/enlist.ts';
+
+const isRoot = process.getuid?.() === 0;
+const MAC = '52:54:00:99:00:01';
+const FACTS = {
+  bootMac: MAC,
+  nics: [
+    { name: 'eth0', mac: MAC, driver: 'virtio_net', link: true, speedMbps: null },
+    { name: 'eth1', mac: '52:54:00:99:00:02', driver: 'e1000e', link: false, speedMbps: 1000 },
+  ],
+  disks: [
+    { path: '/dev/vda', ids: ['/dev/disk/by-id/virtio-ENL1', '/dev/disk/by-path/pci-0000:00:04.0'], model: 'virtio', serial: 'ENL1', size: 4294967296, rotational: true, removable: false },
+    { path: '/dev/sr0', ids: [], model: 'QEMU DVD-ROM', serial: '', size: 1024, rotational: true, removable: true },
+  ],
+  cpu: { model: 'QEMU Virtual CPU version 2.5+', count: 2 },
+  memoryBytes: 1073741824,
+  dmi: { vendor: 'Slipway', product: 'enlist-test', serial: 'SN-0001' },
+  bmc: { address: '10.20.30.201', mac: '52:54:00:aa:bb:01' },
+};
+const clone = () => JSON.parse(JSON.stringify(FACTS)) as typeof FACTS & Record<string, unknown>;
+
+test('checkFacts: the facts shape, and what it refuses (naming the field)', () => {
+  const ok = checkFacts(FACTS);
+  assert.ok('facts' in ok);
+  assert.deepEqual(ok.facts, FACTS);
+  const refused = (mutate: (f: ReturnType<typeof clone>) => void, why: RegExp) => {
+    const f = clone();
+    mutate(f);
+    const v = f;
+    const r = checkFacts(v);
+    assert.ok('error' in r, `accepted: ${JSON.stringify(v).slice(0, 200)}`);
+    assert.match(r.error, why);
+  };
+  for (const v of [null, [FACTS], 'facts', 7]) assert.deepEqual(checkFacts(v), { error: 'facts must be an object' });
+  refused((f) => void (f.extra = 1), /unknown field "extra"/);
+  refused((f) => void delete (f as Record<string, unknown>).disks, /facts\.disks is missing/);
+  refused((f) => void (f.nics[0]!.mac = 'zz:54:00:99:00:01'), /facts\.nics\[0\]\.mac is not a MAC/);
+  refused((f) => void (f.nics[1]!.name = 'eth1; rm -rf /'), /facts\.nics\[1\]\.name is not of the form/);
+  refused((f) => void (f.nics = Array.from({ length: FACT_LIMITS.nics + 1 }, () => FACTS.nics[0]!)), /facts\.nics has more than 64 items/);
+  refused((f) => void (f.disks[0]!.size = -1), /facts\.disks\[0\]\.size must be a whole number/);
+  refused((f) => void (f.disks[0]!.size = 1.5), /facts\.disks\[0\]\.size must be a whole number/);
+  refused((f) => void (f.disks[0]!.size = '4294967296' as unknown as number), /facts\.disks\[0\]\.size must be a whole number/);
+  refused((f) => void (f.disks[0]!.ids = ['/dev/disk/by-id/../../etc/passwd x']), /facts\.disks\[0\]\.ids\[0\] is not of the form/);
+  refused((f) => void (f.disks[0]!.path = '/etc/passwd'), /facts\.disks\[0\]\.path is not of the form/);
+  refused((f) => void (f.disks[0]!.model = 'x'.repeat(257)), /facts\.disks\[0\]\.model is longer than 256/);
+  refused((f) => void (f.dmi.serial = 'a\u001b[2Jb'), /facts\.dmi\.serial has a control character/);
+  refused((f) => void (f.disks[0]!.rotational = 'yes' as unknown as boolean), /rotational must be true or false/);
+  refused((f) => void (f.cpu.count = 0), /facts\.cpu\.count must be a whole number from 1/);
+  refused((f) => void (f.bmc.address = '10.20.30.300'), /facts\.bmc\.address is not an IPv4 address/);
+  refused((f) => void (f.bootMac = '52:54:00:99:00:09'), /facts\.bootMac is none of facts\.nics/);
+  refused((f) => void ((f.dmi as Record<string, unknown>).vendor = { a: { b: { c: 1 } } }), /facts\.dmi\.vendor must be a string/);
+  refused((f) => void ((f.cpu as Record<string, unknown>).__proto__x = 1), /unknown field "__proto__x"/);
+});
+
+test('serve --unknown enlist: an unknown MAC gets the installer with a one-use token; its facts are checked, stored, listed, kept over a restart and adopted', { skip: !isRoot && 'needs root (network namespaces)', timeout: 120_000 }, async () => {
+  const lab = Lab.create(readFileSync(EXAMPLE_HA, 'utf8'));
+  try {
+    await lab.start(['--unknown', 'enlist']);
+    const base = 'http://10.20.30.2:8080';
+    const curl = (...args: string[]) => lab.hub.exec('curl', ['-sS', '-w', '\n%{http_code}', ...args], { timeoutMs: 20_000 });
+    const status = (r: { stdout: string }) => Number(r.stdout.trim().split('\n').pop());
+    const cli = (...args: string[]) => lab.hub.exec(process.execPath, [BIN, ...args], { timeoutMs: 60_000 });
+
+    // the boot script: the OS image's kernel + installer, inventory mode, a token for this MAC
+    const script = await curl(`${base}/ipxe/mac/52-54-00-99-00-01.ipxe`);
+    assert.equal(status(script), 200, script.out);
+    assert.match(script.stdout, /^kernel http:\/\/10\.20\.30\.2:8080\/assets\/os\/vmlinuz initrd=initrd\.img slipway\.enlist=http:\/\/10\.20\.30\.2:8080\/api\/v1\/enlist slipway\.enlist\.token=[A-Za-z0-9_-]{43} console=tty0 console=ttyS0,115200n8 \|\| goto failed$/m);
+    assert.match(script.stdout, /^initrd http:\/\/10\.20\.30\.2:8080\/assets\/os\/initrd\.img \|\| goto failed$/m);
+    const token = /slipway\.enlist\.token=(\S+)/.exec(script.stdout)![1]!;
+    // a known machine still gets its own chain, not enlistment
+    assert.match((await curl(`${base}/ipxe/mac/52-54-00-20-30-11.ipxe`)).stdout, /chain .*\/ipxe\/cp1\.ipxe/);
+
+    const post = (body: string, tok: string | null = token) => {
+      const f = join(lab.dir, 'body.json');
+      writeFileSync(f, body);
+      return curl('-X', 'POST', '-H', 'Content-Type: application/json', ...(tok === null ? [] : ['-H', `Authorization: Bearer ${tok}`]), '--data-binary', `@${f}`, `${base}/api/v1/enlist`);
+    };
+    const good = JSON.stringify({ facts: FACTS });
+    const refusals: [string, string | null, number, RegExp][] = [
+      ['no token', null, 401, /enlistment token/],
+      ['a wrong token', 'A'.repeat(43), 401, /enlistment token/],
+      ['an operator token', lab.apiToken(), 401, /enlistment token/],
+      ['an oversize body', token, 413, /larger than 65536 bytes/],
+      ['not JSON', token, 400, /not JSON/],
+      ['an extra top-level field', token, 400, /unknown field \\"state\\"/],
+      ['a hostile facts field', token, 400, /facts\.disks\[0\]\.ids\[0\] is not of the form/],
+      ['a deep nest', token, 400, /facts\.dmi\.vendor must be a string/],
+      ["facts without the token's MAC", token, 403, /issued to 52:54:00:99:00:01/],
+    ];
+    const bodies: Record<string, string> = {
+      'no token': good, 'a wrong token': good, 'an operator token': good,
+      'an oversize body': JSON.stringify({ facts: { ...FACTS, pad: 'x'.repeat(MAX_ENLIST_BYTES) } }),
+      'not JSON': '{"facts": ',
+      'an extra top-level field': JSON.stringify({ facts: FACTS, state: 'ready' }),
+      'a hostile facts field': JSON.stringify({ facts: { ...FACTS, disks: [{ ...FACTS.disks[0], ids: ['/dev/disk/by-id/x;reboot'] }] } }),
+      'a deep nest': JSON.stringify({ facts: { ...FACTS, dmi: { ...FACTS.dmi, vendor: 'NEST' } } }).replace('"NEST"', '['.repeat(5000) + ']'.repeat(5000)),
+      "facts without the token's MAC": JSON.stringify({ facts: { ...FACTS, bootMac: '52:54:00:99:00:02', nics: [FACTS.nics[1]] } }),
+    };
+    for (const [what, tok, code, why] of refusals) {
+      const r = await post(bodies[what]!, tok);
+      assert.equal(status(r), code, `${what}: ${r.out}`);
+      assert.match(r.stdout, why, what);
+    }
+    const listed = async () => {
+      const r = await cli('machines', '-f', lab.file, '--state', lab.state, '--discovered', '-o', 'json');
+      assert.equal(r.code, 0, r.out);
+      return (JSON.parse(r.stdout) as { discovered: { mac: string; facts?: { source: string; facts: typeof FACTS } }[] }).discovered.find((d) => d.mac === MAC);
+    };
+    assert.equal((await listed())?.facts, undefined, 'nothing stored by a refused enlistment');
+
+    // the real thing, once
+    let r = await post(good);
+    assert.equal(status(r), 200, r.out);
+    assert.match(r.stdout, /"mac": "52:54:00:99:00:01"/);
+    r = await post(good);
+    assert.equal(status(r), 401, `a used token: ${r.out}`);
+    let d = await listed();
+    assert.equal(d?.facts?.source, 'enlist');
+    assert.deepEqual(d?.facts?.facts, FACTS);
+    // the token is kept only as its hash
+    assert.ok(!readFileSync(join(lab.state, 'serve.db')).includes(token), 'the token itself is not in serve.db');
+    assert.ok(!readFileSync(join(lab.state, 'serve.db-wal')).includes(token), 'the token itself is not in serve.db-wal');
+    const table = await cli('machines', '-f', lab.file, '--state', lab.state, '--discovered');
+    assert.match(table.stdout, /^52:54:00:99:00:01\s+http\s+\S+\s+\S+\s+\S+\s+Slipway enlist-test #SN-0001, 2 CPUs, 1\.0 GiB\s+\/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB\s+10\.20\.30\.201$/m, table.out);
+
+    // kept over a restart of serve
+    await lab.stop();
+    await lab.start(['--unknown', 'enlist']);
+    d = await listed();
+    assert.deepEqual(d?.facts?.facts, FACTS, 'the facts survive a restart');
+
+    // adopt takes the install disk (a stable by-id name) and the BMC from them
+    writeFileSync(join(lab.dir, 'e1.pw'), 'secret\n', { mode: 0o600 });
+    r = await cli('adopt', '-f', lab.file, '--state', lab.state, MAC, '--name', 'e1', '--roles', 'worker', '--bmc-username', 'admin', '--bmc-password-file', 'e1.pw');
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.stdout, /adopted 52:54:00:99:00:01 as e1 \(worker, 10\.20\.30\.\d+\/24, disk \/dev\/disk\/by-id\/virtio-ENL1, bmc 10\.20\.30\.201\)/);
+    const text = readFileSync(lab.file, 'utf8');
+    assert.match(text, /^ {4}- name: e1\n {6}mac: "52:54:00:99:00:01"\n {6}ip: 10\.20\.30\.\d+\/24\n {6}roles: \[worker\]\n {6}disk: "\/dev\/disk\/by-id\/virtio-ENL1"\n {6}bmc: \{address: "10\.20\.30\.201", username: "admin", passwordFile: "e1\.pw", protocol: ipmi\}\n/m, text);
+    const v = await cli('validate', '-f', lab.file);
+    assert.equal(v.code, 0, v.out);
+    // serve takes e1 on SIGHUP; status shows its facts
+    lab.serve!.kill('SIGHUP');
+    let st = '';
+    for (let i = 0; i < 50 && !/^e1 /m.test(st); i++) {
+      st = (await cli('status', '-f', lab.file, '--state', lab.state)).stdout;
+      if (!/^e1 /m.test(st)) await new Promise((res) => setTimeout(res, 300));
+    }
+    assert.match(st, /^hardware \(as the machines reported it\):\ne1 {2}Slipway enlist-test #SN-0001, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB; bmc 10\.20\.30\.201 \(enlist /m, st);
+  } finally {
+    await lab.close();
+  }
+});
