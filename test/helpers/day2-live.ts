@@ -22,7 +22,7 @@ export interface Day2Step {
   seconds: number;
   detail: string;
   /** /readyz through the VIP, 10 a second, while the step ran */
-  probes?: { failed: number; sent: number };
+  probes?: { failed: number; sent: number; kinds?: string };
 }
 
 const K8S_BIN = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes/v1.20.2/bin`;
@@ -110,7 +110,7 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
   const cps = spec.machines.filter((m) => m.roles.includes('control-plane'));
   const step = (s: Day2Step) => {
     steps.push(s);
-    console.log(`# day2 ${s.name}: ${s.seconds.toFixed(1)} s${s.probes ? `, ${s.probes.failed}/${s.probes.sent} probes failed` : ''}: ${s.detail}`);
+    console.log(`# day2 ${s.name}: ${s.seconds.toFixed(1)} s${s.probes ? `, ${s.probes.failed}/${s.probes.sent} probes failed${s.probes.kinds ? ` (${s.probes.kinds})` : ''}` : ''}: ${s.detail}`);
   };
 
   // certs check: every served certificate in the table, not-after as openssl s_client reads it

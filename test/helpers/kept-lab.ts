@@ -107,11 +107,14 @@ export function vipProber(lab: KeptLab, vip: string, name = 'prober') {
   spawnSync('rm', ['-f', stop, log]);
   const child = spawn('ip', ['netns', 'exec', lab.hub, 'sh', '-c', script], { stdio: 'ignore' });
   return {
-    async finish(): Promise<{ failed: number; sent: number }> {
+    /** failed and sent, and what the failures were: HTTP codes, 000 for no answer within 1 s, with counts */
+    async finish(): Promise<{ failed: number; sent: number; kinds: string }> {
       writeFileSync(stop, '');
       await new Promise<void>((res) => (child.exitCode !== null ? res() : child.on('exit', () => res())));
       const codes = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean) : [];
-      return { failed: codes.filter((c) => c !== '200').length, sent: codes.length };
+      const bad = codes.filter((c) => c !== '200');
+      const kinds = [...new Set(bad)].map((c) => `${c}×${bad.filter((x) => x === c).length}`).join(', ');
+      return { failed: bad.length, sent: codes.length, kinds };
     },
   };
 }
