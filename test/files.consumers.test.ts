@@ -67,11 +67,14 @@ test('Ignition writes the operator\'s files with their mode and owner, on the ma
   assert.equal(readlinkSync(join(w1, 'etc/systemd/system/multi-user.target.wants/log-shipper.service')), '/etc/systemd/system/log-shipper.service');
   assert.match(readFileSync(join(w1, 'etc/sysctl.d/95-slipway-site.conf'), 'utf8'), /^net\.core\.somaxconn = 4096\nvm\.max_map_count = 262144\n$/m);
   assert.ok(!existsSync(join(w1, 'etc/systemd/system/site-cleanup.timer')), 'machines: [w2] only');
+  // spec.kernelArgs: the line the installer appends to the boot loader's (roles: [worker] adds the console)
+  assert.equal(readFileSync(join(w1, 'etc/slipway/kernel-args'), 'utf8').split('\n')[1], 'intel_iommu=on hugepages=16 console=ttyS1,115200n8');
 
   const cp1 = applied('cp1');
   assert.ok(!existsSync(join(cp1, 'etc/log-shipper.conf')), 'roles: [worker] only');
   assert.ok(existsSync(join(cp1, 'etc/systemd/system/log-shipper.service')), 'a unit without a selector is everywhere');
   assert.doesNotMatch(readFileSync(join(cp1, 'etc/sysctl.d/95-slipway-site.conf'), 'utf8'), /max_map_count/);
+  assert.equal(readFileSync(join(cp1, 'etc/slipway/kernel-args'), 'utf8').split('\n')[1], 'intel_iommu=on hugepages=16');
 
   const w2 = applied('w2');
   assert.ok(existsSync(join(w2, 'etc/systemd/system/site-cleanup.timer')));
@@ -86,6 +89,7 @@ test('plan lists the operator\'s files with the entry that asked for them', () =
   assert.match(r.stdout, /^\+ machines\/w2\/root\/etc\/systemd\/system\/site-cleanup\.timer \[spec\.units\[1\]\]$/m);
   assert.match(r.stdout, /^\+ machines\/cp1\/root\/etc\/systemd\/system\/multi-user\.target\.wants\/log-shipper\.service \[spec\.units\[0\]\]$/m);
   assert.match(r.stdout, /^\+ machines\/w1\/root\/etc\/sysctl\.d\/95-slipway-site\.conf \[spec\.sysctls\[0\], spec\.sysctls\[1\]\]$/m);
+  assert.match(r.stdout, /^\+ machines\/w1\/root\/etc\/slipway\/kernel-args \[spec\.kernelArgs\[0\], spec\.kernelArgs\[1\]\]$/m);
 });
 
 test('systemd-analyze verify: the operator\'s units, and containerd.service with the proxy drop-in', (t) => {

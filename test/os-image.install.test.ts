@@ -11,6 +11,11 @@
 //      in the boot order (as docs/os-image.md recommends for a rack): blank, so the firmware
 //      goes on to the network; installs; boots from its disk without asking the provisioner,
 //      as a rack machine would: a login prompt on its console, no root shell
+//      With a cluster file's additions as Slipway renders them (issue 20): a spec.files
+//      script (0750 root:adm), a spec.units oneshot that runs it, and spec.kernelArgs,
+//      which the installer appends to both SYSLINUX configs of the boot partition (BIOS
+//      and UEFI, read back with mtools); on the disk's boot the unit prints the script's
+//      mode and owner and /proc/cmdline (the UEFI loader's line) on the console
 //   C  the disk fails mid-write (I/O errors): failed naming them, the disk has no partition table
 //      (a corrupt image is proved through the real serve in vm-image.qemu)
 //   G  a disk smaller than the image: failed, nothing written
@@ -36,6 +41,12 @@ import { ovmfArgs } from '../src/rehearse/vm/hardware.ts';
 import { heavyTestTurn } from './helpers/vm-lock.ts';
 import { addTap, delTap, QEMU } from '../src/rehearse/vm/qemu.ts';
 import { startRouterAdverts } from '../src/rehearse/lab/router-adverts.ts';
+import { parseClusterFile } from '../src/spec/parse.ts';
+import { OS_KERNEL_CMDLINE } from '../src/spec/additions.ts';
+import { previewSecrets } from '../src/secrets/store.ts';
+import { buildPlan } from '../src/plan/plan.ts';
+import { ignitionConfig } from '../src/render/ignition.ts';
+import type { File } from '../src/plan/types.ts';
 
 const BUILD = fileURLToPath(new URL('../scripts/build-os-image.sh', import.meta.url));
 const SERVER = fileURLToPath(new URL('./helpers/os-install-server.ts', import.meta.url));
@@ -51,7 +62,7 @@ function missing(): string[] {
   const out = missingForQemu();
   const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { timeout: 5_000 }).status === 0;
   if (process.getuid?.() !== 0) out.push('root (debootstrap, chroot, network namespaces)');
-  for (const [cmd, pkg] of [['sfdisk', 'fdisk'], ['blkid', 'util-linux'], ['debugfs', 'e2fsprogs'], ['zstd', 'zstd']]) if (!has(cmd!)) out.push(pkg!);
+  for (const [cmd, pkg] of [['sfdisk', 'fdisk'], ['blkid', 'util-linux'], ['debugfs', 'e2fsprogs'], ['zstd', 'zstd'], ['mtype', 'mtools']]) if (!has(cmd!)) out.push(pkg!);
   if (!existsSync('/usr/lib/ipxe/qemu/efi-e1000e.rom')) out.push('ipxe-qemu (efi-e1000e.rom)');
   return out;
 }
@@ -60,7 +71,7 @@ const skip = MISSING.length ? `missing ${MISSING.join(', ')}` : false;
 
 interface Image {
   dir: string;
-  os: { disk: { sha256: string; rawSize: number; file: string }; version: string; buildSeconds: Record<string, number> };
+  os: { disk: { sha256: string; rawSize: number; file: string }; version: string; kernelCmdline: string; buildSeconds: Record<string, number> };
   runMs: number;
 }
 let image: Image;
@@ -81,17 +92,52 @@ function buildImage(): Image {
   return { dir, os: JSON.parse(readFileSync(join(dir, 'os.json'), 'utf8')), runMs: performance.now() - t0 };
 }
 
-/** The Ignition config every machine gets: a file, a link and its hostname. */
-const IGNITION = JSON.stringify({
-  ignition: { version: '3.3.0' },
-  storage: {
-    files: [
-      { path: '/etc/slipway-install-test', mode: 0o644, contents: { source: 'data:,written%20by%20Ignition%20in%20the%20installer%0A' } },
-      { path: '/etc/hostname', mode: 0o644, overwrite: true, contents: { source: 'data:,installtest%0A' } },
-    ],
-    links: [{ path: '/etc/slipway-install-test.link', target: '/etc/slipway-install-test' }],
-  },
-});
+/** The test's own files: one, a link to it, the hostname. */
+const OWN_FILES: File[] = [
+  { path: '/etc/slipway-install-test', mode: 0o644, contents: 'written by Ignition in the installer\n' },
+  { path: '/etc/hostname', mode: 0o644, contents: 'installtest\n' },
+  { path: '/etc/slipway-install-test.link', mode: 0o777, contents: '', link: '/etc/slipway-install-test' },
+];
+/** spec.kernelArgs of the additions below: panic= is the kernel's own (read back from /proc/sys) */
+const KERNEL_ARGS = 'panic=30 sitetag.rack=r42';
+/** issue 20's additions, in the cluster file (the lab example plus these) */
+const ADDITIONS = `  files:
+    - path: /usr/local/sbin/site-check
+      mode: "0750"
+      owner: root:adm
+      contents: |
+        #!/bin/sh
+        # spec.files[0]: run by spec.units[0] on the installed system
+        echo "site-check: $(stat -c '%a %U:%G' "$0") panic=$(cat /proc/sys/kernel/panic) cmdline: $(cat /proc/cmdline)" | tee /var/lib/site-check.out
+  units:
+    - name: site-check.service
+      contents: |
+        [Unit]
+        Description=The install test's site unit (spec.units[0])
+        [Service]
+        Type=oneshot
+        ExecStart=/usr/local/sbin/site-check
+        StandardOutput=journal+console
+        [Install]
+        WantedBy=multi-user.target
+  kernelArgs:
+    - {args: [${KERNEL_ARGS.split(' ').join(', ')}]}
+`;
+/**
+ * The Ignition config every machine gets, encoded by Slipway's own writer: the test's
+ * files and the additions exactly as Slipway renders them for a machine of that cluster
+ * file (the files with an origin: the script, the unit, its enable link, kernel-args).
+ */
+async function ignitionWithAdditions(): Promise<string> {
+  const text = qemuClusterFile().replace('\n  machines:\n', `\n${ADDITIONS}  machines:\n`);
+  const { spec, problems } = parseClusterFile(text, join(dir, 'cluster.yaml'));
+  assert.ok(spec, `the cluster file with additions: ${JSON.stringify(problems)}`);
+  const plan = buildPlan(spec, await previewSecrets(join(dir, 'no-state'), spec));
+  const added = plan.machines[0]!.files.filter((f) => f.origin);
+  assert.deepEqual(added.map((f) => f.path).sort(), ['/etc/slipway/kernel-args', '/etc/systemd/system/multi-user.target.wants/site-check.service', '/etc/systemd/system/site-check.service', '/usr/local/sbin/site-check']);
+  return ignitionConfig([...OWN_FILES, ...added]);
+}
+let IGNITION = '';
 
 interface Report {
   at: number;
@@ -312,6 +358,7 @@ before(async () => {
   lab = Lab.create(qemuClusterFile());
   dir = join(lab.dir, 'install');
   mkdirSync(dir, { recursive: true });
+  IGNITION = await ignitionWithAdditions();
   radvd = startRouterAdverts(lab.hub, 'br0', lab.dir);
   const conf = join(dir, 'udhcpd.conf');
   writeFileSync(join(dir, 'udhcpd.leases'), '');
@@ -385,6 +432,19 @@ async function installCase(o: MachineOptions, bootFromDisk: boolean, diskName?: 
     assert.equal(cat('/etc/hostname'), 'installtest\n');
     assert.match(run('debugfs', ['-R', 'stat /etc/slipway-install-test.link', `${disk}?offset=${offset}`]).out, /Type: symlink/);
     assert.equal(cat('/var/lib/slipway/report-seq').trim(), String(reports.at(-1)!.body.seq), 'the installed system continues from the last seq');
+    // issue 20's additions: the script with its mode and owner (adm is gid 4 in Debian), the unit enabled
+    const st = run('debugfs', ['-R', 'stat /usr/local/sbin/site-check', `${disk}?offset=${offset}`]).out;
+    assert.match(st, /Mode:\s+0750/, st);
+    assert.match(st, /User:\s+0\s+Group:\s+4\b/, st);
+    assert.match(run('debugfs', ['-R', 'stat /etc/systemd/system/multi-user.target.wants/site-check.service', `${disk}?offset=${offset}`]).out, /Type: symlink/);
+    // the kernel arguments, appended by the installer to both loaders' line (BIOS and UEFI)
+    assert.equal(image.os.kernelCmdline, OS_KERNEL_CMDLINE, 'the image boots with the command line validate knows');
+    assert.match(serial, new RegExp(`install: kernel arguments for the installed system: ${KERNEL_ARGS}`));
+    for (const cfg of ['::/syslinux.cfg', '::/EFI/BOOT/syslinux.cfg']) {
+      const r = run('mtype', ['-i', `${disk}@@${p1.start * 512}`, cfg]);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.stdout.replace(/\r/g, ''), new RegExp(`^\\s*APPEND ${OS_KERNEL_CMDLINE} ${KERNEL_ARGS}$`, 'm'), `${cfg}:\n${r.stdout}`);
+    }
     const fsck = run('e2fsck', ['-fn', `${disk}?offset=${offset}`]);
     assert.equal(fsck.code, 0, fsck.out);
     timings.push(`${o.name} (${o.firmware}, ${o.nic}, ${o.disks[0]!.bus}, ${(size / GiB).toFixed(0)} GiB): installer started ${secs(started)}, writing ${secs(writing)}, written ${secs(written)} (${((image.os.disk.rawSize / 1e6) / ((written - writing) / 1000)).toFixed(0)} MB/s raw), rebooted ${secs(rebooted)}; ${reports.length} reports`);
@@ -398,6 +458,13 @@ async function installCase(o: MachineOptions, bootFromDisk: boolean, diskName?: 
       await vm2.waitFor(/slipway-initrd: \S+ started .*not a first boot/, 240_000);
       if (o.diskFirst) assert.doesNotMatch(prov.out.slice(asked), /REQ /, 'a disk-first machine boots its disk without asking the provisioner');
       const sysd = await vm2.waitFor(/slipway-initrd: \S+ switch_root to \/lib\/systemd\/systemd/, 120_000);
+      // the cluster file's unit ran its file: mode and owner as the file said, and the
+      // kernel took the loader's line with the arguments (SYSLINUX adds BOOT_IMAGE= and initrd=)
+      const ran = await vm2.waitFor(/site-check: \d+ \S+ panic=\S+ cmdline: [^\n]*/, 300_000);
+      const line = /site-check: \d+ \S+ panic=\S+ cmdline: [^\n]*/.exec(vm2.serial())![0];
+      assert.match(line, /^site-check: 750 root:adm panic=30 cmdline: /, line);
+      assert.ok(line.includes(` ${OS_KERNEL_CMDLINE} ${KERNEL_ARGS}`), `the installed boot's /proc/cmdline: ${line}`);
+      timings.push(`${o.name} disk boot: the cluster file's unit ran at ${secs(ran)}: ${line}`);
       if (o.rackMachine) {
         // a machine of a rack: a login prompt on its serial console, root locked, no shell
         const prompt = await vm2.waitFor(/installtest login: /, 300_000);
