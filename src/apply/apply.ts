@@ -93,7 +93,12 @@ async function keepEtcdRunning(ssh: SshTransport, m: SshMachine, given: Given, n
  * What apply would do on each reachable machine. Machines without a record are compared
  * with their own files over SSH (read only), so even a dry run may connect.
  */
-export async function planApply(stateDir: string, tree: Tree, targets: Targets, ssh: SshTransport): Promise<ApplyPlan> {
+/**
+ * `quiet`: path → the sha256 of the version it replaces, for a change apply carries out
+ * itself (the install token's Secret, deleted with kubectl when it is retired): a machine
+ * that was given exactly that version gets the new file without its unit being re-run.
+ */
+export async function planApply(stateDir: string, tree: Tree, targets: Targets, ssh: SshTransport, quiet: Map<string, string> = new Map()): Promise<ApplyPlan> {
   const machines: MachinePlan[] = [];
   for (const target of rolloutOrder(targets.reachable)) {
     const next = machineFiles(tree, target.machine.name);
@@ -106,7 +111,8 @@ export async function planApply(stateDir: string, tree: Tree, targets: Targets, 
       for (const [p, f] of next) if (f.link && given[p]?.link === f.link) given[p] = givenOf(new Map([[p, f]]))[p]!;
     }
     const changes = fileChanges(given, next);
-    const actions = machineActions(changes, next, Object.keys(given));
+    const loud = changes.put.filter((f) => !(quiet.has(f.path) && given[f.path]?.sha256 === quiet.get(f.path)));
+    const actions = machineActions({ put: loud, remove: changes.remove }, next, Object.keys(given));
     const notes = await keepEtcdRunning(ssh, target.ssh, given, next, actions);
     machines.push({ target, baseline, changes, actions, next, ...(notes ? { notes } : {}) });
   }

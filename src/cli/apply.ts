@@ -4,6 +4,10 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createInterface } from 'node:readline/promises';
 import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { givenFile, givenPath } from '../render/given.ts';
+import { ADDONS } from '../plan/paths.ts';
 import type { Spec } from '../spec/types.ts';
 import type { AssetPins, Plan } from '../plan/types.ts';
 import { buildPlan } from '../plan/plan.ts';
@@ -56,8 +60,11 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     'dry-run': { type: 'boolean' },
     yes: { type: 'boolean' },
     'health-timeout': { type: 'string' },
+    'token-ttl': { type: 'string' },
   });
   const file = need(a.file, '-f FILE');
+  const ttlHours = a['token-ttl'] === undefined ? 24 : Number(a['token-ttl']);
+  if (!Number.isInteger(ttlHours) || ttlHours < 1) throw new ApplyUsage('--token-ttl must be a whole number of hours (kubeadm\'s default: 24)');
   const healthSeconds = a['health-timeout'] === undefined ? 300 : Number(a['health-timeout']);
   if (!Number.isInteger(healthSeconds) || healthSeconds < 1) throw new ApplyUsage('--health-timeout must be a whole number of seconds');
   const spec = await io.load(file);
@@ -80,10 +87,33 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
   const staged = await stageSecrets(stateDir, spec, { log: io.err });
   // a member being added renders (for serve, later) with the join this run records
   if (step.kind === 'add') staged.secrets.etcdJoins = { ...staged.secrets.etcdJoins, [step.name]: step.initialCluster };
+  // bootstrap tokens per provisioning window: machines left to serve get their own (apply/tokens.ts)
+  const tk = await import('../apply/tokens.ts');
+  const { readBootstrapTokens, writeBootstrapTokens } = await import('../secrets/bootstrap-tokens.ts');
+  const tokenRecord = await readBootstrapTokens(stateDir);
+  const tokenVia = tk.tokenHost(targets.reachable);
+  const tokens = tk.planTokens({
+    spec,
+    record: tokenRecord,
+    installTokenId: staged.secrets.bootstrapToken.id,
+    installSince: new X509Certificate(staged.secrets.certs.ca.cert).validFromDate.getTime(), // the state's birth
+    installed: new Set([...targets.reachable, ...targets.unpinned].map((t) => t.machine.name)),
+    fetched: new Set(spec.machines.filter((x) => existsSync(givenPath(stateDir, x.name))).map((x) => x.name)),
+    clusterRuns: !!tokenVia,
+    now: Date.now(),
+    ttlSeconds: ttlHours * 3600,
+  });
+  staged.secrets.windowTokens = tokens.next;
   const tree = planTree(await io.plan(file, () => buildPlan(spec, staged.secrets, { pins })));
+  // the install token retired: apply deletes its Secret itself, the add-ons need not run again for it
+  const quiet = new Map<string, string>();
+  if (tokens.retire) {
+    const before = planTree(buildPlan(spec, { ...staged.secrets, windowTokens: { ...tokens.next, retired: tokenRecord.retired } }, { pins }));
+    for (const [rel, f] of before) if (rel.endsWith(`/root${ADDONS}/10-bootstrap.yaml`)) quiet.set(`${ADDONS}/10-bootstrap.yaml`, givenFile(f).sha256);
+  }
   const { kubectlHost } = await import('../apply/nodes.ts');
   const via = kubectlHost(targets);
-  const etcdLines = m.describeMembership(step, via?.machine.name);
+  const etcdLines = [...m.describeMembership(step, via?.machine.name), ...tk.describeTokens(tokens)];
   if (!targets.reachable.length) {
     // nothing to reach: no SSH (and, on a state never rendered, no key yet)
     for (const n of targets.notInstalled) io.out(`${n.machine.name}: not installed (${n.state}): left to serve, which gives it this render when it boots`);
@@ -95,7 +125,7 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
   try {
     let plan;
     try {
-      plan = await planApply(stateDir, tree, targets, ssh);
+      plan = await planApply(stateDir, tree, targets, ssh, quiet);
     } catch (e) {
       io.err(`apply: nothing done: ${(e as Error).message}`);
       return 1;
@@ -108,12 +138,13 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     for (const p of plan.machines) for (const l of describe(p, true)) io.out(l);
     const changed = plan.machines.filter((p) => !isEmpty(p.changes));
     const etcdChange = step.kind === 'add' || step.kind === 'remove';
+    const tokenChange = tk.isTokenChange(tokens);
     if (a['dry-run']) {
-      io.out(`apply --dry-run: ${changed.length} of ${plan.machines.length} installed machines would change${etcdChange ? `, and etcd's members (${step.kind} ${step.name})` : ''}; nothing done`);
-      return changed.length || etcdChange || targets.unpinned.length ? 3 : 0;
+      io.out(`apply --dry-run: ${changed.length} of ${plan.machines.length} installed machines would change${etcdChange ? `, and etcd's members (${step.kind} ${step.name})` : ''}${tokenChange ? ', and bootstrap tokens' : ''}; nothing done`);
+      return changed.length || etcdChange || tokenChange || targets.unpinned.length ? 3 : 0;
     }
     if (step.kind === 'none') for (const n of step.forget) await m.forgetMember(stateDir, n);
-    if (!changed.length && !etcdChange) {
+    if (!changed.length && !etcdChange && !tokenChange) {
       await staged.commit();
       await runApply(plan, { spec, stateDir, ssh, out: io.out, healthSeconds }); // records machines compared with their own files
       io.out(`apply: nothing to change on ${plan.machines.length} installed machines`);
@@ -128,6 +159,18 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     }
     // new secrets (a new machine's certificates and token) are saved before they are delivered
     await staged.commit();
+    if (tokenChange && tokenVia) {
+      // created in the cluster before recorded (a recorded token always exists), deleted after
+      try {
+        await tk.createTokens(ssh, tokenVia, tokens, spec, io.out);
+        await writeBootstrapTokens(stateDir, tokens.next);
+        await tk.removeTokens(ssh, tokenVia, tokens, io.out);
+      } catch (e) {
+        io.out(`bootstrap tokens: FAILED on ${tokenVia.machine.name}: ${(e as Error).message}`);
+        io.out(`apply: not done: bootstrap tokens, ${[...(etcdChange ? [`etcd (${step.kind} ${step.name})`] : []), ...changed.map((p) => p.target.machine.name)].join(', ')}; run apply again to continue`);
+        return 1;
+      }
+    } else if (JSON.stringify(tokens.next) !== JSON.stringify(tokenRecord)) await writeBootstrapTokens(stateDir, tokens.next);
     const etcdUrls = targets.reachable.filter((t) => t.machine.roles.includes('etcd')).map((t) => m.clientURL(t.machine.ip));
     if (step.kind === 'remove') {
       // the member leaves before the others are given lists without it

@@ -10,6 +10,7 @@
 //   <state>/ssh/provisioner      0600  the provisioner's SSH key (OpenSSH format; `apply`)
 //   <state>/ssh/provisioner.pub  0644  its public line, in every machine's authorized_keys
 //   <state>/etcd-joins.json      0600  etcd members added to a running cluster (apply; etcd-joins.ts), read only here
+//   <state>/bootstrap-tokens.json 0600 bootstrap tokens per provisioning window (apply; bootstrap-tokens.ts), read only here
 import { join } from 'node:path';
 import type { Spec } from '../spec/types.ts';
 import type { Secrets } from './types.ts';
@@ -18,6 +19,7 @@ import { readCa, reconcilePki, readServiceAccountKey, ensureServiceAccount, type
 import { checkTokens, parseTokens, reconcileTokens, formatTokens, newMachineToken, type Tokens } from './tokens.ts';
 import { newSshKey, parseSshKey } from './ssh-key.ts';
 import { readEtcdJoins } from './etcd-joins.ts';
+import { readBootstrapTokens } from './bootstrap-tokens.ts';
 import { PUBLIC_MODE, SECRET_MODE, dryRunWriter, diskWriter, othersCanRead, readIfExists, type Writer } from './fs.ts';
 
 export interface StoreOptions {
@@ -81,6 +83,7 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const sshKeyText = await readIfExists(sshKeyFile);
   if (sshKeyText !== undefined) parseSshKey(sshKeyText, sshKeyFile);
   const etcdJoins = await readEtcdJoins(stateDir);
+  const windowTokens = await readBootstrapTokens(stateDir);
 
   if (await w.privateDir(stateDir)) log(`${stateDir} was readable by others; set it to 0700`);
   await w.privateDir(pki);
@@ -89,7 +92,7 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const tokens = await reconcileTokenFile(w, tokensFile, tokensText, spec.machines.map((m) => m.name), log);
   await w.privateDir(join(stateDir, 'ssh'));
   const provisionerSshKey = await ensureProvisionerKey(w, sshKeyFile, sshKeyText, log);
-  return { certs, serviceAccount, ...tokens, provisionerSshKey, ...(Object.keys(etcdJoins).length ? { etcdJoins } : {}) };
+  return { certs, serviceAccount, ...tokens, provisionerSshKey, ...(Object.keys(etcdJoins).length ? { etcdJoins } : {}), ...(Object.keys(windowTokens.machines).length || windowTokens.retired.length ? { windowTokens } : {}) };
 }
 
 /** A Writer that only records, in order, what it would do; `replay` then does it on disk. */

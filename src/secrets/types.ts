@@ -28,4 +28,6 @@ export interface Secrets {
   provisionerSshKey: string;
   /** etcd members that joined a running cluster (<state>/etcd-joins.json): name → their --initial-cluster */
   etcdJoins?: Record<string, string>;
+  /** bootstrap tokens per provisioning window (<state>/bootstrap-tokens.json): machine → its own token; retired: install token ids gone from the cluster */
+  windowTokens?: { machines: Record<string, { id: string; secret: string; expires: string; used?: true }>; retired: string[] };
 }

@@ -11,7 +11,7 @@ import { ADDONS, BIN, K8S, UNITS } from '../paths.ts';
 import { SMOKE_NODE_PORT } from '../../catalog/cluster.ts';
 
 type Obj = Record<string, unknown>;
-const yamlDocs = (objs: Obj[]) => objs.map((o) => stringify(o)).join('---\n');
+export const yamlDocs = (objs: Obj[]) => objs.map((o) => stringify(o)).join('---\n');
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const binding = (name: string, role: string, subjects: Obj[]): Obj => ({
   apiVersion: 'rbac.authorization.k8s.io/v1',
@@ -32,23 +32,35 @@ const user = (name: string): Obj => ({ kind: 'User', apiGroup: 'rbac.authorizati
 
 export const BOOTSTRAP_GROUP = 'system:bootstrappers:slipway:default-node-token';
 
+/**
+ * A kubelet bootstrap token as the API stores it (kube-system/bootstrap-token-<id>);
+ * `expiration` (RFC 3339) makes the tokencleaner controller delete it then, and the
+ * apiserver refuse it from then on.
+ */
+export function bootstrapTokenSecret(id: string, secret: string, description: string, expiration?: string): Obj {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'bootstrap.kubernetes.io/token',
+    metadata: { name: `bootstrap-token-${id}`, namespace: 'kube-system' },
+    data: {
+      description: b64(description),
+      'token-id': b64(id),
+      'token-secret': b64(secret),
+      ...(expiration ? { expiration: b64(expiration) } : {}),
+      'usage-bootstrap-authentication': b64('true'),
+      'usage-bootstrap-signing': b64('true'),
+      'auth-extra-groups': b64(BOOTSTRAP_GROUP),
+    },
+  };
+}
+
 function bootstrap(ctx: PhaseContext): Obj[] {
   const { id, secret } = ctx.secrets.bootstrapToken;
+  // the install token, until apply retired it (deleted from the cluster: not re-created here)
+  const retired = ctx.secrets.windowTokens?.retired.includes(id);
   return [
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      type: 'bootstrap.kubernetes.io/token',
-      metadata: { name: `bootstrap-token-${id}`, namespace: 'kube-system' },
-      data: {
-        description: b64('Slipway kubelet TLS bootstrap'),
-        'token-id': b64(id),
-        'token-secret': b64(secret),
-        'usage-bootstrap-authentication': b64('true'),
-        'usage-bootstrap-signing': b64('true'),
-        'auth-extra-groups': b64(BOOTSTRAP_GROUP),
-      },
-    },
+    ...(retired ? [] : [bootstrapTokenSecret(id, secret, 'Slipway kubelet TLS bootstrap')]),
     binding('slipway:kubelet-bootstrap', 'system:node-bootstrapper', [group(BOOTSTRAP_GROUP)]),
     // The csrapproving controller approves a kubelet's first client CSR and its renewals.
     binding('slipway:node-autoapprove-bootstrap', 'system:certificates.k8s.io:certificatesigningrequests:nodeclient', [group(BOOTSTRAP_GROUP)]),

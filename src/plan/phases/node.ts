@@ -115,7 +115,10 @@ function kubeletFiles(ctx: PhaseContext, m: Machine): File[] {
     staticPodPath: `${K8S}/manifests`,
     ...(version.kubeletRuntimeFlags === 'config' ? { containerRuntimeEndpoint: CONTAINERD_SOCK } : {}),
   };
-  const token = `${secrets.bootstrapToken.id}.${secrets.bootstrapToken.secret}`;
+  // its own token when apply opened a provisioning window for it; else the install token
+  const own = secrets.windowTokens?.machines[m.name];
+  const token = own ? `${own.id}.${own.secret}` : `${secrets.bootstrapToken.id}.${secrets.bootstrapToken.secret}`;
+  const bootstrapConf = () => kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca.cert, user: { name: 'kubelet-bootstrap', token } });
   const labels = Object.entries(m.labels).map(([k, v]) => `${k}=${v}`);
   const dedicatedControlPlane = hasRole(m, 'control-plane') && !hasRole(m, 'worker');
   const flags: Flags = {
@@ -146,8 +149,8 @@ function kubeletFiles(ctx: PhaseContext, m: Machine): File[] {
       path: `${K8S}/bootstrap-kubelet.conf`,
       mode: 0o600,
       secret: true,
-      contents: once(ctx, 'bootstrap-kubeconfig', () =>
-        kubeconfig({ cluster: spec.name, server: apiServerURL(spec), caCert: secrets.certs.ca.cert, user: { name: 'kubelet-bootstrap', token } })),
+      // a machine's own token is its own file; the install token's is shared (memo)
+      contents: own ? bootstrapConf() : once(ctx, 'bootstrap-kubeconfig', bootstrapConf),
     },
     { path: `${UNITS}/kubelet.service`, mode: 0o644, contents: unit },
   ];
