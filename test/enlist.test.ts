@@ -158,7 +158,29 @@ test('serve --unknown enlist: an unknown MAC gets the installer with a one-use t
       st = (await cli('status', '-f', lab.file, '--state', lab.state)).stdout;
       if (!/^e1 /m.test(st)) await new Promise((res) => setTimeout(res, 300));
     }
-    assert.match(st, /^hardware \(as the machines reported it\):\ne1 {2}Slipway enlist-test #SN-0001, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB; bmc 10\.20\.30\.201 \(enlist /m, st);
+    assert.match(st, /^hardware \(as the machines reported it\):\n(?:.*\n)*e1 {2}Slipway enlist-test #SN-0001, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB; bmc 10\.20\.30\.201 \(enlist /m, st);
+
+    // an installed machine's report carries the same facts: stored by its MAC, shown by status
+    const tokens = (JSON.parse(readFileSync(join(lab.state, 'tokens.json'), 'utf8')) as { machineTokens: Record<string, string> }).machineTokens;
+    const report = (token: string, seq: number, facts: unknown) =>
+      curl('-X', 'POST', '-H', `Authorization: Bearer ${token}`, '--data', JSON.stringify({ state: 'installed', seq, reason: 'done', detail: { step: 'reboot', facts } }), `${base}/api/v1/report`);
+    const cp1Facts = { ...FACTS, bootMac: '52:54:00:20:30:11', nics: [{ ...FACTS.nics[0], mac: '52:54:00:20:30:11' }], bmc: undefined, dmi: { vendor: 'Slipway', product: 'cp1-box', serial: 'CP1' } };
+    r = await report(tokens.cp1!, 1, cp1Facts);
+    assert.equal(status(r), 200, r.out);
+    // facts it refuses are dropped, not the report (cp2 is installed all the same)
+    r = await report(tokens.cp2!, 1, { ...cp1Facts, disks: 'all of them' });
+    assert.equal(status(r), 200, r.out);
+    const view = async (name: string) => JSON.parse((await curl('-H', `Authorization: Bearer ${lab.apiToken()}`, `${base}/api/v1/machines/${name}`)).stdout.replace(/\n\d+$/, '')) as { state: string; facts?: { source: string; machine: string; facts: unknown }; events: { detail?: { facts?: string } }[] };
+    const cp1 = await view('cp1');
+    assert.equal(cp1.state, 'installed');
+    assert.deepEqual(cp1.facts && { source: cp1.facts.source, machine: cp1.facts.machine, facts: cp1.facts.facts }, { source: 'installed', machine: 'cp1', facts: JSON.parse(JSON.stringify(cp1Facts)) });
+    assert.equal(cp1.events.at(-1)?.detail?.facts, 'stored');
+    const cp2 = await view('cp2');
+    assert.equal(cp2.state, 'installed');
+    assert.equal(cp2.facts, undefined);
+    assert.equal(cp2.events.at(-1)?.detail?.facts, 'refused: facts.disks must be a list');
+    st = (await cli('status', '-f', lab.file, '--state', lab.state)).stdout;
+    assert.match(st, /^cp1 {2}Slipway cp1-box #CP1, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB \(installed /m, st);
   } finally {
     await lab.close();
   }

@@ -424,14 +424,16 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const why = r.detail === undefined ? undefined : checkDetail(r.detail);
     if (why) return bad(why);
     if (r.state === 'failed' && !r.reason) return bad('a failed report needs a reason');
-    // issue 18: the installer sends the machine's facts with `installed`; checked as strictly as an enlistment's
+    // issue 18: the installer sends the machine's facts with `installed`, checked as strictly
+    // as an enlistment's; facts it refuses are dropped (said in the event), not the report
     let facts: Record<string, unknown> | undefined;
+    let factsRefused: string | undefined;
     const given = (r.detail as Record<string, unknown> | undefined)?.facts;
     if (given !== undefined) {
       if (r.state !== 'installed') return bad('detail.facts only comes with the installed report');
       const checked = checkFacts(given);
-      if ('error' in checked) return bad(`detail.${checked.error}`);
-      facts = checked.facts as unknown as Record<string, unknown>;
+      if ('error' in checked) factsRefused = checked.error;
+      else facts = checked.facts as unknown as Record<string, unknown>;
     }
     if (r.hostKey !== undefined && (r.state !== 'installed' || typeof r.hostKey !== 'string' || !HOST_KEY.test(r.hostKey))) return bad('hostKey must be an installed report\'s "ssh-ed25519 AAAA..." line');
     if (!takeToken(name)) {
@@ -457,6 +459,9 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       const machine = ctx.site().machine(name);
       if (machine) ctx.store.recordFacts(machine.mac, facts, 'installed', { machine: name });
       detail.facts = 'stored';
+    } else if (factsRefused) {
+      quiet(`report ${name}`, (x) => ctx.log.warn({ machine: name, why: factsRefused, ...x }, 'installed report: facts refused, report kept'));
+      detail.facts = `refused: ${factsRefused}`;
     }
     const extra = { reason: r.reason as string | undefined, detail };
     const ev = r.state === 'failed' ? ctx.lifecycle.fail(name, extra.reason!, 'machine', extra.detail) : ctx.lifecycle.observe(name, r.state, 'machine', extra);
