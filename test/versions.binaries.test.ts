@@ -21,6 +21,7 @@ import { slipway, ROOT, EXAMPLE_HA } from './helpers/cli.ts';
 import { Netns } from './helpers/netns.ts';
 import { parseCommand } from '../src/plan/systemd.ts';
 import { versionProfile } from '../src/catalog/versions.ts';
+import { checkWindowTokens } from './helpers/token-checks.ts';
 
 const VERSION = 'v1.20.2';
 const CACHE = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes`;
@@ -338,6 +339,8 @@ test('one v1.20 control-plane machine comes up from its rendered units (netns wi
     assert.match(ports.stdout, /127\.0\.0\.1:10259\b/, ports.stdout);
     // The controller-manager's ServiceAccount controller has worked through the API.
     await ns.waitFor('default ServiceAccount in slipway-probe', async () => (await kubectl(['-n', 'slipway-probe', 'get', 'serviceaccount', 'default'])).code === 0, 60_000, 2_000);
+    // issue 17: bootstrap tokens per provisioning window, checked by this apiserver and its tokencleaner
+    console.log(`# ${await checkWindowTokens({ ns, kubectl: join(BIN, 'kubectl'), adminConf: join(machineRoot('cp1'), 'etc/kubernetes/admin.conf'), bootstrapAddons: join(machineRoot('cp1'), 'etc/kubernetes/addons/10-bootstrap.yaml'), specFile: join(work, 'lab.yaml'), stateDir: join(work, 'state'), server: 'https://10.20.30.11:6443', work })}`);
   } finally {
     await ns.close();
   }
