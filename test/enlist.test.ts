@@ -7,7 +7,8 @@
 // test/power.vm.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chromium, type Browser } from 'playwright-core';
 import { join } from 'node:path';
 import { BIN, EXAMPLE_HA } from './helpers/cli.ts';
 import { Lab } from './helpers/serve.ts';
@@ -67,6 +68,7 @@ test('checkFacts: the facts shape, and what it refuses (naming the field)', () =
 
 test('serve --unknown enlist: an unknown MAC gets the installer with a one-use token; its facts are checked, stored, listed, kept over a restart and adopted', { skip: !isRoot && 'needs root (network namespaces)', timeout: 120_000 }, async () => {
   const lab = Lab.create(readFileSync(EXAMPLE_HA, 'utf8'));
+  let browser: Browser | undefined;
   try {
     await lab.start(['--unknown', 'enlist']);
     const base = 'http://10.20.30.2:8080';
@@ -181,7 +183,31 @@ test('serve --unknown enlist: an unknown MAC gets the installer with a one-use t
     assert.equal(cp2.events.at(-1)?.detail?.facts, 'refused: facts.disks must be a list');
     st = (await cli('status', '-f', lab.file, '--state', lab.state)).stdout;
     assert.match(st, /^cp1 {2}Slipway cp1-box #CP1, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB \(installed /m, st);
+
+    // the console shows them: an installed machine's in its view (browser in the lab)
+    if (!existsSync('/usr/bin/chromium')) {
+      assert.ok(!process.env.CI, 'chromium (Debian chromium) is needed for the console part');
+      return;
+    }
+    const wrapper = join(lab.dir, 'chromium-in-lab');
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${lab.hub.name} /usr/bin/chromium "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    browser = await chromium.launch({ executablePath: wrapper, headless: true, timeout: 60_000, args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+    const page = await browser.newPage();
+    await page.goto(`${base}/`);
+    await page.fill('#token', lab.apiToken());
+    await page.click('button[type=submit]');
+    await page.click('#machines tbody tr[data-name="cp1"]');
+    await page.waitForFunction(() => /Hardware \(installed/.test(document.querySelector('#facts')?.textContent ?? ''));
+    const shown = (await page.textContent('#facts'))!;
+    assert.match(shown, /Slipway cp1-box #CP1, 2 × QEMU Virtual CPU version 2\.5\+, 1\.0 GiB/);
+    assert.match(shown, /disks: \/dev\/vda 4\.0 GiB ENL1 \(\/dev\/disk\/by-id\/virtio-ENL1\)/);
+    assert.match(shown, /NICs: eth0 52:54:00:20:30:11 virtio_net link/);
+    await page.click('#machines tbody tr[data-name="w1"]');
+    await page.waitForFunction(() => document.querySelector('#detail-title')?.textContent?.startsWith('w1'));
+    assert.equal(await page.textContent('#facts'), '', 'a machine without facts shows none');
   } finally {
+    await browser?.close();
     await lab.close();
   }
 });

@@ -29,6 +29,14 @@ const elapsed = (since) => {
   return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m ${s % 60}s` : `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
 };
 const text = (tag, t, cls) => { const e = document.createElement(tag); e.textContent = t; if (cls) e.className = cls; return e; };
+// What a machine reported it is (enlistment or its installed report; issue 18): one line each for the box, its disks, NICs and BMC
+const GIB = 1024 ** 3;
+const hardware = (f) => [
+  `${[f.dmi.vendor, f.dmi.product].filter(Boolean).join(' ') || 'unknown product'}${f.dmi.serial ? ` #${f.dmi.serial}` : ''}, ${f.cpu.count} × ${f.cpu.model || 'CPU'}, ${(f.memoryBytes / GIB).toFixed(1)} GiB`,
+  `disks: ${f.disks.map((d) => `${d.path} ${(d.size / GIB).toFixed(1)} GiB${d.rotational ? '' : ' SSD'}${d.serial ? ` ${d.serial}` : ''}${d.ids[0] ? ` (${d.ids[0]})` : ''}`).join('; ') || 'none'}`,
+  `NICs: ${f.nics.map((n) => `${n.name} ${n.mac} ${n.driver}${n.link ? ' link' : ''}${n.speedMbps ? ` ${n.speedMbps} Mb/s` : ''}`).join('; ')}`,
+  ...(f.bmc?.address ? [`BMC: ${f.bmc.address}${f.bmc.mac ? ` (${f.bmc.mac})` : ''}`] : []),
+];
 const describe = (ev) => ev ? `${ev.to} (${ev.source})${ev.reason ? `: ${ev.reason}` : ''}` : '';
 
 function render() {
@@ -57,6 +65,7 @@ async function select(name) {
   const d = await api(`/api/v1/machines/${encodeURIComponent(name)}`);
   $('#detail').hidden = false;
   $('#detail-title').textContent = `${d.name} — ${d.state}`;
+  $('#facts').replaceChildren(...(d.facts ? [text('h3', `Hardware (${d.facts.source} ${new Date(d.facts.at).toLocaleString()})`), ...hardware(d.facts.facts).map((l) => text('div', l))] : []));
   $('#timeline').replaceChildren(...d.events.map((ev) => {
     const li = text('li', `${new Date(ev.at).toLocaleTimeString()} ${ev.from} → ${ev.to} (${ev.source})`);
     if (ev.reason) li.append(text('div', ev.reason, 'reason'));
@@ -96,7 +105,8 @@ for (const b of document.querySelectorAll('[data-power]')) {
 async function load() {
   const data = await api('/api/v1/machines');
   machines = new Map(data.machines.map((m) => [m.name, m]));
-  $('#discovered').textContent = data.discovered.length ? `Unknown machines seen: ${data.discovered.map((d) => `${d.mac} (${d.via})`).join(', ')}` : '';
+  $('#discovered').replaceChildren(...(data.discovered.length ? [text('div', 'Unknown machines seen (adopt with slipway adopt -f FILE MAC --name NAME --roles ROLES):'),
+    ...data.discovered.map((d) => text('div', d.facts ? `${d.mac} (enlisted): ${hardware(d.facts.facts).join(' · ')}` : `${d.mac} (${d.via})`, 'discovered'))] : []));
   render();
 }
 
