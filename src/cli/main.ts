@@ -109,11 +109,14 @@ Commands:
                                    re-issue leaf certificates in the state (never a CA); --yes then
                                    delivers them with apply (its rolling order, --assets as apply's)
   apply    -f FILE [--state DIR] [--assets DIR] [--dry-run] [--yes] [--health-timeout SECONDS]
-                                   deliver the file's changes to installed machines over SSH (the
+           [--token-ttl HOURS]     deliver the file's changes to installed machines over SSH (the
                                    provisioner's key, host keys pinned at install): changed files
                                    replaced atomically, their units restarted, control-plane/etcd
                                    machines one at a time, each healthy before the next; stops at
-                                   the first failure (run again to continue); --dry-run: the plan
+                                   the first failure (run again to continue); --dry-run: the plan.
+                                   An etcd member added (member add; it starts with existing state)
+                                   or removed (drain, delete Node, member remove) first, one per run;
+                                   machines left to serve get their own bootstrap token (24 h)
   drain    NAME -f FILE [--state DIR] [--timeout SECONDS]
                                    cordon and drain a worker (PodDisruptionBudgets respected)
   remove   NAME -f FILE [--state DIR] [--server URL] [--timeout SECONDS]
