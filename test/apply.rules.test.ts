@@ -10,7 +10,7 @@ import { planTree } from '../src/render/tree.ts';
 import { givenOf, machineFiles } from '../src/render/given.ts';
 import { fileChanges, machineActions, rolloutOrder, unitInputs } from '../src/apply/changes.ts';
 import { membershipChange, membershipStep, quorum } from '../src/apply/membership.ts';
-import { healthScript, withoutBootstrapFlags, type MachinePlan } from '../src/apply/apply.ts';
+import { etcdRestartAvoidable, healthScript, withoutBootstrapFlags, type MachinePlan } from '../src/apply/apply.ts';
 import { readEtcdJoins, writeEtcdJoins } from '../src/secrets/etcd-joins.ts';
 import { putScript } from '../src/apply/ssh.ts';
 import type { Secrets } from '../src/secrets/types.ts';
@@ -185,6 +185,27 @@ test('a joining member renders --initial-cluster-state=existing with its recorde
   assert.equal(withoutBootstrapFlags(before), withoutBootstrapFlags(after));
   // a real flag change is not hidden
   assert.notEqual(withoutBootstrapFlags(before), withoutBootstrapFlags(before.replace('--snapshot-count=10000', '--snapshot-count=5')));
+});
+
+test("a member's etcd is not restarted when only its initial cluster changed; a certificate it reads, or a real flag, still restarts it", () => {
+  const s = haSpec();
+  const s4 = { ...s, machines: [...s.machines, machine('cp4', '10.20.30.14', ['control-plane', 'etcd'])] };
+  const secrets = fakeSecrets(s4);
+  const before = machineFiles(render(s, secrets), 'cp1');
+  const next = machineFiles(render(s4, secrets), 'cp1');
+  const given = givenOf(before);
+  const onMachine = before.get('/etc/systemd/system/etcd.service')!.contents;
+  const changes = fileChanges(given, next);
+  assert.ok(changes.put.some((f) => f.path === '/etc/systemd/system/etcd.service'));
+  assert.ok(machineActions(changes, next, Object.keys(given)).units.some((u) => u.unit === 'etcd.service'), 'by the unit alone it would restart');
+  assert.equal(etcdRestartAvoidable(onMachine, given, next, changes), true);
+  // the machine's own unit is not what the record says: a real difference restarts
+  assert.equal(etcdRestartAvoidable(onMachine.replace('--snapshot-count=10000', '--snapshot-count=5'), given, next, changes), false);
+  assert.equal(etcdRestartAvoidable(undefined, given, next, changes), false);
+  // a new etcd server certificate too: restarted
+  const cert = next.get('/etc/kubernetes/pki/etcd/server.crt')!;
+  const withCert = new Map(next).set(cert.path, { ...cert, contents: cert.contents + '\n' });
+  assert.equal(etcdRestartAvoidable(onMachine, given, withCert, fileChanges(given, withCert)), false);
 });
 
 test('the join record: written 0600, read back, a damaged one refused naming the file, an empty one removed', async () => {

@@ -76,15 +76,25 @@ export const withoutBootstrapFlags = (unit: string): string =>
 /**
  * A member added or removed changes every other member's --initial-cluster, which a
  * running member ignores; restarting them one by one for it would, with a new member not
- * yet running, leave etcd without quorum while each restarts. So when the machine's own
- * etcd.service (read over SSH: the record holds no contents) differs from the new one only
- * in those flags, the file is written but etcd is not restarted. Returns the note, if so.
+ * yet running, leave etcd without quorum while each restarts. So etcd is not restarted
+ * when the machine's own etcd.service (`onMachine`, read over SSH: the record holds no
+ * contents) differs from the new one only in those flags and nothing else etcd reads
+ * changed (pure).
  */
-async function keepEtcdRunning(ssh: SshTransport, m: SshMachine, given: Given, next: Map<string, File>, actions: MachineActions): Promise<string[] | undefined> {
+export function etcdRestartAvoidable(onMachine: string | undefined, given: Given, next: Map<string, File>, changes: FileChanges): boolean {
   const unit = next.get(ETCD_UNIT);
-  if (!unit || !given[ETCD_UNIT] || !actions.units.some((u) => u.unit === 'etcd.service' && u.kind === 'restart')) return undefined;
+  if (onMachine === undefined || !unit || !given[ETCD_UNIT] || !changes.put.some((f) => f.path === ETCD_UNIT)) return false;
+  if (withoutBootstrapFlags(onMachine) !== withoutBootstrapFlags(unit.contents)) return false;
+  // another reason to restart etcd (a certificate it reads) stands
+  const others = machineActions({ put: changes.put.filter((f) => f.path !== ETCD_UNIT), remove: changes.remove }, next, Object.keys(given));
+  return !others.units.some((u) => u.unit === 'etcd.service');
+}
+
+/** Drops etcd's restart when etcdRestartAvoidable says so; returns the note, if so. */
+async function keepEtcdRunning(ssh: SshTransport, m: SshMachine, given: Given, next: Map<string, File>, actions: MachineActions, changes: FileChanges): Promise<string[] | undefined> {
+  if (!next.has(ETCD_UNIT) || !given[ETCD_UNIT] || !actions.units.some((u) => u.unit === 'etcd.service' && u.kind === 'restart')) return undefined;
   const r = await ssh.run(m, ['cat', ETCD_UNIT], { timeoutMs: 30_000, check: false });
-  if (r.code !== 0 || withoutBootstrapFlags(r.stdout) !== withoutBootstrapFlags(unit.contents)) return undefined;
+  if (r.code !== 0 || !etcdRestartAvoidable(r.stdout, given, next, changes)) return undefined;
   actions.units = actions.units.filter((u) => u.unit !== 'etcd.service');
   return ['etcd.service: only its initial cluster changed (read when its data directory is empty): written, etcd not restarted'];
 }
@@ -113,7 +123,7 @@ export async function planApply(stateDir: string, tree: Tree, targets: Targets, 
     const changes = fileChanges(given, next);
     const loud = changes.put.filter((f) => !(quiet.has(f.path) && given[f.path]?.sha256 === quiet.get(f.path)));
     const actions = machineActions({ put: loud, remove: changes.remove }, next, Object.keys(given));
-    const notes = await keepEtcdRunning(ssh, target.ssh, given, next, actions);
+    const notes = await keepEtcdRunning(ssh, target.ssh, given, next, actions, { put: loud, remove: changes.remove });
     machines.push({ target, baseline, changes, actions, next, ...(notes ? { notes } : {}) });
   }
   return { machines, notInstalled: targets.notInstalled, unpinned: targets.unpinned };
