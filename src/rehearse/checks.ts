@@ -17,7 +17,9 @@ import type { Outcome, Step } from './engine.ts';
 export type CheckName =
   | 'etcd-healthy' | 'api-via-vip' | 'leader-election' | 'csr-auto-approved' | 'nodes-ready' | 'smoke-nodeport' | 'vip-failover' | 'etcd-member-loss' | 'dns'
   // the VM engine's boot-path checks
-  | 'installed' | 'installed-from-blank-disk' | 'files-match-render' | 'static-networking' | 'reboot-from-disk';
+  | 'installed' | 'installed-from-blank-disk' | 'files-match-render' | 'static-networking' | 'reboot-from-disk'
+  // issue 20: a machine with a bond (vm/bond.ts)
+  | 'bond-failover';
 export type CheckOutcome = 'ok' | 'failed' | 'not-run';
 
 export interface CheckResult {

@@ -14,6 +14,7 @@ import type { MachinesRun, Outcome } from '../engine.ts';
 import { partitions, type VmMachine } from './qemu.ts';
 import { INSTALL_STEPS, installerSteps, machineEvents } from './install.ts';
 import { readdirSorted } from './units.ts';
+import { bondFailover, nodeBond } from './bond.ts';
 
 type VmRun = MachinesRun<VmMachine>;
 
@@ -161,4 +162,20 @@ export async function apiViaVip(r: VmRun, accel: 'kvm' | 'tcg'): Promise<Outcome
     active.push(vm.m.name);
   }
   return { result: 'not-run', detail: `kube-apiserver is active on ${active.join(', ')} but did not answer through the VIP within 180 s under TCG (software emulation, ${availableParallelism()} host cores for ${r.machines.filter((v) => v.running).length} running VMs): the containers engine proves the API; with KVM this check runs (${api.detail})` };
+}
+
+/**
+ * bond-failover (issue 20) on every running machine with a bond: ok when each failed over
+ * (vm/bond.ts); not-run, with the reason, when a VM lacks the member NICs to cut one.
+ */
+export async function bondFailovers(r: VmRun): Promise<Outcome> {
+  const results: { name: string; o: Outcome }[] = [];
+  for (const vm of live(r).filter((v) => nodeBond(v.m))) {
+    await vm.waitFor(new RegExp(`root@${vm.m.name}`), 300_000);
+    results.push({ name: vm.m.name, o: await bondFailover({ sh: (c, t) => vm.sh(c, t), monitor: (c) => vm.monitorCommand(c), netdevOf: (mac) => vm.netdevOf(mac) }, vm.m) });
+  }
+  if (!results.length) return { result: 'not-run', detail: 'no running machine has a bond' };
+  const detail = results.map((x) => x.o.detail).join('; ');
+  const worst = results.some((x) => x.o.result === 'failed') ? 'failed' : results.some((x) => x.o.result === 'not-run') ? 'not-run' : 'ok';
+  return { result: worst, detail };
 }

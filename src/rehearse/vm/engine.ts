@@ -27,7 +27,8 @@ import type { Engine, LabRun, MachinesRun, Preflight, Run, Step } from '../engin
 import { kvmWorks, VmMachine } from './qemu.ts';
 import { DISK_BYTES, hardwareFor, missingFirmware } from './hardware.ts';
 import { machineEvents, systemReported } from './install.ts';
-import { apiViaVip, filesMatchRender, installed, installedFromBlankDisk, live, rebootFromDisk, staticNetworking } from './checks.ts';
+import { apiViaVip, bondFailovers, filesMatchRender, installed, installedFromBlankDisk, live, rebootFromDisk, staticNetworking } from './checks.ts';
+import { nodeBond } from './bond.ts';
 import { renderedUnits, unitStates } from './units.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -150,6 +151,8 @@ export class VmEngine implements Engine<VmMachine> {
       { check: 'files-match-render', run: () => filesMatchRender(r) },
       { check: 'etcd-healthy', run: () => r.checks.etcdHealthy(undefined, 300_000) },
       { check: 'static-networking', run: () => staticNetworking(r) },
+      // issue 20: only when a machine has a bond
+      ...(r.spec.machines.some((m) => nodeBond(m)) ? [{ check: 'bond-failover' as const, run: () => bondFailovers(r) }] : []),
       // Each machine's units, for the report, before a check resets or powers one off.
       { step: 'units', run: async () => {
         for (const vm of live(r)) {

@@ -426,6 +426,17 @@ export class VmMachine implements RehearsalMachine {
     await this.qemu.monitor('system_reset');
   }
 
+  /** One command to QEMU's monitor (bond-failover cuts a NIC's wire with set_link). */
+  async monitorCommand(cmd: string): Promise<void> {
+    if (!this.qemu) throw new Error(`${this.m.name} was never powered on`);
+    await this.qemu.monitor(cmd);
+  }
+
+  /** The netdev id of the VM's NIC with this MAC: it has one, n0, with its machine's MAC. */
+  netdevOf(mac: string): string | undefined {
+    return mac.toLowerCase() === this.m.mac.toLowerCase() ? 'n0' : undefined;
+  }
+
   /**
    * Run a shell command on the serial console (the image logs root in there) and return
    * its output, framed by markers so the console's other chatter is left out.
