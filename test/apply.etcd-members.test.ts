@@ -15,7 +15,8 @@ import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { slipway, EXAMPLE_HA, ROOT } from './helpers/cli.ts';
+import { slipway, BIN, EXAMPLE_HA, ROOT } from './helpers/cli.ts';
+import { SqliteStore } from '../src/store/sqlite.ts';
 import { Netns } from './helpers/netns.ts';
 import { parseCommand } from '../src/plan/systemd.ts';
 import { withoutBootstrapFlags } from '../src/apply/apply.ts';
@@ -128,10 +129,20 @@ test('apply replaces cp3 by cp4 in a running 3-member etcd: member remove, then 
   const replaced = file('replaced.yaml', HA.replace(CP3, CP4)); // cp1, cp2, cp4
   const out3 = join(work, 'out3');
   render(three, out3);
+  const store = new SqliteStore(join(state, 'serve.db'));
+  try {
+    for (const m of ['cp1', 'cp2', 'cp3', 'w1', 'w2']) {
+      // installed: serve recorded what it gave them, and their host keys (never used here: the dry runs only)
+      await recordGiven(out3, m);
+      store.transition(m, 'ready', 'test', () => true);
+      store.pinHostKey(m, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFoV7irw7un7QlJFAtFficETkA8oSUkSqFvoIXTO3CUY');
+    }
+  } finally {
+    store.close();
+  }
   for (const m of ['cp1', 'cp2', 'cp3']) {
     assert.match(unitOf(out3, m), /--initial-cluster-state=new/);
     start(out3, m);
-    await recordGiven(out3, m); // installed: serve recorded what it gave them
   }
   await healthy(['cp1', 'cp2', 'cp3']);
 
@@ -143,6 +154,14 @@ test('apply replaces cp3 by cp4 in a running 3-member etcd: member remove, then 
   const rm3 = await membership('plan', two, ['cp1', 'cp2', 'w1', 'w2']);
   assert.equal(rm3.step.kind, 'remove', JSON.stringify(rm3));
   assert.equal(rm3.step.name, 'cp3');
+  assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'cp3']);
+  // `slipway apply --dry-run` (the CLI, from the provisioner's namespace) shows the etcd step first and changes nothing
+  let dry = await hub.exec(process.execPath, [BIN, 'apply', '-f', two, '--state', state, '--dry-run'], { timeoutMs: 60_000 });
+  assert.equal(dry.code, 3, dry.out);
+  assert.match(dry.stdout, /^etcd: remove member cp3 first: drain it and delete its Node \(kubectl on cp1\), `member remove` \d+, stop its units; then the others get their new lists$/m, dry.out);
+  assert.match(dry.stdout, /^cp1:   ~ \/etc\/systemd\/system\/kube-apiserver\.service$/m, "cp1's apiserver loses cp3's etcd endpoint");
+  assert.match(dry.stdout, /^apply --dry-run: 4 of 4 installed machines would change, and etcd's members \(remove cp3\); nothing done$/m, dry.out);
+  assert.doesNotMatch(dry.stdout, /bootstrap token/, 'every machine installed, the install token young: no token change');
   assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'cp3']);
   const removed = await membership('remove', two, ['cp1', 'cp2', 'w1', 'w2']);
   assert.match(removed.lines.join('\n'), /etcd: member cp3 \([0-9]+\) removed; 2 members/);
@@ -161,6 +180,16 @@ test('apply replaces cp3 by cp4 in a running 3-member etcd: member remove, then 
   assert.equal(plan.step.kind, 'add', JSON.stringify(plan));
   assert.equal(plan.step.initialCluster, 'cp1=https://10.20.30.11:2380,cp2=https://10.20.30.12:2380,cp4=https://10.20.30.14:2380');
   assert.equal(existsSync(join(state, 'etcd-joins.json')), false);
+  dry = await hub.exec(process.execPath, [BIN, 'apply', '-f', replaced, '--state', state, '--dry-run'], { timeoutMs: 60_000 });
+  assert.equal(dry.code, 3, dry.out);
+  assert.match(dry.stdout, /^etcd: add member cp4 \(https:\/\/10\.20\.30\.14:2380\) to cp1, cp2, after the others are delivered \(before cp4 is provisioned\)$/m, dry.out);
+  assert.match(dry.stdout, /^etcd: cp4 is recorded as joining: it starts with --initial-cluster-state=existing --initial-cluster=cp1=https:\/\/10\.20\.30\.11:2380,cp2=https:\/\/10\.20\.30\.12:2380,cp4=https:\/\/10\.20\.30\.14:2380$/m, dry.out);
+  // cp4 left to serve opens its provisioning window: a token of its own; the install token retires
+  assert.match(dry.stdout, /^cp4: a bootstrap token of its own for its provisioning window: [a-z0-9]{6}, expires \S+Z \(Secret kube-system\/bootstrap-token-[a-z0-9]{6}\)$/m, dry.out);
+  assert.match(dry.stdout, /^bootstrap token [a-z0-9]{6}: delete from the cluster \(the install token: no machine installs with it any more\)$/m, dry.out);
+  assert.match(dry.stdout, /^cp4: not installed \(unknown\): left to serve/m, dry.out);
+  assert.equal(existsSync(join(state, 'etcd-joins.json')), false, 'a dry run records nothing');
+  assert.equal(existsSync(join(state, 'bootstrap-tokens.json')), false, 'a dry run records nothing');
   const add = await membership('add', replaced, ['cp1', 'cp2', 'w1', 'w2']);
   assert.match(add.lines.join('\n'), /etcd: member cp4 added \([0-9]+\); until it runs etcd has 3 members with 2 running and tolerates 0 failure/);
   assert.deepEqual(await memberNames(['cp1']), ['cp1', 'cp2', 'unstarted https://10.20.30.14:2380']);

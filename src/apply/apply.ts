@@ -93,8 +93,9 @@ export function etcdRestartAvoidable(onMachine: string | undefined, given: Given
 /** Drops etcd's restart when etcdRestartAvoidable says so; returns the note, if so. */
 async function keepEtcdRunning(ssh: SshTransport, m: SshMachine, given: Given, next: Map<string, File>, actions: MachineActions, changes: FileChanges): Promise<string[] | undefined> {
   if (!next.has(ETCD_UNIT) || !given[ETCD_UNIT] || !actions.units.some((u) => u.unit === 'etcd.service' && u.kind === 'restart')) return undefined;
-  const r = await ssh.run(m, ['cat', ETCD_UNIT], { timeoutMs: 30_000, check: false });
-  if (r.code !== 0 || !etcdRestartAvoidable(r.stdout, given, next, changes)) return undefined;
+  // not readable (or the machine not reachable, which the run reports at connect): restart, the safe side
+  const r = await ssh.run(m, ['cat', ETCD_UNIT], { timeoutMs: 30_000, check: false }).catch(() => undefined);
+  if (!r || r.code !== 0 || !etcdRestartAvoidable(r.stdout, given, next, changes)) return undefined;
   actions.units = actions.units.filter((u) => u.unit !== 'etcd.service');
   return ['etcd.service: only its initial cluster changed (read when its data directory is empty): written, etcd not restarted'];
 }
