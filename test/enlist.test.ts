@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { BIN, EXAMPLE_HA } from './helpers/cli.ts';
 import { Lab } from './helpers/serve.ts';
@@ -64,6 +65,18 @@ test('checkFacts: the facts shape, and what it refuses (naming the field)', () =
   refused((f) => void (f.bootMac = '52:54:00:99:00:09'), /facts\.bootMac is none of facts\.nics/);
   refused((f) => void ((f.dmi as Record<string, unknown>).vendor = { a: { b: { c: 1 } } }), /facts\.dmi\.vendor must be a string/);
   refused((f) => void ((f.cpu as Record<string, unknown>).__proto__x = 1), /unknown field "__proto__x"/);
+});
+
+test('serve: --unknown and --enlist-then are checked before anything starts', () => {
+  for (const [args, why] of [
+    [['--unknown', 'enlistt'], /--unknown must be ignore, local or enlist/],
+    [['--unknown', 'enlist', '--enlist-then', 'reboot'], /--enlist-then must be poweroff or wait/],
+    [['--enlist-then', 'wait'], /--enlist-then needs --unknown enlist/],
+  ] as const) {
+    const r = spawnSync(process.execPath, [BIN, 'serve', '-f', EXAMPLE_HA, ...args], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, why);
+  }
 });
 
 test('serve --unknown enlist: an unknown MAC gets the installer with a one-use token; its facts are checked, stored, listed, kept over a restart and adopted', { skip: !isRoot && 'needs root (network namespaces)', timeout: 120_000 }, async () => {
