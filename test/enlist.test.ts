@@ -151,11 +151,12 @@ test('serve --unknown enlist: an unknown MAC gets the installer with a one-use t
     const table = await cli('machines', '-f', lab.file, '--state', lab.state, '--discovered');
     assert.match(table.stdout, /^52:54:00:99:00:01\s+http\s+\S+\s+\S+\s+\S+\s+Slipway enlist-test #SN-0001, 2 CPUs, 1\.0 GiB\s+\/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB\s+10\.20\.30\.201$/m, table.out);
 
-    // kept over a restart of serve
+    // kept over a restart of serve (now with --enlist-then wait: the installer is told to wait)
     await lab.stop();
-    await lab.start(['--unknown', 'enlist']);
+    await lab.start(['--unknown', 'enlist', '--enlist-then', 'wait']);
     d = await listed();
     assert.deepEqual(d?.facts?.facts, FACTS, 'the facts survive a restart');
+    assert.match((await curl(`${base}/ipxe/mac/52-54-00-99-00-03.ipxe`)).stdout, /slipway\.enlist\.token=\S+ slipway\.enlist\.then=wait console=tty0/);
 
     // adopt takes the install disk (a stable by-id name) and the BMC from them
     writeFileSync(join(lab.dir, 'e1.pw'), 'secret\n', { mode: 0o600 });
