@@ -535,6 +535,7 @@ built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   echo '],'
   echo "  \"modules\": {"
   echo "    \"initrd\": $(jlist $(mod_names $initrd_mods)),"
+  echo "    \"enlist\": $(jlist $(mod_names $(cat "$INITRD/lib/modules/enlist.order"))),"
   echo "    \"disk-initrd\": $(jlist $(mod_names $initrd_disk_modules)),"
   echo "    \"root\": $(jlist $(mod_names $root_mods))"
   echo "  },"
