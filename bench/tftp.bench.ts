@@ -12,14 +12,16 @@
 // tftpd-hpa does not grant it, so for it those rows are lock-step again.
 //
 // Both servers run at once on the lab bridge (serve on 10.20.30.2, tftpd-hpa on
-// 10.20.30.4), idle while the other is measured; each scenario runs on serve and then
-// on tftpd-hpa straight after, so the host's load (shared with other work) drifts less
-// between the two halves of a ratio.
+// 10.20.30.4), idle while the other is measured; each scenario runs on one and then the
+// other straight after, several times, so the host's load (shared with other work)
+// drifts less between the two halves of a ratio.
 //
 // Run (as root: it creates namespaces): node bench/tftp.bench.ts
 //   TFTP_SCENARIOS=lock-1468,lock-512,window-16  which modes (default all three)
 //   TFTP_FILES=undionly.kpxe,ipxe.efi,os/initrd.img   TFTP_CONCURRENCY=1,16,64
 //   TFTP_BIG_MIB=30   TFTP_ROUNDS=4 (transfers per client slot for the small files)
+//   TFTP_REPEATS=3: runs per scenario and server, alternating which server goes first; the
+//   median counts (the host is shared: single runs move by tens of percent)
 //   SERVE_CPU_PROF=/tmp/prof: serve runs with --cpu-prof, its profile written there on exit.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -55,6 +57,8 @@ export interface TftpBenchRow extends TftpScenario {
   mbPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  /** runs this row is the median of */
+  runs?: number;
 }
 
 export interface TftpBenchOptions {
@@ -63,6 +67,8 @@ export interface TftpBenchOptions {
   concurrency?: number[];
   bigMiB?: number;
   rounds?: number;
+  /** runs of each scenario on each server; the median counts (default 3) */
+  repeats?: number;
 }
 
 const MODES: Record<string, { blksize: number; windowsize: number }> = {
@@ -100,6 +106,7 @@ export async function benchTftp(o: TftpBenchOptions = {}): Promise<TftpBenchRow[
   const files = o.files ?? ['undionly.kpxe', 'ipxe.efi', 'os/initrd.img'];
   const concurrency = o.concurrency ?? [1, 16, 64];
   const rounds = o.rounds ?? 4;
+  const repeats = o.repeats ?? 3;
   const lab = Lab.create();
   const prof = process.env.SERVE_CPU_PROF;
   const saved = process.env.NODE_OPTIONS;
@@ -133,12 +140,18 @@ export async function benchTftp(o: TftpBenchOptions = {}): Promise<TftpBenchRow[
           // the 30 MiB file once per client, small files `rounds` times each
           const transfers = size > 8 << 20 ? Math.max(n, 3) : Math.max(n * rounds, 20);
           const s: TftpScenario = { file, ...m, concurrency: n, transfers };
-          for (const [server, ip] of [['slipway serve', SERVE_IP], ['tftpd-hpa', HPA_IP]] as const) {
-            if (server === 'tftpd-hpa' && hpa.exitCode !== null) throw new Error(`tftpd-hpa exited ${hpa.exitCode}: ${hpaLog}`);
-            const row = await run(client, bin, ip, s, local, size, server);
-            rows.push(row);
-            console.error(formatRow(row));
+          // Each server `repeats` times, alternating which goes first; the median run counts.
+          const runs: Record<TftpServerName, TftpBenchRow[]> = { 'slipway serve': [], 'tftpd-hpa': [] };
+          for (let i = 0; i < repeats; i++) {
+            const order = [['slipway serve', SERVE_IP], ['tftpd-hpa', HPA_IP]] as const;
+            for (const [server, ip] of i % 2 ? [...order].reverse() : order) {
+              if (server === 'tftpd-hpa' && hpa.exitCode !== null) throw new Error(`tftpd-hpa exited ${hpa.exitCode}: ${hpaLog}`);
+              const row = await run(client, bin, ip, s, local, size, server);
+              runs[server].push(row);
+              console.error(formatRow(row));
+            }
           }
+          for (const server of ['slipway serve', 'tftpd-hpa'] as const) rows.push(median(runs[server]));
         }
       }
     }
@@ -148,6 +161,13 @@ export async function benchTftp(o: TftpBenchOptions = {}): Promise<TftpBenchRow[
   } finally {
     await lab.close();
   }
+}
+
+/** The run with the median throughput, with the median p50 and p99 of the runs (failures of every run kept). */
+function median(runs: TftpBenchRow[]): TftpBenchRow {
+  const mid = <T>(xs: T[], by: (x: T) => number) => [...xs].sort((a, b) => by(a) - by(b))[Math.floor(xs.length / 2)]!;
+  const m = mid(runs, (r) => r.mbPerSecond);
+  return { ...m, p50Ms: mid(runs, (r) => r.p50Ms).p50Ms, p99Ms: mid(runs, (r) => r.p99Ms).p99Ms, failed: runs.flatMap((r) => r.failed), runs: runs.length };
 }
 
 const modeLabel = (r: TftpScenario) => `${r.blksize ? `blksize ${r.blksize}` : 'blksize 512 (none asked)'}${r.windowsize ? `, windowsize ${r.windowsize}` : ', lock-step'}`;
@@ -184,6 +204,7 @@ if (import.meta.main) {
     ...(list('TFTP_CONCURRENCY') ? { concurrency: list('TFTP_CONCURRENCY')!.map(Number) } : {}),
     ...(process.env.TFTP_BIG_MIB ? { bigMiB: Number(process.env.TFTP_BIG_MIB) } : {}),
     ...(process.env.TFTP_ROUNDS ? { rounds: Number(process.env.TFTP_ROUNDS) } : {}),
+    ...(process.env.TFTP_REPEATS ? { repeats: Number(process.env.TFTP_REPEATS) } : {}),
   });
   console.log(formatTftpBench(rows));
 }

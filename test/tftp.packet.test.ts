@@ -236,6 +236,43 @@ describe('TFTP block sources', () => {
     }
   });
 
+  test('octet from disk: the next chunk is read ahead once half is taken, one read at a time, and a failed read ends the stream', async () => {
+    const data = randomBytes(10_000);
+    const reads: [number, number][] = [];
+    let inFlight = 0;
+    let most = 0;
+    const reader: ByteReader = {
+      read: async (pos, len) => {
+        reads.push([pos, len]);
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setImmediate(r));
+        inFlight--;
+        return data.subarray(pos, pos + len);
+      },
+      close: async () => {},
+    };
+    const src = octetBlocks(reader, 100, 1000); // 10 blocks a read
+    assert.equal((await src.next(1)).length, 1);
+    assert.deepEqual(reads, [[0, 1000]]);
+    for (let i = 0; i < 4; i++) assert.ok(Array.isArray(src.next(1)), 'blocks already read answer synchronously');
+    assert.deepEqual(reads, [[0, 1000], [1000, 1000]], 'with half of the chunk left, the next one is being read');
+    await new Promise((r) => setImmediate(r));
+    const rest: Buffer[] = [];
+    for (let guard = 0; guard < 1000; guard++) {
+      const got = await src.next(1);
+      if (!got.length) break;
+      rest.push(...got);
+    }
+    checkBlocks([...Array.from({ length: 5 }, (_, i) => data.subarray(i * 100, i * 100 + 100)), ...rest], data, 100, 'read ahead');
+    assert.equal(most, 1, 'never two reads at once');
+
+    const failing: ByteReader = { read: async (pos, len) => (pos >= 1000 ? Promise.reject(new Error('EIO')) : data.subarray(pos, pos + len)), close: async () => {} };
+    const bad = octetBlocks(failing, 100, 1000);
+    await bad.next(6); // the read ahead of [1000, 2000) starts, and fails in the background
+    assert.equal((await bad.next(4)).length, 4, 'the blocks already read are still served');
+    await assert.rejects(async () => bad.next(1), /EIO/);
+  });
+
   test('octet: a cached file answers synchronously (no promise per block in lock-step)', () => {
     const src = octetBlocks(bufferReader(randomBytes(1000)), 512);
     assert.ok(Array.isArray(src.next(1)));

@@ -112,6 +112,9 @@ export class Transfer {
 
   private onMessage(msg: Buffer): void {
     if (this.phase === 'over') return;
+    // An ACK, the one packet of every round trip, is read in place: decode() would build
+    // an object per block for the same answer (opcode 4, block number; trailing bytes ignored as there).
+    if (msg.length >= 4 && msg[0] === 0 && msg[1] === 4) return this.onAck((msg[2]! << 8) | msg[3]!);
     let p;
     try {
       p = decode(msg);
