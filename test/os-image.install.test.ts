@@ -47,6 +47,7 @@ import { previewSecrets } from '../src/secrets/store.ts';
 import { buildPlan } from '../src/plan/plan.ts';
 import { ignitionConfig } from '../src/render/ignition.ts';
 import type { File } from '../src/plan/types.ts';
+import { checkFacts } from '../src/serve/enlist.ts';
 
 const BUILD = fileURLToPath(new URL('../scripts/build-os-image.sh', import.meta.url));
 const SERVER = fileURLToPath(new URL('./helpers/os-install-server.ts', import.meta.url));
@@ -406,6 +407,11 @@ async function installCase(o: MachineOptions, bootFromDisk: boolean, diskName?: 
     assert.deepEqual(reports.map((r) => r.body.seq), reports.map((_, i) => i + 1), 'seq 1, 2, 3, ... with no gap');
     assert.ok(reports.every((r) => r.auth === `Bearer ${TOKEN}` && r.body.machine === o.name));
     assert.equal(reports.at(-1)!.body.reason, `image written to ${reports.at(-1)!.body.detail.disk}, Ignition applied: rebooting from disk`);
+    // issue 18: the installed report carries the machine's facts, in the shape serve accepts (checkFacts)
+    const facts = checkFacts(reports.at(-1)!.body.detail.facts);
+    assert.ok('facts' in facts, `the installed report's facts: ${'error' in facts ? facts.error : ''}`);
+    assert.equal(facts.facts.bootMac, o.mac);
+    assert.ok(facts.facts.disks.some((d) => d.path === reports.at(-1)!.body.detail.disk && d.size === statSync(disk).size && d.serial.trim() === (o.disks[0]!.serial ?? d.serial.trim())), JSON.stringify(facts.facts.disks));
 
     // --- the disk, as the host reads it ----------------------------------------------------
     const size = statSync(disk).size;
