@@ -6,8 +6,8 @@
 // afterwards, so the machine is as it was for whatever runs next.
 //
 // test/network.qemu.test.ts runs it on a VM of the node OS with both of cp1's member NICs;
-// the VM rehearsal runs it for every machine with a bond, and says not-run when its VM has
-// one NIC only (the engine gives each machine one tap on the lab bridge).
+// the VM rehearsal runs it for every machine with a bond, whose VM has a NIC for each
+// member given by MAC (qemu.ts), and says not-run when one is missing.
 import { nodeLink, type Link, type Machine } from '../../spec/types.ts';
 import type { Outcome } from '../engine.ts';
 

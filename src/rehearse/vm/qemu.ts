@@ -22,6 +22,7 @@ import type { FailedUnit, RehearsalMachine } from '../engine.ts';
 import { BRIDGE } from '../lab/lab.ts';
 import { plainConsole as plain } from './console-text.ts';
 import { DISK_BYTES, OVMF_VARS, describeHardware, diskArgs, firmwareArgs, nicDevice, type Hardware } from './hardware.ts';
+import { nodeBond } from './bond.ts';
 
 export const QEMU = 'qemu-system-x86_64';
 
@@ -325,6 +326,12 @@ export class VmMachine implements RehearsalMachine {
   private destroyed = false;
   /** set when a check powered it off */
   stopped = false;
+  /**
+   * The machine's other bond members (issue 20): a NIC each with that MAC, on a tap of its
+   * own on the lab bridge, without a boot ROM (the machine network-boots from its first
+   * NIC, as the file's mac says), so the bond has its members and bond-failover can cut one.
+   */
+  private readonly members: { mac: string; tap: string; netdev: string }[];
 
   constructor(o: VmOptions) {
     this.o = o;
@@ -333,6 +340,9 @@ export class VmMachine implements RehearsalMachine {
     this.serialLog = join(o.dir, 'serial.log');
     this.disk = join(o.dir, 'disk.raw');
     this.vars = join(o.dir, 'OVMF_VARS.fd');
+    this.members = (nodeBond(o.machine)?.members ?? [])
+      .filter((x) => /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(x) && x !== o.machine.mac.toLowerCase())
+      .map((mac, k) => ({ mac, tap: `${o.tap}b${k + 1}`, netdev: `n${k + 1}` }));
     this.monitor = join(o.dir, 'monitor.sock');
     this.serialSock = join(o.dir, 'serial.sock');
   }
@@ -345,6 +355,7 @@ export class VmMachine implements RehearsalMachine {
     this.before = blankDisk(this.disk);
     if (this.o.hardware.firmware === 'uefi') copyFileSync(OVMF_VARS, this.vars);
     addTap(this.o.hub, this.o.tap);
+    for (const x of this.members) addTap(this.o.hub, x.tap);
   }
 
   /** Nothing before power on: the VM installs itself by network boot (DHCP → iPXE → installer → Ignition). */
@@ -362,7 +373,8 @@ export class VmMachine implements RehearsalMachine {
       hub, name: this.m.name, mac: this.m.mac, tap, memoryMiB, accel, serialSocket: this.serialSock, serialLog: this.serialLog, monitor: this.monitor, outlive,
       nicDevice: nicDevice(hardware),
       diskArgs: diskArgs(hardware, this.disk, `slipway-${this.m.name}`),
-      extraArgs: [...firmwareArgs(hardware, this.vars), ...(hardware.rtc ? ['-rtc', `base=${hardware.rtc}`] : []), ...(noReboot ? ['-no-reboot'] : [])],
+      extraArgs: [...firmwareArgs(hardware, this.vars), ...(hardware.rtc ? ['-rtc', `base=${hardware.rtc}`] : []), ...(noReboot ? ['-no-reboot'] : []),
+        ...this.members.flatMap((x) => ['-netdev', `tap,id=${x.netdev},ifname=${x.tap},script=no,downscript=no`, '-device', `${nicDevice(hardware)},netdev=${x.netdev},mac=${x.mac},romfile=`])],
     });
   }
 
@@ -432,9 +444,9 @@ export class VmMachine implements RehearsalMachine {
     await this.qemu.monitor(cmd);
   }
 
-  /** The netdev id of the VM's NIC with this MAC: it has one, n0, with its machine's MAC. */
+  /** The netdev id of the VM's NIC with this MAC: n0 with its machine's MAC, n1... its other bond members. */
   netdevOf(mac: string): string | undefined {
-    return mac.toLowerCase() === this.m.mac.toLowerCase() ? 'n0' : undefined;
+    return mac.toLowerCase() === this.m.mac.toLowerCase() ? 'n0' : this.members.find((x) => x.mac === mac.toLowerCase())?.netdev;
   }
 
   /**
@@ -488,6 +500,7 @@ export class VmMachine implements RehearsalMachine {
     await this.fault;
     await this.qemu?.kill();
     delTap(this.o.hub, this.o.tap);
+    for (const x of this.members) delTap(this.o.hub, x.tap);
   }
 }
 
