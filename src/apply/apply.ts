@@ -13,6 +13,7 @@ import { KUBELET_CLIENT_CERT, PKI, ETCD_PKI } from '../plan/paths.ts';
 import type { Tree } from '../render/tree.ts';
 import { type Given, givenOf, loadGiven, machineFiles, saveGiven } from '../render/given.ts';
 import { apiServerURL, hasRole, type Spec } from '../spec/types.ts';
+import { apiserverPort } from '../plan/phases/control-plane.ts';
 import { fileChanges, isEmpty, machineActions, rolloutOrder, type FileChanges, type MachineActions } from './changes.ts';
 import { SshError, shellQuote, type SshTransport, type SshMachine } from './ssh.ts';
 import { BOOTSTRAP_ONLY_FLAGS } from '../plan/phases/etcd.ts';
@@ -174,7 +175,9 @@ export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { scr
   }
   if (hasRole(m, 'control-plane')) {
     checks.push('apiserver /readyz');
-    lines.push(`[ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${m.ip}:6443/readyz 2>/dev/null)" = ok ] || why="\${why:+$why; }apiserver /readyz not ok"`);
+    // from the ports a drain lets through (drainScripts): the apiserver is asked while
+    // haproxy's connections to it are still refused
+    lines.push(`[ "$(curl -fsS -m 5 --local-port ${DRAIN_EXEMPT_PORTS.replace(':', '-')} --cacert ${PKI}/ca.crt https://${m.ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ] || why="\${why:+$why; }apiserver /readyz not ok"`);
   }
   if (p.next.has('/etc/systemd/system/kubelet.service')) {
     checks.push('node Ready');
@@ -194,6 +197,45 @@ export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { scr
   ].join('\n');
   return { script, checks };
 }
+
+/**
+ * Source ports the drain lets through: apply's own /readyz checks (curl --local-port).
+ * Above the kernel's default ephemeral range (32768-60999), so no other client picks them.
+ */
+export const DRAIN_EXEMPT_PORTS = '61000:61999';
+const DRAIN_COMMENT = 'slipway-apply-drain';
+
+/**
+ * Takes an apiserver out of haproxy's rotation before apply restarts it, and puts it back
+ * once it is ready. haproxy (on every control-plane machine, no admin socket) only learns
+ * of a stopping apiserver by two failed checks; until then it would send it requests that
+ * get a 500 or a closed connection (2 of 1,600 probes through the VIP in a live renewal).
+ * Instead new connections to the apiserver are refused with a TCP reset (haproxy's
+ * `redispatch 1` sends them to another apiserver at once, and its checks mark this one
+ * down) while requests already in flight finish; apply's own /readyz checks come from
+ * exempt source ports. A timer removes the rule after 15 minutes should apply never come
+ * back (the connection lost, the provisioner gone).
+ */
+export function drainScripts(spec: Spec, ip: string): { on: string; off: string } {
+  const rule = `INPUT -p tcp -d ${ip} --dport ${apiserverPort(spec)} --syn ! --sport ${DRAIN_EXEMPT_PORTS} -m comment --comment ${DRAIN_COMMENT} -j REJECT --reject-with tcp-reset`;
+  const del = `while iptables -w -D ${rule} 2>/dev/null; do :; done`;
+  return {
+    on: [
+      'set -e',
+      del, // a rule left by an earlier run that never came back
+      `iptables -w -I ${rule}`,
+      `systemd-run --quiet --collect --unit=${DRAIN_COMMENT}-undo --on-active=900 sh -c ${shellQuote(del)} 2>/dev/null || true`,
+      // requests already sent (a watch is cut by the restart anyway) get a moment
+      'sleep 1',
+      '',
+    ].join('\n'),
+    off: [del, `systemctl stop ${DRAIN_COMMENT}-undo.timer 2>/dev/null || true`, ''].join('\n'),
+  };
+}
+
+/** The apiserver is restarted behind a VIP: drain it first (drainScripts). */
+const drains = (spec: Spec, p: MachinePlan): boolean =>
+  !!spec.controlPlane.vip && hasRole(p.target.machine, 'control-plane') && p.actions.units.some((u) => u.unit === 'kube-apiserver.service' && u.kind === 'restart');
 
 export interface RunOptions {
   spec: Spec;
@@ -247,20 +289,31 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
         o.out(`${name}: ${c.argv.join(' ')}`);
         await o.ssh.run(m, c.argv);
       }
-      for (const u of p.actions.units) {
-        stage = `${u.kind} ${u.unit}`;
-        o.out(`${name}: ${u.kind} ${u.unit}`);
-        // reload: only a running unit; a stopped one is left to its own start
-        const verb = u.kind === 'reload' ? 'try-reload-or-restart' : u.kind;
-        await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
-      }
-      stage = 'health';
-      const seconds = o.healthSeconds ?? 300;
-      const h = healthScript(o.spec, p, seconds);
-      if (h.checks.length) {
-        o.out(`${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`);
-        const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
-        if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
+      const drain = drains(o.spec, p) ? drainScripts(o.spec, p.target.machine.ip) : undefined;
+      try {
+        if (drain) {
+          stage = 'drain apiserver';
+          o.out(`${name}: new connections to its apiserver refused (haproxy sends them to the others) until it is ready again`);
+          await o.ssh.run(m, { script: drain.on }, { timeoutMs: 30_000 });
+        }
+        for (const u of p.actions.units) {
+          stage = `${u.kind} ${u.unit}`;
+          o.out(`${name}: ${u.kind} ${u.unit}`);
+          // reload: only a running unit; a stopped one is left to its own start
+          const verb = u.kind === 'reload' ? 'try-reload-or-restart' : u.kind;
+          await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
+        }
+        stage = 'health';
+        const seconds = o.healthSeconds ?? 300;
+        const h = healthScript(o.spec, p, seconds);
+        if (h.checks.length) {
+          o.out(`${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`);
+          const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
+          if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
+        }
+      } finally {
+        // ready, or failed: either way haproxy's own checks decide again
+        if (drain) await o.ssh.run(m, { script: drain.off }, { timeoutMs: 30_000, check: false }).catch(() => {});
       }
       await saveGiven(o.stateDir, name, givenOf(p.next));
       done.push(name);
