@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync, existsSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
-import { planTokens, describeTokens, tokenManifest, type TokenInputs } from '../src/apply/tokens.ts';
+import { planTokens, describeTokens, tokenManifest, windowFor, type TokenInputs } from '../src/apply/tokens.ts';
 import { readBootstrapTokens, writeBootstrapTokens, type WindowToken } from '../src/secrets/bootstrap-tokens.ts';
 import { buildPlan } from '../src/plan/plan.ts';
 import { planTree } from '../src/render/tree.ts';
@@ -140,4 +140,16 @@ test('the record: 0600, read back, a damaged one refused naming the field and ne
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('windowFor (slipway remove): a reprovisioned machine gets a fresh token; an unused old one is deleted, a used one is already gone; the others are kept', () => {
+  const t = (id: string, used?: true): WindowToken => ({ id, secret: 'abcdefghijklmnop', expires: '2026-12-08T12:00:00Z', ...(used ? { used } : {}) });
+  const fresh = t('new001');
+  const used = windowFor({ machines: { w2: t('old001', true), w1: t('kept01', true) }, retired: ['inst01'] }, 'w2', fresh);
+  assert.deepEqual(used.create, [{ machine: 'w2', token: fresh }]);
+  assert.deepEqual(used.remove, []);
+  assert.deepEqual(used.next, { machines: { w2: fresh, w1: t('kept01', true) }, retired: ['inst01'] });
+  const open = windowFor({ machines: { w2: t('old002') }, retired: [] }, 'w2', fresh);
+  assert.deepEqual(open.remove.map((r) => r.id), ['old002']);
+  assert.deepEqual(windowFor({ machines: {}, retired: [] }, 'w2', fresh).next.machines, { w2: fresh });
 });

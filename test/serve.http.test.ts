@@ -158,6 +158,10 @@ test('an installed machine boots from disk and is not served its config; reprovi
   const tokenFile = join(rendered, 'machines/cp1/root/etc/slipway/report-token');
   const oldToken = readFileSync(tokenFile, 'utf8').trim();
   const auth = ['-H', `Authorization: Bearer ${lab.apiToken()}`];
+  // `slipway remove` recorded a window token for cp1 (its first one was used): the
+  // reprovisioned render must carry it, read from the state, not the one serve started with
+  const window = { id: 'win001', secret: 'windowsecret0001', expires: new Date(Date.now() + 3600_000).toISOString() };
+  writeFileSync(join(lab.state, 'bootstrap-tokens.json'), JSON.stringify({ machines: { cp1: window }, retired: [] }), { mode: 0o600 });
   assert.equal(await status(cp1, `${BASE}/api/v1/machines/cp1/reprovision`, ['-X', 'POST', ...auth]), '200');
   const ign = await curl(cp1, ['-f', `${BASE}/machines/cp1/ignition.json`]);
   assert.equal(ign.code, 0, ign.out);
@@ -168,6 +172,8 @@ test('an installed machine boots from disk and is not served its config; reprovi
   const saved = (JSON.parse(readFileSync(join(lab.state, 'tokens.json'), 'utf8')) as { machineTokens: Record<string, string> }).machineTokens.cp1;
   assert.notEqual(served, oldToken);
   assert.equal(served, saved);
+  const bootstrap = Buffer.from(files.find((f) => f.path === '/etc/kubernetes/bootstrap-kubelet.conf')!.contents.source.split(',')[1]!, 'base64').toString();
+  assert.match(bootstrap, /token: win001\.windowsecret0001$/m, "the reprovisioned machine's bootstrap kubeconfig has its window token");
   // The previous install's token is refused: its reports cannot be replayed into this one.
   const post = (token: string, body: string) => status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${token}`, '--data', body]);
   assert.equal(await post(oldToken, '{"state":"installing","seq":1}'), '401');

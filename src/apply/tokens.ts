@@ -128,5 +128,19 @@ export async function removeTokens(ssh: SshTransport, via: Target, p: TokenPlan,
   for (const r of p.remove) out(`bootstrap token ${r.id}: deleted (${r.why})`);
 }
 
+/**
+ * The window a reprovisioned machine installs in (`slipway remove`): the token it joined
+ * with was used and deleted, so it gets a fresh one, created in the cluster before it is
+ * recorded (serve's reprovision reads the record into the machine's render). Pure plan.
+ */
+export function windowFor(record: BootstrapTokens, name: string, token: WindowToken): TokenPlan {
+  const old = record.machines[name];
+  return {
+    create: [{ machine: name, token }],
+    remove: old && !old.used ? [{ id: old.id, why: `${name} reprovisioned: a window of its own again` }] : [],
+    next: { machines: { ...record.machines, [name]: token }, retired: record.retired },
+  };
+}
+
 /** The control-plane machine kubectl runs on (first reachable in file order). */
 export const tokenHost = (reachable: Target[]): Target | undefined => reachable.find((t) => hasRole(t.machine, 'control-plane'));

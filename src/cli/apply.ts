@@ -246,6 +246,13 @@ export async function nodeCommand(verb: 'drain' | 'remove', argv: string[], io: 
     }
     await deleteNode(ssh, via, name, io.out);
     await forgetGiven(stateDir, name);
+    // its next install joins with a token of its own (the one it had was used and deleted)
+    const tk = await import('../apply/tokens.ts');
+    const { newWindowToken, readBootstrapTokens, writeBootstrapTokens } = await import('../secrets/bootstrap-tokens.ts');
+    const window = tk.windowFor(await readBootstrapTokens(stateDir), name, newWindowToken(Date.now(), tk.DEFAULT_TOKEN_TTL_SECONDS));
+    await tk.createTokens(ssh, via, window, spec, io.out);
+    await writeBootstrapTokens(stateDir, window.next);
+    await tk.removeTokens(ssh, via, window, io.out);
     const { provisionerURL } = await import('../spec/types.ts');
     const { defaultTokenFile } = await import('./status.ts');
     const server = a.server ?? provisionerURL(spec);

@@ -191,6 +191,13 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   assert.match(r.out, /^w2: marked for reprovision at http:\/\/10\.20\.30\.2:8080/m, r.out);
   assert.match(inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf get node w2 2>&1').out, /NotFound/);
   assert.ok(!existsSync(join(lab.state, 'given/w2.json')), "w2's record is gone");
+  // its next install joins with a token of its own: created in the cluster, recorded for serve's render
+  const window = /^w2: bootstrap token ([a-z0-9]{6}) created \(expires \S+\)$/m.exec(r.out);
+  assert.ok(window, `remove opens w2's window:\n${r.out}`);
+  const recorded = JSON.parse(readFileSync(join(lab.state, 'bootstrap-tokens.json'), 'utf8')).machines.w2;
+  assert.equal(recorded.id, window[1]);
+  assert.equal(recorded.used, undefined);
+  assert.match(inMachine(lab, 'cp1', `/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get secret bootstrap-token-${window[1]} -o jsonpath='{.type}' 2>&1`).out, /bootstrap\.kubernetes\.io\/token/);
   const s2 = new SqliteStore(join(lab.state, 'serve.db'));
   try {
     assert.equal(s2.get('w2')?.state, 'unknown', 'serve reprovisions w2: its next network boot installs it');
@@ -198,6 +205,6 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   } finally {
     s2.close();
   }
-  steps.push({ name: 'remove', seconds: r.seconds, detail: 'w2 drained, its Node deleted, its record and host key forgotten, serve reprovisions it' });
+  steps.push({ name: 'remove', seconds: r.seconds, detail: `w2 drained, its Node deleted, its record and host key forgotten, a bootstrap token of its own (${window[1]}) in the cluster for its next install, serve reprovisions it` });
   return steps;
 }
