@@ -28,6 +28,11 @@ function netdev(m: Machine, l: Link): File {
   const where = `${m.name}'s ${l.name}.netdev`;
   const lines = [`# ${l.kind} ${l.name} from the cluster file (Slipway).`, '[NetDev]', `Name=${ifname(l.name, where)}`, `Kind=${l.kind}`];
   if (l.mtu) lines.push(`MTUBytes=${l.mtu}`);
+  // The bond keeps its first member's MAC, as the kernel's own bonding does: networkd
+  // would otherwise make one up from the machine id, which no switch port security, DHCP
+  // reservation or ARP lookup by the machine's known MACs expects.
+  const first = l.kind === 'bond' ? l.members?.[0] : undefined;
+  if (first && isMac(first)) lines.push(`MACAddress=${oneLine(first, where)}`);
   if (l.kind === 'bond') {
     lines.push('', '[Bond]', `Mode=${l.mode}`, `MIIMonitorSec=${MII_MONITOR_MS}ms`);
     if (l.mode === '802.3ad') lines.push(`LACPTransmitRate=${l.lacpRate ?? 'slow'}`);

@@ -100,6 +100,9 @@ export async function bondFailover(vm: BondedVm, m: Machine, o: BondFailoverOpti
   if (before.active !== nicOf.get(first)) return fail(`${bond.name}'s active member is ${before.active}, not the first member ${nicOf.get(first)} (${first})`);
   if (!before.slaves.every((s) => s.up)) return fail(`${bond.name}'s members are not all up: ${before.slaves.map((s) => `${s.nic} ${s.up ? 'up' : 'down'}`).join(', ')}`);
   if (!(await vm.sh(`ip -4 addr show dev ${node.name}`)).includes(`inet ${address} `)) return fail(`${node.name} does not hold ${address}`);
+  // the rendered MACAddress=: the bond answers ARP with its first member's MAC, one the file names
+  const bondMac = (await vm.sh(`cat /sys/class/net/${bond.name}/address`)).trim().toLowerCase();
+  if (bondMac !== first.toLowerCase()) return fail(`${bond.name}'s MAC is ${bondMac || 'unreadable'}, not its first member's (${first})`);
   const seen: string[] = [];
   if (o.wire) seen.push(`before: ${await o.wire(first, 'before')}`);
 
@@ -125,7 +128,7 @@ export async function bondFailover(vm: BondedVm, m: Machine, o: BondFailoverOpti
     if (o.wire) seen.push(`after: ${await o.wire(second, 'after')}`);
     return {
       result: 'ok',
-      detail: `${m.name}: ${bond.name} (active-backup, MII every ${before.miimon} ms) on ${nicOf.get(first)} (${first}); its wire cut (${netdev} off): ${nicOf.get(second)} (${second}) active within ${took} s, ${node.name} kept ${address}, ${mine.join(', ')} still configured${seen.length ? `; on the wire ${seen.join('; ')}` : ''}; wire put back`,
+      detail: `${m.name}: ${bond.name} (active-backup, MII every ${before.miimon} ms, its MAC the first member's) on ${nicOf.get(first)} (${first}); its wire cut (${netdev} off): ${nicOf.get(second)} (${second}) active within ${took} s, ${node.name} kept ${address}, ${mine.join(', ')} still configured${seen.length ? `; on the wire ${seen.join('; ')}` : ''}; wire put back`,
     };
   } finally {
     await vm.monitor(`set_link ${netdev} on`).catch(() => {});
