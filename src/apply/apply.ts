@@ -214,9 +214,11 @@ const DRAIN_COMMENT = 'slipway-apply-drain';
  * `redispatch 1` sends them to another apiserver at once, and its checks mark this one
  * down) while requests already in flight finish; apply's own /readyz checks come from
  * exempt source ports. A timer removes the rule after 15 minutes should apply never come
- * back (the connection lost, the provisioner gone).
+ * back (the connection lost, the provisioner gone). Only the apiserver's own restart is
+ * wrapped: apply waits for its /readyz (ready), then takes the rule away before any
+ * other unit restarts (the add-ons talk to this apiserver).
  */
-export function drainScripts(spec: Spec, ip: string): { on: string; off: string } {
+export function drainScripts(spec: Spec, ip: string): { on: string; ready: (seconds: number) => string; off: string } {
   const rule = `INPUT -p tcp -d ${ip} --dport ${apiserverPort(spec)} --syn ! --sport ${DRAIN_EXEMPT_PORTS} -m comment --comment ${DRAIN_COMMENT} -j REJECT --reject-with tcp-reset`;
   const del = `while iptables -w -D ${rule} 2>/dev/null; do :; done`;
   return {
@@ -229,6 +231,16 @@ export function drainScripts(spec: Spec, ip: string): { on: string; off: string 
       'sleep 1',
       '',
     ].join('\n'),
+    // the restarted apiserver asked from the exempt ports, until it says ok (bounded)
+    ready: (seconds: number) =>
+      [
+        `deadline=$(( $(date +%s) + ${seconds} ))`,
+        `until [ "$(curl -fsS -m 5 --local-port ${DRAIN_EXEMPT_PORTS.replace(':', '-')} --cacert ${PKI}/ca.crt https://${ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ]; do`,
+        '  [ "$(date +%s)" -ge "$deadline" ] && { echo "/readyz not ok"; exit 1; }',
+        '  sleep 1',
+        'done',
+        '',
+      ].join('\n'),
     off: [del, `systemctl stop ${DRAIN_COMMENT}-undo.timer 2>/dev/null || true`, ''].join('\n'),
   };
 }
@@ -290,30 +302,35 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
         await o.ssh.run(m, c.argv);
       }
       const drain = drains(o.spec, p) ? drainScripts(o.spec, p.target.machine.ip) : undefined;
-      try {
-        if (drain) {
-          stage = 'drain apiserver';
-          o.out(`${name}: new connections to its apiserver refused (haproxy sends them to the others) until it is ready again`);
-          await o.ssh.run(m, { script: drain.on }, { timeoutMs: 30_000 });
-        }
-        for (const u of p.actions.units) {
-          stage = `${u.kind} ${u.unit}`;
+      const seconds = o.healthSeconds ?? 300;
+      for (const u of p.actions.units) {
+        stage = `${u.kind} ${u.unit}`;
+        // only around the apiserver's own restart: units after it (the add-ons) talk to it
+        const drained = drain && u.unit === 'kube-apiserver.service' && u.kind === 'restart' ? drain : undefined;
+        try {
+          if (drained) {
+            o.out(`${name}: new connections to its apiserver refused (haproxy sends them to the others) until it is ready again`);
+            await o.ssh.run(m, { script: drained.on }, { timeoutMs: 30_000 });
+          }
           o.out(`${name}: ${u.kind} ${u.unit}`);
           // reload: only a running unit; a stopped one is left to its own start
           const verb = u.kind === 'reload' ? 'try-reload-or-restart' : u.kind;
           await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
+          if (drained) {
+            const r = await o.ssh.run(m, { script: drained.ready(seconds) }, { timeoutMs: (seconds + 60) * 1000, check: false });
+            if (r.code !== 0) throw new Error(`its apiserver is not ready ${seconds} s after its restart: ${r.stdout.trim() || r.stderr.trim()}`);
+          }
+        } finally {
+          // ready, or failed: either way haproxy's own checks decide again
+          if (drained) await o.ssh.run(m, { script: drained.off }, { timeoutMs: 30_000, check: false }).catch(() => {});
         }
-        stage = 'health';
-        const seconds = o.healthSeconds ?? 300;
-        const h = healthScript(o.spec, p, seconds);
-        if (h.checks.length) {
-          o.out(`${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`);
-          const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
-          if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
-        }
-      } finally {
-        // ready, or failed: either way haproxy's own checks decide again
-        if (drain) await o.ssh.run(m, { script: drain.off }, { timeoutMs: 30_000, check: false }).catch(() => {});
+      }
+      stage = 'health';
+      const h = healthScript(o.spec, p, seconds);
+      if (h.checks.length) {
+        o.out(`${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`);
+        const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
+        if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
       }
       await saveGiven(o.stateDir, name, givenOf(p.next));
       done.push(name);
