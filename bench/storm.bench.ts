@@ -4,10 +4,12 @@
 // snponly.efi, HTTP /ipxe/mac/<mac>.ipxe then /ipxe/<name>.ipxe, then its Ignition from
 // its own address (test/helpers/storm-driver.ts checks every answer). Reports the time
 // until every machine has its Ignition, per-step p50/p99, failures, and the server's peak
-// RSS (VmHWM). Figures, not assertions.
+// RSS (VmHWM). serve runs at its default log level with a live SSE client (the console's
+// /api/v1/events stream, curl -N) attached for the whole storm; its event count is
+// reported. Figures, not assertions.
 //
 // Topology (all in test namespaces; nothing touches the root namespace):
-//   hub (Lab): br0 10.20.30.2/24 running `slipway serve`; route 10.20.0.0/16 via 10.20.30.1
+//   hub (Lab): br0 10.20.30.2 running `slipway serve`; the machines' /24s via 10.20.30.1
 //   rack:      eth0 10.20.30.1/24 on br0 (the router); every machine IP as a /32 on mach0
 // So the machines are a rack behind a router: the provisioner sees their IPs but no
 // neighbour entry for them (Ignition is then checked by source IP alone), and each
@@ -46,6 +48,8 @@ export interface StormBenchResult {
   rssIdleMiB: number;
   rssPeakMiB: number;
   startSeconds: number;
+  /** events the live SSE client received during the storm */
+  sseEvents: number;
 }
 
 /** The machines of bigClusterFile(n), as that file names and addresses them. */
@@ -65,8 +69,19 @@ export async function benchStorm(n: number, concurrency: number, dhcp: { timeout
   const lab = Lab.create(bigClusterFile(n));
   let rack: Netns | undefined;
   try {
-    await lab.start(['--log-level', 'warn']);
+    // the default log level, as a user starts it (STORM_LOG_LEVEL=warn for the quieter variant)
+    await lab.start(process.env.STORM_LOG_LEVEL ? ['--log-level', process.env.STORM_LOG_LEVEL] : []);
     const startSeconds = (performance.now() - t0) / 1000;
+    // A live console client: the operator's SSE stream of events, attached for the whole storm.
+    const sse = lab.hub.spawn('curl', ['-sSN', '-H', `Authorization: Bearer ${lab.apiToken()}`, `http://${SERVER}:${HTTP_PORT}/api/v1/events`]);
+    let sseEvents = 0;
+    let sseTail = '';
+    sse.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      const text = sseTail + d;
+      const lines = text.split('\n');
+      sseTail = lines.pop() ?? '';
+      for (const l of lines) if (l.startsWith('data:')) sseEvents++;
+    });
     const pid = lab.serve!.pid!;
     const tftpSize = statSync(join(lab.state, 'tftp', LOADER)).size;
 
@@ -81,7 +96,11 @@ export async function benchStorm(n: number, concurrency: number, dhcp: { timeout
     const batch = join(lab.dir, 'rack.ip');
     writeFileSync(batch, machines.map((m) => `address add ${m.ip}/32 dev mach0\n`).join(''));
     rack.ip('-batch', batch);
-    lab.hub.ip('route', 'add', '10.20.0.0/16', 'via', ROUTER);
+    // The lab's bridge carries the cluster's whole /16 on-link, so the machines' /24s get
+    // more specific routes through the router (10.20.30.0/24, the lab's own, must hold none).
+    const nets = [...new Set(machines.map((m) => m.ip.split('.').slice(0, 3).join('.')))];
+    if (nets.includes('10.20.30')) throw new Error('machine addresses reach 10.20.30.0/24, the lab segment itself: use fewer machines');
+    for (const net of nets) lab.hub.ip('route', 'add', `${net}.0/24`, 'via', ROUTER);
 
     const rssIdleMiB = procKiB(pid, 'VmRSS') / 1024;
     const req: StormRequest = { server: SERVER, httpPort: HTTP_PORT, tftpFile: LOADER, tftpSize, concurrency, machines, ...(dhcp.timeoutMs ? { dhcpTimeoutMs: dhcp.timeoutMs } : {}), ...(dhcp.attempts ? { dhcpAttempts: dhcp.attempts } : {}) };
@@ -91,6 +110,10 @@ export async function benchStorm(n: number, concurrency: number, dhcp: { timeout
     const out = JSON.parse(line) as { elapsedMs: number; results: MachineResult[] };
     if (lab.serve!.exitCode !== null) throw new Error(`serve died during the storm (exit ${lab.serve!.exitCode}):\n${lab.log.slice(-3000)}`);
     const rssPeakMiB = procKiB(pid, 'VmHWM') / 1024;
+    if (sse.exitCode !== null) throw new Error(`the SSE client was disconnected during the storm (exit ${sse.exitCode})`);
+    await new Promise((r) => setTimeout(r, 1500)); // events are committed within a loop turn, synced within 1 s
+    const eventsSeen = sseEvents;
+    await lab.hub.kill(sse);
     // the provisioner must know the rack only through its router: no neighbour entry for a machine
     const neighbours = lab.hub.ip('neigh', 'show', 'dev', 'br0').split('\n').filter((l) => l.trim() && !l.startsWith(`${ROUTER} `));
     if (neighbours.length) console.error(`warning: the hub has neighbour entries besides the router (the rack is not purely routed):\n${neighbours.slice(0, 5).join('\n')}`);
@@ -128,6 +151,7 @@ export async function benchStorm(n: number, concurrency: number, dhcp: { timeout
       rssIdleMiB,
       rssPeakMiB,
       startSeconds,
+      sseEvents: eventsSeen,
     };
   } finally {
     await rack?.close();
@@ -139,7 +163,7 @@ export function formatStorm(r: StormBenchResult): string {
   const ms = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '-');
   const out = [
     `Boot storm: ${r.machines} machines behind a relay/router, ${r.concurrency} at once: DHCP DORA, TFTP ${LOADER}, iPXE scripts (MAC, machine), Ignition`,
-    `serve started (cluster file of ${r.machines} machines) in ${r.startSeconds.toFixed(1)} s`,
+    `serve started (cluster file of ${r.machines} machines, default log level) in ${r.startSeconds.toFixed(1)} s; a live SSE client on /api/v1/events received ${r.sseEvents} events`,
     '',
     '| machines | served | failures | all served in | machine p50 | machine p99 | serve RSS idle | serve peak RSS |',
     '|---------:|-------:|---------:|--------------:|------------:|------------:|---------------:|---------------:|',
