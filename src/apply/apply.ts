@@ -175,9 +175,7 @@ export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { scr
   }
   if (hasRole(m, 'control-plane')) {
     checks.push('apiserver /readyz');
-    // from the ports a drain lets through (drainScripts): the apiserver is asked while
-    // haproxy's connections to it are still refused
-    lines.push(`[ "$(curl -fsS -m 5 --local-port ${DRAIN_EXEMPT_PORTS.replace(':', '-')} --cacert ${PKI}/ca.crt https://${m.ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ] || why="\${why:+$why; }apiserver /readyz not ok"`);
+    lines.push(`[ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${m.ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ] || why="\${why:+$why; }apiserver /readyz not ok"`);
   }
   if (p.next.has('/etc/systemd/system/kubelet.service')) {
     checks.push('node Ready');
@@ -198,11 +196,6 @@ export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { scr
   return { script, checks };
 }
 
-/**
- * Source ports the drain lets through: apply's own /readyz checks (curl --local-port).
- * Above the kernel's default ephemeral range (32768-60999), so no other client picks them.
- */
-export const DRAIN_EXEMPT_PORTS = '61000:61999';
 const DRAIN_COMMENT = 'slipway-apply-drain';
 
 /**
@@ -210,16 +203,18 @@ const DRAIN_COMMENT = 'slipway-apply-drain';
  * once it is ready. haproxy (on every control-plane machine, no admin socket) only learns
  * of a stopping apiserver by two failed checks; until then it would send it requests that
  * get a 500 or a closed connection (2 of 1,600 probes through the VIP in a live renewal).
- * Instead new connections to the apiserver are refused with a TCP reset (haproxy's
- * `redispatch 1` sends them to another apiserver at once, and its checks mark this one
- * down) while requests already in flight finish; apply's own /readyz checks come from
- * exempt source ports. A timer removes the rule after 15 minutes should apply never come
+ * Instead new connections from other machines to the apiserver are refused with a TCP
+ * reset (their haproxy's `redispatch 1` sends them to another apiserver at once, and its
+ * checks mark this one down) while requests already in flight finish. Connections from
+ * the machine itself are left alone: its own haproxy falls back on redispatch alone. A timer removes the rule after 15 minutes should apply never come
  * back (the connection lost, the provisioner gone). Only the apiserver's own restart is
  * wrapped: apply waits for its /readyz (ready), then takes the rule away before any
  * other unit restarts (the add-ons talk to this apiserver).
  */
 export function drainScripts(spec: Spec, ip: string): { on: string; ready: (seconds: number) => string; off: string } {
-  const rule = `INPUT -p tcp -d ${ip} --dport ${apiserverPort(spec)} --syn ! --sport ${DRAIN_EXEMPT_PORTS} -m comment --comment ${DRAIN_COMMENT} -j REJECT --reject-with tcp-reset`;
+  // ! -i lo: the machine's own clients stay: the apiserver's loopback client (its
+  // post-start hooks, without which /readyz never turns ok), apply's checks, the add-ons
+  const rule = `INPUT -p tcp -d ${ip} --dport ${apiserverPort(spec)} --syn ! -i lo -m comment --comment ${DRAIN_COMMENT} -j REJECT --reject-with tcp-reset`;
   const del = `while iptables -w -D ${rule} 2>/dev/null; do :; done`;
   return {
     on: [
@@ -231,11 +226,11 @@ export function drainScripts(spec: Spec, ip: string): { on: string; ready: (seco
       'sleep 1',
       '',
     ].join('\n'),
-    // the restarted apiserver asked from the exempt ports, until it says ok (bounded)
+    // the restarted apiserver asked from the machine itself (not drained), until it says ok (bounded)
     ready: (seconds: number) =>
       [
         `deadline=$(( $(date +%s) + ${seconds} ))`,
-        `until [ "$(curl -fsS -m 5 --local-port ${DRAIN_EXEMPT_PORTS.replace(':', '-')} --cacert ${PKI}/ca.crt https://${ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ]; do`,
+        `until [ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ]; do`,
         '  [ "$(date +%s)" -ge "$deadline" ] && { echo "/readyz not ok"; exit 1; }',
         '  sleep 1',
         'done',
