@@ -158,6 +158,9 @@ function longRunning(next: Map<string, File>, unit: string): boolean {
   return !f || !/^Type=oneshot$/m.test(f.contents);
 }
 
+/** A shell test: the apiserver at `ip` answers /readyz with ok (asked on its machine). */
+const apiserverReady = (spec: Spec, ip: string): string => `[ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ]`;
+
 /** The health script: loops (bounded) until every check passes; prints the last failure. */
 export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { script: string; checks: string[] } {
   const m = p.target.machine;
@@ -175,7 +178,7 @@ export function healthScript(spec: Spec, p: MachinePlan, seconds: number): { scr
   }
   if (hasRole(m, 'control-plane')) {
     checks.push('apiserver /readyz');
-    lines.push(`[ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${m.ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ] || why="\${why:+$why; }apiserver /readyz not ok"`);
+    lines.push(`${apiserverReady(spec, m.ip)} || why="\${why:+$why; }apiserver /readyz not ok"`);
   }
   if (p.next.has('/etc/systemd/system/kubelet.service')) {
     checks.push('node Ready');
@@ -230,7 +233,7 @@ export function drainScripts(spec: Spec, ip: string): { on: string; ready: (seco
     ready: (seconds: number) =>
       [
         `deadline=$(( $(date +%s) + ${seconds} ))`,
-        `until [ "$(curl -fsS -m 5 --cacert ${PKI}/ca.crt https://${ip}:${apiserverPort(spec)}/readyz 2>/dev/null)" = ok ]; do`,
+        `until ${apiserverReady(spec, ip)}; do`,
         '  [ "$(date +%s)" -ge "$deadline" ] && { echo "/readyz not ok"; exit 1; }',
         '  sleep 1',
         'done',

@@ -82,8 +82,7 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const sshKeyFile = provisionerKeyPath(stateDir);
   const sshKeyText = await readIfExists(sshKeyFile);
   if (sshKeyText !== undefined) parseSshKey(sshKeyText, sshKeyFile);
-  const etcdJoins = await readEtcdJoins(stateDir);
-  const windowTokens = await readBootstrapTokens(stateDir);
+  const records = await readApplyRecords(stateDir);
 
   if (await w.privateDir(stateDir)) log(`${stateDir} was readable by others; set it to 0700`);
   await w.privateDir(pki);
@@ -92,7 +91,19 @@ async function reconcileState(w: Writer, stateDir: string, spec: Spec, opts: Sto
   const tokens = await reconcileTokenFile(w, tokensFile, tokensText, spec.machines.map((m) => m.name), log);
   await w.privateDir(join(stateDir, 'ssh'));
   const provisionerSshKey = await ensureProvisionerKey(w, sshKeyFile, sshKeyText, log);
-  return { certs, serviceAccount, ...tokens, provisionerSshKey, ...(Object.keys(etcdJoins).length ? { etcdJoins } : {}), ...(Object.keys(windowTokens.machines).length || windowTokens.retired.length ? { windowTokens } : {}) };
+  return { certs, serviceAccount, ...tokens, provisionerSshKey, ...records };
+}
+
+/**
+ * What apply records beside the PKI (etcd joins, bootstrap tokens per window) as Secrets
+ * fields, each absent when empty; serve's reprovision reads them again the same way.
+ */
+export async function readApplyRecords(stateDir: string): Promise<Pick<Secrets, 'etcdJoins' | 'windowTokens'>> {
+  const [etcdJoins, windowTokens] = await Promise.all([readEtcdJoins(stateDir), readBootstrapTokens(stateDir)]);
+  return {
+    ...(Object.keys(etcdJoins).length ? { etcdJoins } : {}),
+    ...(Object.keys(windowTokens.machines).length || windowTokens.retired.length ? { windowTokens } : {}),
+  };
 }
 
 /** A Writer that only records, in order, what it would do; `replay` then does it on disk. */

@@ -2,15 +2,13 @@
 // It renders the cluster file in memory on start (and again on SIGHUP: a bad file is
 // reported and the previous one keeps being served), and keeps machine states in the
 // embedded store under the state directory.
-import { readBootstrapTokens } from '../secrets/bootstrap-tokens.ts';
-import { readEtcdJoins } from '../secrets/etcd-joins.ts';
 import { readFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Registry } from 'prom-client';
 import { parseClusterFile } from '../spec/parse.ts';
 import { formatProblem } from '../spec/problems.ts';
 import type { Spec } from '../spec/types.ts';
-import { rotateMachineToken, stageSecrets } from '../secrets/store.ts';
+import { readApplyRecords, rotateMachineToken, stageSecrets } from '../secrets/store.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { Lifecycle } from '../lifecycle/lifecycle.ts';
@@ -216,14 +214,8 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       // what apply (or remove) recorded since the last render: the machine's bootstrap
       // token for this window (the one it had was used, and deleted from the cluster), an
       // etcd join; without them it would install with credentials the cluster refuses
-      const [tokens, joins] = await Promise.all([readBootstrapTokens(opts.stateDir), readEtcdJoins(opts.stateDir)]);
       const { windowTokens: _w, etcdJoins: _j, ...rest } = base.secrets;
-      const secrets = {
-        ...rest,
-        machineTokens: { ...base.secrets.machineTokens, [name]: token },
-        ...(Object.keys(tokens.machines).length || tokens.retired.length ? { windowTokens: tokens } : {}),
-        ...(Object.keys(joins).length ? { etcdJoins: joins } : {}),
-      };
+      const secrets = { ...rest, machineTokens: { ...base.secrets.machineTokens, [name]: token }, ...(await readApplyRecords(opts.stateDir)) };
       site = new Site(base.spec, await renderOffThread(base.spec, secrets, base.pins), secrets, base.pins);
       return lifecycle.reprovision(name, by);
     });
