@@ -12,7 +12,7 @@
 // control-plane machine over SSH with its admin.conf (as drain does); a token reaches it
 // on stdin, never on a command line, and only ids are printed.
 import { hasRole, type Spec } from '../spec/types.ts';
-import { newWindowToken, type BootstrapTokens, type WindowToken } from '../secrets/bootstrap-tokens.ts';
+import { newWindowToken, writeBootstrapTokens, type BootstrapTokens, type WindowToken } from '../secrets/bootstrap-tokens.ts';
 import { bootstrapTokenSecret, yamlDocs } from '../plan/phases/addons.ts';
 import type { SshTransport } from './ssh.ts';
 import type { Target } from './targets.ts';
@@ -140,6 +140,16 @@ export function windowFor(record: BootstrapTokens, name: string, token: WindowTo
     remove: old && !old.used ? [{ id: old.id, why: `${name} reprovisioned: a window of its own again` }] : [],
     next: { machines: { ...record.machines, [name]: token }, retired: record.retired },
   };
+}
+
+/**
+ * A token plan carried out in the order that keeps the record true: new Secrets created,
+ * then the record written (render reads it), then the old Secrets deleted.
+ */
+export async function deliverTokens(ssh: SshTransport, via: Target, p: TokenPlan, spec: Spec, stateDir: string, out: (l: string) => void): Promise<void> {
+  await createTokens(ssh, via, p, spec, out);
+  await writeBootstrapTokens(stateDir, p.next);
+  await removeTokens(ssh, via, p, out);
 }
 
 /** The control-plane machine kubectl runs on (first reachable in file order). */

@@ -162,9 +162,7 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     if (tokenChange && tokenVia) {
       // created in the cluster before recorded (a recorded token always exists), deleted after
       try {
-        await tk.createTokens(ssh, tokenVia, tokens, spec, io.out);
-        await writeBootstrapTokens(stateDir, tokens.next);
-        await tk.removeTokens(ssh, tokenVia, tokens, io.out);
+        await tk.deliverTokens(ssh, tokenVia, tokens, spec, stateDir, io.out);
       } catch (e) {
         io.out(`bootstrap tokens: FAILED on ${tokenVia.machine.name}: ${(e as Error).message}`);
         io.out(`apply: not done: bootstrap tokens, ${[...(etcdChange ? [`etcd (${step.kind} ${step.name})`] : []), ...changed.map((p) => p.target.machine.name)].join(', ')}; run apply again to continue`);
@@ -248,11 +246,9 @@ export async function nodeCommand(verb: 'drain' | 'remove', argv: string[], io: 
     await forgetGiven(stateDir, name);
     // its next install joins with a token of its own (the one it had was used and deleted)
     const tk = await import('../apply/tokens.ts');
-    const { newWindowToken, readBootstrapTokens, writeBootstrapTokens } = await import('../secrets/bootstrap-tokens.ts');
+    const { newWindowToken, readBootstrapTokens } = await import('../secrets/bootstrap-tokens.ts');
     const window = tk.windowFor(await readBootstrapTokens(stateDir), name, newWindowToken(Date.now(), tk.DEFAULT_TOKEN_TTL_SECONDS));
-    await tk.createTokens(ssh, via, window, spec, io.out);
-    await writeBootstrapTokens(stateDir, window.next);
-    await tk.removeTokens(ssh, via, window, io.out);
+    await tk.deliverTokens(ssh, via, window, spec, stateDir, io.out);
     const { provisionerURL } = await import('../spec/types.ts');
     const { defaultTokenFile } = await import('./status.ts');
     const server = a.server ?? provisionerURL(spec);
