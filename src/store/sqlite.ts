@@ -14,7 +14,7 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { State } from './states.ts';
-import type { Discovered, MachineRecord, Store, StoredEvent, StoredFacts } from './store.ts';
+import { FACTS_HISTORY, type Discovered, type MachineRecord, type Store, type StoredEvent, type StoredFacts } from './store.ts';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS machines (
@@ -58,6 +58,15 @@ CREATE TABLE IF NOT EXISTS facts (
   source  TEXT NOT NULL,
   facts   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS facts_history (
+  id      INTEGER PRIMARY KEY AUTOINCREMENT,
+  mac     TEXT NOT NULL,
+  machine TEXT,
+  at      TEXT NOT NULL,
+  source  TEXT NOT NULL,
+  facts   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS facts_history_mac ON facts_history(mac, id);
 CREATE TABLE IF NOT EXISTS host_keys (
   machine TEXT PRIMARY KEY,
   key     TEXT NOT NULL,
@@ -76,6 +85,8 @@ const toEvent = (r: EventRow): StoredEvent => ({
   ...(r.reason ? { reason: r.reason } : {}),
   ...(r.detail ? { detail: JSON.parse(r.detail) as Record<string, unknown> } : {}),
 });
+interface FactsRow { mac: string; machine: string | null; at: string; source: string; facts: string }
+const toFacts = (r: FactsRow): StoredFacts => ({ mac: r.mac, ...(r.machine ? { machine: r.machine } : {}), at: r.at, source: r.source, facts: JSON.parse(r.facts) as Record<string, unknown> });
 const toMachine = (r: MachineRow): MachineRecord => ({ name: r.name, state: r.state as State, since: r.since, ...(r.reason ? { reason: r.reason } : {}) });
 
 /**
@@ -111,6 +122,9 @@ export class SqliteStore implements Store {
     // NORMAL: SQLite syncs only at checkpoints; durable() syncs what must be power-safe.
     this.db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;');
     this.db.exec(SCHEMA);
+    // A store from before the history (issue 18) has each MAC's newest facts only: they
+    // become the first entry of its history, once (a MAC with a history is left alone).
+    this.db.exec('INSERT INTO facts_history(mac, machine, at, source, facts) SELECT mac, machine, at, source, facts FROM facts WHERE mac NOT IN (SELECT mac FROM facts_history) ORDER BY at');
     this.q = {
       get: this.db.prepare('SELECT name, state, reason, since FROM machines WHERE name = ?'),
       list: this.db.prepare('SELECT name, state, reason, since FROM machines ORDER BY name'),
@@ -128,6 +142,9 @@ export class SqliteStore implements Store {
       useToken: this.db.prepare('DELETE FROM enlist_tokens WHERE hash = ? AND mac = ?'),
       putFacts: this.db.prepare('INSERT INTO facts(mac, machine, at, source, facts) VALUES (?, ?, ?, ?, ?) ON CONFLICT(mac) DO UPDATE SET machine = excluded.machine, at = excluded.at, source = excluded.source, facts = excluded.facts'),
       facts: this.db.prepare('SELECT mac, machine, at, source, facts FROM facts WHERE mac = ?'),
+      addFactsHistory: this.db.prepare('INSERT INTO facts_history(mac, machine, at, source, facts) VALUES (?, ?, ?, ?, ?)'),
+      pruneFactsHistory: this.db.prepare('DELETE FROM facts_history WHERE mac = ? AND id NOT IN (SELECT id FROM facts_history WHERE mac = ? ORDER BY id DESC LIMIT ?)'),
+      factsHistory: this.db.prepare('SELECT mac, machine, at, source, facts FROM facts_history WHERE mac = ? ORDER BY id DESC LIMIT ?'),
       hostKey: this.db.prepare('SELECT key FROM host_keys WHERE machine = ?'),
       pinHostKey: this.db.prepare('INSERT INTO host_keys(machine, key, at) VALUES (?, ?, ?) ON CONFLICT(machine) DO NOTHING'),
       forgetHostKey: this.db.prepare('DELETE FROM host_keys WHERE machine = ?'),
@@ -321,7 +338,10 @@ export class SqliteStore implements Store {
         this.db.exec('ROLLBACK');
         return undefined;
       }
-      this.q.putFacts!.run(mac, opts.machine ?? null, at, source, JSON.stringify(facts));
+      const text = JSON.stringify(facts);
+      this.q.putFacts!.run(mac, opts.machine ?? null, at, source, text);
+      this.q.addFactsHistory!.run(mac, opts.machine ?? null, at, source, text);
+      this.q.pruneFactsHistory!.run(mac, mac, FACTS_HISTORY);
       this.db.exec('COMMIT');
     } catch (e) {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
@@ -331,8 +351,12 @@ export class SqliteStore implements Store {
   }
 
   facts(mac: string): StoredFacts | undefined {
-    const r = this.q.facts!.get(mac) as { mac: string; machine: string | null; at: string; source: string; facts: string } | undefined;
-    return r ? { mac: r.mac, ...(r.machine ? { machine: r.machine } : {}), at: r.at, source: r.source, facts: JSON.parse(r.facts) as Record<string, unknown> } : undefined;
+    const r = this.q.facts!.get(mac) as FactsRow | undefined;
+    return r ? toFacts(r) : undefined;
+  }
+
+  factsHistory(mac: string, limit = FACTS_HISTORY): StoredFacts[] {
+    return (this.q.factsHistory!.all(mac, Math.max(0, Math.min(limit, FACTS_HISTORY))) as unknown as FactsRow[]).map(toFacts);
   }
 
   close(): void {

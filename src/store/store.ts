@@ -47,6 +47,9 @@ export interface StoredFacts {
   facts: Record<string, unknown>;
 }
 
+/** a MAC's facts reports kept (newest first); older ones are forgotten as new ones come */
+export const FACTS_HISTORY = 20;
+
 export interface Store {
   get(name: string): MachineRecord | undefined;
   list(): MachineRecord[];
@@ -108,11 +111,15 @@ export interface Store {
   /** the MAC a token's hash was issued to, if it was issued at or after `issuedSince` and is unused */
   enlistTokenMac(hash: string, issuedSince: string): string | undefined;
   /**
-   * Stores a MAC's facts (replacing earlier ones). With `useToken`, only if that token
+   * Stores a MAC's facts: its newest, and one more report in its history (of which the
+   * oldest beyond FACTS_HISTORY are forgotten), together. With `useToken`, only if that token
    * hash is still unused for this MAC, which it uses up in the same transaction
    * (undefined: used already, nothing stored).
    */
   recordFacts(mac: string, facts: Record<string, unknown>, source: string, opts?: { machine?: string; useToken?: string }): StoredFacts | undefined;
+  /** the MAC's newest facts */
   facts(mac: string): StoredFacts | undefined;
+  /** the MAC's facts as reported, each with its time and source, newest first: the last FACTS_HISTORY (at most `limit`) */
+  factsHistory(mac: string, limit?: number): StoredFacts[];
   close(): void;
 }
