@@ -8,7 +8,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { ROOT } from './helpers/cli.ts';
 
 /** Top to bottom: a folder may import only folders after it. */
-export const LAYERS = ['cli', 'rehearse', 'day2', 'apply', 'bundle', 'power', 'image', 'serve', 'lifecycle', 'render', 'plan', 'secrets', 'store', 'spec', 'catalog', 'lib'] as const;
+export const LAYERS = ['cli', 'rehearse', 'day2', 'apply', 'bundle', 'power', 'image', 'serve', 'kube', 'lifecycle', 'render', 'plan', 'secrets', 'store', 'spec', 'catalog', 'lib'] as const;
 
 const SRC = join(ROOT, 'src');
 const folderOf = (file: string): string => relative(SRC, file).split('/')[0]!;

@@ -18,10 +18,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { slipway, ROOT, EXAMPLE_HA } from './helpers/cli.ts';
-import { Netns } from './helpers/netns.ts';
 import { parseCommand } from '../src/plan/systemd.ts';
 import { versionProfile } from '../src/catalog/versions.ts';
-import { checkWindowTokens } from './helpers/token-checks.ts';
+import { checkWindowTokens, checkReprovisionWindow } from './helpers/token-checks.ts';
+import { Lab as RehearsalLab } from '../src/rehearse/lab/lab.ts';
+import { parseClusterFile } from '../src/spec/parse.ts';
 
 const VERSION = 'v1.20.2';
 const CACHE = `${process.env.SLIPWAY_CACHE ?? '/var/cache/slipway'}/kubernetes`;
@@ -253,12 +254,16 @@ test('the v1.20 profile in src/catalog/versions.ts matches the binaries and thei
 let listening: string | undefined;
 
 test('one v1.20 control-plane machine comes up from its rendered units (netns with cp1\'s address)', { skip: SKIP || (!existsSync('/usr/bin/etcd') && 'etcd-server is not installed'), timeout: 240_000 }, async () => {
-  const ns = Netns.create('slipway-k8s');
+  // cp1 on a lab bridge (the rehearsal's lab), so the real `slipway serve` in the lab's hub
+  // can reach its apiserver for the reprovision check at the end
+  const spec = parseClusterFile(readFileSync(join(work, 'lab.yaml'), 'utf8'), 'lab.yaml').spec!;
+  const net = RehearsalLab.create(spec, 'slipway-k8s-lab', 'slipway-k8s');
   const logs = new Map<string, string>();
   try {
-    ns.addDummy('eth0');
+    const ns = net.attach('cp1', spec.machines[0]!.mac);
     ns.addAddress('eth0', '10.20.30.11/24');
-    ns.up('eth0');
+    // the VIP, as keepalived would hold it on cp1 (no haproxy here: serve's API client is refused there and asks cp1's own apiserver)
+    ns.addAddress('eth0', `${spec.controlPlane.vip}/32`);
     ns.up('lo');
     const start = (name: string, cmd: string, args: string[]) => {
       logs.set(name, '');
@@ -341,8 +346,10 @@ test('one v1.20 control-plane machine comes up from its rendered units (netns wi
     await ns.waitFor('default ServiceAccount in slipway-probe', async () => (await kubectl(['-n', 'slipway-probe', 'get', 'serviceaccount', 'default'])).code === 0, 60_000, 2_000);
     // issue 17: bootstrap tokens per provisioning window, checked by this apiserver and its tokencleaner
     console.log(`# ${await checkWindowTokens({ ns, kubectl: join(BIN, 'kubectl'), adminConf: join(machineRoot('cp1'), 'etc/kubernetes/admin.conf'), bootstrapAddons: join(machineRoot('cp1'), 'etc/kubernetes/addons/10-bootstrap.yaml'), specFile: join(work, 'lab.yaml'), stateDir: join(work, 'state'), server: 'https://10.20.30.11:6443', work })}`);
+    // and serve's reprovision (the console, the API, `slipway provision`) opens one through this apiserver
+    console.log(`# ${await checkReprovisionWindow({ lab: net, cp1: ns, kubectl: join(BIN, 'kubectl'), adminConf: join(machineRoot('cp1'), 'etc/kubernetes/admin.conf'), specFile: join(work, 'lab.yaml'), stateDir: join(work, 'state'), server: 'https://10.20.30.11:6443', work })}`);
   } finally {
-    await ns.close();
+    await net.close();
   }
 });
 

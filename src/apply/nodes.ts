@@ -35,10 +35,24 @@ export async function deleteNode(ssh: SshTransport, via: Target, name: string, o
   await ssh.run(via.ssh, [...KUBECTL, 'delete', 'node', name, '--ignore-not-found', '--wait=true'], { timeoutMs: 120_000 });
 }
 
-/** Asks the running serve to reprovision the machine (its next network boot installs it). */
-export async function reprovision(serverUrl: string, token: string, name: string): Promise<void> {
-  const res = await fetch(`${serverUrl}/api/v1/machines/${encodeURIComponent(name)}/reprovision`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
-  if (!res.ok) throw new Error(`serve answered ${res.status}: ${(await res.text()).trim().slice(0, 300)}`);
+/**
+ * Asks the running serve to reprovision the machine (its next network boot installs it);
+ * serve opens its provisioning window (`window`: the new bootstrap token's id and expiry)
+ * when the cluster runs.
+ */
+export async function reprovision(serverUrl: string, token: string, name: string): Promise<{ window?: { id: string; expires: string } }> {
+  const res = await fetch(`${serverUrl}/api/v1/machines/${encodeURIComponent(name)}/reprovision`, { method: 'POST', headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(60_000) });
+  const text = await res.text();
+  if (!res.ok) {
+    let msg = text.trim().slice(0, 600);
+    try {
+      msg = (JSON.parse(text) as { error?: string }).error ?? msg;
+    } catch {
+      // not JSON
+    }
+    throw new Error(`serve answered ${res.status}: ${msg}`);
+  }
+  return JSON.parse(text) as { window?: { id: string; expires: string } };
 }
 
 /** The machine is no longer configured as it was: apply must not compare it with an old record. */

@@ -13,12 +13,13 @@
 // on stdin, never on a command line, and only ids are printed.
 import { hasRole, type Spec } from '../spec/types.ts';
 import { newWindowToken, writeBootstrapTokens, type BootstrapTokens, type WindowToken } from '../secrets/bootstrap-tokens.ts';
-import { bootstrapTokenSecret, yamlDocs } from '../plan/phases/addons.ts';
+import { yamlDocs } from '../plan/phases/addons.ts';
+import { tokenSecret, windowFor, type TokenPlan } from '../kube/windows.ts';
+
+// the window of one reprovisioned machine and the plan's shape live with the API client serve uses (kube/)
+export { windowFor, type TokenPlan };
 import type { SshTransport } from './ssh.ts';
 import type { Target } from './targets.ts';
-
-/** kubeadm's default token TTL */
-export const DEFAULT_TOKEN_TTL_SECONDS = 24 * 3600;
 
 export interface TokenInputs {
   spec: Spec;
@@ -38,16 +39,6 @@ export interface TokenInputs {
   ttlSeconds: number;
   /** token maker (tests pass a fixed one) */
   newToken?: (now: number, ttlSeconds: number) => WindowToken;
-}
-
-export interface TokenPlan {
-  create: { machine: string; token: WindowToken }[];
-  /** Secrets to delete, by token id, and why */
-  remove: { id: string; why: string }[];
-  /** the install token's id when this run retires it */
-  retire?: string;
-  /** the record after this run */
-  next: BootstrapTokens;
 }
 
 /** What apply does with bootstrap tokens this run (pure). */
@@ -111,8 +102,7 @@ export const isTokenChange = (p: TokenPlan): boolean => p.create.length > 0 || p
 const KUBECTL = ['/opt/bin/kubectl', '--kubeconfig', '/etc/kubernetes/admin.conf'];
 
 /** The Secrets of new tokens, as kubectl applies them (a secret: 0600 wherever it is written). */
-export const tokenManifest = (create: TokenPlan['create'], spec: Spec): string =>
-  yamlDocs(create.map((c) => bootstrapTokenSecret(c.token.id, c.token.secret, `Slipway kubelet TLS bootstrap for ${c.machine} (${spec.name})`, c.token.expires)));
+export const tokenManifest = (create: TokenPlan['create'], spec: Spec): string => yamlDocs(create.map((c) => tokenSecret(c, spec)));
 
 /** Creates the new tokens' Secrets (one kubectl apply, manifest on stdin). */
 export async function createTokens(ssh: SshTransport, via: Target, p: TokenPlan, spec: Spec, out: (l: string) => void): Promise<void> {
@@ -126,20 +116,6 @@ export async function removeTokens(ssh: SshTransport, via: Target, p: TokenPlan,
   if (!p.remove.length) return;
   await ssh.run(via.ssh, [...KUBECTL, '-n', 'kube-system', 'delete', 'secret', '--ignore-not-found', ...p.remove.map((r) => `bootstrap-token-${r.id}`)], { timeoutMs: 60_000 });
   for (const r of p.remove) out(`bootstrap token ${r.id}: deleted (${r.why})`);
-}
-
-/**
- * The window a reprovisioned machine installs in (`slipway remove`): the token it joined
- * with was used and deleted, so it gets a fresh one, created in the cluster before it is
- * recorded (serve's reprovision reads the record into the machine's render). Pure plan.
- */
-export function windowFor(record: BootstrapTokens, name: string, token: WindowToken): TokenPlan {
-  const old = record.machines[name];
-  return {
-    create: [{ machine: name, token }],
-    remove: old && !old.used ? [{ id: old.id, why: `${name} reprovisioned: a window of its own again` }] : [],
-    next: { machines: { ...record.machines, [name]: token }, retired: record.retired },
-  };
 }
 
 /**

@@ -13,6 +13,7 @@ import type { AssetPins, Plan } from '../plan/types.ts';
 import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { stageSecrets } from '../secrets/store.ts';
+import { MAX_TOKEN_HOURS } from '../spec/schema.ts';
 
 export class ApplyUsage extends Error {}
 
@@ -63,13 +64,16 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     'token-ttl': { type: 'string' },
   });
   const file = need(a.file, '-f FILE');
-  const ttlHours = a['token-ttl'] === undefined ? 24 : Number(a['token-ttl']);
-  if (!Number.isInteger(ttlHours) || ttlHours < 1) throw new ApplyUsage('--token-ttl must be a whole number of hours (kubeadm\'s default: 24)');
+  const ttlFlag = a['token-ttl'] === undefined ? undefined : Number(a['token-ttl']);
+  if (ttlFlag !== undefined && (!Number.isInteger(ttlFlag) || ttlFlag < 1 || ttlFlag > MAX_TOKEN_HOURS))
+    throw new ApplyUsage(`--token-ttl must be a whole number of hours, 1..${MAX_TOKEN_HOURS} (default: the file's spec.pki.bootstrapTokenValidityHours, else kubeadm's 24)`);
   const healthSeconds = a['health-timeout'] === undefined ? 300 : Number(a['health-timeout']);
   if (!Number.isInteger(healthSeconds) || healthSeconds < 1) throw new ApplyUsage('--health-timeout must be a whole number of seconds');
   const spec = await io.load(file);
   if (!spec) return 1;
   const stateDir = io.stateDirFor(file, a.state);
+  // the flag wins over the file (a one-off longer window, say, for a machine delivered late)
+  const ttlHours = ttlFlag ?? spec.pki.bootstrapTokenValidityHours;
   const { machineTargets, transportFor, formerTarget } = await import('../apply/targets.ts');
   const { planApply, describe, runApply } = await import('../apply/apply.ts');
   const { isEmpty } = await import('../apply/changes.ts');
@@ -244,17 +248,14 @@ export async function nodeCommand(verb: 'drain' | 'remove', argv: string[], io: 
     }
     await deleteNode(ssh, via, name, io.out);
     await forgetGiven(stateDir, name);
-    // its next install joins with a token of its own (the one it had was used and deleted)
-    const tk = await import('../apply/tokens.ts');
-    const { newWindowToken, readBootstrapTokens } = await import('../secrets/bootstrap-tokens.ts');
-    const window = tk.windowFor(await readBootstrapTokens(stateDir), name, newWindowToken(Date.now(), tk.DEFAULT_TOKEN_TTL_SECONDS));
-    await tk.deliverTokens(ssh, via, window, spec, stateDir, io.out);
     const { provisionerURL } = await import('../spec/types.ts');
     const { defaultTokenFile } = await import('./status.ts');
     const server = a.server ?? provisionerURL(spec);
     try {
       const token = (await readFile(defaultTokenFile(stateDir), 'utf8')).trim();
-      await reprovision(server, token, name);
+      // serve's reprovision opens its window: a bootstrap token of its own (the one it had was used and deleted)
+      const r = await reprovision(server, token, name);
+      if (r.window) io.out(`${name}: bootstrap token ${r.window.id} for its next install (expires ${r.window.expires})`);
       io.out(`${name}: marked for reprovision at ${server} (its next network boot installs it again)`);
     } catch (e) {
       io.out(`${name}: Node deleted, but serve at ${server} could not mark it for reprovision (${(e as Error).message}): reprovision it from the console or the API`);

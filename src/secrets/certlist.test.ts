@@ -23,7 +23,7 @@ test('the HA spec gets the kubeadm set: 3 CAs, 5 control-plane leaves, 2 per etc
 });
 
 test('CAs are self-signed, carry no extended usages and use caValidityDays', () => {
-  const spec = haSpec({ pki: { keyAlgorithm: 'ecdsa-p256', caValidityDays: 1000, certValidityDays: 90 } });
+  const spec = haSpec({ pki: { keyAlgorithm: 'ecdsa-p256', caValidityDays: 1000, certValidityDays: 90, bootstrapTokenValidityHours: 24 } });
   const cas = certList(spec).filter((d) => d.isCA);
   assert.deepEqual(
     cas.map((d) => [d.id, d.cn, d.ca, d.usages, d.validityDays]),

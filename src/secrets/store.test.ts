@@ -90,7 +90,7 @@ test('a leaf whose key is gone is reissued; a loosened key file is set back to 0
 test('changing certValidityDays reissues every leaf, never a CA', async (t) => {
   const state = await tempState(t);
   const s1 = await loadOrCreateSecrets(state, haSpec());
-  const s2 = await loadOrCreateSecrets(state, haSpec({ pki: { keyAlgorithm: 'ecdsa-p256', caValidityDays: 100, certValidityDays: 90 } }));
+  const s2 = await loadOrCreateSecrets(state, haSpec({ pki: { keyAlgorithm: 'ecdsa-p256', caValidityDays: 100, certValidityDays: 90, bootstrapTokenValidityHours: 24 } }));
   for (const [id, ck] of Object.entries(s2.certs) as [CertId, CertKey][]) {
     const isCa = (CA_IDS as readonly CertId[]).includes(id);
     assert.equal(ck.cert === s1.certs[id]!.cert, isCa, id);

@@ -18,11 +18,13 @@ export interface ServeContext {
   log: Logger;
   stateDir: string;
   /**
-   * The operator's reprovision: a new report token for the machine (saved, and carried
-   * by its next configuration; the old one is refused from then on), then back to the
+   * The operator's reprovision: when the cluster runs, a provisioning window (a bootstrap
+   * token of its own, created in the cluster; serve/window.ts: throws WindowError, nothing
+   * changed, when it cannot be); a new report token for the machine (saved, and carried
+   * by its next configuration; the old one is refused from then on); then back to the
    * start, so its next network boot installs again.
    */
-  reprovision(name: string, by: string): Promise<StoredEvent | undefined>;
+  reprovision(name: string, by: string): Promise<{ event: StoredEvent | undefined; window?: { id: string; expires: string } }>;
   /** issue 18: a machine's BMC (power/, plugged in by the CLI: serve knows no driver); absent: no power control */
   power?: PowerControl;
 }

@@ -32,6 +32,7 @@ import { givenOf, machineFiles, saveGiven } from '../render/given.ts';
 import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './http/server.ts';
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { renderOffThread } from './render-worker.ts';
+import { reprovisionWindow } from './window.ts';
 import type { PowerControl, ServeContext } from './context.ts';
 import { consoleRoutes } from './http/console.ts';
 import { randomBytes } from 'node:crypto';
@@ -207,9 +208,14 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   };
   const reprovision = (name: string, by: string) =>
     exclusive(async () => {
-      // Token first (on disk), then the render carrying it, then the state: by the time the
-      // machine may fetch its configuration again, that configuration has the new token.
+      // Its provisioning window first (a bootstrap token of its own, created in the cluster
+      // and recorded; refused, nothing changed, when the running cluster cannot take it),
+      // then its report token (on disk), then the render carrying both, then the state: by
+      // the time the machine may fetch its configuration again, it has them.
       const base = site;
+      const window = await reprovisionWindow({ spec: base.spec, secrets: base.secrets, stateDir: opts.stateDir, name, state: (n) => lifecycle.state(n) });
+      if (window) log.info({ machine: name, token: window.token.id, expires: window.token.expires, deleted: window.removed }, 'provisioning window: a bootstrap token of its own, created in the cluster');
+      for (const w of window?.warnings ?? []) log.warn({ machine: name }, w);
       const token = await rotateMachineToken(opts.stateDir, name);
       // what apply (or remove) recorded since the last render: the machine's bootstrap
       // token for this window (the one it had was used, and deleted from the cluster), an
@@ -217,7 +223,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       const { windowTokens: _w, etcdJoins: _j, ...rest } = base.secrets;
       const secrets = { ...rest, machineTokens: { ...base.secrets.machineTokens, [name]: token }, ...(await readApplyRecords(opts.stateDir)) };
       site = new Site(base.spec, await renderOffThread(base.spec, secrets, base.pins), secrets, base.pins);
-      return lifecycle.reprovision(name, by);
+      return { event: lifecycle.reprovision(name, by), ...(window ? { window: window.token } : {}) };
     });
   const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision, power: opts.power };
   // Unknown MACs age out, and their number is capped (anyone on the segment can make up MACs).

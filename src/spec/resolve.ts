@@ -22,6 +22,8 @@ export const DEFAULTS = {
   keyAlgorithm: 'ecdsa-p256',
   caValidityDays: 3650,
   certValidityDays: 365,
+  /** kubeadm's token TTL */
+  bootstrapTokenValidityHours: 24,
   cni: 'flannel',
 } as const;
 
@@ -61,6 +63,7 @@ export function resolve(cf: ClusterFile, sources: Map<string, string> = new Map(
       keyAlgorithm: s.pki?.keyAlgorithm ?? DEFAULTS.keyAlgorithm,
       caValidityDays: s.pki?.caValidityDays ?? DEFAULTS.caValidityDays,
       certValidityDays: s.pki?.certValidityDays ?? DEFAULTS.certValidityDays,
+      bootstrapTokenValidityHours: s.pki?.bootstrapTokenValidityHours ?? DEFAULTS.bootstrapTokenValidityHours,
     },
     ssh: { authorizedKeys: s.ssh?.authorizedKeys ?? [] },
     // issue 20: proxy, additions and per-machine links (undefined when the file has none)

@@ -30,6 +30,8 @@ export const ONE_LINE_PATTERN = '^[^\\u0000-\\u001f\\u007f]+$';
 export const NTP_SERVER_PATTERN = '^(\\d{1,3}(\\.\\d{1,3}){3}|[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*)$';
 /** Certificates' days: X.509 dates end in 9999, and a century is more than any cluster needs. */
 export const MAX_VALIDITY_DAYS = 36500;
+/** a bootstrap token is a join credential: a window of at most 30 days (apply replaces an expired one) */
+export const MAX_TOKEN_HOURS = 720;
 /** A BMC address: an IPv4 address or a DNS name (it is an argument to ipmitool). */
 export const BMC_ADDRESS_PATTERN = '^(\\d{1,3}(\\.\\d{1,3}){3}|[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*)$';
 /** An IPMI user name: at most 16 bytes (IPMI v2.0, 13.14); printable, no spaces. */
@@ -261,6 +263,9 @@ export const ClusterFileSchema = Type.Object(
               keyAlgorithm: Type.Optional(StringEnum(['ecdsa-p256', 'rsa-2048'])),
               caValidityDays: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_VALIDITY_DAYS, description: `days the CAs are valid, 1..${MAX_VALIDITY_DAYS}` })),
               certValidityDays: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_VALIDITY_DAYS, description: `days leaf certificates are valid, 1..${MAX_VALIDITY_DAYS}, at most caValidityDays` })),
+              bootstrapTokenValidityHours: Type.Optional(
+                Type.Integer({ minimum: 1, maximum: MAX_TOKEN_HOURS, description: `hours a provisioning window's bootstrap token is valid (kubeadm's default 24), 1..${MAX_TOKEN_HOURS}` }),
+              ),
             },
             { additionalProperties: false },
           ),

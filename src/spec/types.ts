@@ -142,7 +142,8 @@ export interface Spec {
   os: OsName;
   /** NTP servers the machines sync to: the file's, else the provisioner */
   ntp: { servers: string[] };
-  pki: { keyAlgorithm: KeyAlgorithm; caValidityDays: number; certValidityDays: number };
+  /** bootstrapTokenValidityHours: the TTL of a provisioning window's bootstrap token (apply, remove, a reprovision) */
+  pki: { keyAlgorithm: KeyAlgorithm; caValidityDays: number; certValidityDays: number; bootstrapTokenValidityHours: number };
   ssh: { authorizedKeys: string[] };
   machines: Machine[];
   /** issue 20: a proxy for what goes outside; undefined: none */

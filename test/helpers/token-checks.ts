@@ -15,6 +15,8 @@ import { loadOrCreateSecrets } from '../../src/secrets/store.ts';
 import { buildPlan } from '../../src/plan/plan.ts';
 import { planTree } from '../../src/render/tree.ts';
 import { machineFiles } from '../../src/render/given.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
+import type { Lab as RehearsalLab } from '../../src/rehearse/lab/lab.ts';
 
 export interface TokenCheckInputs {
   ns: Netns;
@@ -82,4 +84,93 @@ export async function checkWindowTokens(i: TokenCheckInputs): Promise<string> {
   r = await as(installConf, ['auth', 'can-i', 'create', 'certificatesigningrequests.certificates.k8s.io']);
   assert.match(r.out, /Unauthorized/, 'the retired install token is refused');
   return `window token for w1 authenticated as a bootstrapper (CSRs only), an expired one refused and cleaned by the tokencleaner, used and retired ones refused (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
+}
+
+export interface ReprovisionCheckInputs {
+  /** the lab the control plane's cp1 is attached to; serve is started in its hub */
+  lab: RehearsalLab;
+  /** cp1's namespace (the apiserver at 10.20.30.11:6443) */
+  cp1: Netns;
+  kubectl: string;
+  adminConf: string;
+  specFile: string;
+  stateDir: string;
+  server: string;
+  work: string;
+}
+
+/**
+ * serve's reprovision opens a provisioning window (issue 17): the real `slipway serve` in
+ * the lab's hub, its store saying the cluster's machines are installed, reprovisions w1
+ * through its API (what the console's button and `slipway provision` call): the 200 names
+ * a fresh token; the token is in the cluster as a Secret with its expiration (the file's
+ * default, 24 h) and in the record; the Ignition serve gives w1 (fetched from w1's own
+ * namespace, its IP and MAC) carries it in its bootstrap kubeconfig, which authenticates
+ * as a bootstrapper; a second reprovision replaces it and deletes the first from the
+ * cluster. Returns a one-line summary.
+ */
+export async function checkReprovisionWindow(i: ReprovisionCheckInputs): Promise<string> {
+  const t0 = performance.now();
+  const { spec } = parseClusterFile(readFileSync(i.specFile, 'utf8'), i.specFile);
+  assert.ok(spec);
+  const admin = (args: string[]) => i.cp1.exec(i.kubectl, [`--kubeconfig=${i.adminConf}`, `--server=${i.server}`, '--request-timeout=10s', ...args], { timeoutMs: 30_000 });
+  // serve's store: every machine installed (its host key pinned), as after the first install
+  const store = new SqliteStore(join(i.stateDir, 'serve.db'));
+  try {
+    for (const m of spec.machines) store.transition(m.name, 'installed', 'machine', () => true);
+    store.commit();
+  } finally {
+    store.close();
+  }
+  let log = '';
+  await i.lab.startServe({ file: i.specFile, state: i.stateDir, args: ['--timeout', '0'], timeoutMs: 30_000, output: (d) => (log = (log + d).slice(-20_000)) });
+  const token = readFileSync(join(i.stateDir, 'api-token'), 'utf8').trim();
+  const reprovision = async () => {
+    const r = await i.lab.exec('curl', ['-sS', '-m', '30', '-X', 'POST', '-H', `Authorization: Bearer ${token}`, '-w', '\n%{http_code}', `${i.lab.provisionerURL}/api/v1/machines/w1/reprovision`], 40_000);
+    const [body, code] = [r.stdout.slice(0, r.stdout.lastIndexOf('\n')), r.stdout.slice(r.stdout.lastIndexOf('\n') + 1)];
+    assert.equal(code, '200', `${r.out}\n${log}`);
+    const window = (JSON.parse(body) as { window?: { id: string; expires: string } }).window;
+    assert.ok(window, `the reprovision names w1's window: ${body}`);
+    assert.doesNotMatch(body, /secret/i, 'only the id and expiry');
+    return window;
+  };
+  const secretData = async (id: string) => {
+    const r = await admin(['-n', 'kube-system', 'get', 'secret', `bootstrap-token-${id}`, '-o', 'json']);
+    if (/NotFound/.test(r.out)) return undefined;
+    assert.equal(r.code, 0, r.out);
+    return Object.fromEntries(Object.entries((JSON.parse(r.stdout) as { data: Record<string, string> }).data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]));
+  };
+  const first = await reprovision();
+  const record = JSON.parse(readFileSync(join(i.stateDir, 'bootstrap-tokens.json'), 'utf8')) as { machines: Record<string, { id: string; secret: string; expires: string }> };
+  const own = record.machines.w1!;
+  assert.equal(own.id, first.id);
+  assert.equal(own.expires, first.expires);
+  const ttl = Date.parse(own.expires) - Date.now();
+  assert.ok(Math.abs(ttl - 24 * 3600_000) < 5 * 60_000, `kubeadm's 24 h, the file's default: expires ${own.expires}`);
+  const data = await secretData(own.id);
+  assert.ok(data, `bootstrap-token-${own.id} exists in the cluster`);
+  assert.equal(data.expiration, own.expires);
+  assert.equal(data['token-secret'], own.secret);
+
+  // what w1 gets: its Ignition, fetched as w1 (serve checks its IP and MAC)
+  const w1 = spec.machines.find((m) => m.name === 'w1')!;
+  const host = i.lab.attach('w1', w1.mac);
+  host.addAddress('eth0', `${w1.ip}/${w1.prefix}`);
+  const ign = await host.exec('curl', ['-fsS', '-m', '10', `${i.lab.provisionerURL}/machines/w1/ignition.json`], { timeoutMs: 15_000 });
+  assert.equal(ign.code, 0, `${ign.out}\n${log}`);
+  const files = (JSON.parse(ign.stdout) as { storage: { files: { path: string; contents: { source: string } }[] } }).storage.files;
+  const kubeconfig = Buffer.from(files.find((f) => f.path === '/etc/kubernetes/bootstrap-kubelet.conf')!.contents.source.split(',')[1]!, 'base64').toString();
+  assert.match(kubeconfig, new RegExp(`token: ${own.id}\\.${own.secret}$`, 'm'), "w1's Ignition carries its window token");
+  const conf = join(i.work, 'w1-reprovisioned.conf');
+  writeFileSync(conf, kubeconfig, { mode: 0o600 });
+  const can = await i.cp1.exec(i.kubectl, [`--kubeconfig=${conf}`, `--server=${i.server}`, '--request-timeout=10s', 'auth', 'can-i', 'create', 'certificatesigningrequests.certificates.k8s.io'], { timeoutMs: 30_000 });
+  assert.equal(can.stdout.trim(), 'yes', `w1's window token authenticates as a bootstrapper: ${can.out}`);
+
+  // reprovisioned again before it came: a new window; the unused token is deleted from the cluster
+  const second = await reprovision();
+  assert.notEqual(second.id, first.id);
+  assert.ok(await secretData(second.id), 'the new token is in the cluster');
+  assert.equal(await secretData(first.id), undefined, 'the unused one was deleted');
+  await i.lab.stopServe();
+  return `serve's reprovision of w1 opened its window twice: a 24 h token in the cluster and in w1's Ignition (a bootstrapper), the unused one deleted (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
 }

@@ -12,6 +12,7 @@ import { counter } from '../metrics.ts';
 import { clientIp, type Handler } from './server.ts';
 import { checkDetail } from './report-limits.ts';
 import { checkFacts, enlistReport } from '../enlist.ts';
+import { WindowError } from '../window.ts';
 
 export const MAX_REPORT_BYTES = 64 * 1024;
 /** GET /api/v1/machines/{name}: at most this many events, and no more detail than MACHINE_DETAIL_BYTES; `?before=` pages back */
@@ -299,16 +300,18 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     m = /^\/api\/v1\/machines\/([a-z0-9-]+)\/reprovision$/.exec(p);
     if (m && req.method === 'POST') {
       if (!ctx.site().machine(m[1]!)) return problem(res, 404, `no machine ${m[1]}`);
-      let ev: StoredEvent | undefined;
+      let r: Awaited<ReturnType<ServeContext['reprovision']>>;
       try {
-        ev = await ctx.reprovision(m[1]!, 'operator');
+        r = await ctx.reprovision(m[1]!, 'operator');
         await ctx.store.durable();
       } catch (e) {
         ctx.log.error({ machine: m[1], err: (e as Error).message }, 'reprovision failed');
-        return problem(res, 500, `reprovision of ${m[1]} failed: ${(e as Error).message}`);
+        // the cluster's API did not take its token: the upstream failed, nothing changed
+        return problem(res, e instanceof WindowError ? 502 : 500, `reprovision of ${m[1]} failed: ${(e as Error).message}`);
       }
-      ctx.log.info({ machine: m[1] }, 'reprovisioned: new report token, next network boot installs');
-      return json(res, 200, { event: ev });
+      ctx.log.info({ machine: m[1], ...(r.window ? { bootstrapToken: r.window.id } : {}) }, 'reprovisioned: new report token, next network boot installs');
+      // the window's token id and expiry, never its secret
+      return json(res, 200, { event: r.event, ...(r.window ? { window: r.window } : {}) });
     }
     // issue 18: power through the machine's BMC (docs/power.md); the password never leaves power/
     m = /^\/api\/v1\/machines\/([a-z0-9-]+)\/power$/.exec(p);
