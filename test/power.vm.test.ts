@@ -168,7 +168,8 @@ test('a VM powered through its BMC (ipmi_sim + ipmi-bmc-extern/isa-ipmi-kcs): pr
     assert.deepEqual(f.dmi, { vendor: 'Slipway-Lab', product: 'enlist-vm', serial: 'VM-0001' });
     assert.equal(f.cpu.count, 1);
     assert.ok(f.memoryBytes > 400 * 1024 * 1024 && f.memoryBytes <= 512 * 1024 * 1024, String(f.memoryBytes));
-    assert.deepEqual(f.bmc, { address: '10.20.30.201', mac: BMC_LAN_MAC }, 'the BMC read over KCS: ipmi_sim\'s LAN configuration');
+    // every LAN channel (ipmi_sim has one; channels 2-11 it refuses), read over KCS
+    assert.deepEqual(f.bmc, { address: '10.20.30.201', mac: BMC_LAN_MAC, channels: [{ channel: 1, address: '10.20.30.201', mac: BMC_LAN_MAC }] }, 'the BMC read over KCS: ipmi_sim\'s LAN configuration');
     assert.ok(allZero(disk), 'enlistment wrote nothing to the disk');
     // adopt takes the install disk from the facts (the BMC is cp1's in this file: a comment only)
     const ad = await lab.hub.exec(process.execPath, [BIN, 'adopt', '-f', lab.file, '--state', lab.state, ENLIST_MAC, '--name', 'w9', '--roles', 'worker']);

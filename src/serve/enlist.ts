@@ -17,7 +17,7 @@ export const MAX_ENLIST_BYTES = 64 * 1024;
 export const ENLIST_TOKEN_TTL_MS = 3600_000;
 /** at most this many outstanding tokens (anyone on the segment can make up MACs) */
 export const ENLIST_TOKENS_MAX = 10_000;
-export const FACT_LIMITS = { nics: 64, disks: 256, ids: 32, string: 256, idString: 512 } as const;
+export const FACT_LIMITS = { nics: 64, disks: 256, ids: 32, string: 256, idString: 512, bmcChannels: 16 } as const;
 
 /** What an enlisted (or installed) machine says it is. */
 export interface Facts {
@@ -28,8 +28,11 @@ export interface Facts {
   cpu: { model: string; count: number };
   memoryBytes: number;
   dmi: { vendor: string; product: string; serial: string };
-  /** its BMC's LAN side, as the host reads it over KCS (absent: no BMC, or none configured) */
-  bmc?: { address: string; mac: string };
+  /**
+   * its BMC's LAN side, as the host reads it over KCS (absent: no BMC, or none configured):
+   * the first LAN channel with an address (adopt's), and every LAN channel (1-11) it has
+   */
+  bmc?: { address: string; mac: string; channels?: { channel: number; address: string; mac: string }[] };
 }
 
 const PRINTABLE = /^[^\u0000-\u001f\u007f]*$/;
@@ -111,10 +114,19 @@ export function checkFacts(v: unknown): { facts: Facts } | { error: string } {
     };
     if (!nics.some((n) => n.mac === facts.bootMac)) throw new Bad('facts.bootMac is none of facts.nics');
     if (f.bmc !== undefined) {
-      const b = obj(f.bmc, 'facts.bmc', ['address', 'mac']);
-      const address = str(b.address, 'facts.bmc.address', 15);
-      if (address !== '' && parseIp(address) === undefined) throw new Bad('facts.bmc.address is not an IPv4 address');
-      facts.bmc = { address, mac: b.mac === '' ? '' : mac(b.mac, 'facts.bmc.mac') };
+      const b = obj(f.bmc, 'facts.bmc', ['address', 'mac'], ['channels']);
+      const lan = (x: Obj, at: string) => {
+        const address = str(x.address, `${at}.address`, 15);
+        if (address !== '' && parseIp(address) === undefined) throw new Bad(`${at}.address is not an IPv4 address`);
+        return { address, mac: x.mac === '' ? '' : mac(x.mac, `${at}.mac`) };
+      };
+      facts.bmc = lan(b, 'facts.bmc');
+      if (b.channels !== undefined)
+        facts.bmc.channels = arr(b.channels, 'facts.bmc.channels', FACT_LIMITS.bmcChannels).map((x, i) => {
+          const at = `facts.bmc.channels[${i}]`;
+          const c = obj(x, at, ['channel', 'address', 'mac']);
+          return { channel: int(c.channel, `${at}.channel`, 0, 15), ...lan(c, at) };
+        });
     }
     return { facts };
   } catch (e) {
