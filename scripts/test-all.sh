@@ -15,7 +15,7 @@ PKGS=(etcd-server etcd-client haproxy keepalived isc-dhcp-server kea-dhcp4-serve
       systemd-container debootstrap util-linux radvd ndisc6 chrony ntpsec-ntpdig
       syslinux syslinux-efi mtools dosfstools fdisk qemu-utils e2fsprogs kmod zstd
       openssh-client openssh-server
-      openipmi ipmitool)
+      openipmi ipmitool llvm)
 # kubectl: Debian's kubernetes-client, unless some kubectl is already installed.
 command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 source scripts/install-missing.sh
