@@ -114,20 +114,25 @@ export class ContainersEngine implements Engine<ContainerMachine> {
   }
 
   keptReadme(dir: string, lab: Lab | undefined, machines: ContainerMachine[]): string {
-    return keptReadme(dir, lab, machines);
+    return keptReadme(dir, lab, machines, machines[0]?.tree);
   }
 }
 
 /** What a kept rehearsal's README needs of the lab and of each machine. */
 type KeptLab = { hub: { name: string }; serve?: { pid?: number } };
-type KeptMachine = Pick<ContainerMachine, 'm' | 'root' | 'pid' | 'leaderPid' | 'cgroupDirs'> & { ns: { name: string } };
+export type KeptMachine = Pick<ContainerMachine, 'root' | 'pid' | 'leaderPid' | 'cgroupDirs'> & { m: { name: string }; ns: { name: string } };
 
-/** The README of a kept rehearsal: everything left running or mounted, and how to remove it. */
-export function keptReadme(run: string, lab: KeptLab | undefined, machines: KeptMachine[]): string {
+/**
+ * The README of a kept rehearsal: everything left running or mounted, and how to remove
+ * it. `image`: the OS image root the machines are overlays on (kept.ts boots one more
+ * machine of the file on it). kept.ts reads it back and rewrites it as machines change.
+ */
+export function keptReadme(run: string, lab: KeptLab | undefined, machines: KeptMachine[], image?: string): string {
   const lines = [
     `Rehearsal kept at ${run}`,
     lab ? `lab namespace: ${lab.hub.name} (slipway serve, pid ${lab.serve?.pid})` : 'lab namespace: - (not made yet)',
     `admin kubeconfig: ${run}/out/cluster/admin.conf`,
+    ...(image ? [`OS image root: ${image}`] : []),
     '',
     'machines (look inside with: nsenter --target <PID 1> --all):',
     ...machines.map((m) => `  ${m.m.name}: namespace ${m.ns.name}, root ${m.root}, ${m.pid ? `systemd-nspawn pid ${m.pid}, its PID 1 pid ${m.leaderPid ?? '?'}` : 'systemd-nspawn not running (not started yet when the rehearsal exited, or stopped)'}`),

@@ -55,6 +55,11 @@ export class ContainerMachine implements RehearsalMachine {
     this.root = join(o.dir, 'root');
   }
 
+  /** the OS image's root it is an overlay on */
+  get tree(): string {
+    return this.o.tree;
+  }
+
   get ifname(): string {
     return this.m.interface ?? 'eth0';
   }
@@ -87,10 +92,13 @@ export class ContainerMachine implements RehearsalMachine {
     adjustRoot(this.root, this.o.adjust);
   }
 
-  /** Power on: start systemd in the container; resolves once its PID 1 exists. */
-  async powerOn(): Promise<void> {
+  /**
+   * Power on: start systemd in the container; resolves once its PID 1 exists. `cgroup`:
+   * the one it had before (a kept machine powered on again), else a new one.
+   */
+  async powerOn(cgroup?: string): Promise<void> {
     // Its own cgroup, joined before nspawn starts (see adjustment nspawn-own-cgroup).
-    this.cgroup = ownCgroup(this.m.name);
+    this.cgroup = cgroup ?? ownCgroup(this.m.name);
     const { argv, env } = nspawnCommand({ root: this.root, machine: this.m, netnsPath: `/run/netns/${this.ns.name}`, containerdDir: join(this.o.dir, 'containerd'), cgroup: this.cgroup });
     // The console goes to a file: the container must outlive this process under --keep.
     const fd = openSync(this.consoleLog, 'a', 0o600);

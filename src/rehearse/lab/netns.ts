@@ -84,6 +84,17 @@ export class Netns {
     return ns;
   }
 
+  /**
+   * A namespace an earlier process made and left (a kept rehearsal's machine): this
+   * process runs commands in it but never deletes it, not even on exit.
+   */
+  static adopt(name: string): Netns {
+    must(IP, ['-n', name, 'link', 'show', 'lo']);
+    const ns = new Netns(name);
+    ns.closed = true;
+    return ns;
+  }
+
   /** `ip -n <ns> ...`, synchronously; returns stdout. */
   ip(...args: string[]): string {
     return must(IP, ['-n', this.name, ...args]);
