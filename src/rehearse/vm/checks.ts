@@ -15,6 +15,7 @@ import { partitions, type VmMachine } from './qemu.ts';
 import { INSTALL_STEPS, installerSteps, machineEvents } from './install.ts';
 import { readdirSorted } from './units.ts';
 import { bondFailover, nodeBond } from './bond.ts';
+import { answeredOnWire, nodeVlan } from './vlan.ts';
 
 type VmRun = MachinesRun<VmMachine>;
 
@@ -172,7 +173,10 @@ export async function bondFailovers(r: VmRun): Promise<Outcome> {
   const results: { name: string; o: Outcome }[] = [];
   for (const vm of live(r).filter((v) => nodeBond(v.m))) {
     await vm.waitFor(new RegExp(`root@${vm.m.name}`), 300_000);
-    results.push({ name: vm.m.name, o: await bondFailover({ sh: (c, t) => vm.sh(c, t), monitor: (c) => vm.monitorCommand(c), netdevOf: (mac) => vm.netdevOf(mac) }, vm.m) });
+    // the wire: the lab's pings answered through the active member before and after the
+    // cut (tagged, when the node link is a VLAN)
+    const wire = (mac: string) => answeredOnWire(r.lab.hub, { tap: vm.tapOf(mac)!, ip: vm.m.ip, vid: nodeVlan(vm.m) });
+    results.push({ name: vm.m.name, o: await bondFailover({ sh: (c, t) => vm.sh(c, t), monitor: (c) => vm.monitorCommand(c), netdevOf: (mac) => vm.netdevOf(mac) }, vm.m, { wire }) });
   }
   if (!results.length) return { result: 'not-run', detail: 'no running machine has a bond' };
   const detail = results.map((x) => x.o.detail).join('; ');

@@ -29,6 +29,8 @@ import { DISK_BYTES, hardwareFor, missingFirmware } from './hardware.ts';
 import { machineEvents, systemReported } from './install.ts';
 import { apiViaVip, bondFailovers, filesMatchRender, installed, installedFromBlankDisk, live, rebootFromDisk, staticNetworking } from './checks.ts';
 import { nodeBond } from './bond.ts';
+import { nodeVlan } from './vlan.ts';
+import { vlanToolsMissing } from '../lab/vlan.ts';
 import { renderedUnits, unitStates } from './units.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -63,6 +65,9 @@ export class VmEngine implements Engine<VmMachine> {
     const missing = VM_TOOLS.filter((t) => !which(t.cmd)).map((t) => `${t.cmd} (${t.pkg})`);
     missing.push(...missingFirmware(o.spec.machines.map((_, i) => hardwareFor(i))));
     if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun (the tun driver)');
+    // a node link on a VLAN: its taps become lab switch ports (eBPF built by llc, loaded by tc)
+    const vlanTools = o.spec.machines.some((m) => nodeVlan(m)) ? vlanToolsMissing() : undefined;
+    if (vlanTools) missing.push(vlanTools);
     if (missing.length) throw new RehearseError(`the VM engine needs: ${missing.join(', ')}`);
     return pre;
   }
@@ -97,6 +102,8 @@ export class VmEngine implements Engine<VmMachine> {
     // install (the directory of the first binary the provisioner offers it).
     const strayFileAt = o.faults?.[m.name] === 'failing-unit' ? dirname(binariesFor(m, spec.network.cni).find(([, name]) => !r.prepared.absent.includes(name))![0]) : undefined;
     if (strayFileAt) notes.push(`fault injected: ${m.name} installs onto its blank disk; before the installed system's first boot a stray file is planted at ${strayFileAt}, where its binaries go`);
+    const vid = nodeVlan(m);
+    if (vid) notes.push(`${m.name}'s node link is VLAN ${vid}: its taps are lab switch ports joining VLAN ${vid} to the lab segment (eBPF on tc, src/rehearse/lab/vlan.ts: this host's kernel has no 8021q), untagged towards it while it boots from the network, tagged once its installed system speaks on VLAN ${vid}`);
     const memoryMiB = hasRole(m, 'control-plane') && !o.noKubernetes ? 1536 : 1024;
     return new VmMachine({ machine: nic, hub: r.lab.hub, dir, hardware: hardwareFor(i), memoryMiB, tap: `vmtap${i}`, strayFileAt, accel: this.accel, outlive: o.keep });
   }

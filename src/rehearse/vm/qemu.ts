@@ -23,6 +23,8 @@ import { BRIDGE } from '../lab/lab.ts';
 import { plainConsole as plain } from './console-text.ts';
 import { DISK_BYTES, OVMF_VARS, describeHardware, diskArgs, firmwareArgs, nicDevice, type Hardware } from './hardware.ts';
 import { nodeBond } from './bond.ts';
+import { nodeVlan } from './vlan.ts';
+import { attachVlan } from '../lab/vlan.ts';
 
 export const QEMU = 'qemu-system-x86_64';
 
@@ -356,6 +358,10 @@ export class VmMachine implements RehearsalMachine {
     if (this.o.hardware.firmware === 'uefi') copyFileSync(OVMF_VARS, this.vars);
     addTap(this.o.hub, this.o.tap);
     for (const x of this.members) addTap(this.o.hub, x.tap);
+    // a node link on VLAN N: each of its taps is a switch port joining VLAN N to the lab
+    // segment (untagged while it boots from the network, tagged once installed: vm/vlan.ts)
+    const vid = nodeVlan(this.m);
+    if (vid) for (const tap of [this.o.tap, ...this.members.map((x) => x.tap)]) attachVlan(this.o.hub, tap, vid, 'port');
   }
 
   /** Nothing before power on: the VM installs itself by network boot (DHCP → iPXE → installer → Ignition). */
@@ -447,6 +453,11 @@ export class VmMachine implements RehearsalMachine {
   /** The netdev id of the VM's NIC with this MAC: n0 with its machine's MAC, n1... its other bond members. */
   netdevOf(mac: string): string | undefined {
     return mac.toLowerCase() === this.m.mac.toLowerCase() ? 'n0' : this.members.find((x) => x.mac === mac.toLowerCase())?.netdev;
+  }
+
+  /** The lab-side tap of the VM's NIC with this MAC (its machine's, or another bond member's). */
+  tapOf(mac: string): string | undefined {
+    return mac.toLowerCase() === this.m.mac.toLowerCase() ? this.o.tap : this.members.find((x) => x.mac === mac.toLowerCase())?.tap;
   }
 
   /**
