@@ -198,6 +198,24 @@ test('serve --unknown enlist: an unknown MAC gets the installer with a one-use t
     st = (await cli('status', '-f', lab.file, '--state', lab.state)).stdout;
     assert.match(st, /^cp1 {2}Slipway cp1-box #CP1, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL1; \/dev\/sr0 0\.0 GiB \(installed /m, st);
 
+    // a second unknown machine enlists twice (two boots, two tokens): both reports are kept,
+    // newest first, each with its time and source (machines --history and /api/v1/facts)
+    const MAC2 = '52:54:00:99:00:11';
+    const facts2 = (serial: string) => ({ ...FACTS, bootMac: MAC2, nics: [{ ...FACTS.nics[0], mac: MAC2 }], disks: [{ ...FACTS.disks[0], ids: ['/dev/disk/by-id/virtio-ENL2'], serial: 'ENL2' }], dmi: { ...FACTS.dmi, serial }, bmc: { address: '10.20.30.202', mac: '52:54:00:aa:bb:02' } });
+    for (const serial of ['SN-A', 'SN-B']) {
+      const tok = /slipway\.enlist\.token=(\S+)/.exec((await curl(`${base}/ipxe/mac/52-54-00-99-00-11.ipxe`)).stdout)![1]!;
+      r = await post(JSON.stringify({ facts: facts2(serial) }), tok);
+      assert.equal(status(r), 200, r.out);
+    }
+    const hist = await cli('machines', '-f', lab.file, '--state', lab.state, '--discovered', '--history', '-o', 'json');
+    assert.equal(hist.code, 0, hist.out);
+    const d2 = (JSON.parse(hist.stdout) as { discovered: { mac: string; facts?: { facts: { dmi: { serial: string } } }; factsHistory?: { source: string; at: string; facts: { dmi: { serial: string } } }[] }[] }).discovered.find((x) => x.mac === MAC2)!;
+    assert.equal(d2.facts?.facts.dmi.serial, 'SN-B', 'the newest report is the one shown');
+    assert.deepEqual(d2.factsHistory?.map((f) => [f.source, f.facts.dmi.serial]), [['enlist', 'SN-B'], ['enlist', 'SN-A']]);
+    assert.ok(d2.factsHistory![0]!.at >= d2.factsHistory![1]!.at);
+    const histTable = await cli('machines', '-f', lab.file, '--state', lab.state, '--discovered', '--history');
+    assert.match(histTable.stdout, /^facts history \(newest first, the last 20 per MAC\):\n(?:.*\n)*52:54:00:99:00:11 {2}\S+Z {2}enlist {5}Slipway enlist-test #SN-B, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL2; bmc 10\.20\.30\.202\n52:54:00:99:00:11 {2}\S+Z {2}enlist {5}Slipway enlist-test #SN-A/m, histTable.out);
+
     // the console shows them: an installed machine's in its view (browser in the lab)
     if (!existsSync('/usr/bin/chromium')) {
       assert.ok(!process.env.CI, 'chromium (Debian chromium) is needed for the console part');
@@ -217,9 +235,56 @@ test('serve --unknown enlist: an unknown MAC gets the installer with a one-use t
     assert.match(shown, /Slipway cp1-box #CP1, 2 × QEMU Virtual CPU version 2\.5\+, 1\.0 GiB/);
     assert.match(shown, /disks: \/dev\/vda 4\.0 GiB ENL1 \(\/dev\/disk\/by-id\/virtio-ENL1\)/);
     assert.match(shown, /NICs: eth0 52:54:00:20:30:11 virtio_net link/);
+    await page.click('#facts button.history');
+    await page.waitForFunction(() => /1 report /.test(document.querySelector('#facts .facts-history')?.textContent ?? ''));
+    assert.match((await page.textContent('#facts .facts-history'))!, /installed \(cp1\): Slipway cp1-box #CP1/);
     await page.click('#machines tbody tr[data-name="w1"]');
     await page.waitForFunction(() => document.querySelector('#detail-title')?.textContent?.startsWith('w1'));
     assert.equal(await page.textContent('#facts'), '', 'a machine without facts shows none');
+
+    // adopt from the console: the discovered machine's history, then its adoption by the
+    // API's adopt (slipway adopt's code); refusals name the field and leave the file as it was
+    const row = `#discovered .discovered[data-mac="${MAC2}"]`;
+    assert.match((await page.textContent(row))!, /52:54:00:99:00:11 \(enlisted .*\): Slipway enlist-test #SN-B/);
+    assert.equal(await page.$(`#discovered .discovered[data-mac="${MAC}"]`), null, 'a MAC the file names now (e1) is not listed as unknown');
+    await page.click(`${row} button.history`);
+    await page.waitForFunction((sel) => /2 reports/.test(document.querySelector(`${sel} .facts-history`)?.textContent ?? ''), row);
+    assert.match((await page.textContent(`${row} .facts-history`))!, /enlist: Slipway enlist-test #SN-B[^]*enlist: Slipway enlist-test #SN-A/);
+    await page.click(`${row} button.adopt`);
+    const before = readFileSync(lab.file);
+    const submit = async (name: string, expect: RegExp) => {
+      await page.fill(`${row} input[name=name]`, name);
+      await page.click(`${row} form button[type=submit]`);
+      await page.waitForFunction(([sel, re]) => new RegExp(re).test(document.querySelector(`${sel} .adopt-error`)?.textContent ?? ''), [row, expect.source] as const);
+      return (await page.textContent(`${row} .adopt-error`))!;
+    };
+    let shownError = await submit('Bad_Name', /^name: /);
+    assert.match(shownError, /^name: the file would not be valid with Bad_Name:\n.*cluster\.yaml:\d+:\d+: spec\.machines\[6\]\.name: /, shownError);
+    assert.equal(await page.getAttribute(`${row} input[name=name]`, 'aria-invalid'), 'true');
+    assert.ok(readFileSync(lab.file).equals(before), 'a bad name leaves the file byte for byte as it was');
+    shownError = await submit('cp1', /^name: the name cp1 is already used/);
+    assert.ok(readFileSync(lab.file).equals(before), 'a name in use leaves the file byte for byte as it was');
+    // a MAC adopted already (e1's), through the same API the form uses
+    const dup = await page.evaluate(async (mac) => {
+      const res = await fetch('/api/v1/adopt', { method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ mac, name: 'e9', roles: 'worker' }) });
+      return { status: res.status, body: await res.json() };
+    }, MAC);
+    assert.deepEqual(dup, { status: 409, body: { error: '52:54:00:99:00:01 is already adopted: it is e1', field: 'mac' } });
+    assert.ok(readFileSync(lab.file).equals(before), 'a MAC adopted twice leaves the file byte for byte as it was');
+    await page.fill(`${row} input[name=name]`, 'e2');
+    await page.click(`${row} form button[type=submit]`);
+    await page.waitForFunction(() => /^Adopted /.test(document.querySelector('#adopt-result')?.textContent ?? ''));
+    assert.match((await page.textContent('#adopt-result'))!, /^Adopted 52:54:00:99:00:11 as e2 \(worker, 10\.20\.30\.\d+\/24, disk \/dev\/disk\/by-id\/virtio-ENL2\); serve re-read the file/);
+    // the file: every byte as it was, plus e2's entry (its BMC from the facts as a comment) after e1's
+    const after = readFileSync(lab.file, 'utf8');
+    const entry = /^ {4}- name: e2\n {6}mac: "52:54:00:99:00:11"\n {6}ip: 10\.20\.30\.\d+\/24\n {6}roles: \[worker\]\n {6}disk: "\/dev\/disk\/by-id\/virtio-ENL2"\n {6}# its BMC \(enlisted\): 10\.20\.30\.202 \(52:54:00:aa:bb:02\)[^\n]*\n/m.exec(after);
+    assert.ok(entry, after);
+    assert.equal(after.replace(entry[0], ''), before.toString('utf8'), 'only the new entry was added');
+    const valid = await cli('validate', '-f', lab.file);
+    assert.equal(valid.code, 0, valid.out);
+    // serve re-read the file: e2 is a machine of the cluster now, in the console's table too
+    await page.waitForSelector('#machines tbody tr[data-name="e2"]');
+    assert.equal(await page.$(row), null, 'e2 is no longer listed as unknown');
   } finally {
     await browser?.close();
     await lab.close();

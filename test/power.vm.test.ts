@@ -9,8 +9,9 @@
 // `--unknown enlist`; the same VM with a NIC the file does not name, a blank disk and
 // SMBIOS strings is powered on through the BMC (ipmitool), network-boots into the
 // installer's inventory mode, reports its facts (its BMC's LAN address read over KCS)
-// and powers itself off; the facts match what QEMU and ipmi_sim gave it, the disk is
-// still blank, and `slipway adopt` takes the disk's by-id name from them.
+// and, with `--enlist-then wait`, waits until the BMC powers it off; the facts match what
+// QEMU and ipmi_sim gave it, the disk is still blank, and `slipway adopt` takes the disk's
+// by-id name from them.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -127,7 +128,7 @@ test('a VM powered through its BMC (ipmi_sim + ipmi-bmc-extern/isa-ipmi-kcs): pr
     for (const f of ['vmlinuz', 'initrd.img']) copyFileSync(join(image, f), join(assets, 'os', f));
     const e0 = performance.now();
     await lab.stop();
-    await lab.start(['--assets', assets, '--unknown', 'enlist']);
+    await lab.start(['--assets', assets, '--unknown', 'enlist', '--enlist-then', 'wait']);
     // the BMC's LAN side, as an operator configures it (ipmi_sim starts with 0.0.0.0)
     for (const set of [['ipsrc', 'static'], ['ipaddr', '10.20.30.201'], ['netmask', '255.255.255.0'], ['macaddr', BMC_LAN_MAC]]) {
       const l = await bmc.ipmitool('10.20.30.201', 623, ['lan', 'set', '1', ...set]);
@@ -150,11 +151,19 @@ test('a VM powered through its BMC (ipmi_sim + ipmi-bmc-extern/isa-ipmi-kcs): pr
     const serial = () => readFileSync(join(dir, 'cp1-serial.log'), 'latin1').slice(-4000);
     assert.ok(found?.facts, `no facts from ${ENLIST_MAC} within 120 s:\n${serial()}\n${lab.log.slice(-3000)}`);
     const enlisted = (performance.now() - e0) / 1000;
-    // it powers itself off: QEMU ends, and the BMC says off
+    // --enlist-then wait: it says so and stays on (the default, poweroff, is the same script's
+    // next line) until its BMC powers it off: QEMU ends, and the BMC says off
+    for (let i = 0; i < 50 && !/enlist: done; waiting \(slipway\.enlist\.then=wait\)/.test(serial()); i++) await new Promise((res) => setTimeout(res, 200));
+    assert.match(serial(), /enlist: done; waiting \(slipway\.enlist\.then=wait\)/);
+    await new Promise((res) => setTimeout(res, 1000));
+    assert.ok(existsSync(`/proc/${enlistPid}`), `the enlisted VM did not wait:\n${serial()}`);
+    assert.equal(await bmc.peerPower(), 'on');
+    const poff = await bmc.ipmitool('10.20.30.201', 623, ['chassis', 'power', 'off']);
+    assert.equal(poff.code, 0, poff.out);
     for (let i = 0; i < 100 && existsSync(`/proc/${enlistPid}`); i++) await new Promise((res) => setTimeout(res, 200));
     assert.ok(!existsSync(`/proc/${enlistPid}`), `the enlisted VM did not power off:\n${serial()}`);
     assert.equal(await bmc.peerPower(), 'off');
-    console.log(`# enlistment: serve restarted with the installer, the VM powered on through its BMC, its facts stored ${enlisted.toFixed(1)} s later, then powered off (${((performance.now() - e0) / 1000).toFixed(1)} s in all)`);
+    console.log(`# enlistment: serve restarted with the installer, the VM powered on through its BMC, its facts stored ${enlisted.toFixed(1)} s later, then it waited until its BMC powered it off (${((performance.now() - e0) / 1000).toFixed(1)} s in all)`);
     // where the time went, from the installer's own console lines (uptime-stamped)
     for (const l of readFileSync(join(dir, 'cp1-serial.log'), 'latin1').split('\n')) if (/slipway-initrd: t=/.test(l)) console.log(`#   ${l.trim()}`);
     const f = found.facts.facts;

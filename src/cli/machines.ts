@@ -1,7 +1,8 @@
 // `slipway machines -f FILE [--discovered] [-o table|json]` (issue 18): what a running
 // serve knows: the file's machines with their states, and (--discovered: only them) the
 // MACs it saw network-boot that the file does not name, to adopt (`slipway adopt`).
-// The discovered list is read a page at a time, as the API hands it out.
+// The discovered list is read a page at a time, as the API hands it out. --history: each
+// MAC's facts as it reported them over time (the last 20: enlistments, installed reports).
 import { readFile } from 'node:fs/promises';
 import { table, type MachineRow } from '../lifecycle/table.ts';
 import type { Discovered, StoredFacts } from '../store/store.ts';
@@ -16,7 +17,17 @@ export interface MachinesOptions {
   server: string;
   tokenFile: string;
   discoveredOnly: boolean;
+  /** each MAC's facts reports, newest first, from /api/v1/facts/{mac} */
+  history?: boolean;
   output: 'table' | 'json';
+}
+
+/** A MAC's facts reports, newest first (the last 20 serve keeps). */
+export async function fetchHistory(server: string, token: string, mac: string): Promise<(StoredFacts & { facts: Facts })[]> {
+  const res = await fetch(`${server}/api/v1/facts/${mac}`, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
+  if (res.status === 401) throw new Error(`${server} refused the API token`);
+  if (!res.ok) throw new Error(`${server}/api/v1/facts/${mac}: HTTP ${res.status}`);
+  return ((await res.json()) as { history: (StoredFacts & { facts: Facts })[] }).history;
 }
 
 /** Every discovered MAC, following the API's pages (bounded: at most 100 pages). */
@@ -56,8 +67,14 @@ export async function machinesCommand(opts: MachinesOptions, out: (s: string) =>
     throw new Error(`cannot read the API token ${opts.tokenFile} (slipway serve creates it on first start)`);
   }
   const { machines, discovered } = await fetchAll(opts.server, token);
+  // --history: asked only for the MACs that reported facts (the rest have none)
+  const history = new Map<string, (StoredFacts & { facts: Facts })[]>();
+  if (opts.history)
+    for (const mac of [...(opts.discoveredOnly ? [] : machines.filter((m) => (m as MachineRow & { facts?: unknown }).facts).map((m) => m.mac)), ...discovered.filter((d) => d.facts).map((d) => d.mac)])
+      history.set(mac, await fetchHistory(opts.server, token, mac));
+  const withHistory = <T extends { mac: string }>(x: T) => (opts.history ? { ...x, factsHistory: history.get(x.mac) ?? [] } : x);
   if (opts.output === 'json') {
-    out(JSON.stringify(opts.discoveredOnly ? { discovered } : { machines, discovered }, null, 2));
+    out(JSON.stringify(opts.discoveredOnly ? { discovered: discovered.map(withHistory) } : { machines: machines.map(withHistory), discovered: discovered.map(withHistory) }, null, 2));
     return 0;
   }
   if (!opts.discoveredOnly) out(table(machines));
@@ -68,5 +85,9 @@ export async function machinesCommand(opts: MachinesOptions, out: (s: string) =>
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   out(`${opts.discoveredOnly ? '' : '\n'}discovered (not in the file; adopt with slipway adopt -f FILE MAC --name NAME --roles ROLES):\n` + rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n'));
+  if (opts.history) {
+    const lines = [...history].flatMap(([mac, h]) => h.map((f) => `${mac}  ${f.at}  ${f.source.padEnd(9)}  ${hardware(f.facts)}; disks ${disks(f.facts)}${f.facts.bmc?.address ? `; bmc ${f.facts.bmc.address}` : ''}`));
+    out(`\nfacts history (newest first, the last 20 per MAC):\n${lines.join('\n') || '(none)'}`);
+  }
   return 0;
 }

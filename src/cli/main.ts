@@ -53,10 +53,11 @@ Commands:
                                    through their BMCs: next boot from the network (once), marked for
                                    (re)provisioning in the running serve, power cycled; then followed
                                    until ready or failed; exit 0 only when all are ready
-  machines -f FILE [--discovered] [-o table|json] [--server URL] [--state DIR]
+  machines -f FILE [--discovered] [--history] [-o table|json] [--server URL] [--state DIR]
                                    from a running serve: the file's machines and states, and the MACs
                                    it saw network-boot that the file does not name (--discovered: only those),
-                                   with the facts the enlisted ones reported
+                                   with the facts the enlisted ones reported (--history: every report
+                                   kept, the last 20 per MAC, each with its time and source)
   adopt    -f FILE MAC --name NAME --roles ROLE[,ROLE...] [--ip IP[/PREFIX]] [--server URL] [--state DIR]
            [--bmc-username USER (--bmc-password-file F | --bmc-password-env VAR)] [--no-facts]
                                    add a machine to the cluster file (comments and layout kept; ip
@@ -352,14 +353,14 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   },
 
   async machines(argv) {
-    const a = args(argv, { ...fileOpts, discovered: { type: 'boolean' }, output: { type: 'string', short: 'o' }, server: { type: 'string' }, state: { type: 'string' }, 'token-file': { type: 'string' } });
+    const a = args(argv, { ...fileOpts, discovered: { type: 'boolean' }, history: { type: 'boolean' }, output: { type: 'string', short: 'o' }, server: { type: 'string' }, state: { type: 'string' }, 'token-file': { type: 'string' } });
     const file = need(a.file, '-f FILE');
     const output = a.output ?? 'table';
     if (output !== 'table' && output !== 'json') throw new UsageError('-o must be table or json');
     const spec = await load(file);
     if (!spec) return 1;
     const { machinesCommand } = await import('./machines.ts');
-    return machinesCommand({ server: a.server ?? provisionerURL(spec), tokenFile: a['token-file'] ?? join(stateDirFor(file, a.state), 'api-token'), discoveredOnly: a.discovered ?? false, output }, out);
+    return machinesCommand({ server: a.server ?? provisionerURL(spec), tokenFile: a['token-file'] ?? join(stateDirFor(file, a.state), 'api-token'), discoveredOnly: a.discovered ?? false, history: a.history ?? false, output }, out);
   },
 
   async adopt(argv) {

@@ -1,6 +1,7 @@
 // Slipway console: no framework, no CDN (the sites it runs at have no internet).
 // Data comes from the JSON API; live updates from /api/v1/events (SSE). The session
 // cookie is set by POST /api/v1/session with the operator's token.
+import { showDiscovered, historyButton } from './discovered.js';
 const $ = (s) => document.querySelector(s);
 const STATES = ['unknown', 'discovered', 'dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined', 'ready', 'failed'];
 let machines = new Map();
@@ -65,7 +66,8 @@ async function select(name) {
   const d = await api(`/api/v1/machines/${encodeURIComponent(name)}`);
   $('#detail').hidden = false;
   $('#detail-title').textContent = `${d.name} — ${d.state}`;
-  $('#facts').replaceChildren(...(d.facts ? [text('h3', `Hardware (${d.facts.source} ${new Date(d.facts.at).toLocaleString()})`), ...hardware(d.facts.facts).map((l) => text('div', l))] : []));
+  const hist = text('div', '', 'facts-history');
+  $('#facts').replaceChildren(...(d.facts ? [text('h3', `Hardware (${d.facts.source} ${new Date(d.facts.at).toLocaleString()})`), ...hardware(d.facts.facts).map((l) => text('div', l)), historyButton(d.mac, hist, hardware), hist] : []));
   $('#timeline').replaceChildren(...d.events.map((ev) => {
     const li = text('li', `${new Date(ev.at).toLocaleTimeString()} ${ev.from} → ${ev.to} (${ev.source})`);
     if (ev.reason) li.append(text('div', ev.reason, 'reason'));
@@ -105,8 +107,7 @@ for (const b of document.querySelectorAll('[data-power]')) {
 async function load() {
   const data = await api('/api/v1/machines');
   machines = new Map(data.machines.map((m) => [m.name, m]));
-  $('#discovered').replaceChildren(...(data.discovered.length ? [text('div', 'Unknown machines seen (adopt with slipway adopt -f FILE MAC --name NAME --roles ROLES):'),
-    ...data.discovered.map((d) => text('div', d.facts ? `${d.mac} (enlisted): ${hardware(d.facts.facts).join(' · ')}` : `${d.mac} (${d.via})`, 'discovered'))] : []));
+  showDiscovered(data, { hardware, reload: load }); // issue 18: with their facts history and Adopt (discovered.js)
   render();
 }
 

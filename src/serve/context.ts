@@ -27,6 +27,9 @@ export interface ServeContext {
   reprovision(name: string, by: string): Promise<{ event: StoredEvent | undefined; window?: { id: string; expires: string } }>;
   /** issue 18: a machine's BMC (power/, plugged in by the CLI: serve knows no driver); absent: no power control */
   power?: PowerControl;
+  /** issue 18: the cluster file (the console's adopt edits it) and serve's re-read of it (SIGHUP's) */
+  file?: string;
+  reload?: () => Promise<boolean>;
 }
 
 /** What the API's power action asks: one action on one machine's BMC, never a throw. */

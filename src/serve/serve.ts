@@ -225,7 +225,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       site = new Site(base.spec, await renderOffThread(base.spec, secrets, base.pins), secrets, base.pins);
       return { event: lifecycle.reprovision(name, by), ...(window ? { window: window.token } : {}) };
     });
-  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision, power: opts.power };
+  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision, power: opts.power, file: opts.file, reload: () => serving.reload() };
   // Unknown MACs age out, and their number is capped (anyone on the segment can make up MACs).
   const pruneDiscovered = () => {
     const gone = store.pruneDiscovered(new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), DISCOVERED_MAX);
@@ -295,7 +295,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   const timer = opts.timeoutSeconds ? setInterval(() => lifecycle.checkTimeouts(), Math.min(opts.timeoutSeconds * 250, 10_000)) : undefined;
   timer?.unref();
 
-  return {
+  const serving: Serving = {
     ...ctx,
     http,
     reload: () => exclusive(async () => {
@@ -325,4 +325,5 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       store.close();
     },
   };
+  return serving;
 }

@@ -6,12 +6,14 @@ import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isState, type State } from '../../store/states.ts';
-import type { MachineRecord, StoredEvent } from '../../store/store.ts';
+import { FACTS_HISTORY, type MachineRecord, type StoredEvent } from '../../store/store.ts';
+import { normalizeMac } from '../../lib/mac.ts';
 import type { ServeContext } from '../context.ts';
 import { counter } from '../metrics.ts';
 import { clientIp, type Handler } from './server.ts';
 import { checkDetail } from './report-limits.ts';
 import { checkFacts, enlistReport } from '../enlist.ts';
+import { adoptRoute, MAX_ADOPT_BYTES } from '../enlist-adopt.ts';
 import { WindowError } from '../window.ts';
 
 export const MAX_REPORT_BYTES = 64 * 1024;
@@ -234,6 +236,7 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const frame = frameOf(ev);
     for (const s of streams) s(ev, frame);
   };
+  const adopt = adoptRoute(ctx);
 
   return async (req, res, url) => {
     const p = url.pathname;
@@ -335,6 +338,20 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       const r = await ctx.power(machine, action as 'status');
       ctx.log.info({ machine: machine.name, action, ok: r.ok, ...(r.ok ? { result: r.result } : { kind: r.kind, err: r.error }) }, 'power');
       return r.ok ? json(res, 200, { machine: machine.name, action, result: r.result }) : json(res, 502, { machine: machine.name, action, error: r.error, kind: r.kind });
+    }
+    // issue 18: a MAC's facts as it reported them over time (enlistments, installed reports), newest first
+    m = /^\/api\/v1\/facts\/([0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5})$/.exec(p);
+    if (m && req.method === 'GET') {
+      const limit = intParam(url, 'limit');
+      if (limit !== undefined && !(limit >= 1 && limit <= FACTS_HISTORY)) return problem(res, 400, `limit must be an integer from 1 to ${FACTS_HISTORY}`);
+      const mac = normalizeMac(m[1]!);
+      return json(res, 200, { mac, history: ctx.store.factsHistory(mac, limit) });
+    }
+    // issue 18: adopt a discovered machine into the cluster file (the console's form; slipway adopt's code)
+    if (p === '/api/v1/adopt' && req.method === 'POST') {
+      const r = await adopt(await readBody(req, MAX_ADOPT_BYTES));
+      if (r.status === 413 && !req.complete) res.setHeader('Connection', 'close'); // the rest of the body was not read
+      return json(res, r.status, r.body);
     }
     if (p === '/api/v1/events' && req.method === 'GET') return events(req, res, url);
     return problem(res, 404, 'no such endpoint');
