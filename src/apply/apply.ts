@@ -19,6 +19,7 @@ import { SshError, shellQuote, type SshTransport, type SshMachine } from './ssh.
 import { BOOTSTRAP_ONLY_FLAGS } from '../plan/phases/etcd.ts';
 import { ETCD_UNIT } from './membership.ts';
 import type { Target, Targets } from './targets.ts';
+import type { ProgressKind } from './progress.ts';
 
 export interface MachinePlan {
   target: Target;
@@ -253,6 +254,8 @@ export interface RunOptions {
   ssh: SshTransport;
   /** progress lines */
   out: (line: string) => void;
+  /** each line with what it marks (a machine started, its health wait, done, failed), for serve's activity (progress.ts); default: out */
+  say?: (kind: ProgressKind, line: string, machine?: string) => void;
   /** seconds a machine may take to be healthy after its changes; default 300 */
   healthSeconds?: number;
 }
@@ -273,21 +276,23 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
     // nothing to deliver, but a machine compared with its own files gets its record now
     if (p.baseline === 'machine') await saveGiven(o.stateDir, p.target.machine.name, givenOf(p.next));
   }
+  const say = o.say ?? ((_kind: ProgressKind, line: string) => o.out(line));
   for (let i = 0; i < todo.length; i++) {
     const p = todo[i]!;
     const name = p.target.machine.name;
     const t0 = performance.now();
     let stage = 'connect';
+    say('machine', `${name}: started (${i + 1} of ${todo.length})`, name);
     try {
       const m = p.target.ssh;
       await o.ssh.run(m, ['true'], { timeoutMs: 30_000 }); // reachable, and the machine it was pinned as
       if (p.actions.stop.length) {
         stage = 'stop';
-        o.out(`${name}: systemctl stop ${p.actions.stop.join(' ')}`);
+        say('line', `${name}: systemctl stop ${p.actions.stop.join(' ')}`, name);
         await o.ssh.run(m, ['systemctl', 'stop', ...p.actions.stop]);
       }
       stage = 'files';
-      o.out(`${name}: writing ${plural(p.changes.put.length, 'file')}${p.changes.remove.length ? `, removing ${p.changes.remove.length}` : ''}`);
+      say('line', `${name}: writing ${plural(p.changes.put.length, 'file')}${p.changes.remove.length ? `, removing ${p.changes.remove.length}` : ''}`, name);
       await o.ssh.putFiles(m, p.changes.put.map((f) => ({ path: f.path, mode: f.mode, contents: f.contents, ...(f.owner ? { owner: f.owner } : {}), ...(f.link ? { link: f.link } : {}) })));
       if (p.changes.remove.length) await o.ssh.run(m, ['rm', '-f', '--', ...p.changes.remove]);
       if (p.actions.daemonReload) {
@@ -296,7 +301,7 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
       }
       for (const c of p.actions.commands) {
         stage = c.argv.join(' ');
-        o.out(`${name}: ${c.argv.join(' ')}`);
+        say('line', `${name}: ${c.argv.join(' ')}`, name);
         await o.ssh.run(m, c.argv);
       }
       const drain = drains(o.spec, p) ? drainScripts(o.spec, p.target.machine.ip) : undefined;
@@ -307,10 +312,10 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
         const drained = drain && u.unit === 'kube-apiserver.service' && u.kind === 'restart' ? drain : undefined;
         try {
           if (drained) {
-            o.out(`${name}: new connections to its apiserver refused (haproxy sends them to the others) until it is ready again`);
+            say('line', `${name}: new connections to its apiserver refused (haproxy sends them to the others) until it is ready again`, name);
             await o.ssh.run(m, { script: drained.on }, { timeoutMs: 30_000 });
           }
-          o.out(`${name}: ${u.kind} ${u.unit}`);
+          say('line', `${name}: ${u.kind} ${u.unit}`, name);
           // reload: only a running unit; a stopped one is left to its own start
           const verb = u.kind === 'reload' ? 'try-reload-or-restart' : u.kind;
           await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
@@ -326,17 +331,17 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
       stage = 'health';
       const h = healthScript(o.spec, p, seconds);
       if (h.checks.length) {
-        o.out(`${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`);
+        say('health', `${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`, name);
         const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
         if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
       }
       await saveGiven(o.stateDir, name, givenOf(p.next));
       done.push(name);
-      o.out(`${name}: done (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+      say('done', `${name}: done (${((performance.now() - t0) / 1000).toFixed(1)} s)`, name);
     } catch (e) {
       const kind = e instanceof SshError ? e.kind : undefined;
       const error = e instanceof SshError ? e.message.replace(`${name}: `, '') : (e as Error).message;
-      o.out(`${name}: FAILED at ${stage}: ${error}`);
+      say('failed', `${name}: FAILED at ${stage}: ${error}`, name);
       return { done, failed: { machine: name, error, kind, stage }, notDone: todo.slice(i).map((x) => x.target.machine.name) };
     }
   }

@@ -14,6 +14,8 @@ import { buildPlan } from '../plan/plan.ts';
 import { planTree } from '../render/tree.ts';
 import { stageSecrets } from '../secrets/store.ts';
 import { MAX_TOKEN_HOURS } from '../spec/schema.ts';
+import { provisionerURL } from '../spec/types.ts';
+import { serveProgress, type ProgressKind } from '../apply/progress.ts';
 
 export class ApplyUsage extends Error {}
 
@@ -62,6 +64,7 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     yes: { type: 'boolean' },
     'health-timeout': { type: 'string' },
     'token-ttl': { type: 'string' },
+    server: { type: 'string' },
   });
   const file = need(a.file, '-f FILE');
   const ttlFlag = a['token-ttl'] === undefined ? undefined : Number(a['token-ttl']);
@@ -161,15 +164,22 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
         return 1;
       }
     }
+    // from here on each step is also told to the serve running with this state (status --watch, the console)
+    const progress = serveProgress({ stateDir, server: a.server ?? provisionerURL(spec), print: io.out, warn: io.err });
+    const say = (kind: ProgressKind, l: string, machine?: string) => progress.say(kind, l, machine);
+    const line = (l: string) => say('line', l);
+    progress.tell('start', `apply: started: ${[...(etcdChange ? [`etcd (${step.kind} ${step.name})`] : []), ...(tokenChange ? ['bootstrap tokens'] : []), ...changed.map((p) => p.target.machine.name)].join(', ')}`);
+    for (const l of etcdLines) progress.tell('plan', l);
+    for (const p of plan.machines) for (const l of describe(p, true)) progress.tell('plan', l, p.target.machine.name);
     // new secrets (a new machine's certificates and token) are saved before they are delivered
     await staged.commit();
     if (tokenChange && tokenVia) {
       // created in the cluster before recorded (a recorded token always exists), deleted after
       try {
-        await tk.deliverTokens(ssh, tokenVia, tokens, spec, stateDir, io.out);
+        await tk.deliverTokens(ssh, tokenVia, tokens, spec, stateDir, line);
       } catch (e) {
-        io.out(`bootstrap tokens: FAILED on ${tokenVia.machine.name}: ${(e as Error).message}`);
-        io.out(`apply: not done: bootstrap tokens, ${[...(etcdChange ? [`etcd (${step.kind} ${step.name})`] : []), ...changed.map((p) => p.target.machine.name)].join(', ')}; run apply again to continue`);
+        say('failed', `bootstrap tokens: FAILED on ${tokenVia.machine.name}: ${(e as Error).message}`);
+        await progress.end(false, `apply: not done: bootstrap tokens, ${[...(etcdChange ? [`etcd (${step.kind} ${step.name})`] : []), ...changed.map((p) => p.target.machine.name)].join(', ')}; run apply again to continue`);
         return 1;
       }
     } else if (JSON.stringify(tokens.next) !== JSON.stringify(tokenRecord)) await writeBootstrapTokens(stateDir, tokens.next);
@@ -177,31 +187,34 @@ export async function applyCommand(argv: string[], io: ApplyIo): Promise<number>
     if (step.kind === 'remove') {
       // the member leaves before the others are given lists without it
       try {
-        await m.removeEtcdMember(step, { stateDir, ssh, via, leaving: step.ip ? formerTarget(stateDir, step.name, step.ip) : undefined, urls: etcdUrls, tls: await etcdClientTls(stateDir), out: io.out });
+        await m.removeEtcdMember(step, { stateDir, ssh, via, leaving: step.ip ? formerTarget(stateDir, step.name, step.ip) : undefined, urls: etcdUrls, tls: await etcdClientTls(stateDir), out: line });
       } catch (e) {
-        io.out(`etcd: FAILED removing ${step.name}: ${(e as Error).message}`);
-        io.out(`apply: not done: etcd (remove ${step.name}), ${changed.map((p) => p.target.machine.name).join(', ') || 'none'}; run apply again to continue`);
+        say('failed', `etcd: FAILED removing ${step.name}: ${(e as Error).message}`);
+        await progress.end(false, `apply: not done: etcd (remove ${step.name}), ${changed.map((p) => p.target.machine.name).join(', ') || 'none'}; run apply again to continue`);
         return 1;
       }
     }
     // recorded before anything else changes: serve renders the new machine with it
     if (step.kind === 'add') await m.recordJoin(stateDir, step);
-    const r = await runApply(plan, { spec, stateDir, ssh, out: io.out, healthSeconds });
-    io.out(`apply: done: ${[...(step.kind === 'remove' ? [`etcd (remove ${step.name})`] : []), ...r.done].join(', ') || 'none'}`);
+    const r = await runApply(plan, { spec, stateDir, ssh, out: line, say, healthSeconds });
+    const doneLine = `apply: done: ${[...(step.kind === 'remove' ? [`etcd (remove ${step.name})`] : []), ...r.done].join(', ') || 'none'}`;
     if (r.failed) {
-      io.out(`apply: not done: ${[...r.notDone, ...(step.kind === 'add' ? [`etcd (add ${step.name})`] : [])].join(', ')} (stopped at ${r.failed.machine}: ${r.failed.error}); run apply again to continue`);
+      say('line', doneLine);
+      await progress.end(false, `apply: not done: ${[...r.notDone, ...(step.kind === 'add' ? [`etcd (add ${step.name})`] : [])].join(', ')} (stopped at ${r.failed.machine}: ${r.failed.error}); run apply again to continue`);
       return 1;
     }
-    if (step.kind === 'add') {
+    if (step.kind !== 'add') await progress.end(true, doneLine);
+    else {
+      say('line', doneLine);
       // last: the cluster runs with a member not yet started for as short a time as can be
       try {
-        await m.addEtcdMember(etcdUrls, await etcdClientTls(stateDir), step, io.out);
+        await m.addEtcdMember(etcdUrls, await etcdClientTls(stateDir), step, line);
       } catch (e) {
-        io.out(`etcd: FAILED adding ${step.name}: ${(e as Error).message}`);
-        io.out(`apply: not done: etcd (add ${step.name}); run apply again to continue (${step.name} must not be provisioned until it is done)`);
+        say('failed', `etcd: FAILED adding ${step.name}: ${(e as Error).message}`);
+        await progress.end(false, `apply: not done: etcd (add ${step.name}); run apply again to continue (${step.name} must not be provisioned until it is done)`);
         return 1;
       }
-      io.out(`${step.name}: left to serve (reload it: SIGHUP), which renders it with --initial-cluster-state=existing; its network boot installs it and it joins`);
+      await progress.end(true, `${step.name}: left to serve (reload it: SIGHUP), which renders it with --initial-cluster-state=existing; its network boot installs it and it joins`);
     }
     return targets.unpinned.length ? 1 : 0;
   } finally {

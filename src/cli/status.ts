@@ -47,15 +47,43 @@ export async function status(opts: StatusOptions): Promise<number> {
     throw new Error(`cannot read the API token ${opts.tokenFile} (slipway serve creates it on first start)`);
   }
   const machines = await fetchMachines(opts, token);
-  if (!opts.watch || allDone(machines)) {
+  // an apply running against the same state (issue 17): --watch follows it to its end too
+  const running = opts.watch ? await fetchRunning(opts, token) : [];
+  if (!opts.watch || (allDone(machines) && !running.length)) {
     opts.out.write(table(machines));
     opts.out.write(factsLines(machines));
     return allReady(machines) ? 0 : 1;
   }
-  return watch(opts, token, machines);
+  return watch(opts, token, machines, running);
 }
 
-async function watch(opts: StatusOptions, token: string, machines: MachineRow[]): Promise<number> {
+interface ActivityLine {
+  run: string;
+  command: string;
+  kind: string;
+  machine?: string;
+  text: string;
+  ok?: boolean;
+  at: string;
+}
+
+/** Day-2 runs (apply) serve heard of lately and that have not ended; none from a serve without the endpoint. */
+async function fetchRunning(opts: StatusOptions, token: string): Promise<{ run: string; command: string; last: string }[]> {
+  const res = await fetch(`${opts.server}/api/v1/activity`, { headers: { Authorization: `Bearer ${token}` } });
+  if (!res.ok) return [];
+  return ((await res.json()) as { running: { run: string; command: string; last: string }[] }).running;
+}
+
+/** a run not heard of for this long is over (apply posts a heartbeat every 20 s; serve/activity.ts) */
+const SILENCE_MS = 60_000;
+
+async function watch(opts: StatusOptions, token: string, machines: MachineRow[], running: { run: string; command: string; last: string }[]): Promise<number> {
+  // day-2 runs being followed: run id → when last heard of
+  const runs = new Map(running.map((r) => [r.run, Date.parse(r.last)]));
+  const following = () => {
+    for (const [run, last] of runs) if (Date.now() - last > SILENCE_MS) runs.delete(run);
+    return runs.size > 0;
+  };
   const byName = new Map(machines.map((m) => [m.name, m]));
   const tty = opts.out.isTTY === true;
   const total = STATES.length - 1;
@@ -84,7 +112,7 @@ async function watch(opts: StatusOptions, token: string, machines: MachineRow[])
     // Changes that happened between the table fetch and the stream opening.
     for (const m of await fetchMachines(opts, token)) byName.set(m.name, m);
     draw();
-    if (!tty) opts.out.write(`following ${byName.size} machines until every one is ready or failed\n`);
+    if (!tty) opts.out.write(`following ${byName.size} machines until every one is ready or failed${runs.size ? `, and ${runs.size === 1 ? 'the apply' : `${runs.size} applies`} running until ${runs.size === 1 ? 'it ends' : 'they end'}` : ''}\n`);
     let buf = '';
     const decoder = new TextDecoder();
     for await (const chunk of res.body) {
@@ -95,6 +123,17 @@ async function watch(opts: StatusOptions, token: string, machines: MachineRow[])
         buf = buf.slice(i + 2);
         const data = /^data: (.*)$/m.exec(block)?.[1];
         if (!data) continue;
+        if (/^event: activity$/m.test(block)) {
+          // apply's progress: its lines, as it prints them
+          const a = JSON.parse(data) as ActivityLine;
+          if (a.kind === 'end') runs.delete(a.run);
+          else runs.set(a.run, Date.now());
+          if (a.kind === 'heartbeat') continue;
+          const text = `${a.at} ${a.text.startsWith(`${a.command}:`) ? a.text : `${a.command}: ${a.text}`}\n`;
+          if (tty) multi.log(text);
+          else opts.out.write(text);
+          continue;
+        }
         const ev = JSON.parse(data) as { machine: string; to: State; at: string; source: string; reason?: string };
         const m = byName.get(ev.machine);
         if (!m) continue;
@@ -102,7 +141,7 @@ async function watch(opts: StatusOptions, token: string, machines: MachineRow[])
         if (!tty) opts.out.write(`${ev.at} ${ev.machine} ${ev.to} (${ev.source})${ev.reason ? `: ${ev.reason}` : ''}\n`);
         draw();
       }
-      if (allDone([...byName.values()])) break;
+      if (allDone([...byName.values()]) && !following()) break;
     }
   } catch (e) {
     if (!ctrl.signal.aborted) throw e;

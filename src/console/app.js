@@ -2,6 +2,7 @@
 // Data comes from the JSON API; live updates from /api/v1/events (SSE). The session
 // cookie is set by POST /api/v1/session with the operator's token.
 import { showDiscovered, historyButton } from './discovered.js';
+import { loadActivity, watchActivity } from './activity.js';
 const $ = (s) => document.querySelector(s);
 const STATES = ['unknown', 'discovered', 'dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined', 'ready', 'failed'];
 let machines = new Map();
@@ -85,7 +86,15 @@ async function select(name) {
 
 $('#reprovision').addEventListener('click', async () => {
   if (!selected || !confirm(`Reprovision ${selected}? Its next network boot installs it again.`)) return;
-  await api(`/api/v1/machines/${encodeURIComponent(selected)}/reprovision`, { method: 'POST' });
+  const name = selected;
+  // the answer says which bootstrap token its window got, or why serve refused (issue 17)
+  const res = await fetch(`/api/v1/machines/${encodeURIComponent(name)}/reprovision`, { method: 'POST', credentials: 'same-origin' });
+  if (res.status === 401) return showLogin();
+  const body = await res.json().catch(() => ({}));
+  $('#reprovision-result').textContent = res.ok
+    ? `${name}: reprovisioned${body.window ? `; bootstrap token ${body.window.id} for its next install (expires ${body.window.expires})` : ''}`
+    : `${name}: ${body.error ?? `HTTP ${res.status}`}`;
+  $('#reprovision-result').dataset.ok = String(res.ok);
 });
 
 // Power through the machine's BMC (machines[].bmc; docs/power.md): the API answers with
@@ -115,6 +124,7 @@ function live() {
   const es = new EventSource('/api/v1/events');
   es.onopen = () => { $('#conn').textContent = 'live'; $('#conn').className = 'conn on'; };
   es.onerror = () => { $('#conn').textContent = 'reconnecting'; $('#conn').className = 'conn off'; };
+  watchActivity(es); // apply's progress (activity.js)
   es.addEventListener('transition', (e) => {
     const ev = JSON.parse(e.data);
     const m = machines.get(ev.machine);
@@ -130,6 +140,7 @@ async function start() {
   const info = await api('/api/v1/cluster');
   $('#cluster').textContent = `${info.name} · Kubernetes ${info.kubernetesVersion}`;
   $('#login').hidden = true; $('#app').hidden = false;
+  await loadActivity(api).catch(() => {}); // a serve without the endpoint: no panel
   live();
   setInterval(render, 1000); // elapsed times tick
 }

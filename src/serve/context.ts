@@ -8,6 +8,7 @@ import type { Inventory } from './inventory.ts';
 import type { Logger } from './log.ts';
 import type { Site } from './site.ts';
 import type { Machine } from '../spec/types.ts';
+import type { Activity } from './activity.ts';
 
 export interface ServeContext {
   site: () => Site;
@@ -25,6 +26,8 @@ export interface ServeContext {
    * start, so its next network boot installs again.
    */
   reprovision(name: string, by: string): Promise<{ event: StoredEvent | undefined; window?: { id: string; expires: string } }>;
+  /** issue 17: day-2 progress apply posts (activity.ts), told to SSE clients */
+  activity: Activity;
   /** issue 18: a machine's BMC (power/, plugged in by the CLI: serve knows no driver); absent: no power control */
   power?: PowerControl;
   /** issue 18: the cluster file (the console's adopt edits it) and serve's re-read of it (SIGHUP's) */

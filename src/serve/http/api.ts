@@ -15,6 +15,7 @@ import { checkDetail } from './report-limits.ts';
 import { checkFacts, enlistReport } from '../enlist.ts';
 import { adoptRoute, MAX_ADOPT_BYTES } from '../enlist-adopt.ts';
 import { WindowError } from '../window.ts';
+import { checkActivity, type ActivityEvent } from '../activity.ts';
 
 export const MAX_REPORT_BYTES = 64 * 1024;
 /** GET /api/v1/machines/{name}: at most this many events, and no more detail than MACHINE_DETAIL_BYTES; `?before=` pages back */
@@ -236,6 +237,13 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const frame = frameOf(ev);
     for (const s of streams) s(ev, frame);
   };
+  // apply's progress (issue 17, serve/activity.ts): `event: activity`, no id (a stream
+  // resumes by the transitions' ids; missed activity is in GET /api/v1/activity)
+  const rawStreams = new Set<(frame: Buffer) => void>();
+  const fanOutActivity = (ev: ActivityEvent) => {
+    const frame = Buffer.from(`event: activity\ndata: ${JSON.stringify(ev)}\n\n`);
+    for (const s of rawStreams) s(frame);
+  };
   const adopt = adoptRoute(ctx);
 
   return async (req, res, url) => {
@@ -354,6 +362,24 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
       return json(res, r.status, r.body);
     }
     if (p === '/api/v1/events' && req.method === 'GET') return events(req, res, url);
+    // issue 17: day-2 progress (apply posts it; status --watch and the console show it)
+    if (p === '/api/v1/activity' && req.method === 'GET') return json(res, 200, ctx.activity.view());
+    if (p === '/api/v1/activity' && req.method === 'POST') {
+      const body = await readBody(req, 16 * 1024);
+      if (body === undefined) {
+        if (!req.complete) res.setHeader('Connection', 'close');
+        return problem(res, 413, 'an activity event is at most 16 KiB');
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch {
+        return problem(res, 400, 'the body must be JSON');
+      }
+      const checked = checkActivity(parsed);
+      if ('error' in checked) return problem(res, 400, checked.error);
+      return json(res, 200, { seq: ctx.activity.record(checked.event).seq });
+    }
     return problem(res, 404, 'no such endpoint');
   };
 
@@ -381,12 +407,19 @@ export function apiRoutes(ctx: ServeContext, opts: ApiOptions): Handler {
     const listener = (ev: StoredEvent, frame: Buffer) => live(ev, frame);
     streams.add(listener);
     if (streams.size === 1) ctx.lifecycle.on('event', fanOut);
+    const raw = (frame: Buffer) => {
+      if (!closed) res.write(frame);
+    };
+    rawStreams.add(raw);
+    if (rawStreams.size === 1) ctx.activity.on('activity', fanOutActivity);
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.on('close', () => {
       closed = true;
       clearInterval(ping);
       streams.delete(listener);
       if (streams.size === 0) ctx.lifecycle.off('event', fanOut);
+      rawStreams.delete(raw);
+      if (rawStreams.size === 0) ctx.activity.off('activity', fanOutActivity);
     });
     // The catch-up goes a page at a time, yielding between pages and waiting for the
     // client to take what it was sent: a long history is neither built in one go nor

@@ -6,6 +6,7 @@ import type { Handler } from './server.ts';
 const FILES: Record<string, [string, string]> = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/console/app.js': ['app.js', 'text/javascript; charset=utf-8'],
+  '/console/activity.js': ['activity.js', 'text/javascript; charset=utf-8'],
   '/console/discovered.js': ['discovered.js', 'text/javascript; charset=utf-8'],
   '/console/style.css': ['style.css', 'text/css; charset=utf-8'],
 };
