@@ -66,8 +66,11 @@ export class VmEngine implements Engine<VmMachine> {
     missing.push(...missingFirmware(o.spec.machines.map((_, i) => hardwareFor(i))));
     if (!existsSync('/dev/net/tun')) missing.push('/dev/net/tun (the tun driver)');
     // a node link on a VLAN: its taps become lab switch ports (eBPF built by llc, loaded by tc)
-    const vlanTools = o.spec.machines.some((m) => nodeVlan(m)) ? vlanToolsMissing() : undefined;
-    if (vlanTools) missing.push(vlanTools);
+    if (o.spec.machines.some((m) => nodeVlan(m))) {
+      const vlanTools = vlanToolsMissing();
+      if (vlanTools) missing.push(vlanTools);
+      if (!which('tcpdump')) missing.push('tcpdump (tcpdump: bond-failover reads the tags on the wire)');
+    }
     if (missing.length) throw new RehearseError(`the VM engine needs: ${missing.join(', ')}`);
     return pre;
   }

@@ -19,22 +19,29 @@ export function nodeVlan(m: Machine): number | undefined {
  * replies on the tap tagged `vid` (tcpdump -e in the hub). What was seen, or throws.
  */
 export async function answeredOnWire(hub: Netns, o: { tap: string; ip: string; vid?: number }): Promise<string> {
-  const filter = o.vid ? `vlan ${o.vid} and icmp` : 'icmp';
-  const cap: ChildProcess = hub.spawn('tcpdump', ['-i', o.tap, '-e', '-n', '-l', '-U', filter]);
+  const ping = () => hub.exec('/bin/busybox', ['ping', '-c', '3', '-W', '2', o.ip], { timeoutMs: 20_000 });
+  const answered = (out: string) => {
+    if (!/3 packets received/.test(out)) throw new Error(`the lab's pings to ${o.ip} through ${o.tap}: ${out.trim()}`);
+  };
+  if (!o.vid) {
+    answered((await ping()).out);
+    return `the lab's pings to ${o.ip} answered through ${o.tap}`;
+  }
+  const cap: ChildProcess = hub.spawn('tcpdump', ['-i', o.tap, '-e', '-n', '-l', '-U', `vlan ${o.vid} and icmp`]);
   let frames = '';
   let err = '';
   cap.stdout!.setEncoding('utf8').on('data', (d: string) => (frames += d));
   cap.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  let ping;
+  let out: string;
   try {
     await hub.waitFor(`tcpdump on ${o.tap}`, () => err.includes('listening on'), 10_000, 50);
-    ping = await hub.exec('/bin/busybox', ['ping', '-c', '3', '-W', '2', o.ip], { timeoutMs: 20_000 });
+    out = (await ping()).out;
     await new Promise((r) => setTimeout(r, 300)); // tcpdump's last lines
   } finally {
     await hub.kill(cap);
   }
-  if (!/3 packets received/.test(ping.out)) throw new Error(`the lab's pings to ${o.ip} through ${o.tap}: ${ping.out.trim()}`);
+  answered(out);
   const replies = frames.split('\n').filter((l) => l.includes(`${o.ip} > `) && l.includes('ICMP echo reply'));
-  if (o.vid && !replies.length) throw new Error(`${o.ip} answered, but no echo reply tagged VLAN ${o.vid} on ${o.tap}: ${frames || err}`);
-  return `the lab's pings to ${o.ip} answered${o.vid ? `, tagged VLAN ${o.vid} on ${o.tap}` : ` through ${o.tap}`}`;
+  if (!replies.length) throw new Error(`${o.ip} answered, but no echo reply tagged VLAN ${o.vid} on ${o.tap}: ${frames || err}`);
+  return `the lab's pings to ${o.ip} answered, tagged VLAN ${o.vid} on ${o.tap}`;
 }
