@@ -81,3 +81,13 @@ test('adopt into a list of inline machines writes an inline one, in the same col
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a second adoption goes after the first one and its BMC note, and adds no blank line at the end of the file', async () => {
+  const { adoptText } = await import('../src/spec/adopt.ts');
+  const original = readFileSync(EXAMPLE_HA, 'utf8');
+  const a = adoptText(original, 'cluster.yaml', { mac: '52:54:00:99:00:01', name: 'e1', roles: ['worker'], bmcNote: 'its BMC (enlisted): 10.20.30.201' });
+  const b = adoptText(a.text, 'cluster.yaml', { mac: '52:54:00:99:00:02', name: 'e2', roles: ['worker'], bmcNote: 'its BMC (enlisted): 10.20.30.202' });
+  assert.ok(b.text.startsWith(a.text.trimEnd()), 'the first adoption and its note stay where they were');
+  assert.equal(b.text.slice(a.text.trimEnd().length), '\n    - name: e2\n      mac: "52:54:00:99:00:02"\n      ip: 10.20.30.24/24\n      roles: [worker]\n      # its BMC (enlisted): 10.20.30.202\n' + a.text.slice(a.text.trimEnd().length + 1));
+  assert.match(a.text, /roles: \[worker\]\n {6}# its BMC \(enlisted\): 10\.20\.30\.201\n/);
+});

@@ -216,6 +216,24 @@ test('serve --unknown enlist: an unknown MAC gets the installer with a one-use t
     const histTable = await cli('machines', '-f', lab.file, '--state', lab.state, '--discovered', '--history');
     assert.match(histTable.stdout, /^facts history \(newest first, the last 20 per MAC\):\n(?:.*\n)*52:54:00:99:00:11 {2}\S+Z {2}enlist {5}Slipway enlist-test #SN-B, 2 CPUs, 1\.0 GiB; disks \/dev\/vda 4\.0 GiB ENL2; bmc 10\.20\.30\.202\n52:54:00:99:00:11 {2}\S+Z {2}enlist {5}Slipway enlist-test #SN-A/m, histTable.out);
 
+    // POST /api/v1/adopt (the console's): the operator's only; a refusal names the field and writes nothing
+    const unchanged = readFileSync(lab.file);
+    const adoptApi = (body: unknown, auth = true) => curl('-X', 'POST', ...(auth ? ['-H', `Authorization: Bearer ${lab.apiToken()}`] : []), '-H', 'Content-Type: application/json', '--data', JSON.stringify(body), `${base}/api/v1/adopt`);
+    for (const [body, code, re, auth] of [
+      [{ mac: MAC2, name: 'e2', roles: 'worker' }, 401, /missing or wrong bearer token/, false],
+      [{ mac: MAC2, name: 'e2', roles: 'worker', disk: '/dev/sda' }, 400, /"error": "unknown field \\"disk\\"",\n\s+"field": "file"/, true],
+      [{ mac: MAC2, name: 'e2', roles: 'worker', ip: '10.99.0.5/24' }, 400, /machine address 10\.99\.0\.5 is outside the DHCP subnet[^]*"field": "ip"/, true],
+      [{ mac: MAC2, name: 'e2', roles: 'workr' }, 400, /spec\.machines\[6\]\.roles\[0\]: unknown role \\"workr\\"[^]*"field": "roles"/, true],
+      [{ mac: MAC2, name: 'e2\n      bmc: {}', roles: 'worker' }, 400, /spec\.machines\[6\]\.name: [^]*"field": "name"/, true],
+      [{ mac: 'nope', name: 'e2', roles: 'worker' }, 400, /"field": "mac"/, true],
+      [{ mac: MAC2, name: 'e2', roles: 'worker', bmcUsername: 'admin', bmcPasswordEnv: 'X', bmcPasswordFile: 'y' }, 400, /give one of bmcPasswordFile and bmcPasswordEnv[^]*"field": "bmc"/, true],
+    ] as const) {
+      const a = await adoptApi(body, auth);
+      assert.equal(status(a), code, `${JSON.stringify(body)}: ${a.out}`);
+      assert.match(a.stdout, re, a.out);
+      assert.ok(readFileSync(lab.file).equals(unchanged), `${JSON.stringify(body)} left the file as it was`);
+    }
+
     // the console shows them: an installed machine's in its view (browser in the lab)
     if (!existsSync('/usr/bin/chromium')) {
       assert.ok(!process.env.CI, 'chromium (Debian chromium) is needed for the console part');

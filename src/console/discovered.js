@@ -17,7 +17,7 @@ const el = (tag, props = {}, ...children) => {
 /** A MAC's facts reports, newest first, shown in `into` (a list of time, source and the hardware's first line). */
 async function showHistory(mac, into, hardware) {
   into.textContent = 'loading…';
-  const res = await fetch(`/api/v1/facts/${encodeURIComponent(mac)}`, { credentials: 'same-origin' });
+  const res = await fetch(`/api/v1/facts/${mac.replaceAll(':', '-')}`, { credentials: 'same-origin' });
   if (!res.ok) { into.textContent = `history: HTTP ${res.status}`; return; }
   const { history } = await res.json();
   into.replaceChildren(el('div', { text: `${history.length} report${history.length === 1 ? '' : 's'} (newest first, the last 20 kept):` }),

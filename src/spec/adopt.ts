@@ -147,9 +147,15 @@ export function adoptText(text: string, file: string, a: Adoption): { text: stri
   const entry = last.flow
     ? `${dash}- {${fields.join(', ')}}\n${note}`
     : `${dash}- ${fields.join(`\n${dash}  `)}\n${note}`;
-  const eol = text.indexOf('\n', last.range[1]);
-  const at = eol < 0 ? text.length : eol + 1;
-  const out = (eol < 0 ? `${text}\n` : text.slice(0, at)) + entry + text.slice(at);
+  // after the line the last machine's text ends on (its range can reach past blank lines
+  // and the end of the file: the entry would land after them, and a blank line be added)
+  let end = last.range[1];
+  while (end > last.range[0] && /\s/.test(text[end - 1]!)) end--;
+  const eol = text.indexOf('\n', end);
+  let at = eol < 0 ? text.length : eol + 1;
+  // and after the comment lines indented under it (an earlier adoption's BMC note)
+  for (let m; (m = /^( *)#[^\n]*(\n|$)/.exec(text.slice(at))) && m[1]!.length >= dash.length + 2 && m[0].length > 0; ) at += m[0].length;
+  const out = (at === text.length && !text.endsWith('\n') ? `${text}\n` : text.slice(0, at)) + entry + text.slice(at);
   // the same checks as `validate`, on the new text: nothing is written unless it passes
   const check = parseClusterFile(out, file);
   if (hasErrors(check.problems)) {
