@@ -45,7 +45,8 @@ Commands:
                                    then powers off (or waits); nothing is written to their disks
   status   -f FILE [--watch] [--server URL] [--state DIR] [--timeout SECONDS]
                                    machines and their states from a running serve; --watch follows
-                                   live until all are ready or failed; exit 0 only when all are ready
+                                   live until all are ready or failed (and a running apply until it
+                                   ends); exit 0 only when all are ready
   power    -f FILE status|on|off|cycle|reset NAME...|--all [--parallel N]
                                    power machines through their BMCs (machines[].bmc, IPMI): a table,
                                    one row per machine; exit 0 only when every machine succeeded
@@ -110,14 +111,18 @@ Commands:
                                    re-issue leaf certificates in the state (never a CA); --yes then
                                    delivers them with apply (its rolling order, --assets as apply's)
   apply    -f FILE [--state DIR] [--assets DIR] [--dry-run] [--yes] [--health-timeout SECONDS]
-           [--token-ttl HOURS]     deliver the file's changes to installed machines over SSH (the
+           [--token-ttl HOURS] [--server URL]
+                                   deliver the file's changes to installed machines over SSH (the
                                    provisioner's key, host keys pinned at install): changed files
                                    replaced atomically, their units restarted, control-plane/etcd
                                    machines one at a time, each healthy before the next; stops at
                                    the first failure (run again to continue); --dry-run: the plan.
                                    An etcd member added (member add; it starts with existing state)
                                    or removed (drain, delete Node, member remove) first, one per run;
-                                   machines left to serve get their own bootstrap token (24 h)
+                                   machines left to serve get their own bootstrap token
+                                   (spec.pki.bootstrapTokenValidityHours, 24 h by default; --token-ttl
+                                   overrides it); each step also shown by the running serve (status
+                                   --watch, the console; --server URL if not the file's provisioner)
   drain    NAME -f FILE [--state DIR] [--timeout SECONDS]
                                    cordon and drain a worker (PodDisruptionBudgets respected)
   remove   NAME -f FILE [--state DIR] [--server URL] [--timeout SECONDS]

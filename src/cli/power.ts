@@ -76,10 +76,19 @@ export interface ProvisionOptions {
   pollSeconds?: number;
 }
 
-async function api(server: string, token: string, path: string, method = 'GET'): Promise<unknown> {
-  const res = await fetch(`${server}${path}`, { method, headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
+async function api(server: string, token: string, path: string, method = 'GET', timeoutMs = 15_000): Promise<unknown> {
+  const res = await fetch(`${server}${path}`, { method, headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
   if (res.status === 401) throw new Error(`${server} refused the API token`);
-  if (!res.ok) throw new Error(`${server}${path}: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+  if (!res.ok) {
+    const text = await res.text();
+    let why = text.slice(0, 600);
+    try {
+      why = (JSON.parse(text) as { error?: string }).error ?? why; // serve's own message (a refused window says why)
+    } catch {
+      // not JSON
+    }
+    throw new Error(`${server}${path}: HTTP ${res.status}: ${why}`);
+  }
   return res.json();
 }
 
@@ -118,14 +127,15 @@ export async function provisionCommand(spec: Spec, names: string[], all: boolean
       async (name) => {
         const d = driverFor(bmcs.find((b) => b.machine === name)!, io.driver);
         await d.setNextBoot('pxe', true);
-        await api(opts.server, token, `/api/v1/machines/${name}/reprovision`, 'POST');
+        // serve opens its provisioning window while the cluster runs (a bootstrap token through the cluster's API: it may take a while)
+        const r = (await api(opts.server, token, `/api/v1/machines/${name}/reprovision`, 'POST', 60_000)) as { window?: { id: string; expires: string } };
         try {
           await d.cycle();
         } catch (e) {
           (e as Error).message = `marked for reprovisioning, but the power cycle failed: ${(e as Error).message}`;
           throw e;
         }
-        return 'network boot';
+        return r.window ? `network boot (bootstrap token ${r.window.id}, expires ${r.window.expires})` : 'network boot';
       },
     );
     io.out(outcomeTable(bmcs, outcomes));

@@ -58,6 +58,7 @@ export async function status(opts: StatusOptions): Promise<number> {
 }
 
 interface ActivityLine {
+  seq: number;
   run: string;
   command: string;
   kind: string;
@@ -67,17 +68,28 @@ interface ActivityLine {
   at: string;
 }
 
-/** Day-2 runs (apply) serve heard of lately and that have not ended; none from a serve without the endpoint. */
-async function fetchRunning(opts: StatusOptions, token: string): Promise<{ run: string; command: string; last: string }[]> {
+interface RunningRun {
+  run: string;
+  command: string;
+  last: string;
+  /** its lines so far */
+  lines: ActivityLine[];
+}
+
+/** Day-2 runs (apply) serve heard of lately and that have not ended, with their lines so far; none from a serve without the endpoint. */
+async function fetchRunning(opts: StatusOptions, token: string): Promise<RunningRun[]> {
   const res = await fetch(`${opts.server}/api/v1/activity`, { headers: { Authorization: `Bearer ${token}` } });
   if (!res.ok) return [];
-  return ((await res.json()) as { running: { run: string; command: string; last: string }[] }).running;
+  const v = (await res.json()) as { running: Omit<RunningRun, 'lines'>[]; events: ActivityLine[] };
+  return v.running.map((r) => ({ ...r, lines: v.events.filter((e) => e.run === r.run) }));
 }
+
+const activityLine = (a: ActivityLine) => `${a.at} ${a.text.startsWith(`${a.command}:`) ? a.text : `${a.command}: ${a.text}`}\n`;
 
 /** a run not heard of for this long is over (apply posts a heartbeat every 20 s; serve/activity.ts) */
 const SILENCE_MS = 60_000;
 
-async function watch(opts: StatusOptions, token: string, machines: MachineRow[], running: { run: string; command: string; last: string }[]): Promise<number> {
+async function watch(opts: StatusOptions, token: string, machines: MachineRow[], running: RunningRun[]): Promise<number> {
   // day-2 runs being followed: run id → when last heard of
   const runs = new Map(running.map((r) => [r.run, Date.parse(r.last)]));
   const following = () => {
@@ -112,6 +124,15 @@ async function watch(opts: StatusOptions, token: string, machines: MachineRow[],
     // Changes that happened between the table fetch and the stream opening.
     for (const m of await fetchMachines(opts, token)) byName.set(m.name, m);
     draw();
+    // a running apply's lines so far, then the rest as they come
+    let shown = 0;
+    const now = await fetchRunning(opts, token); // read after the stream opened: nothing falls between
+    for (const r of now) runs.set(r.run, Date.parse(r.last));
+    for (const a of now.flatMap((r) => r.lines)) {
+      shown = Math.max(shown, a.seq);
+      if (tty) multi.log(activityLine(a));
+      else opts.out.write(activityLine(a));
+    }
     if (!tty) opts.out.write(`following ${byName.size} machines until every one is ready or failed${runs.size ? `, and ${runs.size === 1 ? 'the apply' : `${runs.size} applies`} running until ${runs.size === 1 ? 'it ends' : 'they end'}` : ''}\n`);
     let buf = '';
     const decoder = new TextDecoder();
@@ -129,7 +150,8 @@ async function watch(opts: StatusOptions, token: string, machines: MachineRow[],
           if (a.kind === 'end') runs.delete(a.run);
           else runs.set(a.run, Date.now());
           if (a.kind === 'heartbeat') continue;
-          const text = `${a.at} ${a.text.startsWith(`${a.command}:`) ? a.text : `${a.command}: ${a.text}`}\n`;
+          if (a.seq <= shown) continue; // printed with the run's lines so far
+          const text = activityLine(a);
           if (tty) multi.log(text);
           else opts.out.write(text);
           continue;
