@@ -223,9 +223,10 @@ test('assets: sha256, ETag, Range, and SHA256SUMS the fetch script checks agains
 });
 
 test('issue 17: a reprovision while the cluster runs but its API cannot take a bootstrap token is refused (502, naming why), and changes nothing', { timeout: 60_000 }, async () => {
-  // cp2 installed: the cluster runs; nothing answers on the VIP or cp2's apiserver in this lab
+  // cp2 joined: the cluster runs; nothing answers on the VIP or cp2's apiserver in this lab
   const cp2Token = readFileSync(join(rendered, 'machines/cp2/root/etc/slipway/report-token'), 'utf8').trim();
   assert.equal(await status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${cp2Token}`, '--data', '{"state":"installed","seq":1}']), '200');
+  assert.equal(await status(cp1, `${BASE}/api/v1/report`, ['-X', 'POST', '-H', `Authorization: Bearer ${cp2Token}`, '--data', '{"state":"joined","seq":2}']), '200');
   const tokensBefore = readFileSync(join(lab.state, 'tokens.json'), 'utf8');
   const windowsBefore = readFileSync(join(lab.state, 'bootstrap-tokens.json'), 'utf8');
   const auth = ['-H', `Authorization: Bearer ${lab.apiToken()}`];
@@ -233,7 +234,7 @@ test('issue 17: a reprovision while the cluster runs but its API cannot take a b
   const r = await curl(cp1, ['-m', '30', '-w', '\n%{http_code}', '-X', 'POST', ...auth, `${BASE}/api/v1/machines/w2/reprovision`]);
   assert.match(r.stdout, /\n502$/, r.out);
   const error = (JSON.parse(r.stdout.slice(0, r.stdout.lastIndexOf('\n'))) as { error: string }).error;
-  assert.match(error, /^reprovision of w2 failed: the cluster runs \(control-plane machines installed\), but its bootstrap token could not be created: no apiserver answered \(https:\/\/10\.20\.30\.10:6443: .*; https:\/\/10\.20\.30\.12:6443: .*\)\. Without one it would install with a token the cluster refuses/);
+  assert.match(error, /^reprovision of w2 failed: the cluster runs \(control-plane machines joined\), but its bootstrap token could not be created: no apiserver answered \(https:\/\/10\.20\.30\.10:6443: .*; https:\/\/10\.20\.30\.12:6443: .*\)\. Without one it would install with a token the cluster refuses/);
   assert.equal(readFileSync(join(lab.state, 'tokens.json'), 'utf8'), tokensBefore, 'no new report token');
   assert.equal(readFileSync(join(lab.state, 'bootstrap-tokens.json'), 'utf8'), windowsBefore, 'no window recorded');
   const after = JSON.parse((await curl(cp1, [...auth, `${BASE}/api/v1/machines/w2`])).stdout) as { state: string; events: unknown[] };

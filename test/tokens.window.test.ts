@@ -58,6 +58,10 @@ test("serve's reprovision asks the VIP, then installed control-plane machines' o
   assert.deepEqual(apiEndpoints(spec, states([]), 'w1'), [], 'first install: no cluster to ask');
   assert.deepEqual(apiEndpoints(spec, states(['cp1']), 'cp1'), [], 'the only control-plane machine is the one reprovisioned');
   assert.deepEqual(apiEndpoints(spec, states(['cp1', 'cp2', 'w1']), 'cp1'), ['https://10.20.30.10:6443', 'https://10.20.30.12:6443']);
+  // installed but never joined (no control plane came up, or none runs Kubernetes): nothing to ask
+  const installedOnly = (n: string): State => (n === 'w1' ? 'unknown' : 'installed');
+  assert.deepEqual(apiEndpoints(spec, installedOnly, 'w1'), [], 'installed, never joined: no cluster to ask');
+  assert.deepEqual(apiEndpoints(spec, (n) => (n === 'cp2' ? 'joined' : 'installed'), 'cp1'), ['https://10.20.30.10:6443', 'https://10.20.30.12:6443']);
   assert.deepEqual(apiEndpoints(spec, states(['cp1', 'cp2', 'cp3', 'w1']), 'w1'), ['https://10.20.30.10:6443', 'https://10.20.30.11:6443', 'https://10.20.30.12:6443', 'https://10.20.30.13:6443']);
 });
 

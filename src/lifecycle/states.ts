@@ -23,4 +23,9 @@ export function canMove(from: State, to: State): boolean {
 
 /** Machines in these states boot from their own disk instead of installing again. */
 export const isInstalled = (s: State): boolean => rank(s) >= rank('installed');
+/**
+ * Machines in these states have been part of the running cluster: their kubelet bootstrapped
+ * through an apiserver. A control-plane machine here means there is a cluster to ask.
+ */
+export const hasJoined = (s: State): boolean => rank(s) >= rank('joined');
 export const isTerminal = (s: State): boolean => s === 'ready' || s === 'failed';
