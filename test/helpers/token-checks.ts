@@ -114,10 +114,10 @@ export async function checkReprovisionWindow(i: ReprovisionCheckInputs): Promise
   const { spec } = parseClusterFile(readFileSync(i.specFile, 'utf8'), i.specFile);
   assert.ok(spec);
   const admin = (args: string[]) => i.cp1.exec(i.kubectl, [`--kubeconfig=${i.adminConf}`, `--server=${i.server}`, '--request-timeout=10s', ...args], { timeoutMs: 30_000 });
-  // serve's store: every machine installed (its host key pinned), as after the first install
+  // serve's store: every machine ready, as after the first install (a control-plane machine joined: the cluster runs)
   const store = new SqliteStore(join(i.stateDir, 'serve.db'));
   try {
-    for (const m of spec.machines) store.transition(m.name, 'installed', 'machine', () => true);
+    for (const m of spec.machines) store.transition(m.name, 'ready', 'machine', () => true);
     store.commit();
   } finally {
     store.close();
