@@ -8,17 +8,20 @@
 //     the first (the PXE NIC, untagged on the provisioning network) the primary and
 //     active one; node0 is VLAN 100 on bond0 with the node address; networkctl says
 //     configured;
-//   - tagged traffic leaves on the active member: an ARP for the provisioner from node0 is
-//     seen on that member's tap as VLAN 100 (tcpdump in the hub namespace);
+//   - traffic across VLAN 100: the hub holds the provisioner's address 10.20.30.2 on
+//     VLAN 100 through the lab's VLAN endpoint (src/rehearse/lab/vlan.ts: eBPF on tc, as
+//     this host's kernel has neither 8021q nor bridge VLAN filtering); the hub pings node0
+//     and node0 pings the hub, every echo answered, and the active member's
+//     tap carries both directions tagged VLAN 100 (tcpdump -e);
 //   - bond-failover, by the VM rehearsal's own check (src/rehearse/vm/bond.ts): QEMU's
 //     monitor cuts the active member's link (set_link ... off); the bond makes the second
-//     member active, node0 keeps its address, every link stays configured, and the tagged
-//     traffic now leaves on the second member's tap; the check puts the wire back.
+//     member active, node0 keeps its address, every link stays configured, and the pings
+//     both ways are answered again, now tagged on the second member's tap; the check puts
+//     the wire back.
 //
-// This host's kernel cannot terminate VLAN 100 (no 8021q, no bridge VLAN filtering), so
-// nothing on the host answers the VM: the test watches the frames on the wire instead.
-// Everything runs in a namespace this test creates (bridge br0, two taps); QEMU is killed
-// by its pid. It takes the heavy tests' turn (test/helpers/vm-lock.ts).
+// Everything runs in a namespace this test creates (bridge br0, two taps, the VLAN
+// endpoint's veth); QEMU is killed by its pid. It takes the heavy tests' turn
+// (test/helpers/vm-lock.ts).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -31,6 +34,7 @@ import { heavyTestTurn } from './helpers/vm-lock.ts';
 import { addTap, kvmWorks, partitions, Qemu } from '../src/rehearse/vm/qemu.ts';
 import { BRIDGE } from '../src/rehearse/lab/lab.ts';
 import { bondFailover } from '../src/rehearse/vm/bond.ts';
+import { addVlanEndpoint, vlanToolsMissing } from '../src/rehearse/lab/vlan.ts';
 import { parseClusterFile } from '../src/spec/parse.ts';
 
 const OS_TREES = '/var/cache/slipway/os-image';
@@ -74,9 +78,11 @@ function plantNetworkFiles(disk: string, rendered: string): string[] {
   return files;
 }
 
-test('bond-failover: an active-backup bond carrying the node VLAN, on the node OS kernel, keeps its address when a member\'s link is cut', { timeout: 40 * 60_000 }, async (t) => {
+test('bond-failover: an active-backup bond carrying the node VLAN, on the node OS kernel, keeps its address and its VLAN traffic when a member\'s link is cut', { timeout: 40 * 60_000 }, async (t) => {
   const image = osImage();
   if (!image) return t.skip(`no node OS image under ${OS_TREES}: build it with scripts/rehearsal-deps.sh`);
+  const vlanMissing = vlanToolsMissing();
+  if (vlanMissing) return t.skip(`the lab's VLAN endpoint needs ${vlanMissing}`);
   const release = await heavyTestTurn('network.qemu', undefined, { cores: 1 });
   t.after(release);
 
@@ -93,6 +99,8 @@ test('bond-failover: an active-backup bond carrying the node VLAN, on the node O
   hub.addBridge(BRIDGE);
   addTap(hub, 'tapm1');
   addTap(hub, 'tapm2');
+  // the provisioner's address on VLAN 100, where cp1's node0 is
+  addVlanEndpoint(hub, { name: 'vlan100', port: 'vlan100p', vid: 100, bridge: BRIDGE, address: '10.20.30.2/24' });
 
   const accel = kvmWorks(join(image, 'vmlinuz')) ? 'kvm' : 'tcg';
   const qemu = await Qemu.start({
@@ -148,13 +156,36 @@ test('bond-failover: an active-backup bond carrying the node VLAN, on the node O
   assert.match(await sh('ip -d link show dev storage0'), /vlan protocol 802\.1Q id 200/);
   assert.match(await sh('ip -4 addr show dev storage0'), /inet 10\.40\.0\.11\/24 /);
 
-  /** tagged frames of node0 on a tap: ARP from 10.20.30.11 in VLAN 100 (the VM asks for the provisioner) */
-  const taggedOn = async (tap: string): Promise<string> => {
-    // only the ARPs for the provisioner: node0 also asks for its router now and then
-    const cap = hub.exec('tcpdump', ['-i', tap, '-e', '-n', '-c', '2', '-l', 'vlan 100 and arp host 10.20.30.2'], { timeoutMs: 30_000 });
-    await sleep(1_500);
-    await sh('ping -c 4 -W 1 -I node0 10.20.30.2 >/dev/null; true', 30_000);
-    return (await cap).out;
+  /**
+   * Traffic across VLAN 100, both ways: the hub pings node0 and node0 pings the hub's
+   * VLAN address, every echo answered; the member's tap carries requests and replies
+   * tagged 100.
+   */
+  const acrossVlan = async (tap: string): Promise<string> => {
+    const cap = hub.spawn('tcpdump', ['-i', tap, '-e', '-n', '-l', '-U', 'vlan 100 and icmp']);
+    let frames = '';
+    let err = '';
+    cap.stdout!.setEncoding('utf8').on('data', (d: string) => (frames += d));
+    cap.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    try {
+      await hub.waitFor(`tcpdump on ${tap}`, () => err.includes('listening on'), 10_000, 50);
+      // the hub first: after the cut, only the bond's own announcement (a gratuitous ARP
+      // on node0) has told the bridge where the VM went
+      const back = await hub.exec('/bin/busybox', ['ping', '-c', '3', '-W', '2', '10.20.30.11'], { timeoutMs: 20_000 });
+      assert.match(back.out, /3 packets received/, `10.20.30.2 -> node0 on VLAN 100: ${back.out}`);
+      const out = await sh('ping -c 3 -W 2 -I node0 10.20.30.2 | tail -n 2', 30_000);
+      assert.match(out, /3 packets transmitted, 3 received/, `node0 -> 10.20.30.2 on VLAN 100: ${out}`);
+      await sleep(300);
+    } finally {
+      await hub.kill(cap);
+    }
+    for (const [from, to] of [['10.20.30.11', '10.20.30.2'], ['10.20.30.2', '10.20.30.11']]) {
+      for (const kind of ['request', 'reply']) {
+        const [src, dst] = kind === 'request' ? [from, to] : [to, from];
+        assert.match(frames, new RegExp(`vlan 100, .*${src!.replaceAll('.', '\\.')} > ${dst!.replaceAll('.', '\\.')}: ICMP echo ${kind}`), `echo ${kind} ${src} > ${dst} tagged on ${tap}:\n${frames}`);
+      }
+    }
+    return `VLAN 100 pings node0 <-> 10.20.30.2 answered, tagged on ${tap}`;
   };
   // bond-failover: the rehearsal's check (src/rehearse/vm/bond.ts) cuts the active
   // member's wire and reads the bond, the node link and networkd; the wire hook watches
@@ -163,11 +194,7 @@ test('bond-failover: an active-backup bond carrying the node VLAN, on the node O
   const cp1 = spec.machines.find((m) => m.name === 'cp1')!;
   const tapOf = new Map([[MEMBER1, 'tapm1'], [MEMBER2, 'tapm2']]);
   const outcome = await bondFailover({ sh, monitor: (c) => qemu.monitor(c), netdevOf: (mac) => ({ [MEMBER1]: 'n0', [MEMBER2]: 'n1' })[mac] }, cp1, {
-    wire: async (mac) => {
-      const seen = await taggedOn(tapOf.get(mac)!);
-      assert.match(seen, /vlan 100, .*Request who-has 10\.20\.30\.2 tell 10\.20\.30\.11/, seen);
-      return `VLAN 100 ARP from 10.20.30.11 on ${tapOf.get(mac)}`;
-    },
+    wire: (mac) => acrossVlan(tapOf.get(mac)!),
   });
   assert.equal(outcome.result, 'ok', outcome.detail);
   assert.match(outcome.detail, new RegExp(`${nic2} \\(${MEMBER2}\\) active within [\\d.]+ s, node0 kept 10\\.20\\.30\\.11/24, bond0, node0, storage0 still configured`), outcome.detail);
