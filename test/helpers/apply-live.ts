@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ROOT } from './cli.ts';
-import { inMachine, vipProber, type KeptLab } from './kept-lab.ts';
+import { bootKept, inMachine, powerOffKept, vipProber, type KeptLab } from './kept-lab.ts';
+import { parseClusterFile } from '../../src/spec/parse.ts';
 import { SqliteStore } from '../../src/store/sqlite.ts';
 
 export interface Step {
@@ -155,20 +156,43 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   assert.equal(r.code, 0, r.out);
   steps.push({ name: 'effects', seconds: 0, detail: `${detail}; 5 nodes Ready; nothing left to apply` });
 
-  // 6. a worker added to the file (not booted: serve's): the others get the route to its
-  // pod /24 (cni: bridge) by networkctl reload, and nothing restarts
+  // 6. a worker added to the file serve reads: apply gives the others the route to its pod
+  // /24 (cni: bridge) by networkctl reload, restarts nothing and opens its window; serve,
+  // reloaded (SIGHUP), then provisions it: a new container boots through serve as the
+  // rehearsal's machines did (src/rehearse/containers/kept.ts) and becomes a Ready node
   const text3 = readFileSync(file, 'utf8');
   assert.match(text3, /roles: \[worker\]\n?$/, 'the machines are the file\'s last list');
-  const withW3 = join(lab.dir, 'cluster-w3.yaml');
-  writeFileSync(withW3, text3.replace(/\n?$/, '\n    - name: w3\n      mac: "52:54:00:20:30:23"\n      ip: 10.20.30.23/24\n      roles: [worker]\n'));
-  r = slipwayInLab(lab, ['apply', '-f', withW3, '--state', lab.state, '--assets', lab.assets, '--yes']);
-  assert.equal(r.code, 0, r.out);
-  assert.match(r.out, /^w3: not installed \(unknown\): left to serve/m, r.out);
-  for (const m of ['cp1', 'cp2', 'cp3', 'w1', 'w2']) assert.match(r.out, new RegExp(`^${m}: networkctl reload$`, 'm'), r.out);
-  assert.doesNotMatch(r.out, /: restart /, r.out);
-  for (let i = 0; i < 20 && !/via 10\.20\.30\.23/.test(inMachine(lab, 'w1', 'ip route show 10.244.5.0/24').out); i++) await new Promise((res) => setTimeout(res, 500));
-  assert.match(inMachine(lab, 'w1', 'ip route show 10.244.5.0/24').out, /via 10\.20\.30\.23/, "w1 routes w3's pod /24 to w3");
-  steps.push({ name: 'add-worker', seconds: r.seconds, detail: "w3 added to the file: left to serve; the five others got the route to its pod /24 (networkctl reload), nothing restarted" });
+  const withW3 = text3.replace(/\n?$/, '\n    - name: w3\n      mac: "52:54:00:20:30:23"\n      ip: 10.20.30.23/24\n      roles: [worker]\n');
+  writeFileSync(lab.file, withW3);
+  const spec3 = parseClusterFile(withW3, lab.file).spec!;
+  const w3 = spec3.machines.find((m) => m.name === 'w3')!;
+  const addProbe = vipProber(lab, VIP, 'add-worker');
+  let added: { failed: number; sent: number; kinds: string } | undefined;
+  const t6 = performance.now();
+  try {
+    r = slipwayInLab(lab, ['apply', '-f', lab.file, '--state', lab.state, '--assets', lab.assets, '--yes']);
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /^w3: not installed \(unknown\): left to serve/m, r.out);
+    for (const m of ['cp1', 'cp2', 'cp3', 'w1', 'w2']) assert.match(r.out, new RegExp(`^${m}: networkctl reload$`, 'm'), r.out);
+    assert.doesNotMatch(r.out, /: restart /, r.out);
+    for (let i = 0; i < 20 && !/via 10\.20\.30\.23/.test(inMachine(lab, 'w1', 'ip route show 10.244.5.0/24').out); i++) await new Promise((res) => setTimeout(res, 500));
+    assert.match(inMachine(lab, 'w1', 'ip route show 10.244.5.0/24').out, /via 10\.20\.30\.23/, "w1 routes w3's pod /24 to w3");
+    const booted = await bootKept(lab, spec3, w3);
+    const t0 = performance.now();
+    for (let i = 0; i < 150 && !/^w3\s+Ready\s/m.test(inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf get node w3 --no-headers 2>&1').out); i++) await new Promise((res) => setTimeout(res, 2000));
+    assert.match(inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf get node w3 --no-headers 2>&1').out, /^w3\s+Ready\s/m, 'w3 became a Ready node');
+    const s3 = new SqliteStore(join(lab.state, 'serve.db'));
+    try {
+      assert.ok(['installed', 'joined', 'ready'].includes(s3.get('w3')?.state ?? ''), `serve: w3 ${s3.get('w3')?.state}`);
+    } finally {
+      s3.close();
+    }
+    added = await addProbe.finish();
+    steps.push({ name: 'add-worker', seconds: (performance.now() - t6) / 1000, probes: added, detail: `apply ${r.seconds.toFixed(1)} s: w3 left to serve, the five others routed its pod /24 (networkctl reload), nothing restarted; serve reloaded and w3's container installed and booted through it ${booted.toFixed(1)} s, a Ready node ${((performance.now() - t0) / 1000).toFixed(0)} s later` });
+  } finally {
+    if (!added) await addProbe.finish();
+  }
+  file = lab.file;
 
   // 7. drain takes workers only
   const nodeArgs = ['-f', file, '--state', lab.state];
@@ -184,27 +208,31 @@ export async function applyOnLiveLab(lab: KeptLab, clusterFile: string, change: 
   }
   steps.push({ name: 'drain', seconds: r.seconds, detail: change === 'kube-proxy-cert' ? 'cp1 refused (workers-only)' : 'w2 cordoned and drained; cp1 refused (workers-only)' });
 
-  // 8. a worker removed (last: the lab goes after this): drained, its Node deleted, its
-  // record forgotten, and serve asked to reprovision it
-  r = slipwayInLab(lab, ['remove', 'w2', ...nodeArgs, '--timeout', '120']);
+  // 8. the worker added above removed: drained, its Node deleted, its record forgotten,
+  // serve asked to reprovision it; then its container is powered off
+  const tr = performance.now();
+  r = slipwayInLab(lab, ['remove', 'w3', ...nodeArgs, '--timeout', '120']);
   assert.equal(r.code, 0, r.out);
-  assert.match(r.out, /^w2: marked for reprovision at http:\/\/10\.20\.30\.2:8080/m, r.out);
-  assert.match(inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf get node w2 2>&1').out, /NotFound/);
-  assert.ok(!existsSync(join(lab.state, 'given/w2.json')), "w2's record is gone");
-  // its next install joins with a token of its own: created in the cluster, recorded for serve's render
-  const window = /^w2: bootstrap token ([a-z0-9]{6}) created \(expires \S+\)$/m.exec(r.out);
-  assert.ok(window, `remove opens w2's window:\n${r.out}`);
-  const recorded = JSON.parse(readFileSync(join(lab.state, 'bootstrap-tokens.json'), 'utf8')).machines.w2;
-  assert.equal(recorded.id, window[1]);
-  assert.equal(recorded.used, undefined);
-  assert.match(inMachine(lab, 'cp1', `/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get secret bootstrap-token-${window[1]} -o jsonpath='{.type}' 2>&1`).out, /bootstrap\.kubernetes\.io\/token/);
+  assert.match(r.out, /^w3: marked for reprovision at http:\/\/10\.20\.30\.2:8080/m, r.out);
+  assert.match(inMachine(lab, 'cp1', '/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf get node w3 2>&1').out, /NotFound/);
+  assert.ok(!existsSync(join(lab.state, 'given/w3.json')), "w3's record is gone");
+  // its next install joins with a token of its own when serve's reprovision opens a window
+  // (serve decides: only once a control-plane machine has joined); what it says is checked
+  const window = /^w3: bootstrap token ([a-z0-9]{6}) (?:created|for its next install) \(expires \S+\)$/m.exec(r.out);
+  if (window) {
+    const recorded = JSON.parse(readFileSync(join(lab.state, 'bootstrap-tokens.json'), 'utf8')).machines.w3;
+    assert.equal(recorded.id, window[1]);
+    assert.equal(recorded.used, undefined);
+    assert.match(inMachine(lab, 'cp1', `/opt/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf -n kube-system get secret bootstrap-token-${window[1]} -o jsonpath='{.type}' 2>&1`).out, /bootstrap\.kubernetes\.io\/token/);
+  }
   const s2 = new SqliteStore(join(lab.state, 'serve.db'));
   try {
-    assert.equal(s2.get('w2')?.state, 'unknown', 'serve reprovisions w2: its next network boot installs it');
-    assert.equal(s2.hostKey('w2'), undefined, "w2's host key pin is forgotten");
+    assert.equal(s2.get('w3')?.state, 'unknown', 'serve reprovisions w3: its next network boot installs it');
+    assert.equal(s2.hostKey('w3'), undefined, "w3's host key pin is forgotten");
   } finally {
     s2.close();
   }
-  steps.push({ name: 'remove', seconds: r.seconds, detail: `w2 drained, its Node deleted, its record and host key forgotten, a bootstrap token of its own (${window[1]}) in the cluster for its next install, serve reprovisions it` });
+  await powerOffKept(lab, w3);
+  steps.push({ name: 'remove', seconds: (performance.now() - tr) / 1000, detail: `remove ${r.seconds.toFixed(1)} s: w3 drained, its Node gone, its record and host key forgotten, ${window ? `a bootstrap token of its own (${window[1]}) in the cluster for its next install` : 'no window token reported by serve\'s reprovision'}, serve reprovisions it; its container powered off` });
   return steps;
 }

@@ -168,7 +168,7 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
     assert.equal(kubectl(lab, ['get', 'configmap', 'day2-after', '-o', 'jsonpath={.data.k}']).stdout, 'after');
     step({ name: 'restore refused', seconds: r.seconds, detail: `${powerOff} down: refused, nothing changed` });
     const m = spec.machines.find((x) => x.name === powerOff)!;
-    await powerOnKept(lab, m);
+    await powerOnKept(lab, spec, m);
     const t = await until(`${powerOff} back with etcd healthy`, 180_000, async () => etcdHealthy(lab, spec) && (await ssh(lab, spec, m, 'true')).code === 0);
     step({ name: `${powerOff} powered on again`, seconds: t, detail: 'etcd healthy on every member' });
   }

@@ -3,10 +3,10 @@
 // removal by the README's PIDs, roots, namespaces and cgroups (never by process name),
 // as test/rehearse.test.ts's --keep tests remove theirs.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Machine } from '../../src/spec/types.ts';
-import { nspawnCommand } from '../../src/rehearse/containers/adjustments.ts';
+import type { Machine, Spec } from '../../src/spec/types.ts';
+import { KeptRun, parseKeptReadme } from '../../src/rehearse/containers/kept.ts';
 
 export interface KeptLab {
   dir: string;
@@ -20,52 +20,55 @@ export interface KeptLab {
   namespaces: Map<string, string>;
   /** machine name → its cgroup2 directory */
   cgroups: Map<string, string>;
+  /** the cluster file the lab's serve reads (a reload re-reads it) */
+  file: string;
 }
 
 export function readKeptLab(dir: string): KeptLab {
-  const readme = readFileSync(join(dir, 'README'), 'utf8');
-  const lab = /^lab namespace: (\S+) \(slipway serve, pid (\d+)\)/m.exec(readme);
-  if (!lab) throw new Error(`${dir}/README names no lab namespace:\n${readme}`);
-  const leaders = new Map<string, number>();
-  for (const m of readme.matchAll(/^ {2}(\S+): namespace \S+, root \S+, systemd-nspawn pid \d+, its PID 1 pid (\d+)/gm)) leaders.set(m[1]!, Number(m[2]));
-  const namespaces = new Map([...readme.matchAll(/^ {2}(\S+): namespace (\S+),/gm)].map((m) => [m[1]!, m[2]!] as [string, string]));
-  const cgroups = new Map<string, string>();
-  for (const cg of /^cgroups: (.*)$/m.exec(readme)?.[1]?.split(' ').filter((c) => c && !c.startsWith('/sys/fs/cgroup/systemd/')) ?? []) cgroups.set(/-([^-]+)$/.exec(cg)![1]!, cg);
-  return { dir, hub: lab[1]!, servePid: Number(lab[2]), state: join(dir, 'state'), assets: join(dir, 'assets'), leaders, namespaces, cgroups };
+  const run = KeptRun.open(dir);
+  const s = parseKeptReadme(readFileSync(join(dir, 'README'), 'utf8'));
+  const leaders = new Map(s.machines.filter((m) => m.pid && m.leaderPid).map((m) => [m.name, m.leaderPid!] as [string, number]));
+  const namespaces = new Map(s.machines.map((m) => [m.name, m.ns] as [string, string]));
+  const cgroups = new Map(s.machines.flatMap((m) => m.cgroupDirs.filter((c) => !c.startsWith('/sys/fs/cgroup/systemd/')).map((c) => [m.name, c] as [string, string])));
+  return { dir, hub: s.hub, servePid: s.servePid, state: join(dir, 'state'), assets: join(dir, 'assets'), leaders, namespaces, cgroups, file: run.clusterFile };
+}
+
+/** Reads the README again after kept.ts rewrote it (a machine added, powered off or on). */
+function reread(lab: KeptLab): void {
+  Object.assign(lab, readKeptLab(lab.dir));
 }
 
 /**
- * Powers a kept machine on again (a check powered it off): the rehearsal's own nspawn
- * command line, in the machine's cgroup the README names (so its removal still ends it).
+ * Powers a kept machine on again (a check powered it off): src/rehearse/containers/kept.ts,
+ * the rehearsal's own nspawn command line in the machine's cgroup the README names (so its
+ * removal still ends it); the README then names its new PIDs.
  */
-export async function powerOnKept(lab: KeptLab, machine: Machine): Promise<void> {
-  const ns = lab.namespaces.get(machine.name);
-  const cgroup = lab.cgroups.get(machine.name);
-  if (!ns || !cgroup) throw new Error(`${machine.name}: no namespace or cgroup in ${lab.dir}/README`);
-  spawnSync('ip', ['-n', ns, 'link', 'set', machine.interface ?? 'eth0', 'up']);
-  const dir = join(lab.dir, 'machines', machine.name);
-  const { argv, env } = nspawnCommand({ root: join(dir, 'root'), machine, netnsPath: `/run/netns/${ns}`, containerdDir: join(dir, 'containerd'), cgroup });
-  const fd = openSync(join(dir, 'console.log'), 'a', 0o600);
-  const child = spawn(argv[0]!, argv.slice(1), { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: true });
-  closeSync(fd);
-  child.unref();
-  // its PID 1: nspawn's child running systemd
-  for (let i = 0; i < 300; i++) {
-    const kids = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(child.pid) && readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'systemd';
-      } catch {
-        return false;
-      }
-    });
-    if (kids.length) {
-      lab.leaders.set(machine.name, Number(kids[0]));
-      return;
-    }
-    if (child.exitCode !== null) throw new Error(`${machine.name}: systemd-nspawn exited ${child.exitCode}`);
-    await new Promise((r) => setTimeout(r, 200));
+export async function powerOnKept(lab: KeptLab, spec: Spec, machine: Machine): Promise<void> {
+  await KeptRun.open(lab.dir).powerOn(spec, machine);
+  reread(lab);
+}
+
+/** Powers a kept machine off (its PID 1 killed, its wire down); its root and namespace stay for the removal. */
+export async function powerOffKept(lab: KeptLab, machine: Pick<Machine, 'name' | 'interface'>): Promise<void> {
+  await KeptRun.open(lab.dir).powerOff(machine);
+  reread(lab);
+}
+
+/**
+ * One more machine of the file booted in the kept lab, as the rehearsal booted the others:
+ * serve reloaded (SIGHUP) with it, then a new container installed through serve and powered
+ * on (kept.ts). Resolves once its systemd runs; the seconds that took.
+ */
+export async function bootKept(lab: KeptLab, spec: Spec, machine: Machine): Promise<number> {
+  const t0 = performance.now();
+  const run = KeptRun.open(lab.dir);
+  await run.reloadServe(spec, [machine.name]);
+  try {
+    await run.addMachine(spec, machine);
+  } finally {
+    reread(lab);
   }
-  throw new Error(`${machine.name}: no systemd in the container after 60 s`);
+  return (performance.now() - t0) / 1000;
 }
 
 /** Runs a command inside a kept machine (all its namespaces), as the README says to look inside. */
