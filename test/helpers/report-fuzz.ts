@@ -20,6 +20,12 @@ export interface FuzzRequest {
   durationMs: number;
   maxRequests: number;
   machines: string[];
+  /**
+   * the control-plane machines among them: once one has joined, a reprovision of another
+   * asks the cluster for a bootstrap token (serve/window.ts); no apiserver runs here, so
+   * serve must refuse it (502) and change nothing
+   */
+  controlPlanes: string[];
   /** event streams to hold open (the server's cap); one more must get 503 */
   streams: number;
   /** a machine is reprovisioned after this long (plus up to as long again, at random) */
@@ -42,6 +48,8 @@ export interface FuzzSummary {
   unexpected: string[];
   serverErrors: number;
   reprovisions: number;
+  /** reprovisions refused by the window rule (a control-plane machine joined, no apiserver) */
+  reprovisionsRefused: number;
   oldTokenRefused: number;
   /** a refused report's seq, then accepted on the machine's next valid report */
   seqKeptAfterRefusal: number;
@@ -185,7 +193,7 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
   const apiToken = readFileSync(join(req.state, 'api-token'), 'utf8').trim();
   const tokensNow = () => (JSON.parse(readFileSync(join(req.state, 'tokens.json'), 'utf8')) as { machineTokens: Record<string, string> }).machineTokens;
   const summary: FuzzSummary = {
-    seed: req.seed, requests: 0, elapsedMs: 0, outcomes: {}, unexpected: [], serverErrors: 0, reprovisions: 0, oldTokenRefused: 0,
+    seed: req.seed, requests: 0, elapsedMs: 0, outcomes: {}, unexpected: [], serverErrors: 0, reprovisions: 0, reprovisionsRefused: 0, oldTokenRefused: 0,
     seqKeptAfterRefusal: 0, deepest: 0, maxGetBytes: 0, streams: { opened: 0, refusedOverCap: false, eventsEach: [], transitions: 0 }, stateErrors: [],
   };
   const wrong = (what: string) => summary.unexpected.length < 50 && summary.unexpected.push(what);
@@ -197,7 +205,8 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
     const wait = slot - performance.now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
   };
-  const call = async (kind: string, path: string, init: RequestInit): Promise<{ status: number; text: string }> => {
+  /** `expect`: a 5xx this request must get (the window rule's 502), not a server error */
+  const call = async (kind: string, path: string, init: RequestInit, expect?: number): Promise<{ status: number; text: string }> => {
     await pace();
     summary.requests++;
     try {
@@ -205,7 +214,7 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
       const text = await res.text();
       const key = `${kind} ${res.status}`;
       summary.outcomes[key] = (summary.outcomes[key] ?? 0) + 1;
-      if (res.status >= 500) {
+      if (res.status >= 500 && res.status !== expect) {
         summary.serverErrors++;
         wrong(`${kind}: ${res.status} ${text.slice(0, 200)}`);
       }
@@ -299,7 +308,16 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
   };
 
   const reprovision = async (m: Model) => {
-    const res = await call('reprovision', `/api/v1/machines/${m.name}/reprovision`, { method: 'POST', headers: operator });
+    const clusterRuns = models.some((x) => x !== m && req.controlPlanes.includes(x.name) && (x.state === 'joined' || x.state === 'ready'));
+    const res = await call('reprovision', `/api/v1/machines/${m.name}/reprovision`, { method: 'POST', headers: operator }, clusterRuns ? 502 : undefined);
+    if (clusterRuns) {
+      // the window rule: refused, naming why, the machine's token and state as they were
+      if (res.status !== 502 || !res.text.includes('the cluster runs')) wrong(`reprovision ${m.name} while a control-plane machine has joined (no apiserver here): ${res.status}, expected 502 ${res.text.slice(0, 200)}`);
+      else summary.reprovisionsRefused++;
+      if (tokensNow()[m.name] !== m.token) wrong(`reprovision ${m.name} refused, but its token changed`);
+      m.nextReprovision = performance.now() + req.reprovisionEveryMs * (1 + r.next() / 2 ** 32);
+      return;
+    }
     if (res.status !== 200) return wrong(`reprovision ${m.name}: ${res.status} ${res.text.slice(0, 200)}`);
     summary.reprovisions++;
     const token = tokensNow()[m.name]!;
