@@ -60,11 +60,10 @@ export class KubeClient {
         cert: this.o.client.cert,
         key: this.o.client.key,
         headers: { Accept: 'application/json', ...(text === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) }) },
-        timeout: timeoutMs,
         agent: false,
       });
+      // one bound on the whole exchange (connect, TLS, answer); a socket idle timeout of the same length would add nothing
       const timer = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-      req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
       req.on('error', (e) => {
         clearTimeout(timer);
         reject(e);
