@@ -4,12 +4,12 @@
 // etcd/healthcheck-client (signed by the etcd CA, clientAuth only; Slipway's etcd runs
 // without etcd auth, so any client the CA signed may change membership, as etcdctl with
 // the same pair could). The etcd CA key is never read.
-import { request } from 'node:https';
+import { mtlsRequest, type ClientTls } from '../lib/mtls.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { certPath, keyPath } from '../secrets/pki.ts';
 
-export interface EtcdClientTls {
+export interface EtcdClientTls extends ClientTls {
   ca: string;
   cert: string;
   key: string;
@@ -40,27 +40,21 @@ export interface EtcdMember {
 }
 
 /** One JSON request to a member's gateway; rejects with the member's URL and etcd's message. */
-export function etcdCall<T>(url: string, path: string, tls: EtcdClientTls, body: unknown, timeoutMs = 10_000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}${path}`, { method: body === undefined ? 'GET' : 'POST', ca: tls.ca, cert: tls.cert, key: tls.key, headers: { 'content-type': 'application/json' }, timeout: timeoutMs }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        let json: { error?: string; message?: string } & Record<string, unknown>;
-        try {
-          json = JSON.parse(text);
-        } catch {
-          return reject(new Error(`${url}${path}: HTTP ${res.statusCode}, not JSON: ${text.trim().slice(0, 200)}`));
-        }
-        if (res.statusCode !== 200 || json.error) return reject(new Error(`${url}${path}: etcd refused: ${json.message ?? json.error ?? `HTTP ${res.statusCode}`}`));
-        resolve(json as T);
-      });
-      res.on('error', (e) => reject(new Error(`${url}${path}: ${e.message}`)));
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs / 1000} s`)));
-    req.on('error', (e) => reject(new Error(`${url}${path}: ${e.message}`)));
-    req.end(body === undefined ? undefined : JSON.stringify(body));
-  });
+export async function etcdCall<T>(url: string, path: string, tls: EtcdClientTls, body: unknown, timeoutMs = 10_000): Promise<T> {
+  let r;
+  try {
+    r = await mtlsRequest(`${url}${path}`, tls, { method: body === undefined ? 'GET' : 'POST', body, timeoutMs });
+  } catch (e) {
+    throw new Error(`${url}${path}: ${(e as Error).message}`);
+  }
+  let json: { error?: string; message?: string } & Record<string, unknown>;
+  try {
+    json = JSON.parse(r.body);
+  } catch {
+    throw new Error(`${url}${path}: HTTP ${r.status}, not JSON: ${r.body.trim().slice(0, 200)}`);
+  }
+  if (r.status !== 200 || json.error) throw new Error(`${url}${path}: etcd refused: ${json.message ?? json.error ?? `HTTP ${r.status}`}`);
+  return json as T;
 }
 
 type RawMember = { ID?: string; name?: string; peerURLs?: string[]; clientURLs?: string[]; isLearner?: boolean };

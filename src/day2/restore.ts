@@ -13,7 +13,7 @@
 //   6. start the control plane again and wait for every apiserver's /readyz.
 // Each step is a line on the log with its seconds; a failure says what was done and what
 // was not, and how to go back.
-import { request } from 'node:https';
+import { mtlsRequest } from '../lib/mtls.ts';
 import { etcdMembers, controlPlanes, type Machine, type Spec } from '../spec/types.ts';
 import { etcdFlags, ETCD_CLIENT_PORT } from '../plan/phases/etcd.ts';
 import { BIN } from '../plan/paths.ts';
@@ -74,20 +74,8 @@ export function stopScript(units: string[], grace: number): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** GET (or POST) over TLS with a client certificate; the status and body. */
-function httpsCall(url: string, tls: EtcdClientTls, method = 'GET', body?: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { method, ca: tls.ca, cert: tls.cert, key: tls.key, timeout: timeoutMs, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
-      let b = '';
-      res.setEncoding('utf8').on('data', (d: string) => (b += d.slice(0, 4000)));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+/** GET (or POST) over TLS with a client certificate; the status and body (its first 4,000 bytes). */
+const httpsCall = (url: string, tls: EtcdClientTls, method = 'GET', body?: string, timeoutMs = 5000) => mtlsRequest(url, tls, { method, body, timeoutMs, maxBytes: 4000 });
 
 /** A member's /health and its current revision (maintenance status), or why not. */
 async function memberState(m: Machine, tls: EtcdClientTls): Promise<{ ok: true; revision: number } | { ok: false; why: string }> {

@@ -2,7 +2,7 @@
 // with the state's admin credential (the `admin` leaf, system:masters), trying each
 // apiserver address in turn (the VIP first, then the control-plane machines' own). What
 // serve needs to open a provisioning window; kubectl is on the machines, not here.
-import { request } from 'node:https';
+import { mtlsRequest } from '../lib/mtls.ts';
 import type { CertKey } from '../secrets/types.ts';
 
 export interface KubeClientOptions {
@@ -50,42 +50,9 @@ export class KubeClient {
     throw new KubeError(`no apiserver answered (${failures.join('; ')})`);
   }
 
-  private once(endpoint: string, method: string, path: string, body?: unknown): Promise<KubeResponse> {
-    const text = body === undefined ? undefined : JSON.stringify(body);
-    const timeoutMs = this.o.timeoutMs ?? 10_000;
-    return new Promise((resolve, reject) => {
-      const req = request(new URL(path, endpoint), {
-        method,
-        ca: this.o.ca,
-        cert: this.o.client.cert,
-        key: this.o.client.key,
-        headers: { Accept: 'application/json', ...(text === undefined ? {} : { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) }) },
-        agent: false,
-      });
-      // one bound on the whole exchange (connect, TLS, answer); a socket idle timeout of the same length would add nothing
-      const timer = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-      req.on('error', (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size <= 1 << 20) chunks.push(c); // an error Status is small; nothing here reads a large answer
-        });
-        res.on('end', () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
-        });
-        res.on('error', (e) => {
-          clearTimeout(timer);
-          reject(e);
-        });
-      });
-      req.end(text);
-    });
+  private async once(endpoint: string, method: string, path: string, body?: unknown): Promise<KubeResponse> {
+    const r = await mtlsRequest(new URL(path, endpoint), { ca: this.o.ca, cert: this.o.client.cert, key: this.o.client.key }, { method, body, timeoutMs: this.o.timeoutMs ?? 10_000 });
+    return { status: r.status, body: r.body }; // an error Status is small; nothing here reads a large answer
   }
 
   /** Creates an object (POST to its collection); anything but 201 throws with the apiserver's message. */
