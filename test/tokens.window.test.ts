@@ -18,6 +18,8 @@ import { KubeClient } from '../src/kube/client.ts';
 import { openWindow } from '../src/kube/windows.ts';
 import { loadOrCreateSecrets } from '../src/secrets/store.ts';
 import type { State } from '../src/store/states.ts';
+import { SqliteStore } from '../src/store/sqlite.ts';
+import { Lifecycle } from '../src/lifecycle/lifecycle.ts';
 
 const HA = readFileSync(EXAMPLE_HA, 'utf8');
 const withTtl = (v: string) => HA.replace(/^( {4}keyAlgorithm: .*)$/m, `$1\n    bootstrapTokenValidityHours: ${v}`);
@@ -63,6 +65,29 @@ test("serve's reprovision asks the VIP, then installed control-plane machines' o
   assert.deepEqual(apiEndpoints(spec, installedOnly, 'w1'), [], 'installed, never joined: no cluster to ask');
   assert.deepEqual(apiEndpoints(spec, (n) => (n === 'cp2' ? 'joined' : 'installed'), 'cp1'), ['https://10.20.30.10:6443', 'https://10.20.30.12:6443']);
   assert.deepEqual(apiEndpoints(spec, states(['cp1', 'cp2', 'cp3', 'w1']), 'w1'), ['https://10.20.30.10:6443', 'https://10.20.30.11:6443', 'https://10.20.30.12:6443', 'https://10.20.30.13:6443']);
+});
+
+test('a control-plane machine that failed after it joined (a unit of it failed) is still asked; one that failed installing is not', () => {
+  const spec = parseClusterFile(HA, 'lab.yaml').spec!;
+  const store = new SqliteStore(':memory:');
+  try {
+    const life = new Lifecycle(store, spec.machines.map((m) => m.name));
+    for (const s of ['dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined', 'ready'] as const) life.observe('cp1', s, 'machine');
+    for (const s of ['dhcp', 'booting', 'config-fetched', 'installing', 'installed', 'joined'] as const) life.observe('cp2', s, 'machine');
+    for (const s of ['dhcp', 'booting', 'config-fetched', 'installing'] as const) life.observe('cp3', s, 'machine');
+    life.fail('cp1', 'unit slipway-renew.service failed', 'machine');
+    life.fail('cp2', 'unit etcd.service failed', 'machine');
+    life.observe('cp2', 'ready', 'machine'); // a failed machine's later reports move nothing
+    life.fail('cp3', 'timeout in installing', 'timeout');
+    assert.deepEqual(['cp1', 'cp2', 'cp3'].map((n) => [life.state(n), life.reached(n)]), [['failed', 'ready'], ['failed', 'joined'], ['failed', 'installing']]);
+    assert.deepEqual(apiEndpoints(spec, (n) => life.reached(n), 'w1'), ['https://10.20.30.10:6443', 'https://10.20.30.11:6443', 'https://10.20.30.12:6443']);
+    // reprovisioned: back to the start, whatever it reached before
+    life.reprovision('cp1');
+    assert.equal(life.reached('cp1'), 'unknown');
+    assert.deepEqual(apiEndpoints(spec, (n) => life.reached(n), 'w1'), ['https://10.20.30.10:6443', 'https://10.20.30.12:6443']);
+  } finally {
+    store.close();
+  }
 });
 
 test('a window the cluster cannot take is recorded nowhere, and the error names every apiserver asked', async () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Machine, Spec } from '../spec/types.ts';
 import type { State } from '../store/states.ts';
 import { SqliteStore } from '../store/sqlite.ts';
-import { isInstalled } from '../lifecycle/states.ts';
+import { isInstalled, reached } from '../lifecycle/states.ts';
 import { provisionerKeyPath } from '../secrets/store.ts';
 import { SshTransport, type SshMachine, type SshTransportOptions } from './ssh.ts';
 
@@ -46,7 +46,7 @@ export function machineTargets(stateDir: string, spec: Spec): Targets {
       const hostKey = store.hostKey(machine.name);
       // A machine that failed after it was installed (a unit failed) still has its pinned
       // key and its system: apply may be what fixes it.
-      if (!isInstalled(state) && !(state === 'failed' && hostKey)) {
+      if (!isInstalled(reached(store, machine.name))) {
         out.notInstalled.push({ machine, state });
         continue;
       }

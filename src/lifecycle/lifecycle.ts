@@ -2,7 +2,7 @@
 // the store, and tells listeners (SSE, the terminal view) about each one as it happens.
 import { EventEmitter } from 'node:events';
 import type { Store, StoredEvent, MachineRecord } from '../store/store.ts';
-import { canMove, isInstalled, isTerminal } from './states.ts';
+import { canMove, isInstalled, isTerminal, reached } from './states.ts';
 import type { State } from '../store/states.ts';
 
 /** events nobody awaited durable() for are synced (power-safe) within this long */
@@ -50,6 +50,12 @@ export class Lifecycle extends EventEmitter<{ event: [StoredEvent] }> {
     let s = this.states.get(name);
     if (s === undefined) this.states.set(name, (s = this.store.get(name)?.state ?? 'unknown'));
     return s;
+  }
+
+  /** How far the machine got: its state, or for `failed` the state it failed in (states.ts reached). */
+  reached(name: string): State {
+    const s = this.state(name);
+    return s === 'failed' ? reached(this.store, name) : s;
   }
 
   /** Every machine of the cluster file, including those never seen (state unknown). */

@@ -3,6 +3,7 @@
 // reason) is reachable from any state; the operator's `reprovision` is the one way back
 // to the start.
 import { STATES, type State } from '../store/states.ts';
+import type { Store } from '../store/store.ts';
 
 const rank = (s: State): number => (s === 'failed' ? -1 : STATES.indexOf(s));
 
@@ -29,3 +30,19 @@ export const isInstalled = (s: State): boolean => rank(s) >= rank('installed');
  */
 export const hasJoined = (s: State): boolean => rank(s) >= rank('joined');
 export const isTerminal = (s: State): boolean => s === 'ready' || s === 'failed';
+
+/**
+ * How far a machine got since its last reprovision: its state, or for `failed` the state
+ * it failed in. A unit failing on a joined control-plane machine (OnFailure reports it)
+ * leaves its apiserver, etcd member and SSH in the cluster: serve's reprovision window
+ * and apply still count it as joined and installed.
+ */
+export function reached(store: Pick<Store, 'get' | 'recentEvents'>, name: string): State {
+  const state = store.get(name)?.state ?? 'unknown';
+  if (state !== 'failed') return state;
+  // failed is left only by reprovision, so the newest move into it is the one that holds;
+  // reports a failed machine keeps sending move nothing and record no event
+  const recent = store.recentEvents(name, { limit: 50, maxDetailBytes: 0, withDetail: false }).events;
+  for (let i = recent.length - 1; i >= 0; i--) if (recent[i]!.to === 'failed') return recent[i]!.from;
+  return state;
+}

@@ -214,7 +214,7 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       // then its report token (on disk), then the render carrying both, then the state: by
       // the time the machine may fetch its configuration again, it has them.
       const base = site;
-      const window = await reprovisionWindow({ spec: base.spec, secrets: base.secrets, stateDir: opts.stateDir, name, state: (n) => lifecycle.state(n) });
+      const window = await reprovisionWindow({ spec: base.spec, secrets: base.secrets, stateDir: opts.stateDir, name, state: (n) => lifecycle.reached(n) });
       if (window) log.info({ machine: name, token: window.token.id, expires: window.token.expires, deleted: window.removed }, 'provisioning window: a bootstrap token of its own, created in the cluster');
       for (const w of window?.warnings ?? []) log.warn({ machine: name }, w);
       const token = await rotateMachineToken(opts.stateDir, name);

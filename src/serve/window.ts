@@ -12,7 +12,11 @@ import type { State } from '../store/states.ts';
 import { KubeClient } from '../kube/client.ts';
 import { openWindow, type OpenedWindow } from '../kube/windows.ts';
 
-/** The apiservers serve may ask, best first: the VIP, then each joined control-plane machine's own (not `except`'s). */
+/**
+ * The apiservers serve may ask, best first: the VIP, then each joined control-plane machine's
+ * own (not `except`'s). `state` is how far each got (lifecycle reached(): one failed after it
+ * joined still serves).
+ */
 export function apiEndpoints(spec: Spec, state: (name: string) => State, except: string): string[] {
   const own = spec.machines.filter((m) => m.name !== except && hasRole(m, 'control-plane') && hasJoined(state(m.name))).map((m) => `https://${m.ip}:${apiserverPort(spec)}`);
   if (!own.length) return [];
