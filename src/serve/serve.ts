@@ -38,6 +38,7 @@ import type { PowerControl, ServeContext } from './context.ts';
 import { consoleRoutes } from './http/console.ts';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { normalizeMac } from '../lib/mac.ts';
 
 /** The operator's API token: created on first start, 0600 in the state directory. */
 export async function ensureApiToken(stateDir: string): Promise<string> {
@@ -231,6 +232,9 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
   const pruneDiscovered = () => {
     const gone = store.pruneDiscovered(new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), DISCOVERED_MAX);
     if (gone) log.info({ forgotten: gone }, 'forgot unknown MACs not seen for a while');
+    // enlisted facts too (the file's machines' kept: adopted ones may not have installed yet)
+    const factsGone = store.pruneFacts(DISCOVERED_MAX, site.spec.machines.map((m) => normalizeMac(m.mac)));
+    if (factsGone) log.info({ forgotten: factsGone }, 'forgot the facts of the least recently enlisted unknown MACs');
   };
   pruneDiscovered();
   const pruner = setInterval(pruneDiscovered, 10 * 60_000);

@@ -72,3 +72,24 @@ test('a store from before the history: each MAC\'s stored facts become its histo
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('pruneFacts: facts of MACs no machine claims are bounded (the newest kept), with their history; claimed and protected MACs are never forgotten', () => {
+  const s = new SqliteStore(':memory:');
+  try {
+    const mac = (i: number) => `52:54:00:aa:00:${i.toString(16).padStart(2, '0')}`;
+    for (let i = 0; i < 30; i++) s.recordFacts(mac(i), { n: i }, 'enlist');
+    s.recordFacts(mac(0), { n: 'again' }, 'enlist'); // enlisted again: among the newest now
+    s.recordFacts(mac(1), { n: 'installed' }, 'installed', { machine: 'w1' }); // claimed by an install
+    // mac(2): adopted into the file, not installed yet
+    // 29 unclaimed: the 10 newest (mac 0, then 29..21) and the protected one stay
+    assert.equal(s.pruneFacts(10, [mac(2)]), 29 - 10 - 1);
+    const left = Array.from({ length: 30 }, (_, i) => i).filter((i) => s.facts(mac(i)));
+    assert.deepEqual(left, [0, 1, 2, 21, 22, 23, 24, 25, 26, 27, 28, 29]);
+    assert.deepEqual(s.factsHistory(mac(5)), [], 'a forgotten MAC has no history left');
+    assert.equal(s.factsHistory(mac(0)).length, 2);
+    assert.equal(s.factsHistory(mac(1)).length, 2);
+    assert.equal(s.pruneFacts(10, [mac(2)]), 0, 'nothing more to forget');
+  } finally {
+    s.close();
+  }
+});

@@ -144,6 +144,12 @@ export class SqliteStore implements Store {
       facts: this.db.prepare('SELECT mac, machine, at, source, facts FROM facts WHERE mac = ?'),
       addFactsHistory: this.db.prepare('INSERT INTO facts_history(mac, machine, at, source, facts) VALUES (?, ?, ?, ?, ?)'),
       pruneFactsHistory: this.db.prepare('DELETE FROM facts_history WHERE mac = ? AND id NOT IN (SELECT id FROM facts_history WHERE mac = ? ORDER BY id DESC LIMIT ?)'),
+      pruneFacts: this.db.prepare(
+        // newest by their last report's id (times tie within a millisecond)
+        'DELETE FROM facts WHERE machine IS NULL AND mac NOT IN (SELECT value FROM json_each(?)) AND mac NOT IN ' +
+          '(SELECT h.mac FROM facts_history h JOIN facts f ON f.mac = h.mac WHERE f.machine IS NULL GROUP BY h.mac ORDER BY max(h.id) DESC LIMIT ?)',
+      ),
+      pruneOrphanHistory: this.db.prepare('DELETE FROM facts_history WHERE mac NOT IN (SELECT mac FROM facts)'),
       factsHistory: this.db.prepare('SELECT mac, machine, at, source, facts FROM facts_history WHERE mac = ? ORDER BY id DESC LIMIT ?'),
       hostKey: this.db.prepare('SELECT key FROM host_keys WHERE machine = ?'),
       pinHostKey: this.db.prepare('INSERT INTO host_keys(machine, key, at) VALUES (?, ?, ?) ON CONFLICT(machine) DO NOTHING'),
@@ -348,6 +354,20 @@ export class SqliteStore implements Store {
       throw e;
     }
     return { mac, ...(opts.machine ? { machine: opts.machine } : {}), at, source, facts };
+  }
+
+  pruneFacts(keep: number, protect: Iterable<string>): number {
+    this.commit(); // its own transaction: a MAC's facts and their history go together
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const gone = Number(this.q.pruneFacts!.run(JSON.stringify([...protect]), keep).changes);
+      if (gone) this.q.pruneOrphanHistory!.run();
+      this.db.exec('COMMIT');
+      return gone;
+    } catch (e) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw e;
+    }
   }
 
   facts(mac: string): StoredFacts | undefined {

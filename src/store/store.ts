@@ -117,6 +117,13 @@ export interface Store {
    * (undefined: used already, nothing stored).
    */
   recordFacts(mac: string, facts: Record<string, unknown>, source: string, opts?: { machine?: string; useToken?: string }): StoredFacts | undefined;
+  /**
+   * Bounds facts of MACs no machine claims (enlisted, never installed as one of the file's):
+   * anyone on the segment can make up MACs and enlist them. Keeps the `keep` newest of them
+   * and every MAC in `protect` (the cluster file's, adopted before they installed); the
+   * rest go with their history. Returns how many MACs went.
+   */
+  pruneFacts(keep: number, protect: Iterable<string>): number;
   /** the MAC's newest facts */
   facts(mac: string): StoredFacts | undefined;
   /** the MAC's facts as reported, each with its time and source, newest first: the last FACTS_HISTORY (at most `limit`) */
