@@ -282,6 +282,17 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
     const name = p.target.machine.name;
     const t0 = performance.now();
     let stage = 'connect';
+    // what took its time (a unit's restart and readiness, the health wait), for the done line
+    const took: string[] = [];
+    const timed = async <T>(label: string, f: () => Promise<T>): Promise<T> => {
+      const ts = performance.now();
+      try {
+        return await f();
+      } finally {
+        const secs = (performance.now() - ts) / 1000;
+        if (secs >= 1) took.push(`${label} ${secs.toFixed(1)} s`);
+      }
+    };
     say('machine', `${name}: started (${i + 1} of ${todo.length})`, name);
     try {
       const m = p.target.ssh;
@@ -318,11 +329,13 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
           say('line', `${name}: ${u.kind} ${u.unit}`, name);
           // reload: only a running unit; a stopped one is left to its own start
           const verb = u.kind === 'reload' ? 'try-reload-or-restart' : u.kind;
-          await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
-          if (drained) {
-            const r = await o.ssh.run(m, { script: drained.ready(seconds) }, { timeoutMs: (seconds + 60) * 1000, check: false });
-            if (r.code !== 0) throw new Error(`its apiserver is not ready ${seconds} s after its restart: ${r.stdout.trim() || r.stderr.trim()}`);
-          }
+          await timed(`${u.kind} ${u.unit.replace(/\.service$/, '')}`, async () => {
+            await o.ssh.run(m, ['systemctl', verb, u.unit], { timeoutMs: 180_000 });
+            if (drained) {
+              const r = await o.ssh.run(m, { script: drained.ready(seconds) }, { timeoutMs: (seconds + 60) * 1000, check: false });
+              if (r.code !== 0) throw new Error(`its apiserver is not ready ${seconds} s after its restart: ${r.stdout.trim() || r.stderr.trim()}`);
+            }
+          });
         } finally {
           // ready, or failed: either way haproxy's own checks decide again
           if (drained) await o.ssh.run(m, { script: drained.off }, { timeoutMs: 30_000, check: false }).catch(() => {});
@@ -332,12 +345,12 @@ export async function runApply(plan: ApplyPlan, o: RunOptions): Promise<RunResul
       const h = healthScript(o.spec, p, seconds);
       if (h.checks.length) {
         say('health', `${name}: waiting for ${h.checks.join(', ')} (at most ${seconds} s)`, name);
-        const r = await o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false });
+        const r = await timed('health', () => o.ssh.run(m, { script: h.script }, { timeoutMs: (seconds + 60) * 1000, check: false }));
         if (r.code !== 0) throw new Error(`not healthy after ${seconds} s: ${r.stdout.trim() || r.stderr.trim()}`);
       }
       await saveGiven(o.stateDir, name, givenOf(p.next));
       done.push(name);
-      say('done', `${name}: done (${((performance.now() - t0) / 1000).toFixed(1)} s)`, name);
+      say('done', `${name}: done (${((performance.now() - t0) / 1000).toFixed(1)} s${took.length ? `: ${took.join(', ')}` : ''})`, name);
     } catch (e) {
       const kind = e instanceof SshError ? e.kind : undefined;
       const error = e instanceof SshError ? e.message.replace(`${name}: `, '') : (e as Error).message;

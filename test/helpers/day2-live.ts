@@ -211,7 +211,7 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
   const via = served(lab, `${vip}:6443`);
   assert.notEqual(via.serial, before.serial);
   assert.equal(via.serial, newApiserver.serialNumber);
-  step({ name: 'certs renew --all --yes (delivered by apply)', seconds: renew.seconds, probes, detail: `apiserver through the VIP: not-after ${iso(before.notAfter)} → ${iso(via.notAfter)} (openssl s_client); every apiserver and etcd serves the new pair` });
+  step({ name: 'certs renew --all --yes (delivered by apply)', seconds: renew.seconds, probes, detail: `apiserver through the VIP: not-after ${iso(before.notAfter)} → ${iso(via.notAfter)} (openssl s_client); every apiserver and etcd serves the new pair; per machine: ${[...renew.out.matchAll(/(\S+): done \(([^)]*)\)/g)].map((x) => `${x[1]} ${x[2]}`).join('; ')}` });
   const after = slipway(lab, ['certs', 'check', ...f, '--window', '10']);
   assert.equal(after.code, 0, after.out);
   return steps;
