@@ -25,6 +25,15 @@ const service = (exec: string) => ({ ExecStart: exec, Restart: 'always', Restart
 // 500 for every request haproxy still sends it (27 of 1,976 probes through the VIP in a
 // live renewal, against 2 without it). Stopping at once lets haproxy's redispatch retry a
 // refused connection on another apiserver.
+// How long a stopping apiserver may finish what it serves. On SIGTERM it stops listening at
+// once and tells HTTP/2 clients to go elsewhere (GOAWAY), then waits for its connections to
+// go idle for --request-timeout (60 s): watches never do, so every stop or restart took
+// 60 s (measured on v1.20.2 with the controller-manager, the scheduler and one watch
+// connected: 60.0 s; apply's restart of it 65 s a machine, most of a renewal). kubeadm's
+// static pods get the kubelet's 30 s grace period. After 20 s only a request still running
+// is cut, one that was near its own 60 s timeout; its watches are re-opened on another
+// apiserver either way.
+export const APISERVER_STOP_SECONDS = '20s';
 // No --insecure-port: from v1.20 (the oldest version rendered) it is a no-op kept only
 // until 1.24; the controller-manager's and scheduler's --port=0 do still matter there.
 export function apiserverFlags(ctx: PhaseContext, m: Machine): Flags {
@@ -160,10 +169,10 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
     // port on loopback. The secure port (10259) is the one to use.
     ...(version.insecurePortFlag ? { healthzBindAddress: '127.0.0.1:10251', metricsBindAddress: '127.0.0.1:10251' } : {}),
   };
-  const unit = (description: string, exec: string, after: string[] = []) =>
+  const unit = (description: string, exec: string, after: string[] = [], extra: Record<string, string> = {}) =>
     unitFile({
       Unit: { Description: description, Documentation: 'https://kubernetes.io/docs/reference/command-line-tools-reference/', ...unitDeps, After: [...unitDeps.After, ...after] },
-      Service: service(exec),
+      Service: { ...service(exec), ...extra },
       Install: { WantedBy: 'multi-user.target' },
     });
   return [
@@ -176,7 +185,7 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
     {
       path: `${UNITS}/kube-apiserver.service`,
       mode: 0o644,
-      contents: unit('Kubernetes API Server', command(`${BIN}/kube-apiserver`, apiserverFlags(ctx, m)), hasRole(m, 'etcd') ? ['etcd.service'] : []),
+      contents: unit('Kubernetes API Server', command(`${BIN}/kube-apiserver`, apiserverFlags(ctx, m)), hasRole(m, 'etcd') ? ['etcd.service'] : [], { TimeoutStopSec: APISERVER_STOP_SECONDS }),
     },
     { path: `${UNITS}/kube-controller-manager.service`, mode: 0o644, contents: unit('Kubernetes Controller Manager', command(`${BIN}/kube-controller-manager`, controllerManagerFlags(ctx))) },
     { path: `${UNITS}/kube-scheduler.service`, mode: 0o644, contents: unit('Kubernetes Scheduler', command(`${BIN}/kube-scheduler`, schedulerFlags(ctx))) },
