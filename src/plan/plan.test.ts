@@ -52,6 +52,8 @@ test('with a VIP, apiservers bind their own IP on 6443; without, the configured 
   const one = singleSpec({ controlPlane: { port: 443, vrid: 51 } });
   const q = buildPlan(one, fakeSecrets(one));
   assert.match(file(q, 'cp1', '/etc/systemd/system/kube-apiserver.service'), /--secure-port=443/);
+  // a stop waits for watches up to --request-timeout (60 s) otherwise: bounded at 20 s
+  assert.match(file(p, 'cp2', '/etc/systemd/system/kube-apiserver.service'), /^TimeoutStopSec=20s$/m);
   assert.ok(!q.machines[0]!.files.some((f) => f.path.startsWith('/etc/haproxy')), 'no haproxy without a VIP');
 });
 
