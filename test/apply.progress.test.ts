@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { Lab } from './helpers/serve.ts';
@@ -155,5 +155,17 @@ test('apply\'s steps reach serve as they happen: an SSE client, status --watch a
   assert.match((await page.textContent('#activity li[data-kind="failed"][data-machine="w1"]'))!, /w1: FAILED at health: not healthy after 6 s: node w1 not Ready/);
   assert.match((await page.textContent('#activity li[data-kind="health"]'))!, /w1: waiting for node Ready/);
   await page.screenshot({ path: join(SHOTS, 'console-apply-progress.png'), fullPage: true });
+
+  // the run outlives serve: apply wrote every line to the state's journal, which a
+  // restarted serve reads back (the same run, its end and why)
+  const journal = readFileSync(join(lab.state, 'activity.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { run: string; kind: string; text: string });
+  assert.equal((statSync(join(lab.state, 'activity.jsonl')).mode & 0o777), 0o600);
+  assert.deepEqual(journal.map((e) => e.text), events.filter((e) => e.kind !== 'heartbeat').map((e) => e.text), 'the journal holds what serve was told, in order');
+  await lab.stop();
+  await lab.start();
+  const after = (await lab.net.api('/api/v1/activity', token)) as { running: unknown[]; runs: { run: string; ended?: string; ok?: boolean }[]; events: { run: string; kind: string; text: string }[] };
+  assert.deepEqual(after.running, []);
+  assert.deepEqual(after.runs.map((r) => [r.run, !!r.ended, r.ok]), [[events[0]!.run, true, false]]);
+  assert.deepEqual(after.events.map((e) => e.text), journal.map((e) => e.text));
   console.log(`# apply progress seen by SSE, status --watch and the console (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
 });

@@ -2,7 +2,10 @@
 // which runs are running (not ended, heard of within the minute), and the bounds.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Activity, ACTIVITY_KEEP, checkActivity } from './activity.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Activity, ACTIVITY_JOURNAL, ACTIVITY_KEEP, checkActivity, journalLine, parseJournal, readJournal } from './activity.ts';
 
 test('a posted event is checked field by field', () => {
   assert.deepEqual(checkActivity({ run: 'apply-1', command: 'apply', kind: 'machine', machine: 'w1', text: 'w1: started (1 of 1)' }), { event: { run: 'apply-1', command: 'apply', kind: 'machine', machine: 'w1', text: 'w1: started (1 of 1)' } });
@@ -44,4 +47,40 @@ test('a run is running until its end, or a minute of silence; lines are bounded;
   for (let i = 0; i < ACTIVITY_KEEP + 10; i++) a.record({ run: 'r3', command: 'apply', kind: 'line', text: `line ${i}` });
   assert.equal(a.view().events.length, ACTIVITY_KEEP);
   assert.equal(a.view().events.at(-1)!.text, `line ${ACTIVITY_KEEP + 9}`);
+});
+
+test("the journal: serve restores apply's runs from it as they were (times, ends), skips and counts what it cannot read, and tells nobody", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'slipway-journal-'));
+  try {
+    const ev = (run: string, kind: string, text: string, at: string, extra: Record<string, unknown> = {}) => journalLine({ run, command: 'apply', kind: kind as 'line', text, at, ...extra });
+    writeFileSync(join(dir, `${ACTIVITY_JOURNAL}.1`), ev('r1', 'start', 'apply: started', '2026-12-07T11:00:00.000Z') + ev('r1', 'end', 'apply: done: w1', '2026-12-07T11:01:00.000Z', { ok: true }));
+    writeFileSync(
+      join(dir, ACTIVITY_JOURNAL),
+      ev('r2', 'machine', 'w2: started (1 of 1)', '2026-12-07T11:59:30.000Z', { machine: 'w2' }) +
+        '{"run": "r2", "command": "apply", "kind": "line", "text": "half a line' + // a line cut by a crash
+        '\n' +
+        ev('r2', 'line', 'x', 'not a time') +
+        ev('r3', 'start', 'apply: started', '2026-12-07T10:00:00.000Z'),
+    );
+    const j = readJournal(dir);
+    assert.equal(j.skipped, 2);
+    assert.deepEqual(j.events.map((e) => `${e.run} ${e.kind}`), ['r1 start', 'r1 end', 'r2 machine', 'r3 start']);
+    const now = Date.parse('2026-12-07T12:00:00Z');
+    const a = new Activity(() => now);
+    let told = 0;
+    a.on('activity', () => told++);
+    a.restore(j.events);
+    assert.equal(told, 0, 'restored, not told: no client sees old lines as news');
+    const v = a.view();
+    assert.deepEqual(v.runs.map((r) => [r.run, r.started, r.ended ?? null, r.ok ?? null]), [['r1', '2026-12-07T11:00:00.000Z', '2026-12-07T11:01:00.000Z', true], ['r2', '2026-12-07T11:59:30.000Z', null, null], ['r3', '2026-12-07T10:00:00.000Z', null, null]]);
+    // r2 was heard of 30 s ago and has not ended: running; r3 fell silent long ago
+    assert.deepEqual(a.running().map((r) => r.run), ['r2']);
+    assert.deepEqual(v.events.map((e) => e.seq), [1, 2, 3, 4]);
+    // the last `keep` only
+    assert.deepEqual(readJournal(dir, 2).events.map((e) => e.run), ['r2', 'r3']);
+    assert.deepEqual(readJournal(join(dir, 'none')), { events: [], skipped: 0 });
+    assert.deepEqual(parseJournal('[]\n{}\n').skipped, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -2,9 +2,15 @@
 // posts what it does (POST /api/v1/activity, the operator's token) to the serve running
 // with the same state directory; serve keeps the latest runs' lines in memory and tells
 // the same listeners as the lifecycle (SSE `event: activity`: `status --watch`, the
-// console). Not the lifecycle's events: nothing here moves a machine's state, and a
-// restart of serve forgets them (apply's own output is the record).
+// console). Not the lifecycle's events: nothing here moves a machine's state.
+//
+// apply also appends every line to the state's journal (<state>/activity.jsonl, 0600, one
+// JSON object per line, the previous megabyte kept as activity.jsonl.1), whether or not a
+// serve runs: the record of what day 2 did. serve reads its tail when it starts, so the
+// latest runs survive a restart of serve; a line it cannot read is skipped and counted.
 import { EventEmitter } from 'node:events';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 export const ACTIVITY_KINDS = ['start', 'plan', 'machine', 'health', 'done', 'failed', 'line', 'end', 'heartbeat'] as const;
 export type ActivityKind = (typeof ACTIVITY_KINDS)[number];
@@ -57,6 +63,48 @@ export function checkActivity(body: unknown): { event: Omit<ActivityEvent, 'seq'
   return { event: { run: b.run, command: b.command, kind: b.kind as ActivityKind, ...(b.machine ? { machine: b.machine as string } : {}), text: b.text, ...(b.ok !== undefined ? { ok: b.ok } : {}) } };
 }
 
+/** apply's journal in the state directory, and how large it grows before it is rotated to `.1` */
+export const ACTIVITY_JOURNAL = 'activity.jsonl';
+export const JOURNAL_MAX_BYTES = 1 << 20;
+
+/** A journal line: the event apply posts, with the time it happened. */
+export type JournalEvent = Omit<ActivityEvent, 'seq'>;
+
+export const journalLine = (e: JournalEvent): string => `${JSON.stringify(e)}\n`;
+
+/** The journal's events, oldest first: its readable lines (checked as a post is), the rest counted. */
+export function parseJournal(text: string): { events: JournalEvent[]; skipped: number } {
+  const events: JournalEvent[] = [];
+  let skipped = 0;
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(line);
+    } catch {
+      skipped++;
+      continue;
+    }
+    const checked = checkActivity(raw);
+    const at = (raw as { at?: unknown }).at;
+    if ('error' in checked || typeof at !== 'string' || Number.isNaN(Date.parse(at))) {
+      skipped++;
+      continue;
+    }
+    events.push({ ...checked.event, at: new Date(at).toISOString() });
+  }
+  return { events, skipped };
+}
+
+/** The last `keep` events of the state's journal (its rotated half first); none when there is none. */
+export function readJournal(stateDir: string, keep = ACTIVITY_KEEP): { events: JournalEvent[]; skipped: number } {
+  const file = join(stateDir, ACTIVITY_JOURNAL);
+  let text = '';
+  for (const f of [`${file}.1`, file]) if (existsSync(f)) text += `${readFileSync(f, 'utf8')}\n`;
+  const { events, skipped } = parseJournal(text);
+  return { events: events.slice(-keep), skipped };
+}
+
 export class Activity extends EventEmitter<{ activity: [ActivityEvent] }> {
   private seq = 0;
   private readonly events: ActivityEvent[] = [];
@@ -68,8 +116,18 @@ export class Activity extends EventEmitter<{ activity: [ActivityEvent] }> {
     this.now = now;
   }
 
+  /** Earlier runs from the journal (serve's start): kept as posted then, told to nobody. */
+  restore(events: JournalEvent[]): void {
+    for (const e of events) this.add(e, e.at);
+  }
+
   record(e: Omit<ActivityEvent, 'seq' | 'at'>): ActivityEvent {
-    const at = new Date(this.now()).toISOString();
+    const ev = this.add(e, new Date(this.now()).toISOString());
+    this.emit('activity', ev);
+    return ev;
+  }
+
+  private add(e: Omit<ActivityEvent, 'seq' | 'at'>, at: string): ActivityEvent {
     const ev: ActivityEvent = { ...e, seq: ++this.seq, at };
     let run = this.runs.get(e.run);
     if (!run) {
@@ -84,7 +142,6 @@ export class Activity extends EventEmitter<{ activity: [ActivityEvent] }> {
       this.events.push(ev);
       if (this.events.length > ACTIVITY_KEEP) this.events.splice(0, this.events.length - ACTIVITY_KEEP);
     }
-    this.emit('activity', ev);
     return ev;
   }
 

@@ -33,7 +33,7 @@ import { coreRoutes, startHttpServer, type Handler, type HttpServer } from './ht
 import { apiRoutes, DISCOVERED_MAX, DISCOVERED_TTL_MS } from './http/api.ts';
 import { renderOffThread } from './render-worker.ts';
 import { reprovisionWindow } from './window.ts';
-import { Activity } from './activity.ts';
+import { ACTIVITY_JOURNAL, Activity, readJournal } from './activity.ts';
 import type { PowerControl, ServeContext } from './context.ts';
 import { consoleRoutes } from './http/console.ts';
 import { randomBytes } from 'node:crypto';
@@ -227,7 +227,16 @@ export async function startServe(opts: ServeOptions): Promise<Serving> {
       site = new Site(base.spec, await renderOffThread(base.spec, secrets, base.pins), secrets, base.pins);
       return { event: lifecycle.reprovision(name, by), ...(window ? { window: window.token } : {}) };
     });
-  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision, power: opts.power, activity: new Activity(), file: opts.file, reload: () => serving.reload() };
+  // apply's latest runs, from the state's journal: they outlive a restart of serve
+  const activity = new Activity();
+  try {
+    const journal = readJournal(opts.stateDir);
+    activity.restore(journal.events);
+    if (journal.skipped) log.warn({ skipped: journal.skipped, file: join(opts.stateDir, ACTIVITY_JOURNAL) }, 'skipped journal lines that are not activity events');
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'could not read the activity journal: earlier day-2 runs are not shown');
+  }
+  const ctx: ServeContext = { site: () => site, inventory: () => inventory, lifecycle, store, registry, log, stateDir: opts.stateDir, reprovision, power: opts.power, activity, file: opts.file, reload: () => serving.reload() };
   // Unknown MACs age out, and their number is capped (anyone on the segment can make up MACs).
   const pruneDiscovered = () => {
     const gone = store.pruneDiscovered(new Date(Date.now() - DISCOVERED_TTL_MS).toISOString(), DISCOVERED_MAX);
