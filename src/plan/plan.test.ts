@@ -52,8 +52,12 @@ test('with a VIP, apiservers bind their own IP on 6443; without, the configured 
   const one = singleSpec({ controlPlane: { port: 443, vrid: 51 } });
   const q = buildPlan(one, fakeSecrets(one));
   assert.match(file(q, 'cp1', '/etc/systemd/system/kube-apiserver.service'), /--secure-port=443/);
-  // a stop waits for watches up to --request-timeout (60 s) otherwise: bounded at 20 s
-  assert.match(file(p, 'cp2', '/etc/systemd/system/kube-apiserver.service'), /^TimeoutStopSec=20s$/m);
+  // a stop waits for watches up to --request-timeout (60 s) otherwise: bounded at 20 s by
+  // its own ExecStop (a TimeoutStopSec would fail the unit and report the machine failed)
+  const api = file(p, 'cp2', '/etc/systemd/system/kube-apiserver.service');
+  assert.match(api, /^ExecStop=\/bin\/sh -c '.*kill -TERM "\$\$\{MAINPID\}".*-lt 200 \].*kill -KILL "\$\$\{MAINPID\}"'$/m);
+  assert.match(api, /^SuccessExitStatus=SIGKILL$/m);
+  assert.doesNotMatch(api, /TimeoutStopSec/);
   assert.ok(!q.machines[0]!.files.some((f) => f.path.startsWith('/etc/haproxy')), 'no haproxy without a VIP');
 });
 

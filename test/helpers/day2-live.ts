@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { BIN, ROOT } from './cli.ts';
 import { powerOnKept, vipProber, type KeptLab } from './kept-lab.ts';
 import type { Machine, Spec } from '../../src/spec/types.ts';
-import { machineTargets, transportFor } from '../../src/apply/targets.ts';
+import { machineTargets, serveDbPath, transportFor } from '../../src/apply/targets.ts';
+import { SqliteStore } from '../../src/store/sqlite.ts';
 
 export interface Day2Step {
   name: string;
@@ -193,9 +194,21 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
   // renew every leaf, deliver with apply while the VIP is probed
   const before = served(lab, `${vip}:6443`);
   const probe = vipProber(lab, vip, 'day2-prober');
+  const lastEvent = () => {
+    const s = new SqliteStore(serveDbPath(lab.state));
+    try {
+      return s.events({ limit: 1_000_000 });
+    } finally {
+      s.close();
+    }
+  };
+  const sinceId = lastEvent().at(-1)?.id ?? 0;
   const renew = slipway(lab, ['certs', 'renew', ...f, '--all', '--assets', lab.assets, '--yes'], 20 * 60_000);
   const probes = await probe.finish();
   assert.equal(renew.code, 0, renew.out);
+  // a restart apply makes is not a failure: no unit failed (OnFailure= would have reported it)
+  const failedMeanwhile = lastEvent().filter((e) => e.id > sinceId && e.to === 'failed');
+  assert.deepEqual(failedMeanwhile.map((e) => `${e.machine}: ${e.reason}`), [], 'machines reported failed during the renewal');
   assert.match(renew.out, /15 leaf certificates re-issued/);
   assert.match(renew.out, /delivering with apply:[\s\S]*apply: done: /);
   const newApiserver = new X509Certificate(readFileSync(join(lab.state, 'pki/apiserver.crt'), 'utf8'));

@@ -31,9 +31,21 @@ const service = (exec: string) => ({ ExecStart: exec, Restart: 'always', Restart
 // 60 s (measured on v1.20.2 with the controller-manager, the scheduler and one watch
 // connected: 60.0 s; apply's restart of it 65 s a machine, most of a renewal). kubeadm's
 // static pods get the kubelet's 30 s grace period. After 20 s only a request still running
-// is cut, one that was near its own 60 s timeout; its watches are re-opened on another
+// is cut, one already near its own 60 s timeout; its watches are re-opened on another
 // apiserver either way.
-export const APISERVER_STOP_SECONDS = '20s';
+export const APISERVER_STOP_SECONDS = 20;
+// Not TimeoutStopSec: systemd ends a stop that times out with result "timeout", the unit
+// fails and OnFailure= reports the machine failed, on every restart. ExecStop sends the
+// SIGTERM itself, waits, and kills what is left; SuccessExitStatus=SIGKILL makes that
+// stop a clean one (a kill -9 from elsewhere restarts it, Restart=always, unreported; the
+// kernel's OOM killer is still a failure, result oom-kill). $$ is systemd's literal $.
+const APISERVER_STOP = {
+  ExecStop:
+    `/bin/sh -c '[ -n "$\${MAINPID}" ] || exit 0; kill -TERM "$\${MAINPID}"; i=0; ` +
+    `while [ "$$i" -lt ${APISERVER_STOP_SECONDS * 10} ] && kill -0 "$\${MAINPID}" 2>/dev/null; do sleep 0.1; i=$$((i + 1)); done; ` +
+    `! kill -0 "$\${MAINPID}" 2>/dev/null || kill -KILL "$\${MAINPID}"'`,
+  SuccessExitStatus: 'SIGKILL',
+};
 // No --insecure-port: from v1.20 (the oldest version rendered) it is a no-op kept only
 // until 1.24; the controller-manager's and scheduler's --port=0 do still matter there.
 export function apiserverFlags(ctx: PhaseContext, m: Machine): Flags {
@@ -185,7 +197,7 @@ function machineFiles(ctx: PhaseContext, m: Machine): File[] {
     {
       path: `${UNITS}/kube-apiserver.service`,
       mode: 0o644,
-      contents: unit('Kubernetes API Server', command(`${BIN}/kube-apiserver`, apiserverFlags(ctx, m)), hasRole(m, 'etcd') ? ['etcd.service'] : [], { TimeoutStopSec: APISERVER_STOP_SECONDS }),
+      contents: unit('Kubernetes API Server', command(`${BIN}/kube-apiserver`, apiserverFlags(ctx, m)), hasRole(m, 'etcd') ? ['etcd.service'] : [], APISERVER_STOP),
     },
     { path: `${UNITS}/kube-controller-manager.service`, mode: 0o644, contents: unit('Kubernetes Controller Manager', command(`${BIN}/kube-controller-manager`, controllerManagerFlags(ctx))) },
     { path: `${UNITS}/kube-scheduler.service`, mode: 0o644, contents: unit('Kubernetes Scheduler', command(`${BIN}/kube-scheduler`, schedulerFlags(ctx))) },
