@@ -109,6 +109,16 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
   const vip = spec.controlPlane.vip!;
   const members = spec.machines.filter((m) => m.roles.includes('etcd'));
   const cps = spec.machines.filter((m) => m.roles.includes('control-plane'));
+  // serve's events (its store): what the machines reported while day 2 ran
+  const storeEvents = () => {
+    const s = new SqliteStore(serveDbPath(lab.state));
+    try {
+      return s.events({ limit: 1_000_000 });
+    } finally {
+      s.close();
+    }
+  };
+  const day2From = storeEvents().at(-1)?.id ?? 0;
   const step = (s: Day2Step) => {
     steps.push(s);
     console.log(`# day2 ${s.name}: ${s.seconds.toFixed(1)} s${s.probes ? `, ${s.probes.failed}/${s.probes.sent} probes failed${s.probes.kinds ? ` (${s.probes.kinds})` : ''}` : ''}: ${s.detail}`);
@@ -194,20 +204,12 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
   // renew every leaf, deliver with apply while the VIP is probed
   const before = served(lab, `${vip}:6443`);
   const probe = vipProber(lab, vip, 'day2-prober');
-  const lastEvent = () => {
-    const s = new SqliteStore(serveDbPath(lab.state));
-    try {
-      return s.events({ limit: 1_000_000 });
-    } finally {
-      s.close();
-    }
-  };
-  const sinceId = lastEvent().at(-1)?.id ?? 0;
+  const sinceId = storeEvents().at(-1)?.id ?? 0;
   const renew = slipway(lab, ['certs', 'renew', ...f, '--all', '--assets', lab.assets, '--yes'], 20 * 60_000);
   const probes = await probe.finish();
   assert.equal(renew.code, 0, renew.out);
   // a restart apply makes is not a failure: no unit failed (OnFailure= would have reported it)
-  const failedMeanwhile = lastEvent().filter((e) => e.id > sinceId && e.to === 'failed');
+  const failedMeanwhile = storeEvents().filter((e) => e.id > sinceId && e.to === 'failed');
   assert.deepEqual(failedMeanwhile.map((e) => `${e.machine}: ${e.reason}`), [], 'machines reported failed during the renewal');
   assert.match(renew.out, /15 leaf certificates re-issued/);
   assert.match(renew.out, /delivering with apply:[\s\S]*apply: done: /);
@@ -227,5 +229,8 @@ export async function day2OnLiveLab(lab: KeptLab, clusterFile: string, spec: Spe
   step({ name: 'certs renew --all --yes (delivered by apply)', seconds: renew.seconds, probes, detail: `apiserver through the VIP: not-after ${iso(before.notAfter)} → ${iso(via.notAfter)} (openssl s_client); every apiserver and etcd serves the new pair; per machine: ${[...renew.out.matchAll(/(\S+): done \(([^)]*)\)/g)].map((x) => `${x[1]} ${x[2]}`).join('; ')}` });
   const after = slipway(lab, ['certs', 'check', ...f, '--window', '10']);
   assert.equal(after.code, 0, after.out);
+  // what went on the machines' records meanwhile (the restore stops units on purpose; a unit that failed says which)
+  const failed = storeEvents().filter((e) => e.id > day2From && e.to === 'failed');
+  console.log(`# day2 machines reported failed during day 2: ${failed.length ? failed.map((e) => `${e.machine} (${e.reason})`).join(', ') : 'none'}`);
   return steps;
 }
