@@ -91,7 +91,7 @@ test('report fuzz: no probe over 100 ms, no 500, seqs kept, old tokens refused, 
   const max = (xs: number[]) => Math.max(...xs);
   const fmt = (xs: number[]) => `n=${xs.length} p50=${percentile(xs, 50).toFixed(1)} p99=${percentile(xs, 99).toFixed(1)} max=${max(xs).toFixed(1)} ms`;
   console.log(`host load after: ${loadavg()[0]!.toFixed(1)}`);
-  console.log(`fuzz: ${f.requests} requests in ${(f.elapsedMs / 1000).toFixed(1)} s, ${f.reprovisions} reprovisions (${f.reprovisionsRefused} refused by the window rule), deepest detail ${f.deepest}, largest GET ${f.maxGetBytes} bytes`);
+  console.log(`fuzz: ${f.requests} requests in ${(f.elapsedMs / 1000).toFixed(1)} s, ${f.reprovisions} reprovisions (${f.reprovisionsRefused} refused by the window rule; ${f.reprovisionsRacing} sent while another control-plane machine's state was in flight), deepest detail ${f.deepest}, largest GET ${f.maxGetBytes} bytes`);
   console.log(`fuzz outcomes: ${JSON.stringify(f.outcomes)}`);
   console.log(`probe /healthz: ${fmt(p.healthzMs)}; DHCP DORA: ${fmt(p.doraMs)}`);
   // serve's own view (prom-client's event-loop delay since the last scrape: nobody else scrapes)

@@ -21,7 +21,8 @@ export interface FuzzRequest {
   maxRequests: number;
   machines: string[];
   /**
-   * the control-plane machines among them: once one has joined, a reprovision of another
+   * the control-plane machines among them: once one has joined (failed since, after joining,
+   * still counts), a reprovision of another
    * asks the cluster for a bootstrap token (serve/window.ts); no apiserver runs here, so
    * serve must refuse it (502) and change nothing
    */
@@ -48,6 +49,8 @@ export interface FuzzSummary {
   unexpected: string[];
   serverErrors: number;
   reprovisions: number;
+  /** reprovisions sent while another control-plane machine's state was in flight (either answer accepted) */
+  reprovisionsRacing: number;
   /** reprovisions refused by the window rule (a control-plane machine joined, no apiserver) */
   reprovisionsRefused: number;
   oldTokenRefused: number;
@@ -76,11 +79,15 @@ interface Model {
   /** the next seq the machine has not used in this install */
   seq: number;
   state: string;
+  /** for failed: the state it failed in (lifecycle reached(): failed after joining still counts as joined) */
+  failedFrom?: string;
   /** machine events of this install: seq → state */
   events: { seq: number; to: string }[];
   /** bodies accepted in this install (replays must get 400), and earlier installs' (401) */
   accepted: string[];
   old: { token: string; body: string }[];
+  /** a request in flight that may change whether it counts as joined (machines run concurrently): a report of joined or ready, or its reprovision */
+  inFlight?: 'joins' | 'reprovision';
   /** a refused report left this seq unused */
   refusedAt?: number;
   nextReprovision: number;
@@ -193,7 +200,7 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
   const apiToken = readFileSync(join(req.state, 'api-token'), 'utf8').trim();
   const tokensNow = () => (JSON.parse(readFileSync(join(req.state, 'tokens.json'), 'utf8')) as { machineTokens: Record<string, string> }).machineTokens;
   const summary: FuzzSummary = {
-    seed: req.seed, requests: 0, elapsedMs: 0, outcomes: {}, unexpected: [], serverErrors: 0, reprovisions: 0, reprovisionsRefused: 0, oldTokenRefused: 0,
+    seed: req.seed, requests: 0, elapsedMs: 0, outcomes: {}, unexpected: [], serverErrors: 0, reprovisions: 0, reprovisionsRefused: 0, reprovisionsRacing: 0, oldTokenRefused: 0,
     seqKeptAfterRefusal: 0, deepest: 0, maxGetBytes: 0, streams: { opened: 0, refusedOverCap: false, eventsEach: [], transitions: 0 }, stateErrors: [],
   };
   const wrong = (what: string) => summary.unexpected.length < 50 && summary.unexpected.push(what);
@@ -276,7 +283,8 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
     if (chance(r, 0.8)) report.detail = validDetail(r);
     let body = JSON.stringify(report);
     if (Buffer.byteLength(body) > MAX_BODY) body = JSON.stringify({ ...report, detail: { unit: 'x.service' } }); // escapes grew it past 64 KiB
-    const res = await post('valid', m.token, body);
+    if (state === 'joined' || state === 'ready') m.inFlight = 'joins';
+    const res = await post('valid', m.token, body).finally(() => (m.inFlight = undefined));
     if (res.status === 429) {
       m.refusedAt = m.seq; // throttled: the same seq must be accepted later
       return;
@@ -288,6 +296,7 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
     const moved = moves(m.state, state);
     if (moved !== (got.event !== null)) wrong(`${m.name} seq ${m.seq}: ${m.state} → ${state} moved=${got.event !== null}, model says ${moved}`);
     if (moved) {
+      if (state === 'failed') m.failedFrom = m.state;
       m.state = state;
       m.events.push({ seq: m.seq, to: state });
       summary.streams.transitions++;
@@ -308,15 +317,27 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
   };
 
   const reprovision = async (m: Model) => {
-    const clusterRuns = models.some((x) => x !== m && req.controlPlanes.includes(x.name) && (x.state === 'joined' || x.state === 'ready'));
-    const res = await call('reprovision', `/api/v1/machines/${m.name}/reprovision`, { method: 'POST', headers: operator }, clusterRuns ? 502 : undefined);
-    if (clusterRuns) {
+    const joined = (x: Model) => { const reached = x.state === 'failed' ? x.failedFrom : x.state; return reached === 'joined' || reached === 'ready'; };
+    const cps = models.filter((x) => x !== m && req.controlPlanes.includes(x.name));
+    const clusterRuns = cps.some(joined);
+    // what may flip the rule while this request is in flight: every joined control-plane
+    // machine being reprovisioned, or one reporting joined or ready; either answer is then
+    // right (and checked as such)
+    const unsure = clusterRuns ? cps.filter(joined).every((x) => x.inFlight === 'reprovision') : cps.some((x) => x.inFlight === 'joins');
+    m.inFlight = 'reprovision';
+    const res = await call('reprovision', `/api/v1/machines/${m.name}/reprovision`, { method: 'POST', headers: operator }, clusterRuns || unsure ? 502 : undefined).finally(() => (m.inFlight = undefined));
+    if (unsure) summary.reprovisionsRacing++;
+    if (res.status === 502 && (clusterRuns || unsure)) {
       // the window rule: refused, naming why, the machine's token and state as they were
-      if (res.status !== 502 || !res.text.includes('the cluster runs')) wrong(`reprovision ${m.name} while a control-plane machine has joined (no apiserver here): ${res.status}, expected 502 ${res.text.slice(0, 200)}`);
+      if (!res.text.includes('the cluster runs')) wrong(`reprovision ${m.name}: 502 without the window rule's reason: ${res.text.slice(0, 200)}`);
       else summary.reprovisionsRefused++;
       if (tokensNow()[m.name] !== m.token) wrong(`reprovision ${m.name} refused, but its token changed`);
       m.nextReprovision = performance.now() + req.reprovisionEveryMs * (1 + r.next() / 2 ** 32);
       return;
+    }
+    if (clusterRuns && !unsure) {
+      const seen = cps.map((x) => `${x.name}: ${x.state}${x.failedFrom ? ` (failed from ${x.failedFrom})` : ''}`);
+      return wrong(`reprovision ${m.name} while a control-plane machine has joined (no apiserver here; ${seen.join(', ')}): ${res.status}, expected 502 ${res.text.slice(0, 200)}`);
     }
     if (res.status !== 200) return wrong(`reprovision ${m.name}: ${res.status} ${res.text.slice(0, 200)}`);
     summary.reprovisions++;
@@ -325,14 +346,16 @@ export async function fuzz(req: FuzzRequest): Promise<FuzzSummary> {
     if (mode !== 0o600) wrong(`tokens.json is ${mode.toString(8)} after a reprovision`);
     if (token === m.token) wrong(`reprovision ${m.name}: the token did not change`);
     for (const body of m.accepted) m.old.push({ token: m.token, body });
-    // The previous install's last report, and a fresh one from its first seq: both refused.
+    const oldToken = m.token;
     const last = m.accepted.at(-1) ?? JSON.stringify({ state: 'installing', seq: 1 });
+    // the model follows serve at once: the other machines' loops read it while this one awaits below
+    Object.assign(m, { token, seq: 1, state: 'unknown', failedFrom: undefined, events: [], accepted: [], refusedAt: undefined });
+    // The previous install's last report, and a fresh one from its first seq: both refused.
     for (const body of [last, JSON.stringify({ state: 'installing', seq: 1 })]) {
-      const res2 = await post('old-token', m.token, body);
+      const res2 = await post('old-token', oldToken, body);
       if (res2.status === 401 || res2.status === 403) summary.oldTokenRefused++;
       else wrong(`${m.name}: a report with the token of before the reprovision got ${res2.status}`);
     }
-    Object.assign(m, { token, seq: 1, state: 'unknown', events: [], accepted: [], refusedAt: undefined });
     m.nextReprovision = performance.now() + req.reprovisionEveryMs * (1 + r.next() / 2 ** 32);
   };
 
