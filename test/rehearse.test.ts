@@ -343,16 +343,30 @@ for (const [engine, twice] of [['containers', false], ['vm', false], ['container
 // runs beside the containers rehearsal: both want both cores. Last in the file: the heavy
 // test files take turns (test/helpers/vm-lock.ts).
 
-const VM_CHECKS = ['installed-from-blank-disk', 'files-match-render', 'etcd-healthy', 'static-networking', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
+const VM_CHECKS = ['installed-from-blank-disk', 'files-match-render', 'etcd-healthy', 'static-networking', 'bond-failover', 'reboot-from-disk', 'vip-failover', 'etcd-member-loss'];
 const VM_HARDWARE = ['BIOS (SeaBIOS), virtio-net NIC, virtio-blk disk', 'UEFI (OVMF), Intel e1000e NIC, AHCI (SATA) disk, hardware clock starting 2015-01-01', 'BIOS (SeaBIOS), Intel e1000e NIC, NVMe disk, hardware clock starting 2015-01-01', 'BIOS (SeaBIOS), virtio-net NIC, AHCI (SATA) disk', 'UEFI (OVMF), virtio-net NIC, NVMe disk'];
 
-test('rehearse --engine vm: machines on mixed firmware and hardware install from blank disks through DHCP, iPXE, the installer and Ignition, keep their files, addresses and VIP, boot from disk; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
+test('rehearse --engine vm: machines on mixed firmware and hardware install from blank disks through DHCP, iPXE, the installer and Ignition, keep their files, addresses and VIP, boot from disk; cp1 on a bond carrying its node network on VLAN 100 joins etcd and fails over; a wrong MAC and a failing unit are failed with the reason; units without binaries are reported not started', { skip: SKIP, timeout: (TURN_MIN + 35) * 60_000 }, async () => {
   const release = await heavyTestTurn('rehearse --engine vm', TURN_MIN * 60_000);
   const before = leftovers();
   const dir = mkdtempSync(join(tmpdir(), 'slipway-rehearse-vm-'));
   try {
     const reportFile = join(dir, 'report.json');
-    const r = await run(['rehearse', '-f', join(ROOT, 'examples/rehearsal.yaml'), '--engine', 'vm', '--no-kubernetes', '--fault', 'w1=wrong-mac', '--fault', 'w2=failing-unit', '--report', reportFile], 30 * 60_000);
+    // cp1 as a rack machine of issue 20: two NICs in an active-backup bond carrying its node
+    // network tagged (VLAN 100), PXE untagged on the first member. Its etcd peers, VRRP and
+    // the VIP reach cp2 and cp3 (untagged) through the lab's switch port (lab/vlan.ts).
+    // (cp1: virtio-net. On cp3's e1000e the guest never saw QEMU's set_link off: no failover
+    // in 30 s, not understood yet.)
+    const example = readFileSync(join(ROOT, 'examples/rehearsal.yaml'), 'utf8');
+    const cp1 = '    - name: cp1\n      mac: "52:54:00:20:30:11"\n      ip: 10.20.30.11/24\n      interface: eth0               # NIC name: keepalived binds the VIP to it\n      roles: [control-plane, etcd]  # any of: control-plane, etcd, worker\n';
+    assert.ok(example.includes(cp1), 'examples/rehearsal.yaml changed: update cp1 here');
+    const file = join(dir, 'rehearsal.yaml');
+    writeFileSync(file, example.replace(cp1, [
+      '    - name: cp1', '      mac: "52:54:00:20:30:11"', '      ip: 10.20.30.11/24', '      roles: [control-plane, etcd]', '      links:',
+      '        - {name: bond0, kind: bond, members: ["52:54:00:20:30:11", "52:54:00:20:31:11"]}',
+      '        - {name: node0, kind: vlan, on: bond0, id: 100, node: true}', '',
+    ].join('\n')));
+    const r = await run(['rehearse', '-f', file, '--engine', 'vm', '--no-kubernetes', '--fault', 'w1=wrong-mac', '--fault', 'w2=failing-unit', '--report', reportFile], 30 * 60_000);
     const context = `exit ${r.code}\n${r.stdout}\n${r.stderr.slice(-6000)}`;
     assert.ok(existsSync(reportFile), `no report written:\n${context}`);
     const report = JSON.parse(readFileSync(reportFile, 'utf8'));
@@ -363,6 +377,8 @@ test('rehearse --engine vm: machines on mixed firmware and hardware install from
     assert.ok(report.notes.some((n: string) => n.startsWith('the lab network sends IPv6 router advertisements (radvd')), context);
     const byName = new Map<string, { result: string; detail: string }>(report.checks.map((c: { name: string }) => [c.name, c]));
     for (const name of VM_CHECKS) assert.equal(byName.get(name)?.result, 'ok', `${name}: ${byName.get(name)?.detail}\n${context}`);
+    // cp1 failed over to its second NIC, its node address and VLAN kept, answered tagged on the new member's wire
+    assert.match(byName.get('bond-failover')!.detail, /^cp1: bond0 \(active-backup.*: \S+ \(52:54:00:20:31:11\) active within [\d.]+ s, node0 kept 10\.20\.30\.11\/24.*tagged VLAN 100 on vmtap0;.*tagged VLAN 100 on vmtap0b1/, byName.get('bond-failover')!.detail);
     // every machine that installed did it from a blank disk, in the installer's steps, on its hardware
     const blank = byName.get('installed-from-blank-disk')!.detail;
     assert.match(blank, /the installer reported disk → write → grow → ignition → installed/);
