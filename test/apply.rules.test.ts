@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { buildPlan } from '../src/plan/plan.ts';
 import { planTree } from '../src/render/tree.ts';
 import { givenOf, machineFiles } from '../src/render/given.ts';
-import { fileChanges, machineActions, rolloutOrder, unitInputs } from '../src/apply/changes.ts';
+import { fileChanges, installTimeNotes, machineActions, rolloutOrder, unitInputs } from '../src/apply/changes.ts';
 import { membershipChange, membershipStep, quorum } from '../src/apply/membership.ts';
 import { etcdRestartAvoidable, healthScript, withoutBootstrapFlags, type MachinePlan } from '../src/apply/apply.ts';
 import { readEtcdJoins, writeEtcdJoins } from '../src/secrets/etcd-joins.ts';
@@ -35,6 +35,23 @@ test('an unchanged file: nothing to deliver anywhere', () => {
     assert.deepEqual(d.changes, { put: [], remove: [] }, m.name);
     assert.deepEqual(d.actions, { daemonReload: false, stop: [], commands: [], units: [] });
   }
+});
+
+test("changed kernel arguments: written, nothing restarted, and apply says the boot loader keeps the old ones until a reprovision", () => {
+  const withArgs = (args: string[]) => {
+    const s = haSpec();
+    s.additions = { files: [], units: [], sysctls: [], kernelArgs: [{ origin: 'spec.kernelArgs[0]', roles: ['worker'], args }] };
+    return s;
+  };
+  const d = delta(withArgs(['intel_iommu=on']), withArgs(['intel_iommu=on', 'iommu=pt']), 'w1');
+  assert.deepEqual(d.changes.put.map((f) => f.path), ['/etc/slipway/kernel-args']);
+  assert.deepEqual(d.actions, { daemonReload: false, stop: [], commands: [], units: [] });
+  const notes = installTimeNotes(d.changes, 'w1');
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /^kernel arguments changed \(spec\.kernelArgs\): \/etc\/slipway\/kernel-args is written, but the installed boot loader keeps the ones it was installed with; they take effect when the machine is reprovisioned \(slipway provision w1, or the console's Reprovision\)$/);
+  // taken away too; and a machine they do not apply to has nothing to say
+  assert.equal(installTimeNotes(delta(withArgs(['iommu=pt']), haSpec(), 'w1').changes, 'w1').length, 1);
+  assert.deepEqual(installTimeNotes(delta(withArgs(['intel_iommu=on']), withArgs(['iommu=pt']), 'cp1').changes, 'cp1'), []);
 });
 
 test('adding worker w3: the others get (cni: bridge) a route to its pod /24, by networkctl reload; no unit restarts', () => {

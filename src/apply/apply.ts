@@ -14,7 +14,7 @@ import type { Tree } from '../render/tree.ts';
 import { type Given, givenOf, loadGiven, machineFiles, saveGiven } from '../render/given.ts';
 import { apiServerURL, hasRole, type Spec } from '../spec/types.ts';
 import { apiserverPort } from '../plan/phases/control-plane.ts';
-import { fileChanges, isEmpty, machineActions, rolloutOrder, type FileChanges, type MachineActions } from './changes.ts';
+import { fileChanges, installTimeNotes, isEmpty, machineActions, rolloutOrder, type FileChanges, type MachineActions } from './changes.ts';
 import { SshError, shellQuote, type SshTransport, type SshMachine } from './ssh.ts';
 import { BOOTSTRAP_ONLY_FLAGS } from '../plan/phases/etcd.ts';
 import { ETCD_UNIT } from './membership.ts';
@@ -126,8 +126,8 @@ export async function planApply(stateDir: string, tree: Tree, targets: Targets, 
     const changes = fileChanges(given, next);
     const loud = changes.put.filter((f) => !(quiet.has(f.path) && given[f.path]?.sha256 === quiet.get(f.path)));
     const actions = machineActions({ put: loud, remove: changes.remove }, next, Object.keys(given));
-    const notes = await keepEtcdRunning(ssh, target.ssh, given, next, actions, { put: loud, remove: changes.remove });
-    machines.push({ target, baseline, changes, actions, next, ...(notes ? { notes } : {}) });
+    const notes = [...((await keepEtcdRunning(ssh, target.ssh, given, next, actions, { put: loud, remove: changes.remove })) ?? []), ...installTimeNotes(changes, target.machine.name)];
+    machines.push({ target, baseline, changes, actions, next, ...(notes.length ? { notes } : {}) });
   }
   return { machines, notInstalled: targets.notInstalled, unpinned: targets.unpinned };
 }

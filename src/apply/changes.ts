@@ -6,6 +6,7 @@ import type { File } from '../plan/types.ts';
 import type { Given } from '../render/given.ts';
 import { givenFile } from '../render/given.ts';
 import { hasRole, type Machine } from '../spec/types.ts';
+import { KERNEL_ARGS_FILE } from '../plan/phases/additions.ts';
 
 export interface FileChanges {
   /** new or changed files, by machine path */
@@ -63,6 +64,21 @@ export const OS_CONFIG: readonly { prefix: string; action: UnitAction | Command 
   { prefix: '/etc/sysctl.d/', action: { argv: ['sysctl', '--system'], why: 'sysctl.d changed' } },
   { prefix: '/etc/modules-load.d/', action: { kind: 'restart', unit: 'systemd-modules-load.service' } },
 ];
+
+/**
+ * Files read only at install time: delivering a change of one is not applying it. apply
+ * writes it (so the machine's files match the render) and says what it takes instead.
+ */
+export const INSTALL_TIME: readonly { path: string; note: string }[] = [
+  {
+    path: KERNEL_ARGS_FILE,
+    note: `kernel arguments changed (spec.kernelArgs): ${KERNEL_ARGS_FILE} is written, but the installed boot loader keeps the ones it was installed with; they take effect when the machine is reprovisioned (slipway provision NAME, or the console's Reprovision)`,
+  },
+];
+
+/** The notes for install-time files among `changes` (INSTALL_TIME). */
+export const installTimeNotes = (changes: FileChanges, name: string): string[] =>
+  INSTALL_TIME.filter((x) => changes.put.some((f) => f.path === x.path) || changes.remove.includes(x.path)).map((x) => x.note.replace('NAME', name));
 
 /**
  * Units Slipway renders that apply never restarts: they report the machine's progress and
