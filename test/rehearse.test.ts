@@ -355,8 +355,8 @@ test('rehearse --engine vm: machines on mixed firmware and hardware install from
     // cp1 as a rack machine of issue 20: two NICs in an active-backup bond carrying its node
     // network tagged (VLAN 100), PXE untagged on the first member. Its etcd peers, VRRP and
     // the VIP reach cp2 and cp3 (untagged) through the lab's switch port (lab/vlan.ts).
-    // (cp1: virtio-net. On cp3's e1000e the guest never saw QEMU's set_link off: no failover
-    // in 30 s, not understood yet.)
+    // (cp1: virtio-net. QEMU's e1000e model does not show its guest a set_link off, so on
+    // cp3 the bond never failed over: docs/networks.md.)
     const example = readFileSync(join(ROOT, 'examples/rehearsal.yaml'), 'utf8');
     const cp1 = '    - name: cp1\n      mac: "52:54:00:20:30:11"\n      ip: 10.20.30.11/24\n      interface: eth0               # NIC name: keepalived binds the VIP to it\n      roles: [control-plane, etcd]  # any of: control-plane, etcd, worker\n';
     assert.ok(example.includes(cp1), 'examples/rehearsal.yaml changed: update cp1 here');
