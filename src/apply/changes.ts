@@ -69,16 +69,17 @@ export const OS_CONFIG: readonly { prefix: string; action: UnitAction | Command 
  * Files read only at install time: delivering a change of one is not applying it. apply
  * writes it (so the machine's files match the render) and says what it takes instead.
  */
-export const INSTALL_TIME: readonly { path: string; note: string }[] = [
+export const INSTALL_TIME: readonly { path: string; note: (machine: string) => string }[] = [
   {
     path: KERNEL_ARGS_FILE,
-    note: `kernel arguments changed (spec.kernelArgs): ${KERNEL_ARGS_FILE} is written, but the installed boot loader keeps the ones it was installed with; they take effect when the machine is reprovisioned (slipway provision NAME, or the console's Reprovision)`,
+    note: (machine) =>
+      `kernel arguments changed (spec.kernelArgs): ${KERNEL_ARGS_FILE} is written, but the installed boot loader keeps the ones it was installed with; they take effect when the machine is reprovisioned (slipway provision ${machine}, or the console's Reprovision)`,
   },
 ];
 
 /** The notes for install-time files among `changes` (INSTALL_TIME). */
 export const installTimeNotes = (changes: FileChanges, name: string): string[] =>
-  INSTALL_TIME.filter((x) => changes.put.some((f) => f.path === x.path) || changes.remove.includes(x.path)).map((x) => x.note.replace('NAME', name));
+  INSTALL_TIME.filter((x) => changes.put.some((f) => f.path === x.path) || changes.remove.includes(x.path)).map((x) => x.note(name));
 
 /**
  * Units Slipway renders that apply never restarts: they report the machine's progress and

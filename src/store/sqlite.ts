@@ -335,35 +335,36 @@ export class SqliteStore implements Store {
   }
 
   recordFacts(mac: string, facts: Record<string, unknown>, source: string, opts: { machine?: string; useToken?: string } = {}): StoredFacts | undefined {
-    this.commit(); // its own transaction: the token used and the facts stored together, or neither
     const at = new Date().toISOString();
-    this.db.exec('BEGIN IMMEDIATE');
-    try {
+    // the token used and the facts stored together, or neither
+    return this.ownTransaction(() => {
       // single use: whoever deletes the token's row first stores; a second use stores nothing
-      if (opts.useToken !== undefined && Number(this.q.useToken!.run(opts.useToken, mac).changes) !== 1) {
-        this.db.exec('ROLLBACK');
-        return undefined;
-      }
+      if (opts.useToken !== undefined && Number(this.q.useToken!.run(opts.useToken, mac).changes) !== 1) return undefined;
       const text = JSON.stringify(facts);
       this.q.putFacts!.run(mac, opts.machine ?? null, at, source, text);
       this.q.addFactsHistory!.run(mac, opts.machine ?? null, at, source, text);
       this.q.pruneFactsHistory!.run(mac, mac, FACTS_HISTORY);
-      this.db.exec('COMMIT');
-    } catch (e) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK');
-      throw e;
-    }
-    return { mac, ...(opts.machine ? { machine: opts.machine } : {}), at, source, facts };
+      return { mac, ...(opts.machine ? { machine: opts.machine } : {}), at, source, facts };
+    });
   }
 
   pruneFacts(keep: number, protect: Iterable<string>): number {
-    this.commit(); // its own transaction: a MAC's facts and their history go together
-    this.db.exec('BEGIN IMMEDIATE');
-    try {
+    // a MAC's facts and their history go together
+    return this.ownTransaction(() => {
       const gone = Number(this.q.pruneFacts!.run(JSON.stringify([...protect]), keep).changes);
       if (gone) this.q.pruneOrphanHistory!.run();
-      this.db.exec('COMMIT');
       return gone;
+    });
+  }
+
+  /** `f` in a transaction of its own, after the batch's: all it writes is committed, or none. */
+  private ownTransaction<T>(f: () => T): T {
+    this.commit();
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const r = f();
+      this.db.exec('COMMIT');
+      return r;
     } catch (e) {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
       throw e;
